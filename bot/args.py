@@ -1,0 +1,104 @@
+"""Slash-command text -> words, options and the incident it names.
+
+Users type in Slack, so: `--sev 2` and `--sev=2`; an em dash where macOS autocorrected `--`;
+straight or curly double quotes to group words; apostrophes are plain letters ("can't"). Free text
+(a title, a note) keeps its own spacing and line breaks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+from bot.command import UsageError
+
+
+class Option(Enum):
+    VALUE = "one word"
+    WORDS = "the words up to the next option"
+    FLAG = "no value"
+
+
+_TOKEN = re.compile(r'"[^"]*"|“[^”]*”|\S+')
+_OPTION = re.compile(r"^(?:--|—|–)([A-Za-z][A-Za-z0-9-]*)(?:=(.*))?$", re.S)
+_INCIDENT_REF = re.compile(r"^#(\d+)$")
+
+
+@dataclass
+class Args:
+    words: list[str] = field(default_factory=list)
+    options: dict[str, str | bool] = field(default_factory=dict)
+    incident: int | None = None
+    text: str = ""
+
+    source: str = field(default="", repr=False)
+    kept: list[tuple[str, int, int]] = field(default_factory=list, repr=False)
+
+    def rest(self, skip: int) -> str:
+        """Free text after the first `skip` words, spacing kept."""
+        return _join(self.source, self.kept[skip:])
+
+
+def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = True) -> Args:
+    """Split `text`; `#12` names an incident when `incident_refs`, unknown options are errors."""
+    tokens = [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    args = Args()
+    kept: list[tuple[str, int, int]] = []
+    index = 0
+    while index < len(tokens):
+        token, start, end = tokens[index]
+        option = _OPTION.match(token)
+        if option:
+            name, inline = option.group(1).lower(), option.group(2)
+            kind = options.get(name)
+            if kind is None:
+                known = ", ".join(f"--{known}" for known in options) or "none"
+                raise UsageError(f"unknown option --{name} (options: {known})")
+            if kind is Option.FLAG:
+                if inline is not None:
+                    raise UsageError(f"--{name} takes no value")
+                args.options[name] = True
+            elif inline is not None:
+                args.options[name] = _unquote(inline)
+            else:
+                values = []
+                while index + 1 < len(tokens) and not _OPTION.match(tokens[index + 1][0]):
+                    index += 1
+                    values.append(_unquote(tokens[index][0]))
+                    if kind is Option.VALUE:
+                        break
+                if not values:
+                    raise UsageError(f"--{name} needs a value")
+                args.options[name] = " ".join(values)
+        elif incident_refs and args.incident is None and (ref := _INCIDENT_REF.match(token)):
+            args.incident = int(ref.group(1))
+        else:
+            kept.append((token, start, end))
+        index += 1
+    args.words = [_unquote(token) for token, _, _ in kept]
+    args.source, args.kept = text, kept
+    args.text = args.rest(0)
+    return args
+
+
+def _unquote(token: str) -> str:
+    if len(token) >= 2 and (token[0], token[-1]) in (('"', '"'), ("“", "”")):
+        return token[1:-1]
+    return token
+
+
+def _join(text: str, kept: list[tuple[str, int, int]]) -> str:
+    """The kept tokens with the whitespace that stood before each (so line breaks survive)."""
+    if not kept:
+        return ""
+    if len(kept) == 1:
+        return _unquote(kept[0][0])
+    parts = [kept[0][0]]
+    previous_end = kept[0][2]
+    for token, start, end in kept[1:]:
+        gap = text[previous_end:start]
+        parts.append(gap if gap.strip() == "" else " ")
+        parts.append(token)
+        previous_end = end
+    return "".join(parts).strip()

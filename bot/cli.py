@@ -1,0 +1,195 @@
+"""oncall-bot serve | socket | console | run | manifest
+
+A missing token, a bad config or an unusable database is one line on stderr naming what is wrong
+and where, with exit code 2: never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot import config as config_module
+from bot.app import DEFAULT_API_URL, SlackBot, SlackEnv
+from bot.config import Config, ConfigError
+from bot.console import Local
+from bot.jsonlog import configure as configure_logging
+from bot.manifest import manifest
+from bot.store import Store
+from bot.times import utc_now
+from commands import registry
+
+DEFAULT_PORT = 3000
+SOCKET_DRAIN_SECONDS = 8
+
+
+class StartupError(Exception):
+    """Something the operator must fix before the bot can start."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    config: Path
+    config_required: bool
+    db: Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except StartupError as error:
+        print(f"oncall-bot: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oncall-bot", description="The Slack bot for the engineer on call.")
+    sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+
+    serve = sub.add_parser("serve", help="HTTP mode: POST /slack/events, GET /healthz")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=None, help=f"default: $PORT, else {DEFAULT_PORT}")
+    serve.set_defaults(handler=_serve)
+
+    sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)").set_defaults(handler=_socket)
+    sub.add_parser("console", help="the commands in a terminal, no Slack needed").set_defaults(handler=_console)
+
+    run = sub.add_parser("run", help='one command, printed: oncall-bot run "/mttr last-week"')
+    run.add_argument("--json", action="store_true", help="print the reply's data as JSON")
+    run.add_argument("text", nargs=argparse.REMAINDER, help="the command, as typed in Slack")
+    run.set_defaults(handler=_run)
+
+    manifest_parser = sub.add_parser("manifest", help="print the Slack app manifest (JSON)")
+    target = manifest_parser.add_mutually_exclusive_group()
+    target.add_argument("--http-url", help="public URL of /slack/events, for HTTP mode")
+    target.add_argument("--socket", action="store_true", help="Socket Mode (the default)")
+    manifest_parser.set_defaults(handler=_manifest)
+    return parser
+
+
+# -- modes ---------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bot.server import Server
+
+    configure_logging()
+    paths = _paths()
+    config = _config(paths)
+    env = _slack_env(need_app_token=False)
+    _store(paths).close()
+    port = args.port if args.port is not None else _port_from_env()
+    Server(lambda: SlackBot(env, config, Store(paths.db), registry()), args.host, port).run()
+    return 0
+
+
+def _socket(args: argparse.Namespace) -> int:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    configure_logging()
+    paths = _paths()
+    config = _config(paths)
+    env = _slack_env(need_app_token=True)
+    bot = SlackBot(env, config, _store(paths), registry())
+    bot.start()
+    handler = SocketModeHandler(bot.app, env.app_token)
+
+    def stop(signum: int, frame: object) -> None:
+        handler.close()
+        bot.drain(SOCKET_DRAIN_SECONDS)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    handler.start()
+    return 0
+
+
+def _console(args: argparse.Namespace) -> int:
+    configure_logging(logging.WARNING)
+    paths = _paths()
+    local = Local(_store(paths), _config(paths), registry(), utc_now)
+    return local.console(sys.stdin, sys.stdout)
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(logging.WARNING)
+    words = [word for word in args.text if word != "--json"]
+    as_json = args.json or len(words) != len(args.text)
+    line = " ".join(words).strip()
+    if not line:
+        raise StartupError('run needs a command, like: oncall-bot run "/incident list"')
+    paths = _paths()
+    local = Local(_store(paths), _config(paths), registry(), utc_now)
+    return local.run(line, as_json=as_json, out=sys.stdout, err=sys.stderr)
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    print(json.dumps(manifest(registry(), args.http_url), indent=2))
+    return 0
+
+
+# -- environment ----------------------------------------------------------------------------------
+
+
+def _paths() -> Paths:
+    configured = os.environ.get("ONCALL_CONFIG")
+    return Paths(config=Path(configured or "oncall.toml"), config_required=bool(configured),
+                 db=Path(os.environ.get("ONCALL_DB") or "oncall.db"))
+
+
+def _config(paths: Paths) -> Config:
+    try:
+        return config_module.load(paths.config, registry(), required=paths.config_required)
+    except ConfigError as error:
+        raise StartupError(str(error)) from None
+
+
+def _store(paths: Paths) -> Store:
+    if not paths.db.parent.is_dir():
+        raise StartupError(f"ONCALL_DB: {paths.db}: the directory {paths.db.parent} does not exist")
+    try:
+        return Store(paths.db)
+    except sqlite3.Error as error:
+        raise StartupError(f"ONCALL_DB: {paths.db}: cannot use the database: {error}") from None
+
+
+def _slack_env(*, need_app_token: bool) -> SlackEnv:
+    required = {
+        "SLACK_BOT_TOKEN": "the bot token (xoxb-…) from your Slack app's OAuth & Permissions page",
+        "SLACK_SIGNING_SECRET": "from your Slack app's Basic Information page",
+    }
+    if need_app_token:
+        required = {"SLACK_BOT_TOKEN": required["SLACK_BOT_TOKEN"],
+                    "SLACK_APP_TOKEN": "an app-level token (xapp-…) with connections:write, for Socket Mode"}
+    for name, what in required.items():
+        if not os.environ.get(name, "").strip():
+            raise StartupError(f"{name} is not set: {what}")
+    api_url = os.environ.get("SLACK_API_URL") or DEFAULT_API_URL
+    if not api_url.startswith(("http://", "https://")):
+        raise StartupError(f"SLACK_API_URL: {api_url!r} is not an http(s) URL")
+    return SlackEnv(
+        bot_token=os.environ["SLACK_BOT_TOKEN"].strip(),
+        signing_secret=os.environ.get("SLACK_SIGNING_SECRET", "").strip(),
+        api_url=api_url,
+        app_token=os.environ.get("SLACK_APP_TOKEN", "").strip() or None,
+    )
+
+
+def _port_from_env() -> int:
+    value = os.environ.get("PORT")
+    if not value:
+        return DEFAULT_PORT
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise StartupError(f"PORT: {value!r} is not a port number")
+    return int(value)

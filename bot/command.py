@@ -1,0 +1,103 @@
+"""The door between the frame and a feature.
+
+A feature exposes a `Command`: it parses text into arguments, and runs them against a `Context`
+(who, where, the store, the config, the clock), returning a `Reply` (a template name, its data and
+where it goes). It never imports Slack; the frame turns the reply into Block Kit or terminal text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from bot.config import Config
+from bot.store import Incident, Store
+
+
+class Audience(StrEnum):
+    CALLER = "caller"        # only the person who asked
+    CHANNEL = "channel"      # the channel it was asked in
+    THREAD = "thread"        # the thread of `Reply.incident_id`
+    ANNOUNCE = "announce"    # a new incident's announcement: its ts becomes the incident's thread
+
+
+class Outcome(StrEnum):
+    OK = "ok"                # done, or answered (exit code 0)
+    FAILED = "failed"        # understood but could not be done (exit code 1)
+    USAGE = "usage"          # the text was not understood (exit code 2)
+
+
+@dataclass(frozen=True)
+class Reply:
+    template: str
+    data: dict[str, Any]
+    audience: Audience = Audience.CALLER
+    incident_id: int | None = None
+    card: Reply | None = None   # the incident's announcement, re-rendered in place after a change
+    outcome: Outcome = Outcome.OK
+
+
+class UsageError(Exception):
+    """The text does not say something the command understands; answered with the usage line."""
+
+
+class CommandError(Exception):
+    """Understood, but cannot be done; `incidents` are offered as the ones the user may have meant."""
+
+    def __init__(self, message: str, incidents: Sequence[Incident] = ()):
+        super().__init__(message)
+        self.incidents = list(incidents)
+
+
+@dataclass(frozen=True)
+class Context:
+    user: str
+    channel: str | None
+    store: Store
+    config: Config
+    request_id: str
+    clock: Callable[[], datetime]
+    deadline: float = field(default_factory=lambda: time.monotonic() + 30)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def incident(self, ref: int | None, *, required: bool = True) -> Incident | None:
+        """`#12` when given, else the open incident of this channel.
+
+        With `required`, no match is an error listing the open incidents to choose from.
+        """
+        if ref is not None:
+            found = self.store.incident(ref)
+            if found is None:
+                raise CommandError(f"There is no incident #{ref}.", self.store.open_incidents())
+            return found
+        here = self.store.open_incidents(self.channel) if self.channel else []
+        if len(here) == 1:
+            return here[0]
+        if len(here) > 1:
+            raise CommandError("Several incidents are open in this channel; name one with #N.", here)
+        if required:
+            everywhere = self.store.open_incidents()
+            if everywhere:
+                raise CommandError("No incident is open in this channel; name one with #N.", everywhere)
+            raise CommandError("No incident is open.")
+        return None
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str                                  # typed as /name
+    description: str                           # one line, shown in Slack's command picker
+    usage: str                                 # the usage hint: what may follow the command
+    parse: Callable[[str], Any]                # text -> arguments, or UsageError
+    run: Callable[[Context, Any], Reply]       # arguments -> reply, or UsageError / CommandError
+    help_data: dict[str, Any] = field(default_factory=dict)   # constants the help template shows
+
+    @property
+    def help_template(self) -> str:
+        return f"{self.name}_help"

@@ -1,0 +1,341 @@
+"""oncall.toml -> typed, validated settings.
+
+The file's shape is a contract (../shared/DESIGN.md): keys are added, never renamed. Every problem
+is one line naming the file, the key and what is wrong; an unknown key is an error, so a typo can
+never silently disable a probe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.times import TimeParseError, parse_duration
+
+PROBE_KINDS = ("postgres", "mysql", "redis", "http", "tcp", "host")
+DEPLOY_KINDS = ("merges", "commits")
+LOG_FORMATS = ("auto", "json", "text", "access")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SUMMARY_AT = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)\s+(\d{1,2}):(\d{2})$")
+
+
+class ConfigError(Exception):
+    """A bad config, said in one line: `file: key: what is wrong`."""
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    incident_channel: str | None = None
+    summary_channel: str | None = None
+    summary_weekday: int = 0
+    summary_time: time = time(9, 0)
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """Who may run a command and where; an empty tuple means no restriction on that axis."""
+
+    users: tuple[str, ...] = ()
+    usergroups: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    name: str
+    kind: str
+    url: str | None = None
+    dsn: str | None = None
+    address: str | None = None
+    timeout: timedelta = timedelta(seconds=2)
+    expect_status: int | None = None
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str
+    repo: str | None = None
+    branch: str = "main"
+    deploy: str = "merges"
+    paths: tuple[str, ...] = ()
+    suspect_window: timedelta = timedelta(minutes=60)
+    commit_url: str | None = None
+    logs: tuple[str, ...] = ()
+    log_command: tuple[str, ...] = ()
+    log_format: str = "auto"
+    app_paths: tuple[str, ...] = ()
+    probes: dict[str, ProbeConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "embedded defaults"
+    timezone: ZoneInfo = ZoneInfo("UTC")
+    slack: SlackSettings = SlackSettings()
+    access: dict[str, AccessRule] = field(default_factory=dict)
+    services: dict[str, ServiceConfig] = field(default_factory=dict)
+
+
+def load(path: Path, commands: Iterable[str], *, required: bool = False) -> Config:
+    """Read and validate `path`; a missing optional file gives the embedded defaults.
+
+    `commands` are the registered command names ("incident"), which `[access]` keys must name.
+    """
+    if not path.exists():
+        if required:
+            raise ConfigError(f"{path}: no such file (set ONCALL_CONFIG to the config's path)")
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read: {error}") from None
+    return _parse(_Table(data, "", str(path)), set(commands))
+
+
+def _parse(root: _Table, commands: set[str]) -> Config:
+    zone_name = root.string("timezone", "UTC")
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        root.fail("timezone", f"unknown time zone {zone_name!r} (use an IANA name like Europe/Berlin)")
+    slack = _parse_slack(root.table("slack"))
+    access = {}
+    access_table = root.table("access")
+    for key in access_table.keys():
+        if not key.startswith("/") or key[1:] not in commands:
+            known = ", ".join(f"/{name}" for name in sorted(commands))
+            access_table.fail(key, f"not a command; [access] keys are commands: {known}")
+        access[key[1:]] = _parse_access(access_table.table(key))
+    access_table.done()
+    services = {}
+    services_table = root.table("services")
+    for name in services_table.keys():
+        services[name] = _parse_service(name, services_table.table(name))
+    services_table.done()
+    root.done()
+    return Config(source=root.file, timezone=zone, slack=slack, access=access, services=services)
+
+
+def _parse_slack(table: _Table) -> SlackSettings:
+    incident_channel = table.slack_id("incident_channel", _CHANNEL_ID, "channel ID like C0123ABCD")
+    summary_channel = table.slack_id("summary_channel", _CHANNEL_ID, "channel ID like C0123ABCD")
+    summary_at = table.string("summary_at", "mon 09:00").strip().lower()
+    match = _SUMMARY_AT.match(summary_at)
+    if not match or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+        table.fail("summary_at", f"{summary_at!r} is not a weekday and time like \"mon 09:00\"")
+    table.done()
+    return SlackSettings(
+        incident_channel=incident_channel,
+        summary_channel=summary_channel,
+        summary_weekday=WEEKDAYS.index(match.group(1)),
+        summary_time=time(int(match.group(2)), int(match.group(3))),
+    )
+
+
+def _parse_access(table: _Table) -> AccessRule:
+    rule = AccessRule(
+        users=table.slack_ids("users", _USER_ID, "user ID like U012AB3CD"),
+        usergroups=table.slack_ids("usergroups", _USERGROUP_ID, "user group ID like S0123ABCD"),
+        channels=table.slack_ids("channels", _CHANNEL_ID, "channel ID like C0123ABCD"),
+    )
+    table.done()
+    return rule
+
+
+def _parse_service(name: str, table: _Table) -> ServiceConfig:
+    deploy = table.string("deploy", "merges")
+    if deploy not in DEPLOY_KINDS and not (deploy.startswith("tags:") and len(deploy) > 5):
+        table.fail("deploy", f"{deploy!r} is not one of merges, commits, \"tags:<glob>\"")
+    probes_table = table.table("probes")
+    probes = {probe: _parse_probe(probe, probes_table.table(probe)) for probe in probes_table.keys()}
+    probes_table.done()
+    service = ServiceConfig(
+        name=name,
+        repo=table.string("repo", None, expand_env=True),
+        branch=table.string("branch", "main"),
+        deploy=deploy,
+        paths=table.strings("paths"),
+        suspect_window=table.duration("suspect_window", timedelta(minutes=60)),
+        commit_url=table.string("commit_url", None),
+        logs=table.strings("logs"),
+        log_command=table.strings("log_command"),
+        log_format=table.choice("log_format", LOG_FORMATS, "auto"),
+        app_paths=table.strings("app_paths"),
+        probes=probes,
+    )
+    table.done()
+    return service
+
+
+_PROBE_TARGET_KEY = {"http": "url", "redis": "url", "postgres": "dsn", "mysql": "dsn", "tcp": "address"}
+
+
+def _parse_probe(name: str, table: _Table) -> ProbeConfig:
+    kind = table.choice("kind", PROBE_KINDS, None)
+    if kind is None:
+        table.fail("kind", f"missing; one of {', '.join(PROBE_KINDS)}")
+    target_key = _PROBE_TARGET_KEY.get(kind)
+    values: dict[str, Any] = {}
+    for key in ("url", "dsn", "address"):
+        if key == target_key:
+            values[key] = table.string(key, None, expand_env=True)
+            if values[key] is None:
+                table.fail(key, f"missing; a {kind} probe needs {key}")
+        elif key in table.data:
+            table.fail(key, f"not used by a {kind} probe" + (f" (it takes {target_key})" if target_key else ""))
+    if kind == "tcp" and not re.match(r"^\[?[^\s\]]+\]?:\d{1,5}$", values["address"]):
+        table.fail("address", f"{values['address']!r} is not host:port")
+    expect_status = None
+    if "expect_status" in table.data:
+        if kind != "http":
+            table.fail("expect_status", f"only http probes have an expected status, not {kind}")
+        expect_status = table.integer("expect_status", 100, 599)
+    probe = ProbeConfig(
+        name=name,
+        kind=kind,
+        timeout=table.duration("timeout", timedelta(seconds=2)),
+        expect_status=expect_status,
+        **values,
+    )
+    table.done()
+    return probe
+
+
+class _Table:
+    """One TOML table being read: typed getters that fail with the key's full path."""
+
+    def __init__(self, data: Any, path: str, file: str):
+        self.file = file
+        self.path = path
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file}: {path}: must be a table, not {_type_name(data)}")
+        self.data: dict[str, Any] = data
+        self._read: set[str] = set()
+
+    def where(self, key: str) -> str:
+        quoted = key if re.match(r"^[A-Za-z0-9_-]+$", key) else f'"{key}"'
+        return f"{self.path}.{quoted}" if self.path else quoted
+
+    def fail(self, key: str, problem: str) -> NoReturn:
+        raise ConfigError(f"{self.file}: {self.where(key)}: {problem}")
+
+    def keys(self) -> list[str]:
+        return list(self.data)
+
+    def _get(self, key: str) -> Any:
+        self._read.add(key)
+        return self.data.get(key)
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key)
+        return _Table({} if value is None else value, self.where(key), self.file)
+
+    def string(self, key: str, default: str | None, *, expand_env: bool = False) -> str | None:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.fail(key, f"must be a string, not {_type_name(value)}")
+        if not value.strip():
+            self.fail(key, "must not be empty")
+        return self._expand(key, value) if expand_env else value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        value = self.string(key, default)
+        if value is not None and value not in choices:
+            self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self._get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            self.fail(key, "must be a list of non-empty strings")
+        return tuple(value)
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value = self._get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.fail(key, f"must be a whole number from {low} to {high}, not {value!r}")
+        return value
+
+    def duration(self, key: str, default: timedelta) -> timedelta:
+        value = self.string(key, None)
+        if value is None:
+            return default
+        try:
+            parsed = parse_duration(value)
+        except TimeParseError as error:
+            self.fail(key, str(error))
+        if not parsed:
+            self.fail(key, "must be longer than zero")
+        return parsed
+
+    def slack_id(self, key: str, pattern: re.Pattern[str], what: str) -> str | None:
+        value = self.string(key, None)
+        if value is not None and not pattern.match(value):
+            self.fail(key, f"{value!r} is not a Slack {what}")
+        return value
+
+    def slack_ids(self, key: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+        values = self.strings(key)
+        for value in values:
+            if not pattern.match(value):
+                self.fail(key, f"{value!r} is not a Slack {what}")
+        return values
+
+    def _expand(self, key: str, value: str) -> str:
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                self.fail(key, f"environment variable {name} is not set")
+            return os.environ[name]
+
+        return _ENV_REF.sub(lookup, value)
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self._read:
+                known = [k for k in _KNOWN_KEYS.get(_shape(self.path), ()) if k not in self.data]
+                hint = difflib.get_close_matches(key, known, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.fail(key, f"unknown key{suggestion}")
+
+
+def _shape(path: str) -> str:
+    """`services.api.probes.db` -> `services.*.probes.*`, to look up the keys a table may hold."""
+    parts = re.findall(r'"[^"]*"|[^.]+', path)
+    shape = []
+    for index, part in enumerate(parts):
+        shape.append("*" if index > 0 and parts[index - 1] in ("services", "probes", "access") else part)
+    return ".".join(shape)
+
+
+_KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("timezone", "slack", "access", "services"),
+    "slack": ("incident_channel", "summary_channel", "summary_at"),
+    "access.*": ("users", "usergroups", "channels"),
+    "services.*": tuple(f for f in ServiceConfig.__dataclass_fields__ if f != "name"),
+    "services.*.probes.*": tuple(f for f in ProbeConfig.__dataclass_fields__ if f != "name"),
+}
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)

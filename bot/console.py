@@ -1,0 +1,111 @@
+"""The same commands without Slack: a prompt (`oncall-bot console`) and one-shot (`oncall-bot run`).
+
+Replies are rendered by the same templates as text. Here the person at the terminal is trusted
+(they can read the database anyway), so [access] does not apply; the channel is "console".
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TextIO
+
+from bot.command import Audience, Command, Outcome, Reply
+from bot.config import Config
+from bot.dispatch import Dispatcher, Invocation
+from bot.render import Renderer
+from bot.serialize import to_json
+from bot.store import Store
+
+CHANNEL = "console"
+log = logging.getLogger(__name__)
+EXIT_CODES = {Outcome.OK: 0, Outcome.FAILED: 1, Outcome.USAGE: 2}
+
+
+class Local:
+    def __init__(self, store: Store, config: Config, commands: dict[str, Command],
+                 clock: Callable[[], datetime]):
+        self.commands = commands
+        self.renderer = Renderer(config.timezone, clock)
+        self.dispatcher = Dispatcher(store, config, commands, clock)
+        self.user = _local_user()
+        self._count = 0
+
+    def invoke(self, line: str) -> Reply:
+        name, _, text = line.strip().lstrip("/").partition(" ")
+        self._count += 1
+        return self.dispatcher.run(Invocation(command=name, text=text, user=self.user, channel=CHANNEL,
+                                              request_id=f"local-{self._count}"))
+
+    def run(self, line: str, *, as_json: bool, out: TextIO, err: TextIO) -> int:
+        """`oncall-bot run`: one command; the text (or the data as JSON) on stdout, errors on stderr."""
+        reply = self.invoke(line)
+        if as_json:
+            print(to_json(reply.data, indent=2), file=out)
+        else:
+            reply, text = self._render(reply)
+            print(text, file=out if reply.outcome is Outcome.OK else err)
+        return EXIT_CODES[reply.outcome]
+
+    def console(self, stdin: TextIO, out: TextIO) -> int:
+        interactive = stdin.isatty()
+        if interactive:
+            print(self._help(), file=out)
+        while True:
+            if interactive:
+                try:
+                    line = input("oncall> ")
+                except EOFError:
+                    print(file=out)
+                    return 0
+            else:
+                line = stdin.readline()
+                if not line:
+                    return 0
+            line = line.strip()
+            if not line:
+                continue
+            if line in ("quit", "exit", "/quit", "/exit"):
+                return 0
+            if line in ("help", "/help", "?"):
+                print(self._help(), file=out)
+                continue
+            if not line.startswith("/"):
+                print("Type a command as in Slack, like /incident open db down — or help.", file=out)
+                continue
+            reply, text = self._render(self.invoke(line))
+            print(f"── {_where(reply)} ──", file=out)
+            print(text, file=out)
+            print(file=out)
+
+    def _render(self, reply: Reply) -> tuple[Reply, str]:
+        try:
+            return reply, self.renderer.text(reply.template, reply.data)
+        except Exception:
+            log.exception("could not render %s", reply.template)
+            failed = Reply("internal_error", {"command": reply.template, "request_id": f"local-{self._count}"},
+                           outcome=Outcome.FAILED)
+            return failed, self.renderer.text(failed.template, failed.data)
+
+    def _help(self) -> str:
+        return self.renderer.text("commands_help", {"commands": list(self.commands.values()), "console": True})
+
+
+def _where(reply: Reply) -> str:
+    if reply.audience is Audience.ANNOUNCE:
+        return f"announcement of incident #{reply.incident_id}"
+    if reply.audience is Audience.THREAD:
+        return f"thread of incident #{reply.incident_id}"
+    if reply.audience is Audience.CHANNEL:
+        return f"#{CHANNEL}"
+    return "only you"
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "console"
+

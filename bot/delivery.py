@@ -1,0 +1,189 @@
+"""The outbox: every message to Slack is written to SQLite first, then sent by one thread.
+
+So a failed post loses nothing: it is retried with backoff (and after a restart) until Slack
+takes it. Items of one incident keep their order (the announcement, whose ts becomes the thread,
+goes first). Slack's 429s are retried by slack_sdk's handler after Retry-After; other transient
+failures wait in the outbox; permanent ones (the bot is not in a private channel, say) are
+reported privately to whoever asked.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import httpx
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.jsonlog import request_id
+from bot.render import Renderer
+from bot.store import OutboxItem, Store
+
+LEASE = timedelta(seconds=60)
+MAX_BACKOFF_SECONDS = 60
+EPHEMERAL_LIFETIME = timedelta(minutes=30)   # a response_url stops working after 30 minutes
+MESSAGE_LIFETIME = timedelta(hours=24)
+RESPONSE_URL_TIMEOUT = 10
+_TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
+                     "team_access_not_granted"}
+
+log = logging.getLogger(__name__)
+
+
+class PermanentFailure(Exception):
+    """Slack refused the item for a reason retrying cannot fix."""
+
+
+class TransientFailure(Exception):
+    """Slack could not be reached, or asked us to come back later."""
+
+
+class Delivery:
+    def __init__(self, store: Store, client: WebClient, renderer: Renderer, clock: Callable[[], datetime]):
+        self.store = store
+        self.client = client
+        self.renderer = renderer
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._http = httpx.Client(timeout=RESPONSE_URL_TIMEOUT)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="slack-delivery", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, deadline: float, monotonic: Callable[[], float]) -> None:
+        """Send what is due until `deadline`, then stop; what is left stays in the outbox."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - monotonic()))
+        while monotonic() < deadline and self.send_one():
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.send_one():
+                    continue
+                due = self.store.next_outbox_due()
+                wait = 1.0 if due is None else (due - self.clock()).total_seconds()
+                self._wake.wait(min(1.0, max(0.05, wait)))
+                self._wake.clear()
+            except Exception:
+                log.exception("the delivery loop failed; retrying in a second")
+                self._stop.wait(1)
+
+    def send_one(self) -> bool:
+        """Send the next due item, if any; true when one was taken."""
+        item = self.store.claim_outbox(self.clock(), LEASE)
+        if item is None:
+            return False
+        token = request_id.set(item.request_id)
+        try:
+            self._send(item)
+            self.store.outbox_sent(item.id, self.clock())
+        except TransientFailure as error:
+            self._retry_later(item, str(error))
+        except PermanentFailure as error:
+            self._give_up(item, str(error))
+        finally:
+            request_id.reset(token)
+        return True
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send(self, item: OutboxItem) -> None:
+        payload = item.payload
+        if item.kind == "ephemeral":
+            self._ephemeral(item)
+            return
+        incident = self.store.incident(item.incident_id) if item.incident_id else None
+        if item.kind == "announce":
+            response = self._call("chat_postMessage", channel=item.channel, **payload)
+            self.store.update_incident(item.incident_id, thread_ts=response["ts"],
+                                       announce_channel=response["channel"])
+        elif item.kind == "update":
+            if incident is None or incident.thread_ts is None or self.store.outbox_superseded(item):
+                return
+            self._call("chat_update", channel=incident.announce_channel, ts=incident.thread_ts, **payload)
+        elif item.kind == "message":
+            self._call("chat_postMessage", **self._where(item, incident), **payload)
+        elif item.kind == "upload":
+            self._call("files_upload_v2", **self._where(item, incident), **payload)
+        elif item.kind == "upload_dm":
+            direct = self._call("conversations_open", users=item.user)["channel"]["id"]
+            self._call("files_upload_v2", channel=direct, **payload)
+        else:
+            raise PermanentFailure(f"unknown outbox item kind {item.kind!r}")
+
+    @staticmethod
+    def _where(item: OutboxItem, incident: object | None) -> dict[str, str]:
+        if incident is None:
+            return {"channel": item.channel}
+        where = {"channel": incident.announce_channel or incident.channel}
+        if incident.thread_ts:
+            where["thread_ts"] = incident.thread_ts
+        return where
+
+    def _ephemeral(self, item: OutboxItem) -> None:
+        if item.response_url:
+            body = {"response_type": "ephemeral", "replace_original": False, **item.payload}
+            try:
+                response = self._http.post(item.response_url, json=body)
+            except httpx.HTTPError as error:
+                raise TransientFailure(f"response_url: {type(error).__name__}: {error}") from None
+            if response.status_code == 429 or response.status_code >= 500:
+                raise TransientFailure(f"response_url answered {response.status_code}")
+            if response.status_code >= 400:
+                raise PermanentFailure(f"response_url answered {response.status_code}: {response.text[:200]}")
+            return
+        self._call("chat_postEphemeral", channel=item.channel, user=item.user, **item.payload)
+
+    def _call(self, method: str, **arguments: object) -> dict:
+        channel = arguments.get("channel")
+        try:
+            try:
+                return getattr(self.client, method)(**arguments).data
+            except SlackApiError as error:
+                if error.response.get("error") != "not_in_channel" or not channel:
+                    raise
+                self.client.conversations_join(channel=channel)
+                return getattr(self.client, method)(**arguments).data
+        except SlackApiError as error:
+            code = error.response.get("error") or f"HTTP {error.response.status_code}"
+            if error.response.status_code >= 500 or error.response.status_code == 429 or code in _TRANSIENT_ERRORS:
+                raise TransientFailure(f"{method}: {code}") from None
+            raise PermanentFailure(f"{method}: {code}") from None
+        except (OSError, http.client.HTTPException) as error:
+            raise TransientFailure(f"{method}: {type(error).__name__}: {error}") from None
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _retry_later(self, item: OutboxItem, error: str) -> None:
+        now = self.clock()
+        lifetime = EPHEMERAL_LIFETIME if item.kind == "ephemeral" else MESSAGE_LIFETIME
+        if now - item.created_at > lifetime:
+            self._give_up(item, f"still failing after {lifetime}: {error}")
+            return
+        delay = min(MAX_BACKOFF_SECONDS, 2 ** item.attempts)
+        log.warning("Slack delivery failed, retrying in %s s: %s", delay, error,
+                    extra={"outbox_id": item.id, "kind": item.kind, "attempt": item.attempts + 1})
+        self.store.outbox_retry(item.id, now + timedelta(seconds=delay), error)
+
+    def _give_up(self, item: OutboxItem, error: str) -> None:
+        log.error("Slack delivery failed for good: %s", error, extra={"outbox_id": item.id, "kind": item.kind})
+        self.store.outbox_failed(item.id, self.clock(), error)
+        if item.kind != "ephemeral" and item.user and (item.response_url or item.channel):
+            message = self.renderer.slack("delivery_failed", {"error": error, "channel": item.channel})
+            self.store.enqueue(kind="ephemeral", payload={"text": message.text, "blocks": message.blocks},
+                               now=self.clock(), request_id=item.request_id, channel=item.channel,
+                               user=item.user, response_url=item.response_url)

@@ -1,0 +1,338 @@
+"""jinja2 templates -> Block Kit for Slack, or plain text for the console and `oncall-bot run`.
+
+One render, two backends. Templates write Slack mrkdwn and call `header()`, `divider()`,
+`context()`, `buttons()`, `code()` for structure and `mention()`, `channel()`, `link()` inline;
+those emit control-character markers that text from users and logs can never contain (finalize
+strips them), so no value can forge a block, a button or a mention.
+
+Escaping: every value is HTML-escaped by jinja's autoescape, then the quote entities are turned
+back (Slack decodes exactly `&amp;`, `&lt;`, `&gt;` and would show `We&#39;ve`). So `<!channel>` in
+a title reaches Slack as `&lt;!channel&gt;` and pings no one. The text backend unescapes it all.
+
+Budgets (Slack's limits): 50 blocks a message, 3000 characters a section, 150 a header, 10
+context elements, 25 buttons. A longer header becomes a bold section; text past 50 blocks goes
+into a file that the frame uploads in the thread, never cut silently.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.resources
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from markupsafe import Markup, escape
+
+from bot.times import format_duration, from_iso
+
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_HEADER = 150
+MAX_CONTEXT = 10
+MAX_BUTTONS = 25
+MAX_FALLBACK = 300
+
+# Private-use characters: not whitespace to str.strip()/split() (the ASCII separators \x1c-\x1f are).
+_BLOCK, _FIELD, _ITEM, _INLINE = "\ue000", "\ue001", "\ue002", "\ue003"
+_BLOCK_MARK = re.compile(f"{_BLOCK}(\\w+){_FIELD}(.*?){_BLOCK}", re.S)
+_INLINE_MARK = re.compile(f"{_INLINE}(\\w+){_FIELD}(.*?){_INLINE}", re.S)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ue000-\ue003]")
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: str                       # section | code | header | divider | context | buttons
+    text: str = ""
+    items: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    blocks: list[dict[str, Any]]
+    text: str                       # the notification / fallback text
+    overflow: str | None = None     # the whole message as plain text, when it did not fit
+
+
+def clean(value: Any) -> Any:
+    """Strip control characters and any forged marker from a value bound for a template."""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return _CONTROL.sub("", value)
+
+
+class Renderer:
+    def __init__(self, timezone: ZoneInfo, clock: Callable[[], datetime]):
+        self.timezone = timezone
+        self.clock = clock
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(importlib.resources.files("templates"))),
+            autoescape=True,
+            finalize=clean,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.globals.update(
+            header=_header, divider=_divider, context=_context, buttons=_buttons, code=_code,
+            mention=_mention, channel=_channel, usergroup=_usergroup, link=_link,
+        )
+        self.env.filters.update(when=self.when, ago=self.ago, duration=format_duration, day=self.day)
+
+    def has(self, template: str) -> bool:
+        try:
+            self.env.get_template(f"{template}.j2")
+        except jinja2.TemplateNotFound:
+            return False
+        return True
+
+    def blocks(self, template: str, data: dict[str, Any]) -> list[Block]:
+        rendered = self.env.get_template(f"{template}.j2").render(**data)
+        return list(_split_blocks(rendered))
+
+    def text(self, template: str, data: dict[str, Any]) -> str:
+        return to_text(self.blocks(template, data))
+
+    def slack(self, template: str, data: dict[str, Any]) -> SlackMessage:
+        return to_slack(self.blocks(template, data))
+
+    # -- filters ---------------------------------------------------------------------------
+
+    def _local(self, moment: datetime | str | None) -> datetime | None:
+        if isinstance(moment, str):
+            moment = from_iso(moment)
+        return moment.astimezone(self.timezone) if moment else None
+
+    def when(self, moment: datetime | str | None) -> str:
+        """`14:05 CET` today, `Mon 23 Nov 14:05 CET` another day, in the configured zone."""
+        local = self._local(moment)
+        if local is None:
+            return "—"
+        today = self.clock().astimezone(self.timezone).date()
+        clock = local.strftime("%H:%M %Z")
+        return clock if local.date() == today else f"{local.strftime('%a %d %b')} {clock}"
+
+    def day(self, moment: datetime | str | None) -> str:
+        local = self._local(moment)
+        return local.strftime("%a %d %b %Y") if local else "—"
+
+    def ago(self, moment: datetime | str | None) -> str:
+        if isinstance(moment, str):
+            moment = from_iso(moment)
+        if moment is None:
+            return "—"
+        delta = self.clock() - moment
+        if delta < timedelta(0):
+            return f"in {format_duration(-delta.total_seconds())}"
+        return f"{format_duration(delta.total_seconds())} ago"
+
+
+# -- structure markers (template globals) --------------------------------------------------------
+
+
+def _mark(kind: str, *items: Iterable[Any] | Any) -> Markup:
+    fields = _ITEM.join(_FIELD.join(str(escape(clean(part))) for part in _as_tuple(item)) for item in items)
+    return Markup(f"{_BLOCK}{kind}{_FIELD}{fields}{_BLOCK}")
+
+
+def _as_tuple(item: Any) -> tuple[Any, ...]:
+    return tuple(item) if isinstance(item, (list, tuple)) else (item,)
+
+
+def _header(text: Any) -> Markup:
+    return _mark("header", text)
+
+
+def _divider() -> Markup:
+    return _mark("divider", "")
+
+
+def _context(*items: Any) -> Markup:
+    return Markup(f"{_BLOCK}context{_FIELD}") + Markup(_ITEM).join(escape(clean(i)) for i in items if i) \
+        + Markup(_BLOCK)
+
+
+def _buttons(*buttons: tuple[str, str] | tuple[str, str, str]) -> Markup:
+    """Each button is (label, command text it runs[, "primary" | "danger"])."""
+    return _mark("buttons", *buttons)
+
+
+def _code(text: Any) -> Markup:
+    return _mark("code", text)
+
+
+def _inline(kind: str, *parts: Any) -> Markup:
+    return Markup(f"{_INLINE}{kind}{_FIELD}" + _FIELD.join(str(escape(clean(p))) for p in parts) + _INLINE)
+
+
+def _mention(user: str | None) -> Markup | str:
+    return _inline("user", user) if user else "someone"
+
+
+def _channel(channel: str | None) -> Markup | str:
+    return _inline("channel", channel) if channel else "this channel"
+
+
+def _usergroup(group: str) -> Markup:
+    return _inline("usergroup", group)
+
+
+def _link(url: str, label: str) -> Markup:
+    return _inline("link", url, label)
+
+
+# -- parsing the rendered markup -----------------------------------------------------------------
+
+
+def _split_blocks(rendered: str) -> Iterable[Block]:
+    position = 0
+    for match in _BLOCK_MARK.finditer(rendered):
+        yield from _section(rendered[position:match.start()])
+        kind, payload = match.group(1), match.group(2)
+        if kind in ("context", "buttons"):
+            items = tuple(tuple(item.split(_FIELD)) for item in payload.split(_ITEM) if item)
+            if items:
+                yield Block(kind, items=items)
+        elif kind == "divider":
+            yield Block(kind)
+        elif payload.strip("\n"):
+            yield Block(kind, text=payload.strip("\n") if kind == "code" else payload.strip())
+        position = match.end()
+    yield from _section(rendered[position:])
+
+
+def _section(text: str) -> Iterable[Block]:
+    text = re.sub(r"\n{3,}", "\n\n", text.strip("\n")).rstrip()
+    if text.strip():
+        yield Block("section", text=text)
+
+
+# -- Slack backend ---------------------------------------------------------------------------------
+
+
+def _slack_inline(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        kind, parts = match.group(1), match.group(2).split(_FIELD)
+        if kind == "user":
+            return f"<@{parts[0]}>"
+        if kind == "channel":
+            return f"<#{parts[0]}>"
+        if kind == "usergroup":
+            return f"<!subteam^{parts[0]}>"
+        return f"<{parts[0]}|{parts[1]}>"
+
+    return _INLINE_MARK.sub(replace, text).replace("&#39;", "'").replace("&#34;", '"')
+
+
+def to_slack(blocks: list[Block]) -> SlackMessage:
+    out: list[dict[str, Any]] = []
+    for block in blocks:
+        out.extend(_slack_blocks(block))
+    fallback = next((_plain(b) for b in blocks if b.kind in ("header", "section")), "")
+    fallback = _slack_inline(fallback)
+    if len(fallback) > MAX_FALLBACK:
+        fallback = fallback[:MAX_FALLBACK - 1].rsplit(" ", 1)[0] + "…"
+    if len(out) <= MAX_BLOCKS:
+        return SlackMessage(out, fallback)
+    kept = out[:MAX_BLOCKS - 1]
+    kept.append({"type": "context", "elements": [
+        {"type": "mrkdwn", "text": f"… {len(out) - len(kept)} more blocks: the whole message is in the attached file."}]})
+    return SlackMessage(kept, fallback, overflow=to_text(blocks))
+
+
+def _slack_blocks(block: Block) -> list[dict[str, Any]]:
+    if block.kind == "divider":
+        return [{"type": "divider"}]
+    if block.kind == "header":
+        text = _slack_inline(block.text)
+        if len(text) <= MAX_HEADER and "\n" not in text:
+            return [{"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}]
+        return [_mrkdwn_section(chunk) for chunk in _chunks(f"*{text}*", MAX_SECTION)]
+    if block.kind == "context":
+        elements = [{"type": "mrkdwn", "text": _slack_inline(item[0])[:MAX_SECTION]} for item in block.items]
+        return [{"type": "context", "elements": elements[i:i + MAX_CONTEXT]}
+                for i in range(0, len(elements), MAX_CONTEXT)]
+    if block.kind == "buttons":
+        buttons = []
+        for index, (label, value, *style) in enumerate(block.items):
+            button = {"type": "button", "action_id": f"run:{index}", "value": html.unescape(value),
+                      "text": {"type": "plain_text", "text": _slack_inline(label)[:75], "emoji": True}}
+            if style and style[0] in ("primary", "danger"):
+                button["style"] = style[0]
+            buttons.append(button)
+        return [{"type": "actions", "elements": buttons[i:i + MAX_BUTTONS]}
+                for i in range(0, len(buttons), MAX_BUTTONS)]
+    if block.kind == "code":
+        body = _slack_inline(block.text).replace("```", "`\u200b``")
+        return [_mrkdwn_section(f"```\n{chunk}\n```") for chunk in _chunks(body, MAX_SECTION - 8)]
+    return [_mrkdwn_section(chunk) for chunk in _chunks(_slack_inline(block.text), MAX_SECTION)]
+
+
+def _mrkdwn_section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Split at line breaks into pieces of at most `size`; a longer line is split where it must."""
+    chunks: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > size:
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(line[:size])
+            line = line[size:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > size:
+            chunks.append(current)
+            current = line
+        else:
+            current = candidate
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+# -- text backend -----------------------------------------------------------------------------------
+
+
+def _text_inline(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        kind, parts = match.group(1), match.group(2).split(_FIELD)
+        if kind == "user":
+            return f"@{parts[0]}"
+        if kind == "channel":
+            return f"#{parts[0]}"
+        if kind == "usergroup":
+            return f"@{parts[0]}"
+        return f"{parts[1]} ({parts[0]})"
+
+    return html.unescape(_INLINE_MARK.sub(replace, text))
+
+
+def _plain(block: Block) -> str:
+    return block.text.split("\n", 1)[0] if block.kind == "section" else block.text
+
+
+def to_text(blocks: list[Block]) -> str:
+    lines: list[str] = []
+    for block in blocks:
+        if block.kind == "header":
+            lines.append(f"== {_text_inline(block.text)} ==")
+        elif block.kind == "divider":
+            lines.append("-" * 40)
+        elif block.kind == "context":
+            lines.append("  ·  ".join(_text_inline(item[0]) for item in block.items))
+        elif block.kind == "buttons":
+            lines.append("  ".join(f"[{_text_inline(label)}: {html.unescape(value)}]"
+                                   for label, value, *_ in block.items))
+        elif block.kind == "code":
+            lines.extend("    " + line for line in _text_inline(block.text).split("\n"))
+        else:
+            lines.append(_text_inline(block.text))
+    return "\n".join(lines)

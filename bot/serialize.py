@@ -1,0 +1,28 @@
+"""JSON for what crosses out of the bot: stored event data, `run --json`, log lines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.times import to_iso
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_iso(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def to_json(value: Any, **options: Any) -> str:
+    return json.dumps(value, default=json_default, ensure_ascii=False, **options)

@@ -1,0 +1,326 @@
+"""SQLite through sqlite-utils: incidents, their timeline, deliveries seen, the outbox, migrations.
+
+Concurrency: one connection per thread, WAL, a busy timeout, and every read-then-write unit in a
+`BEGIN IMMEDIATE` transaction (`Store.write()`): with threads, deferred read-then-write
+transactions fail with "database is locked" even under a busy timeout, immediate ones wait their
+turn. sqlite-utils nests its own writes inside ours as savepoints.
+
+The file stays friendly to outside tools: plain columns, times as ISO 8601 UTC text.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from bot.serialize import to_json
+from bot.times import from_iso, to_iso
+
+BUSY_TIMEOUT_MS = 15_000
+
+OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
+
+migrations = Migrations("oncall-bot")
+
+
+@migrations(name="0001_incidents_timeline_outbox")
+def _initial_schema(db: sqlite_utils.Database) -> None:
+    db["incidents"].create(
+        {
+            "id": int, "title": str, "severity": int, "service": str, "status": str,
+            "opened_by": str, "opened_at": str, "started_at": str,
+            "acknowledged_by": str, "acknowledged_at": str,
+            "resolved_by": str, "resolved_at": str, "resolution": str,
+            "channel": str, "announce_channel": str, "thread_ts": str, "reopened": int,
+        },
+        pk="id",
+        not_null={"title", "severity", "status", "opened_by", "opened_at", "started_at"},
+        defaults={"reopened": 0},
+    )
+    db["incidents"].create_index(["status"])
+    db["incidents"].create_index(["resolved_at"])
+    db["incidents"].create_index(["opened_at"])
+    db["events"].create(
+        {"id": int, "incident_id": int, "at": str, "user": str, "kind": str, "text": str, "data": str},
+        pk="id",
+        not_null={"incident_id", "at", "kind"},
+        foreign_keys=[("incident_id", "incidents", "id")],
+    )
+    db["events"].create_index(["incident_id"])
+    db["deliveries"].create({"key": str, "received_at": str}, pk="key")
+    db["deliveries"].create_index(["received_at"])
+    db["outbox"].create(
+        {
+            "id": int, "created_at": str, "request_id": str, "kind": str, "incident_id": int,
+            "channel": str, "user": str, "response_url": str, "payload": str,
+            "attempts": int, "next_at": str, "lease_until": str,
+            "sent_at": str, "failed_at": str, "error": str,
+        },
+        pk="id",
+        not_null={"created_at", "kind", "payload"},
+        defaults={"attempts": 0},
+    )
+    db.execute("CREATE INDEX outbox_pending ON outbox(id) WHERE sent_at IS NULL AND failed_at IS NULL")
+    db["heartbeat"].create({"id": int, "at": str}, pk="id")
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    title: str
+    severity: int
+    service: str | None
+    status: str
+    opened_by: str
+    opened_at: datetime
+    started_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    resolution: str | None
+    channel: str | None
+    announce_channel: str | None
+    thread_ts: str | None
+    reopened: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Incident:
+        times = {key: from_iso(row[key]) for key in
+                 ("opened_at", "started_at", "acknowledged_at", "resolved_at")}
+        return cls(**{**row, **times})
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != RESOLVED
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = to_iso(value)
+        return data
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    incident_id: int
+    at: datetime
+    user: str | None
+    kind: str
+    text: str | None
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "at": to_iso(self.at)}
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    kind: str
+    request_id: str | None
+    incident_id: int | None
+    channel: str | None
+    user: str | None
+    response_url: str | None
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+
+
+class Store:
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        self._local = threading.local()
+        with self.write() as db:
+            migrations.apply(db)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection, in autocommit mode: each read sees the latest commit."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            db = self._local.db = sqlite_utils.Database(conn)
+        return db
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One immediate transaction; re-entrant within a thread."""
+        db = self.db
+        if db.conn.in_transaction:
+            yield db
+            return
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- incidents -------------------------------------------------------------------------
+
+    def incident(self, incident_id: int) -> Incident | None:
+        rows = list(self.db.query("SELECT * FROM incidents WHERE id = ?", [incident_id]))
+        return Incident.from_row(rows[0]) if rows else None
+
+    def incidents(self, where: str = "1", params: list[Any] | None = None, *,
+                  order: str = "id", limit: int | None = None) -> list[Incident]:
+        sql = f"SELECT * FROM incidents WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [Incident.from_row(row) for row in self.db.query(sql, params or [])]
+
+    def open_incidents(self, channel: str | None = None) -> list[Incident]:
+        if channel is None:
+            return self.incidents("status != ?", [RESOLVED])
+        return self.incidents("status != ? AND (channel = ? OR announce_channel = ?)",
+                              [RESOLVED, channel, channel])
+
+    def insert_incident(self, **fields: Any) -> int:
+        with self.write() as db:
+            return db["incidents"].insert(_stored(fields)).last_pk
+
+    def update_incident(self, incident_id: int, **fields: Any) -> None:
+        with self.write() as db:
+            db["incidents"].update(incident_id, _stored(fields))
+
+    # -- timeline --------------------------------------------------------------------------
+
+    def add_event(self, incident_id: int, *, at: datetime, user: str | None, kind: str,
+                  text: str | None = None, data: dict[str, Any] | None = None) -> None:
+        with self.write() as db:
+            db["events"].insert({
+                "incident_id": incident_id, "at": to_iso(at), "user": user, "kind": kind,
+                "text": text, "data": to_json(data or {}),
+            })
+
+    def events(self, incident_id: int) -> list[Event]:
+        rows = self.db.query("SELECT * FROM events WHERE incident_id = ? ORDER BY at, id", [incident_id])
+        return [Event(**{**row, "at": from_iso(row["at"]), "data": json.loads(row["data"] or "{}")})
+                for row in rows]
+
+    # -- deliveries (dedupe of redelivered requests) -----------------------------------------
+
+    def claim_delivery(self, key: str, now: datetime) -> bool:
+        """True the first time `key` is seen; false for a redelivery of the same work."""
+        with self.write() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO deliveries (key, received_at) VALUES (?, ?)",
+                                [key, to_iso(now)])
+            db.execute("DELETE FROM deliveries WHERE received_at < ?", [to_iso(now - timedelta(days=1))])
+            return cursor.rowcount == 1
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
+                incident_id: int | None = None, channel: str | None = None, user: str | None = None,
+                response_url: str | None = None) -> int:
+        with self.write() as db:
+            return db["outbox"].insert({
+                "created_at": to_iso(now), "request_id": request_id, "kind": kind,
+                "incident_id": incident_id, "channel": channel, "user": user,
+                "response_url": response_url, "payload": to_json(payload),
+            }).last_pk
+
+    def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
+        """The oldest item that is due, not leased, and not behind an unsent item of its incident.
+
+        Items of one incident go out in order: a thread reply never overtakes the announcement
+        that creates the thread, and an update never overtakes the post it follows.
+        """
+        stamp = to_iso(now)
+        with self.write() as db:
+            rows = list(db.query(
+                """
+                SELECT * FROM outbox AS o
+                WHERE sent_at IS NULL AND failed_at IS NULL
+                  AND (next_at IS NULL OR next_at <= :now)
+                  AND (lease_until IS NULL OR lease_until <= :now)
+                  AND (incident_id IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM outbox AS earlier
+                        WHERE earlier.incident_id = o.incident_id AND earlier.id < o.id
+                          AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL))
+                ORDER BY id LIMIT 1
+                """,
+                {"now": stamp},
+            ))
+            if not rows:
+                return None
+            row = rows[0]
+            db.execute("UPDATE outbox SET lease_until = ? WHERE id = ?", [to_iso(now + lease), row["id"]])
+        return OutboxItem(
+            id=row["id"], kind=row["kind"], request_id=row["request_id"], incident_id=row["incident_id"],
+            channel=row["channel"], user=row["user"], response_url=row["response_url"],
+            payload=json.loads(row["payload"]), attempts=row["attempts"], created_at=from_iso(row["created_at"]),
+        )
+
+    def next_outbox_due(self) -> datetime | None:
+        rows = list(self.db.query(
+            "SELECT MIN(COALESCE(next_at, created_at)) AS due FROM outbox "
+            "WHERE sent_at IS NULL AND failed_at IS NULL"))
+        return from_iso(rows[0]["due"]) if rows and rows[0]["due"] else None
+
+    def outbox_sent(self, item_id: int, now: datetime) -> None:
+        self.db.execute("UPDATE outbox SET sent_at = ?, lease_until = NULL WHERE id = ?", [to_iso(now), item_id])
+
+    def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
+        self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, error = ? WHERE id = ?",
+            [to_iso(at), error, item_id])
+
+    def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
+        self.db.execute(
+            "UPDATE outbox SET failed_at = ?, lease_until = NULL, error = ?, attempts = attempts + 1 WHERE id = ?",
+            [to_iso(now), error, item_id])
+
+    def outbox_superseded(self, item: OutboxItem) -> bool:
+        """An announcement update with a newer one queued behind it need not be sent."""
+        rows = list(self.db.query(
+            "SELECT 1 FROM outbox WHERE kind = ? AND incident_id = ? AND id > ? "
+            "AND sent_at IS NULL AND failed_at IS NULL LIMIT 1",
+            [item.kind, item.incident_id, item.id]))
+        return bool(rows)
+
+    def outbox_pending(self) -> int:
+        return self.db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL").fetchone()[0]
+
+    # -- health ----------------------------------------------------------------------------
+
+    def check_writable(self, now: datetime) -> None:
+        """Raises sqlite3.Error unless a write commits within a second."""
+        conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", [to_iso(now)])
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+def _stored(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: to_iso(value) if isinstance(value, datetime) else value for key, value in fields.items()}

@@ -1,0 +1,1 @@
+"""The jinja2 templates: the only place wording lives. A package so they ship with the wheel."""
