@@ -75,15 +75,26 @@ class SlackBot:
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="command")
         self._inflight: set[Future[None]] = set()
         self._lock = threading.Lock()
+        # Our own token, without Bolt's auth.test round trip: a Slack outage must not stop an
+        # incident from being recorded. (Bolt passes arguments by name, so no bound methods.)
+        def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+            return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=env.bot_token)
+
+        def on_command(ack: Callable[..., None], body: dict[str, Any]) -> None:
+            self._on_command(ack, body)
+
+        def on_button(ack: Callable[..., None], body: dict[str, Any], action: dict[str, Any]) -> None:
+            self._on_button(ack, body, action)
+
         self.app = App(
             signing_secret=env.signing_secret,
             client=WebClient(base_url=api_url, timeout=SLACK_TIMEOUT_SECONDS),
-            authorize=self._authorize,
+            authorize=authorize,
             process_before_response=True,
         )
         for name in commands:
-            self.app.command(f"/{name}")(self._on_command)
-        self.app.action(re.compile(r"^run:"))(self._on_button)
+            self.app.command(f"/{name}")(on_command)
+        self.app.action(re.compile(r"^run:"))(on_button)
         self._http = SlackRequestHandler(self.app)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -126,11 +137,6 @@ class SlackBot:
         return [payload]
 
     # -- Slack listeners (run in the request thread: keep them to a claim and a queue) ------------
-
-    def _authorize(self, enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
-        # Our own token, without Bolt's auth.test round trip: a Slack outage must not stop an
-        # incident from being recorded.
-        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=self.env.bot_token)
 
     def _on_command(self, ack: Callable[..., None], body: dict[str, Any]) -> None:
         rid = new_request_id()

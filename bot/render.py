@@ -91,6 +91,9 @@ class Renderer:
         return True
 
     def blocks(self, template: str, data: dict[str, Any]) -> list[Block]:
+        shadowed = self.env.globals.keys() & data.keys()
+        if shadowed:
+            raise ValueError(f"{template}: data keys {sorted(shadowed)} would hide template globals")
         rendered = self.env.get_template(f"{template}.j2").render(**data)
         return list(_split_blocks(rendered))
 
@@ -235,7 +238,7 @@ def to_slack(blocks: list[Block]) -> SlackMessage:
     fallback = next((_plain(b) for b in blocks if b.kind in ("header", "section")), "")
     fallback = _slack_inline(fallback)
     if len(fallback) > MAX_FALLBACK:
-        fallback = fallback[:MAX_FALLBACK - 1].rsplit(" ", 1)[0] + "…"
+        fallback = re.sub(r"&[a-z]*$", "", fallback[:MAX_FALLBACK - 1]) + "…"
     if len(out) <= MAX_BLOCKS:
         return SlackMessage(out, fallback)
     kept = out[:MAX_BLOCKS - 1]

@@ -1,0 +1,43 @@
+import pytest
+
+from bot.args import Option, parse_args
+from bot.command import UsageError
+
+OPTIONS = {"sev": Option.VALUE, "started": Option.WORDS, "force": Option.FLAG}
+
+
+def test_words_options_and_incident_ref():
+    args = parse_args("db is down #12 --sev 2 --started 25m ago --force", OPTIONS)
+    assert args.words == ["db", "is", "down"]
+    assert args.options == {"sev": "2", "started": "25m ago", "force": True}
+    assert args.incident == 12
+    assert args.text == "db is down"
+
+
+def test_option_with_equals_and_em_dash_from_autocorrect():
+    args = parse_args("x —sev=1 –started 14:05", OPTIONS)
+    assert args.options == {"sev": "1", "started": "14:05"}
+
+
+def test_quotes_group_words_and_apostrophes_are_letters():
+    args = parse_args("can't reach “the db” --started \"2026-11-24 14:05\"", OPTIONS)
+    assert args.words == ["can't", "reach", "the db"]
+    assert args.options["started"] == "2026-11-24 14:05"
+
+
+def test_free_text_keeps_line_breaks_and_drops_options():
+    args = parse_args("first line\nsecond --sev 2 line", OPTIONS)
+    assert args.text == "first line\nsecond line"
+    assert args.rest(1) == "line\nsecond line"
+
+
+def test_incident_refs_can_be_plain_text():
+    args = parse_args("fix #12 now", OPTIONS, incident_refs=False)
+    assert args.incident is None and args.text == "fix #12 now"
+
+
+@pytest.mark.parametrize("text, message", [("--sevv 2", "unknown option --sevv"), ("--sev", "--sev needs a value"),
+                                           ("--force=yes", "--force takes no value")])
+def test_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_args(text, OPTIONS)

@@ -1,0 +1,78 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot import config as config_module
+from bot.config import ConfigError
+from commands import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_config_is_valid(monkeypatch):
+    monkeypatch.setenv("API_DATABASE_URL", "postgresql://app:secret@db.internal/app")
+    config = config_module.load(ROOT / "oncall.example.toml", registry())
+    api = config.services["api"]
+    assert config.timezone.key == "Europe/Berlin"
+    assert config.slack.incident_channel == "C0123INC"
+    assert (config.slack.summary_weekday, config.slack.summary_time.hour) == (0, 9)
+    assert api.suspect_window == timedelta(minutes=60)
+    assert api.log_command == ("journalctl", "-u", "api", "-o", "cat")
+    assert api.probes["db"].dsn == "postgresql://app:secret@db.internal/app"
+    assert api.probes["health"].expect_status == 200
+
+
+def test_a_missing_optional_file_gives_embedded_defaults(tmp_path):
+    config = config_module.load(tmp_path / "absent.toml", registry())
+    assert config.timezone.key == "UTC" and config.services == {} and config.source == "embedded defaults"
+
+
+def test_a_missing_required_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="absent.toml: no such file"):
+        config_module.load(tmp_path / "absent.toml", registry(), required=True)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('timezon = "UTC"', r"oncall.toml: timezon: unknown key \(did you mean 'timezone'\?\)"),
+    ('timezone = "Europe/Berln"', "oncall.toml: timezone: unknown time zone 'Europe/Berln'"),
+    ("timezone = 3", "oncall.toml: timezone: must be a string, not a number"),
+    ('[slack]\nincident_channel = "#incidents"', "slack.incident_channel: '#incidents' is not a Slack channel ID"),
+    ('[slack]\nsummary_at = "monday 9am"', "slack.summary_at: 'monday 9am' is not a weekday and time"),
+    ('[access]\n"/log" = { users = ["U012AB3CD"] }', r'access."/log": not a command; \[access\] keys are commands'),
+    ('[access]\n"/incident" = { users = ["dana"] }', "access.\"/incident\".users: 'dana' is not a Slack user ID"),
+    ('[access]\n"/incident" = { groups = ["S0ONCALL"] }', r"access.\"/incident\".groups: unknown key \(did you mean 'usergroups'"),
+    ('[services.api]\nsuspect_window = "an hour"', "services.api.suspect_window: 'an hour' is not a duration"),
+    ('[services.api]\ndeploy = "tags"', "services.api.deploy: 'tags' is not one of merges, commits"),
+    ('[services.api]\nlog_format = "xml"', "services.api.log_format: 'xml' is not one of auto, json, text, access"),
+    ('[services.api]\nlogs = "/var/log/api.log"', "services.api.logs: must be a list of non-empty strings"),
+    ('[services.api.probes.db]\nkind = "postgres"\ndsn = "x"\ntimout = "2s"',
+     r"services.api.probes.db.timout: unknown key \(did you mean 'timeout'\?\)"),
+    ('[services.api.probes.db]\nkind = "postgres"', "services.api.probes.db.dsn: missing; a postgres probe needs dsn"),
+    ('[services.api.probes.db]\nkind = "mongo"', "services.api.probes.db.kind: 'mongo' is not one of postgres"),
+    ('[services.api.probes.db]\ndsn = "x"', "services.api.probes.db.kind: missing"),
+    ('[services.api.probes.db]\nkind = "postgres"\nurl = "x"', "services.api.probes.db.url: not used by a postgres probe"),
+    ('[services.api.probes.t]\nkind = "tcp"\naddress = "db"', "services.api.probes.t.address: 'db' is not host:port"),
+    ('[services.api.probes.c]\nkind = "redis"\nurl = "redis://x"\nexpect_status = 200',
+     "services.api.probes.c.expect_status: only http probes"),
+    ('[services.api.probes.h]\nkind = "http"\nurl = "http://x"\nexpect_status = 999',
+     "services.api.probes.h.expect_status: must be a whole number from 100 to 599"),
+    ('[services.api.probes.h]\nkind = "http"\nurl = "http://x"\ntimeout = "0s"',
+     "services.api.probes.h.timeout: must be longer than zero"),
+    ('[services.api.probes.db]\nkind = "postgres"\ndsn = "${ONCALL_TEST_UNSET_VAR}"',
+     "services.api.probes.db.dsn: environment variable ONCALL_TEST_UNSET_VAR is not set"),
+    ("[services]\napi = 3", "services.api: must be a table, not a number"),
+    ("timezone = ", "oncall.toml: not valid TOML"),
+])
+def test_every_problem_is_one_line_naming_file_and_key(make_config, tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        make_config(text)
+    assert "\n" not in str(raised.value)
+    assert str(raised.value).startswith(f"{tmp_path / 'oncall.toml'}: ")
+
+
+def test_env_vars_are_expanded(make_config, monkeypatch):
+    monkeypatch.setenv("ONCALL_TEST_DSN", "mysql://root:pw@127.0.0.1/test")
+    config = make_config('[services.api.probes.db]\nkind = "mysql"\ndsn = "${ONCALL_TEST_DSN}"\ntimeout = "1s"')
+    probe = config.services["api"].probes["db"]
+    assert probe.dsn == "mysql://root:pw@127.0.0.1/test" and probe.timeout == timedelta(seconds=1)

@@ -1,0 +1,97 @@
+import json
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot import render
+from bot.render import Renderer
+
+NOW = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def renderer() -> Renderer:
+    return Renderer(ZoneInfo("Europe/Berlin"), lambda: NOW)
+
+
+def slack(renderer: Renderer, template: str, **data):
+    blocks = list(render._split_blocks(renderer.env.from_string(template).render(**data)))
+    return render.to_slack(blocks), render.to_text(blocks)
+
+
+def test_user_text_is_escaped_exactly_for_slack(renderer):
+    message, text = slack(renderer, "Title: {{ title }}", title="<!channel> & <@U123> <http://x|y> We've \"q\"")
+    shown = message.blocks[0]["text"]["text"]
+    assert shown == "Title: &lt;!channel&gt; &amp; &lt;@U123&gt; &lt;http://x|y&gt; We've \"q\""
+    assert text == "Title: <!channel> & <@U123> <http://x|y> We've \"q\""
+
+
+def test_structure_comes_only_from_template_globals(renderer):
+    forged = "\ue000header\ue001pwned\ue000 \ue003user\ue001U999\ue003 \x1b[31m"
+    message, _ = slack(renderer, "{{ header('Real') }}{{ value }} {{ mention('U1') }}", value=forged)
+    assert [b["type"] for b in message.blocks] == ["header", "section"]
+    section = message.blocks[1]["text"]["text"]
+    assert "<@U1>" in section and "<@U999>" not in section and "\x1b" not in section
+
+
+def test_buttons_carry_the_command_they_run(renderer):
+    message, text = slack(renderer, "{{ buttons(('Ack & go', '/incident ack #3', 'primary'), ('Resolve', '/incident resolve #3')) }}")
+    (actions,) = message.blocks
+    assert [(e["text"]["text"], e["value"], e.get("style")) for e in actions["elements"]] == [
+        ("Ack &amp; go", "/incident ack #3", "primary"), ("Resolve", "/incident resolve #3", None)]
+    assert len({e["action_id"] for e in actions["elements"]}) == 2
+    assert text == "[Ack & go: /incident ack #3]  [Resolve: /incident resolve #3]"
+
+
+def test_a_long_header_becomes_a_bold_section_not_a_cut_one(renderer):
+    title = "x" * 200
+    message, _ = slack(renderer, "{{ header(t) }}", t=title)
+    assert message.blocks[0]["type"] == "section" and title in message.blocks[0]["text"]["text"]
+
+
+def test_sections_are_split_at_3000_characters_on_line_breaks(renderer):
+    lines = "\n".join(f"line {i:04d} " + "y" * 40 for i in range(200))
+    message, _ = slack(renderer, "{{ t }}", t=lines)
+    sections = [b["text"]["text"] for b in message.blocks]
+    assert all(len(s) <= 3000 for s in sections) and len(sections) > 1
+    assert "\n".join(sections) == lines
+
+
+def test_code_blocks_keep_their_fences_in_every_piece(renderer):
+    trace = "\n".join(f'  File "app.py", line {i}, in handler' for i in range(150))
+    message, text = slack(renderer, "{{ code(t) }}", t=trace)
+    sections = [b["text"]["text"] for b in message.blocks]
+    assert len(sections) > 1
+    assert all(s.startswith("```\n") and s.endswith("\n```") and len(s) <= 3000 for s in sections)
+    assert text.splitlines()[0] == '      File "app.py", line 0, in handler'
+
+
+def test_past_fifty_blocks_the_whole_message_goes_to_a_file(renderer):
+    message, _ = slack(renderer, "{% for i in range(80) %}{{ divider() }}line {{ i }}\n{% endfor %}")
+    assert len(message.blocks) == 50
+    assert "attached file" in message.blocks[-1]["elements"][0]["text"]
+    assert "line 79" in message.overflow and "line 0" in message.overflow
+
+
+def test_context_elements_are_grouped_by_ten(renderer):
+    message, _ = slack(renderer, "{{ context(*items) }}", items=[f"i{n}" for n in range(23)])
+    assert [len(b["elements"]) for b in message.blocks] == [10, 10, 3]
+
+
+def test_fallback_text_is_short_and_escaped(renderer):
+    message, _ = slack(renderer, "{{ header(t) }}", t="<!here> " + "z" * 500)
+    assert message.text.startswith("&lt;!here&gt; zzz") and len(message.text) <= 300
+    message, _ = slack(renderer, "{{ t }}", t="z" * 298 + "&x")
+    assert message.text == "z" * 298 + "…"
+
+
+def test_times_are_shown_in_the_configured_zone(renderer):
+    _, text = slack(renderer, "{{ a | when }} / {{ b | when }} / {{ b | ago }} / {{ 4020 | duration }}",
+                    a=datetime(2026, 11, 24, 12, 5, tzinfo=UTC), b="2026-11-20T09:00:00Z")
+    assert text == "13:05 CET / Fri 20 Nov 10:00 CET / 4 d 04 h ago / 1 h 07 m"
+
+
+def test_every_block_is_valid_json_for_slack(renderer):
+    message, _ = slack(renderer, "{{ header('H') }}body\n{{ context('c') }}{{ divider() }}{{ code('x') }}")
+    assert json.loads(json.dumps(message.blocks))[0] == {"type": "header", "text": {"type": "plain_text", "text": "H", "emoji": True}}

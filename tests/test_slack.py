@@ -1,0 +1,239 @@
+"""Scenarios through the real Slack frame (Bolt, signatures, the outbox) against the Web API double."""
+
+import json
+import logging
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from bot.command import Reply
+from bot.dispatch import Invocation
+from commands import incident as incident_command
+from bot.jsonlog import JsonFormatter
+from slack_double import eventually, sign, slash_command
+
+
+def blocks_text(call) -> str:
+    return json.dumps(call.args.get("blocks"), ensure_ascii=False) + (call.args.get("text") or "")
+
+
+def test_open_ack_resolve_in_one_thread_with_the_announcement_updated(slack_bot, slack_double, store):
+    bot, client = slack_bot()
+    assert client.command("/incident", "open checkout 500s --sev 2").status_code == 200
+    (announcement,) = slack_double.wait_for("chat.postMessage")
+    assert announcement.args["channel"] == "C0INCIDNT" and "thread_ts" not in announcement.args
+    assert announcement.headers["Authorization"] == "Bearer xoxb-test-token"
+    buttons = [b for b in announcement.args["blocks"] if b["type"] == "actions"][0]["elements"]
+    assert [b["value"] for b in buttons] == ["/incident ack #1", "/incident resolve #1"]
+    thread = "1700000000.000001"
+    eventually(lambda: store.incident(1).thread_ts == thread)
+
+    assert client.click("/incident ack #1", user="U0BOB0001", message_ts=thread).status_code == 200
+    replies = slack_double.wait_for("chat.postMessage", 2)
+    assert replies[1].args["thread_ts"] == thread and "<@U0BOB0001> acknowledged #1" in replies[1].args["text"]
+    (update,) = slack_double.wait_for("chat.update")
+    assert update.args["ts"] == thread and "acknowledged" in blocks_text(update)
+
+    client.command("/incident", "resolve fixed the pool")
+    replies = slack_double.wait_for("chat.postMessage", 3)
+    assert replies[2].args["thread_ts"] == thread and "resolved #1" in replies[2].args["text"]
+    updates = slack_double.wait_for("chat.update", 2)
+    assert "Reopen" in blocks_text(updates[1]) and "fixed the pool" in blocks_text(updates[1])
+    assert [e.kind for e in store.events(1)] == ["opened", "acknowledged", "resolved"]
+    assert [e.user for e in store.events(1)] == ["U0ALICE01", "U0BOB0001", "U0ALICE01"]
+
+
+def test_acks_are_immediate_and_empty_even_under_load(slack_bot, slack_double):
+    bot, client = slack_bot()
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        responses = list(pool.map(lambda i: client.command("/incident", f"open load {i}"), range(30)))
+    assert {(r.status_code, r.text) for r in responses} == {(200, "")}
+    assert len(slack_double.wait_for("chat.postMessage", 30)) == 30
+
+
+@pytest.mark.parametrize("tamper", ["wrong-secret", "changed-body", "stale", "unsigned", "future"])
+def test_bad_signatures_get_401_and_change_nothing(slack_bot, slack_double, store, tamper):
+    bot, client = slack_bot()
+    body = slash_command("/incident", "open should not exist")
+    if tamper == "wrong-secret":
+        response = client.post(body, secret="not-the-secret")
+    elif tamper == "changed-body":
+        headers = sign(client.secret, body)
+        response = httpx.post(f"{client.url}/slack/events", content=body.replace(b"exist", b"exis7"),
+                              headers={"Content-Type": "application/x-www-form-urlencoded", **headers})
+    elif tamper == "stale":
+        response = client.post(body, timestamp=int(time.time()) - 6 * 60)
+    elif tamper == "future":
+        response = client.post(body, timestamp=int(time.time()) + 6 * 60)
+    else:
+        response = httpx.post(f"{client.url}/slack/events", content=body,
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 401
+    time.sleep(0.3)
+    assert store.incidents() == [] and slack_double.calls == []
+
+
+def test_a_redelivery_is_acked_and_dropped(slack_bot, slack_double, store):
+    bot, client = slack_bot()
+    body = slash_command("/incident", "open db down", response_url=slack_double.response_url())
+    first = client.post(body)
+    again = client.post(body, {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    assert first.status_code == again.status_code == 200
+    slack_double.wait_for("chat.postMessage")
+    time.sleep(0.3)
+    assert len(store.incidents()) == 1 and len(slack_double.called("chat.postMessage")) == 1
+
+
+def test_a_double_submit_answers_with_the_incident_already_open(slack_bot, slack_double, store):
+    bot, client = slack_bot()
+    client.command("/incident", "open Checkout down")
+    client.command("/incident", "open checkout down")
+    (private,) = slack_double.wait_for("response_url")
+    assert private.args["response_type"] == "ephemeral" and "No second incident was opened" in blocks_text(private)
+    assert len(store.incidents()) == 1
+
+
+def test_user_text_cannot_ping_or_link(slack_bot, slack_double):
+    bot, client = slack_bot()
+    client.command("/incident", "open <!channel> <@U0BOSS001> <https://evil.example|login> & db down")
+    (post,) = slack_double.wait_for("chat.postMessage")
+    text = blocks_text(post)
+    assert "&lt;!channel&gt;" in text and "&lt;@U0BOSS001&gt;" in text and "&amp; db down" in text
+    assert "<!channel>" not in text and "<@U0BOSS001>" not in text and "<https://evil" not in text
+
+
+def test_access_rules_for_commands_and_buttons(slack_bot, slack_double, store, make_config):
+    slack_double.usergroups["S0ONCALL1"] = ["U0CAROL01"]
+    bot, client = slack_bot(make_config("""
+        [access]
+        "/incident" = { users = ["U0ALICE01"], usergroups = ["S0ONCALL1"] }
+    """))
+    client.command("/incident", "open db down", user="U0MALLORY")
+    (denied,) = slack_double.wait_for("response_url")
+    text = blocks_text(denied)
+    assert "not allowed to run `/incident`" in text and "<@U0ALICE01>" in text and "<!subteam^S0ONCALL1>" in text
+    assert store.incidents() == []
+
+    client.command("/incident", "open db down", user="U0CAROL01")  # a member of the group
+    slack_double.wait_for("chat.postMessage")
+    client.click("/incident resolve #1", user="U0MALLORY")
+    (ephemeral,) = slack_double.wait_for("chat.postEphemeral")
+    assert ephemeral.args["user"] == "U0MALLORY" and "not allowed" in blocks_text(ephemeral)
+    assert store.incident(1).status == "open"
+    client.click("/incident resolve #1", user="U0ALICE01")
+    slack_double.wait_for("chat.update")
+    assert store.incident(1).status == "resolved"
+
+
+def test_access_by_channel(slack_bot, slack_double, store, make_config):
+    bot, client = slack_bot(make_config('[access]\n"/mttr" = { channels = ["C0INCIDNT"] }'))
+    client.command("/mttr", "", channel="C0RANDOM1")
+    (denied,) = slack_double.wait_for("response_url")
+    assert "in this channel" in blocks_text(denied) and "<#C0INCIDNT>" in blocks_text(denied)
+    client.command("/mttr", "", channel="C0INCIDNT")
+    answers = slack_double.wait_for("response_url", 2)
+    assert "MTTR" in blocks_text(answers[1])
+
+
+def test_a_failure_answers_privately_with_a_request_id_and_logs_the_traceback(
+        slack_bot, slack_double, monkeypatch, caplog):
+    def broken(ctx, args):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setitem(incident_command._ACTIONS, "status", broken)
+    bot, client = slack_bot()
+    with caplog.at_level(logging.ERROR):
+        client.command("/incident", "status")
+        (answer,) = slack_double.wait_for("response_url")
+    text = blocks_text(answer)
+    assert "Something went wrong" in text and "kaboom" not in text
+    request_id = text.split("Request id `")[1].split("`")[0]
+    (record,) = [r for r in caplog.records if r.getMessage() == "/incident failed"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == request_id and "RuntimeError: kaboom" in line["traceback"]
+
+
+def test_when_slack_is_down_the_incident_exists_and_the_post_follows(slack_bot, slack_double, store):
+    slack_double.fail("chat.postMessage", times=2, status=503)
+    bot, client = slack_bot()
+    client.command("/incident", "open db down")
+    eventually(store.incidents)
+    assert store.incident(1).title == "db down" and store.incident(1).thread_ts is None
+    client.command("/incident", "ack #1")
+    posts = slack_double.wait_for("chat.postMessage", 2, timeout=20)
+    assert "thread_ts" not in posts[0].args and posts[1].args["thread_ts"] == store.incident(1).thread_ts
+    assert len([c for c in slack_double.called("chat.postMessage") if c.args.get("_failed")]) == 2
+
+
+def test_429_is_retried_after_retry_after(slack_bot, slack_double):
+    slack_double.fail("chat.postMessage", status=429, retry_after=1)
+    bot, client = slack_bot()
+    client.command("/incident", "open db down")
+    (post,) = slack_double.wait_for("chat.postMessage")
+    failed = [c for c in slack_double.called("chat.postMessage") if c.args.get("_failed")]
+    assert len(failed) == 1 and post.at - failed[0].at >= 1.0
+
+
+def test_a_permanent_failure_is_told_to_the_caller(slack_bot, slack_double, store):
+    slack_double.fail("chat.postMessage", error="channel_not_found")
+    bot, client = slack_bot()
+    client.command("/incident", "open db down")
+    (told,) = slack_double.wait_for("response_url")
+    assert "channel_not_found" in blocks_text(told)
+    assert store.incident(1).title == "db down"
+
+
+def test_not_in_channel_joins_and_retries(slack_bot, slack_double):
+    slack_double.fail("chat.postMessage", error="not_in_channel")
+    bot, client = slack_bot()
+    client.command("/incident", "open db down")
+    slack_double.wait_for("chat.postMessage")
+    assert slack_double.called("conversations.join")[0].args["channel"] == "C0INCIDNT"
+
+
+def test_commands_typed_elsewhere_answer_in_the_thread_and_point_there(slack_bot, slack_double, make_config):
+    bot, client = slack_bot(make_config('[slack]\nincident_channel = "C0123INC0"'))
+    client.command("/incident", "open db down", channel="C0RANDOM1")
+    (announcement,) = slack_double.wait_for("chat.postMessage")
+    assert announcement.args["channel"] == "C0123INC0"
+    (pointer,) = slack_double.wait_for("response_url")
+    assert "Posted in the thread of incident #1 in <#C0123INC0>" in blocks_text(pointer)
+    client.command("/incident", "status", channel="C0123INC0")
+    posts = slack_double.wait_for("chat.postMessage", 2)
+    assert posts[1].args["thread_ts"] == announcement.args.get("ts", "1700000000.000001")
+
+
+def test_past_the_budget_the_whole_answer_is_uploaded_in_the_thread(slack_bot, slack_double, store):
+    bot, client = slack_bot()
+    client.command("/incident", "open db down")
+    slack_double.wait_for("chat.postMessage")
+    incident = eventually(lambda: store.incident(1).thread_ts and store.incident(1))
+    events = [{"at": incident.opened_at, "user": "U0ALICE01", "kind": "update", "text": f"note {n} " + "x" * 60,
+               "data": {}} for n in range(3000)]
+    data = {**incident_command.card_data(incident, incident.opened_at), "events": events}
+    bot.post(Reply("incident_timeline", data, "thread", incident_id=1),
+             Invocation("incident", "timeline", "U0ALICE01", "C0INCIDNT", "r1"))
+    slack_double.wait_for("files.completeUploadExternal")
+    (post,) = slack_double.wait_for("chat.postMessage", 2)[1:]
+    assert len(post.args["blocks"]) == 50
+    (uploaded,) = slack_double.uploads.values()
+    assert b"note 2999" in uploaded and b"note 0 " in uploaded
+    complete = slack_double.called("files.completeUploadExternal")[0]
+    assert complete.args["thread_ts"] == incident.thread_ts
+
+
+def test_healthz(slack_bot, store):
+    bot, client = slack_bot()
+    ok = httpx.get(f"{client.url}/healthz")
+    assert ok.status_code == 200 and ok.json()["status"] == "ok"
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        down = httpx.get(f"{client.url}/healthz", timeout=10)
+    finally:
+        blocker.execute("ROLLBACK")
+    assert down.status_code == 503 and down.json()["status"] == "error"
+    assert "locked" in down.json()["database"]

@@ -1,0 +1,68 @@
+import multiprocessing
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from bot.console import Local
+from bot.config import Config
+from bot.store import Store
+from bot.times import utc_now
+from commands import registry
+
+
+def test_schema_is_versioned_and_applied_once(tmp_path):
+    Store(tmp_path / "a.db")
+    store = Store(tmp_path / "a.db")
+    applied = list(store.db.query("SELECT migration_set, name FROM _sqlite_migrations"))
+    assert applied == [{"migration_set": "oncall-bot", "name": "0001_incidents_timeline_outbox"}]
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock, local):
+    local().invoke("/incident open db down --started 14:00")
+    conn = sqlite3.connect(tmp_path / "oncall.db")
+    row = conn.execute("SELECT opened_at, started_at, status, severity FROM incidents").fetchone()
+    assert row == ("2026-11-24T14:00:00Z", "2026-11-24T14:00:00Z", "open", 3)
+
+
+def _open_and_resolve(store: Store, index: int) -> None:
+    runner = Local(store, Config(), registry(), utc_now)
+    opened = runner.invoke(f"/incident open incident number {index}")
+    assert opened.outcome.value == "ok", opened.data
+    resolved = runner.invoke(f"/incident resolve #{opened.incident_id} done {index}")
+    assert resolved.outcome.value == "ok", resolved.data
+
+
+def test_fifty_concurrent_opens_and_resolves_lose_nothing(store):
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        list(pool.map(lambda i: _open_and_resolve(store, i), range(50)))
+    rows = list(store.db.query("SELECT status, count(*) AS n FROM incidents GROUP BY status"))
+    assert rows == [{"status": "resolved", "n": 50}]
+    assert store.db.execute("SELECT count(*) FROM events").fetchone()[0] == 100
+
+
+def _process_worker(path: str, offset: int) -> None:
+    store = Store(path)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        list(pool.map(lambda i: _open_and_resolve(store, offset + i), range(10)))
+
+
+def test_several_processes_share_the_database(tmp_path):
+    path = str(tmp_path / "shared.db")
+    Store(path)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_process_worker, args=(path, 100 * n)) for n in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    assert Store(path).db.execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[0] == 30
+
+
+def test_a_delivery_is_claimed_once(store):
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    results = []
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: store.claim_delivery("command:trigger-1", now), range(20)))
+    assert results.count(True) == 1
