@@ -52,6 +52,17 @@ class SlackEnv:
     app_token: str | None = None
 
 
+class _OwnClientNotice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and warns that it goes unused next to our client and
+    authorize function; that is on purpose (see `authorize` below), so the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+logging.getLogger("slack_bolt.App").addFilter(_OwnClientNotice())
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex[:12]
 

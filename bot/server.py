@@ -58,6 +58,7 @@ class Server(BaseApplication):
             "errorlog": "-",
             "accesslog": None,
             "loglevel": "info",
+            "control_socket_disable": True,
         }
         for key, value in settings.items():
             self.cfg.set(key, value)

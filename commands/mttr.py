@@ -176,13 +176,17 @@ def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]
 
 
 def _resolved(store: Store, window: Window, service: str | None, severity: int | None) -> list[tuple]:
-    """(id, time to resolve, time to acknowledge or None, severity) of incidents resolved in the window."""
+    """(id, time to resolve, time to acknowledge or None, severity) of incidents resolved in the window.
+
+    Only resolved incidents have resolved_at (reopening clears it), so the range on its index is
+    the whole filter.
+    """
     where, params = _filters(service, severity)
     return store.db.execute(
         "SELECT id, (julianday(resolved_at) - julianday(started_at)) * 86400.0,"
         " (julianday(acknowledged_at) - julianday(opened_at)) * 86400.0, severity"
-        f" FROM incidents WHERE status = ? AND resolved_at >= ? AND resolved_at < ?{where}",
-        [RESOLVED, to_iso(window.start), to_iso(window.end), *params],
+        f" FROM incidents WHERE resolved_at >= ? AND resolved_at < ?{where}",
+        [to_iso(window.start), to_iso(window.end), *params],
     ).fetchall()
 
 

@@ -45,6 +45,7 @@ class SlackDouble:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.usergroups: dict[str, list[str]] = {}
+        self.delays: dict[str, float] = {}   # method -> seconds to wait before answering
         self._failures: list[Failure] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -130,6 +131,7 @@ class SlackDouble:
 
     def _respond(self, method: str, args: dict[str, Any], headers: dict[str, str],
                  answer: Callable[[], bytes]) -> tuple[int, dict[str, str], bytes]:
+        time.sleep(self.delays.get(method, 0))
         failure = self._take_failure(method)
         if failure is not None:
             args = {**args, "_failed": True}

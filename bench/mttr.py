@@ -1,0 +1,100 @@
+"""/mttr over 100,000 incidents (target < 200 ms), next to the floor: reading the same rows.
+
+The database (cached in bench/.cache/) holds 100,000 incidents over two years. Timed through the
+command's own code path (parse, run and the text rendering), best of several runs:
+- `/mttr --weeks 105`, a window holding all 100,000 incidents, and its previous window;
+- `/mttr` (this week, about 1,000 incidents);
+against the floor measured in the same run: one SELECT fetching started/resolved of every row.
+
+    .venv/bin/python bench/mttr.py
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.config import Config  # noqa: E402
+from bot.console import Local  # noqa: E402
+from bot.store import Store  # noqa: E402
+from bot.times import to_iso  # noqa: E402
+from commands import registry  # noqa: E402
+
+INCIDENTS = 100_000
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+CACHE = ROOT / "bench" / ".cache" / "mttr-100k.db"
+
+
+def build(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(path.name + "*"):
+        leftover.unlink()
+    store = Store(path)
+    rng = random.Random(47)
+    rows = []
+    for index in range(INCIDENTS):
+        opened = NOW - timedelta(seconds=rng.uniform(3600, 104 * 7 * 86400))
+        resolved = opened + timedelta(seconds=rng.lognormvariate(7.5, 1.2))
+        acked = opened + timedelta(seconds=rng.expovariate(1 / 300)) if rng.random() < 0.9 else None
+        done = index % 500 != 0 and resolved < NOW
+        rows.append({
+            "title": f"incident {index}", "severity": rng.choice((1, 2, 2, 3, 3, 3, 4)),
+            "service": rng.choice(("api", "web", "worker", "db")), "status": "resolved" if done else "open",
+            "opened_by": "U0BENCH01", "opened_at": to_iso(opened), "started_at": to_iso(opened),
+            "acknowledged_at": to_iso(acked) if acked and acked < NOW else None,
+            "resolved_at": to_iso(resolved) if done else None, "channel": "C0BENCH01",
+            "announce_channel": "C0BENCH01", "reopened": 0,
+        })
+    with store.write() as db:
+        db["incidents"].insert_all(rows, batch_size=5000)
+    store.close()
+
+
+def best_of(runs: int, action) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return min(timings) * 1000
+
+
+def main() -> None:
+    if not CACHE.exists():
+        print(f"building {INCIDENTS:,} incidents in {CACHE.relative_to(ROOT)} …")
+        build(CACHE)
+    store = Store(CACHE)
+    runner = Local(store, Config(), registry(), lambda: NOW)
+
+    def floor() -> None:
+        store.db.execute("SELECT started_at, resolved_at FROM incidents").fetchall()
+
+    def mttr(text: str):
+        def run() -> None:
+            reply = runner.invoke(text)
+            assert reply.outcome.value == "ok", reply.data
+            runner.renderer.text(reply.template, reply.data)
+        return run
+
+    covered = runner.invoke("/mttr --weeks 105").data
+    assert covered["resolved"] + len(covered["open"]) == INCIDENTS, covered["resolved"]
+    floor_ms = best_of(5, floor)
+    all_ms = best_of(5, mttr("/mttr --weeks 105"))
+    week_ms = best_of(5, mttr("/mttr"))
+    print(f"/mttr over {INCIDENTS:,} incidents ({covered['resolved']:,} resolved in the window, "
+          f"{len(covered['open'])} open), best of 5")
+    print(f"  floor: SELECT of every row          {floor_ms:8.1f} ms")
+    print(f"  /mttr --weeks 105 (all of them)     {all_ms:8.1f} ms   ratio to floor {all_ms / floor_ms:5.2f}"
+          f"   target < 200 ms: {'ok' if all_ms < 200 else 'MISSED'}")
+    print(f"  /mttr (this week, {runner.invoke('/mttr').data['resolved']:,} resolved)"
+          f"       {week_ms:8.1f} ms   ratio to floor {week_ms / floor_ms:5.2f}")
+
+
+if __name__ == "__main__":
+    main()

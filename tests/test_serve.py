@@ -1,0 +1,130 @@
+"""End to end through `oncall-bot serve` (gunicorn), the way Slack talks to a deployed bot."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import SIGNING_SECRET, BotClient
+from slack_double import SlackDouble, eventually, slash_command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    def __init__(self, tmp_path, double: SlackDouble, *, port_from_env: bool = False):
+        self.port = free_port()
+        self.db = tmp_path / "oncall.db"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ONCALL_", "PORT"))}
+        env.update(SLACK_BOT_TOKEN="xoxb-e2e", SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=double.api_url,
+                   ONCALL_DB=str(self.db))
+        command = [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1"]
+        if port_from_env:
+            env["PORT"] = str(self.port)
+        else:
+            command += ["--port", str(self.port)]
+        self.process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = BotClient(self.url, double)
+        eventually(self._healthy, timeout=20)
+
+    def _healthy(self) -> bool:
+        assert self.process.poll() is None, self.process.stdout.read()
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> tuple[int, float, str]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=30)
+        return self.process.returncode, time.monotonic() - started, output
+
+
+@pytest.fixture(scope="module")
+def double():
+    slack = SlackDouble()
+    yield slack
+    slack.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, double):
+    server = Served(tmp_path_factory.mktemp("serve"), double)
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+def test_healthz_reports_a_writable_database(served):
+    response = httpx.get(f"{served.url}/healthz")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_open_ack_resolve_with_thread_and_chat_update(served, double):
+    count = len(double.called("chat.postMessage"))
+    assert served.client.command("/incident", "open e2e payments down --sev 1", channel="C0E2E0001").text == ""
+    announcement = double.wait_for("chat.postMessage", count + 1)[-1]
+    assert announcement.args["channel"] == "C0E2E0001" and "payments down" in announcement.args["text"]
+    value = next(b for b in announcement.args["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+    served.client.click(value, channel="C0E2E0001", user="U0BOB0001")
+    ack = double.wait_for("chat.postMessage", count + 2)[-1]
+    thread = ack.args["thread_ts"]
+    assert "<@U0BOB0001> acknowledged" in ack.args["text"]
+    served.client.command("/incident", "resolve restarted the pool", channel="C0E2E0001")
+    resolved = double.wait_for("chat.postMessage", count + 3)[-1]
+    assert resolved.args["thread_ts"] == thread and "resolved" in resolved.args["text"]
+    updates = double.wait_for("chat.update", where=lambda c: c.args["ts"] == thread, count=2)
+    assert "Reopen" in str(updates[-1].args["blocks"])
+
+
+def test_rejected_signatures(served, double, tmp_path):
+    body = slash_command("/incident", "open must not exist", channel="C0E2E0002")
+    assert served.client.post(body, secret="wrong").status_code == 401
+    assert served.client.post(body, timestamp=int(time.time()) - 301).status_code == 401
+    assert httpx.post(f"{served.url}/slack/events", content=body).status_code == 401
+    time.sleep(0.5)
+    assert not [c for c in double.calls if "must not exist" in str(c.args)]
+
+
+def test_a_retried_delivery_opens_one_incident(served, double):
+    body = slash_command("/incident", "open e2e retry check", channel="C0E2E0003")
+    assert served.client.post(body).status_code == 200
+    assert served.client.post(body, {"X-Slack-Retry-Num": "1"}).status_code == 200
+    assert served.client.post(body, {"X-Slack-Retry-Num": "2"}).status_code == 200
+    double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0E2E0003")
+    time.sleep(0.5)
+    assert len([c for c in double.called("chat.postMessage") if c.args.get("channel") == "C0E2E0003"]) == 1
+
+
+def test_user_text_is_escaped(served, double):
+    served.client.command("/incident", "open <!channel> e2e <@U0BOSS001> & co", channel="C0E2E0004")
+    (post,) = double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0E2E0004")
+    assert "&lt;!channel&gt; e2e &lt;@U0BOSS001&gt; &amp; co" in post.args["text"]
+    assert "<!channel>" not in str(post.args["blocks"])
+
+
+def test_port_comes_from_the_environment_and_sigterm_drains(tmp_path, double):
+    server = Served(tmp_path, double, port_from_env=True)
+    double.delays["chat.postMessage"] = 2
+    try:
+        server.client.command("/incident", "open e2e drain me", channel="C0E2E0005")
+        time.sleep(0.3)  # acknowledged; the announcement is now on its way to a slow Slack
+        code, seconds, output = server.stop()
+    finally:
+        double.delays.clear()
+    assert code == 0 and seconds < 10, output
+    assert [c for c in double.called("chat.postMessage") if c.args.get("channel") == "C0E2E0005"]
+    assert '"msg": "drained; 0 message(s) left in the outbox for the next start"' in output
