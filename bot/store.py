@@ -254,6 +254,8 @@ class Store:
         Items of one incident go out in order: a thread reply never overtakes the announcement
         that creates the thread, and an update never overtakes the post it follows.
         """
+        if self.outbox_pending() == 0:  # the common idle case, without taking the write lock
+            return None
         stamp = to_iso(now)
         with self.write() as db:
             rows = list(db.query(

@@ -45,6 +45,7 @@ class SlackDouble:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.usergroups: dict[str, list[str]] = {}
+        self.socket_url = "ws://127.0.0.1:9/unset"   # what apps.connections.open hands out
         self.delays: dict[str, float] = {}   # method -> seconds to wait before answering
         self._failures: list[Failure] = []
         self._lock = threading.Lock()
@@ -184,6 +185,8 @@ class SlackDouble:
             return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts")}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": ts}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url}
         if method == "conversations.join":
             return {"ok": True, "channel": {"id": args.get("channel")}}
         if method == "conversations.open":

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from slack_bolt.request import BoltRequest
+
 from bot.command import Reply
 from bot.dispatch import Invocation
 from commands import incident as incident_command
@@ -237,3 +239,14 @@ def test_healthz(slack_bot, store):
         blocker.execute("ROLLBACK")
     assert down.status_code == 503 and down.json()["status"] == "error"
     assert "locked" in down.json()["database"]
+
+
+def test_a_resent_socket_mode_envelope_opens_one_incident(slack_bot, slack_double, store):
+    bot, _ = slack_bot()
+    body = slash_command("/incident", "open socket mode db down").decode()
+    first = bot.app.dispatch(BoltRequest(body=body, mode="socket_mode"))
+    again = bot.app.dispatch(BoltRequest(body=body, mode="socket_mode"))
+    assert first.status == again.status == 200
+    slack_double.wait_for("chat.postMessage")
+    time.sleep(0.3)
+    assert len(store.incidents()) == 1 and len(slack_double.called("chat.postMessage")) == 1
