@@ -76,6 +76,16 @@ def _initial_schema(db: sqlite_utils.Database) -> None:
     db["heartbeat"].create({"id": int, "at": str}, pk="id")
 
 
+@migrations(name="0002_incident_cause_and_weekly_reports")
+def _cause_and_reports(db: sqlite_utils.Database) -> None:
+    db["incidents"].add_column("cause", str)
+    db["reports"].create(
+        {"week": str, "channel": str, "claimed_at": str, "claimed_by": str, "data": str},
+        pk="week",
+        not_null={"claimed_at"},
+    )
+
+
 @dataclass(frozen=True)
 class Incident:
     id: int
@@ -95,6 +105,7 @@ class Incident:
     announce_channel: str | None
     thread_ts: str | None
     reopened: int
+    cause: str | None = None        # what caused it, e.g. "deploy:<sha>"
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Incident:

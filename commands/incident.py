@@ -24,8 +24,10 @@ RECENT_LIMIT = 15
 ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline")
 _OPTIONS = {
     "open": {"sev": Option.VALUE, "service": Option.VALUE, "started": Option.WORDS},
-    "update": {"sev": Option.VALUE, "service": Option.VALUE, "started": Option.WORDS},
+    "update": {"sev": Option.VALUE, "service": Option.VALUE, "started": Option.WORDS, "cause": Option.VALUE},
+    "resolve": {"cause": Option.VALUE},
 }
+_CAUSE = re.compile(r"^deploy:[0-9a-f]{7,40}$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class IncidentArgs:
     severity: int | None = None
     service: str | None = None
     started: str | None = None
+    cause: str | None = None
 
 
 def parse(text: str) -> IncidentArgs:
@@ -53,14 +56,20 @@ def parse(text: str) -> IncidentArgs:
         if not value.isdigit() or int(value) not in SEVERITIES:
             raise UsageError(f"--sev must be 1, 2, 3 or 4 (1 is the worst), not {args.options['sev']!r}.")
         severity = int(value)
+    cause = args.options.get("cause")
+    if cause is not None:
+        cause = str(cause).lower()
+        if not _CAUSE.match(cause):
+            raise UsageError(f"--cause is deploy:<sha> (the commit that caused it), not {args.options['cause']!r}.")
     parsed = IncidentArgs(
         action=action, incident=args.incident, text=args.text, severity=severity,
-        service=args.options.get("service"), started=args.options.get("started"),
+        service=args.options.get("service"), started=args.options.get("started"), cause=cause,
     )
     if action == "open" and not parsed.text:
         raise UsageError("An incident needs a title: /incident open <title>.")
-    if action == "update" and not (parsed.text or severity or parsed.service or parsed.started):
-        raise UsageError("Say what changed: /incident update <note> [--sev N] [--service S] [--started WHEN].")
+    if action == "update" and not (parsed.text or severity or parsed.service or parsed.started or cause):
+        raise UsageError("Say what changed: /incident update <note> [--sev N] [--service S] [--started WHEN] "
+                         "[--cause deploy:<sha>].")
     if action == "list" and parsed.text not in ("", "open", "recent"):
         raise UsageError(f"list takes open or recent, not {parsed.text!r}.")
     if action in ("status", "timeline") and parsed.text:
@@ -126,6 +135,9 @@ def _update(ctx: Context, args: IncidentArgs) -> Reply:
             if started != incident.started_at:
                 fields["started_at"] = started
                 changes.append({"field": "started_at", "old": incident.started_at, "new": started})
+        if args.cause is not None and args.cause != incident.cause:
+            fields["cause"] = args.cause
+            changes.append({"field": "cause", "old": incident.cause, "new": args.cause})
         if fields:
             ctx.store.update_incident(incident.id, **fields)
         for change in changes:
@@ -144,9 +156,11 @@ def _resolve(ctx: Context, args: IncidentArgs) -> Reply:
         incident = ctx.incident(args.incident)
         if incident.status == RESOLVED:
             return _notice(incident, "already_resolved")
+        fields = {"cause": args.cause} if args.cause else {}
         ctx.store.update_incident(incident.id, status=RESOLVED, resolved_at=now, resolved_by=ctx.user,
-                                  resolution=args.text or None)
-        ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="resolved", text=args.text or None)
+                                  resolution=args.text or None, **fields)
+        ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="resolved", text=args.text or None,
+                            data=fields)
         return _changed(ctx, incident.id, "resolved", now, note=args.text)
 
 
@@ -270,7 +284,7 @@ COMMAND = Command(
     name="incident",
     description="Open, acknowledge, update and resolve incidents",
     usage="open <title> [--sev 1-4] [--service S] [--started WHEN] | ack | update <note> | resolve [note] "
-          "| reopen | status | list [open|recent] | timeline | help   (#N picks an incident)",
+          "[--cause deploy:<sha>] | reopen | status | list [open|recent] | timeline | help   (#N picks an incident)",
     parse=parse,
     run=run,
     help_data={"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},

@@ -175,3 +175,16 @@ def test_announcement_goes_to_the_configured_incident_channel(local, make_config
     reply = local(make_config('[slack]\nincident_channel = "C0123INC"')).invoke("/incident open x")
     assert reply.data["incident"].announce_channel == "C0123INC"
     assert reply.data["incident"].channel == "console"
+
+
+def test_resolve_with_a_deploy_cause(local, store):
+    runner = local()
+    runner.invoke("/incident open bad deploy")
+    reply = runner.invoke("/incident resolve reverted --cause deploy:A1B2C3D4")
+    assert reply.data["incident"].cause == "deploy:a1b2c3d4"
+    assert "Cause: `deploy:a1b2c3d4`" in runner.renderer.text(reply.template, reply.data)
+    assert store.events(1)[-1].data == {"cause": "deploy:a1b2c3d4"}
+    bad = runner.invoke("/incident update #1 --cause the-intern")
+    assert bad.outcome is Outcome.USAGE and "--cause is deploy:<sha>" in bad.data["message"]
+    changed = runner.invoke("/incident update #1 --cause deploy:ffffffff")
+    assert changed.data["changes"] == [{"field": "cause", "old": "deploy:a1b2c3d4", "new": "deploy:ffffffff"}]

@@ -5,7 +5,9 @@ from datetime import UTC, datetime
 
 from bot.console import Local
 from bot.config import Config
-from bot.store import Store
+import sqlite_utils
+
+from bot.store import Store, migrations
 from bot.times import utc_now
 from commands import registry
 
@@ -14,8 +16,21 @@ def test_schema_is_versioned_and_applied_once(tmp_path):
     Store(tmp_path / "a.db")
     store = Store(tmp_path / "a.db")
     applied = list(store.db.query("SELECT migration_set, name FROM _sqlite_migrations"))
-    assert applied == [{"migration_set": "oncall-bot", "name": "0001_incidents_timeline_outbox"}]
+    assert [row["name"] for row in applied] == ["0001_incidents_timeline_outbox",
+                                                "0002_incident_cause_and_weekly_reports"]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_older_database_is_upgraded_in_place(tmp_path):
+    old = sqlite_utils.Database(tmp_path / "old.db")
+    migrations.apply(old, stop_before="0002_incident_cause_and_weekly_reports")
+    old["incidents"].insert({"title": "from before", "severity": 2, "status": "open", "opened_by": "U1",
+                             "opened_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z"})
+    old.close()
+    store = Store(tmp_path / "old.db")
+    incident = store.incident(1)
+    assert incident.title == "from before" and incident.cause is None
+    assert store.db["reports"].exists()
 
 
 def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock, local):
