@@ -3,7 +3,7 @@
 A slash command or a button is acknowledged at once (Bolt has verified its signature and age by
 then) and its work is queued on a bounded pool, so a slow command never delays another's ack.
 A redelivered request (same trigger or event id) is acknowledged and dropped. Replies go through
-the outbox (bot/delivery.py), written before anything is sent.
+the outbox (bot/outbox.py), written before anything is sent.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from bot.access import Access
-from bot.command import Audience, Command, Reply
+from bot.command import Command, Outcome
 from bot.config import Config
-from bot.delivery import Delivery
 from bot.dispatch import Dispatcher, Invocation
 from bot.jsonlog import request_id
-from bot.render import Renderer, SlackMessage
+from bot.outbox import Outbox
+from bot.render import Renderer
+from bot.schedule import WeeklyReport
 from bot.store import Store
 from bot.times import utc_now
 
@@ -63,6 +64,14 @@ class _OwnClientNotice(logging.Filter):
 logging.getLogger("slack_bolt.App").addFilter(_OwnClientNotice())
 
 
+def web_client(env: SlackEnv) -> WebClient:
+    """Our Web API client: the configured base URL, a timeout, and retries after 429 Retry-After."""
+    return WebClient(
+        token=env.bot_token, base_url=env.api_url.rstrip("/") + "/", timeout=SLACK_TIMEOUT_SECONDS,
+        retry_handlers=[ConnectionErrorRetryHandler(), RateLimitErrorRetryHandler(max_retry_count=3)],
+    )
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -75,14 +84,11 @@ class SlackBot:
         self.env = env
         self.store = store
         self.clock = clock
-        api_url = env.api_url.rstrip("/") + "/"
-        self.client = WebClient(
-            token=env.bot_token, base_url=api_url, timeout=SLACK_TIMEOUT_SECONDS,
-            retry_handlers=[ConnectionErrorRetryHandler(), RateLimitErrorRetryHandler(max_retry_count=3)],
-        )
+        self.client = web_client(env)
         self.renderer = Renderer(config.timezone, clock)
-        self.delivery = Delivery(store, self.client, self.renderer, clock)
+        self.outbox = Outbox(store, self.client, self.renderer, clock)
         self.dispatcher = Dispatcher(store, config, commands, clock, Access(config.access, self._group_members))
+        self.weekly_report = WeeklyReport(store, config, self.dispatcher, self.outbox, clock)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="command")
         self._inflight: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -97,21 +103,33 @@ class SlackBot:
         def on_button(ack: Callable[..., None], body: dict[str, Any], action: dict[str, Any]) -> None:
             self._on_button(ack, body, action)
 
+        def on_home_opened(ack: Callable[..., None], body: dict[str, Any], event: dict[str, Any]) -> None:
+            self._on_home_opened(ack, body, event)
+
         self.app = App(
             signing_secret=env.signing_secret,
-            client=WebClient(base_url=api_url, timeout=SLACK_TIMEOUT_SECONDS),
+            client=WebClient(base_url=self.client.base_url, timeout=SLACK_TIMEOUT_SECONDS),
             authorize=authorize,
             process_before_response=True,
         )
         for name in commands:
             self.app.command(f"/{name}")(on_command)
         self.app.action(re.compile(r"^run:"))(on_button)
+        self.app.event("app_home_opened")(on_home_opened)
         self._http = SlackRequestHandler(self.app)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.delivery.start()
+        self.outbox.start()
+        self.weekly_report.start()
+        threading.Thread(target=self._learn_workspace_url, name="auth-test", daemon=True).start()
+
+    def _learn_workspace_url(self) -> None:
+        try:
+            self.renderer.workspace_url = self.client.auth_test()["url"]
+        except Exception as error:
+            log.warning("auth.test failed (%s): links to threads are left out until the next start", error)
 
     def drain(self, seconds: float) -> None:
         """Finish queued and running commands, then send what is due, all within `seconds`."""
@@ -125,7 +143,8 @@ class SlackBot:
             except Exception:
                 log.warning("a command did not finish before shutdown")
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.delivery.stop(deadline, time.monotonic)
+        self.weekly_report.stop()
+        self.outbox.stop(max(0.0, deadline - time.monotonic()))
         log.info("drained; %d message(s) left in the outbox for the next start", self.store.outbox_pending())
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -170,7 +189,32 @@ class SlackBot:
             return
         name, _, text = action.get("value", "").lstrip("/").partition(" ")
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        self.submit(Invocation(command=name, text=text, user=body["user"]["id"], channel=channel, request_id=rid))
+        invocation = Invocation(command=name, text=text, user=body["user"]["id"], channel=channel, request_id=rid)
+        from_home = (body.get("view") or {}).get("type") == "home"
+        self.submit(invocation, then=(lambda: self.publish_home(invocation.user, rid)) if from_home else None)
+
+    def _on_home_opened(self, ack: Callable[..., None], body: dict[str, Any], event: dict[str, Any]) -> None:
+        rid = new_request_id()
+        request_id.set(rid)
+        ack()
+        if event.get("tab") == "home" and self._first_delivery("event", body.get("event_id"), body):
+            self.pool.submit(self.publish_home, event["user"], rid)
+
+    def publish_home(self, user: str, rid: str) -> None:
+        """The App Home: open incidents with their buttons, this week's numbers, the last report.
+
+        Its parts are commands run as this user, so [access] applies to them as to the commands.
+        """
+        token = request_id.set(rid)
+        try:
+            parts = {name: self.dispatcher.run(Invocation(name, text, user, None, rid))
+                     for name, text in (("incident", "list"), ("mttr", "this-week"))}
+            data = {name: reply.data if reply.outcome is Outcome.OK else None for name, reply in parts.items()}
+            self.outbox.publish_home(user, {**data, "last_report": self.store.last_report()}, rid)
+        except Exception:
+            log.exception("could not publish the App Home of %s", user)
+        finally:
+            request_id.reset(token)
 
     def _first_delivery(self, kind: str, trigger: str | None, body: dict[str, Any]) -> bool:
         key = trigger or hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -181,8 +225,8 @@ class SlackBot:
 
     # -- work after the ack ----------------------------------------------------------------
 
-    def submit(self, invocation: Invocation) -> Future[None]:
-        future = self.pool.submit(self._execute, invocation)
+    def submit(self, invocation: Invocation, then: Callable[[], None] | None = None) -> Future[None]:
+        future = self.pool.submit(self._execute, invocation, then)
         with self._lock:
             self._inflight.add(future)
         future.add_done_callback(self._finished)
@@ -192,12 +236,14 @@ class SlackBot:
         with self._lock:
             self._inflight.discard(future)
 
-    def _execute(self, invocation: Invocation) -> None:
+    def _execute(self, invocation: Invocation, then: Callable[[], None] | None) -> None:
         token = request_id.set(invocation.request_id)
         started = time.monotonic()
         try:
             reply = self.dispatcher.run(invocation)
-            self.post(reply, invocation)
+            self.outbox.post(reply, invocation)
+            if then is not None:
+                then()
             log.info("/%s answered", invocation.command, extra={
                 "user": invocation.user, "outcome": reply.outcome.value,
                 "ms": round((time.monotonic() - started) * 1000)})
@@ -205,39 +251,6 @@ class SlackBot:
             log.exception("/%s could not be answered", invocation.command)
         finally:
             request_id.reset(token)
-
-    def post(self, reply: Reply, invocation: Invocation) -> None:
-        """Write the reply's messages to the outbox, in the order they must reach Slack."""
-        now = self.clock()
-        message = self.renderer.slack(reply.template, reply.data)
-        common = {"now": now, "request_id": invocation.request_id, "user": invocation.user,
-                  "response_url": invocation.response_url}
-        incident = self.store.incident(reply.incident_id) if reply.incident_id else None
-        if reply.audience in (Audience.THREAD, Audience.ANNOUNCE) and incident is not None:
-            kind = "announce" if reply.audience is Audience.ANNOUNCE else "message"
-            self._enqueue_message(kind, message, channel=incident.announce_channel, incident_id=incident.id,
-                                  **common)
-            if invocation.channel != incident.announce_channel:
-                pointer = self.renderer.slack("pointer", {"incident": incident})
-                self._enqueue_message("ephemeral", pointer, channel=invocation.channel, **common)
-        elif reply.audience is Audience.CHANNEL:
-            self._enqueue_message("message", message, channel=invocation.channel, **common)
-        else:
-            self._enqueue_message("ephemeral", message, channel=invocation.channel, **common)
-        if reply.card is not None and incident is not None:
-            card = self.renderer.slack(reply.card.template, reply.card.data)
-            self._enqueue_message("update", card, channel=incident.announce_channel, incident_id=incident.id,
-                                  **common)
-        self.delivery.wake()
-
-    def _enqueue_message(self, kind: str, message: SlackMessage, **where: Any) -> None:
-        self.store.enqueue(kind=kind, payload={"text": message.text, "blocks": message.blocks}, **where)
-        if message.overflow is not None and kind != "update":
-            upload = {"content": message.overflow, "filename": "oncall-bot.txt", "title": message.text[:100]}
-            if kind == "ephemeral":  # a private answer's file goes to the asker's direct messages
-                self.store.enqueue(kind="upload_dm", payload=upload, **{**where, "incident_id": None})
-            else:
-                self.store.enqueue(kind="upload", payload=upload, **where)
 
     def _group_members(self, group: str) -> set[str]:
         return set(self.client.usergroups_users_list(usergroup=group)["users"])

@@ -1,4 +1,4 @@
-"""oncall-bot serve | socket | console | run | manifest
+"""oncall-bot serve | socket | console | run | manifest | summary | export
 
 A missing token, a bad config or an unusable database is one line on stderr naming what is wrong
 and where, with exit code 2: never a traceback.
@@ -10,25 +10,33 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from bot import config as config_module
-from bot.app import DEFAULT_API_URL, SlackBot, SlackEnv
+from bot import export
+from bot.app import DEFAULT_API_URL, SlackBot, SlackEnv, web_client
 from bot.config import Config, ConfigError
 from bot.console import Local
+from bot.dispatch import Dispatcher
 from bot.jsonlog import configure as configure_logging
 from bot.manifest import manifest
+from bot.outbox import Outbox
+from bot.render import Renderer
+from bot.schedule import WeeklyReport
 from bot.store import Store
-from bot.times import utc_now
+from bot.times import TimeParseError, parse_when, utc_now
 from commands import registry
 
 DEFAULT_PORT = 3000
 SOCKET_DRAIN_SECONDS = 8
+SUMMARY_SEND_SECONDS = 60
 
 
 class StartupError(Exception):
@@ -51,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `oncall-bot export | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--http-url", help="public URL of /slack/events, for HTTP mode")
     target.add_argument("--socket", action="store_true", help="Socket Mode (the default)")
     manifest_parser.set_defaults(handler=_manifest)
+
+    summary = sub.add_parser("summary", help="show the weekly report, or post it (once per week)")
+    summary.add_argument("--week", help="ISO week like 2026-W47 (default: last week)")
+    summary.add_argument("--post", action="store_true", help="post it to [slack] summary_channel")
+    summary.set_defaults(handler=_summary)
+
+    export = sub.add_parser("export", help="every incident with its timestamps and durations")
+    export.add_argument("--since", help="only incidents opened since DATE (2026-11-01, or ISO 8601 with a time)")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -87,7 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging()
     paths = _paths()
     config = _config(paths)
-    env = _slack_env(need_app_token=False)
+    env = _slack_env(mode="serve")
     _store(paths).close()
     port = args.port if args.port is not None else _port_from_env()
     Server(lambda: SlackBot(env, config, Store(paths.db), registry()), args.host, port).run()
@@ -100,7 +121,7 @@ def _socket(args: argparse.Namespace) -> int:
     configure_logging()
     paths = _paths()
     config = _config(paths)
-    env = _slack_env(need_app_token=True)
+    env = _slack_env(mode="socket")
     bot = SlackBot(env, config, _store(paths), registry())
     bot.start()
     handler = SocketModeHandler(bot.app, env.app_token)
@@ -139,6 +160,60 @@ def _manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(args: argparse.Namespace) -> int:
+    configure_logging(logging.WARNING)
+    paths = _paths()
+    config = _config(paths)
+    store = _store(paths)
+    week = args.week.upper() if args.week else None
+    if week and not re.match(r"^\d{4}-W\d{2}$", week):
+        raise StartupError(f"--week: {args.week!r} is not an ISO week like 2026-W47")
+    if not args.post:
+        return Local(store, config, registry(), utc_now).run(f"/mttr report {week or 'last-week'}",
+                                                             as_json=False, out=sys.stdout, err=sys.stderr)
+    channel = config.slack.summary_channel
+    if not channel:
+        raise StartupError(f"{config.source}: slack.summary_channel: not set; the report has nowhere to go")
+    env = _slack_env(mode="post")
+    renderer = Renderer(config.timezone, utc_now)
+    outbox = Outbox(store, web_client(env), renderer, utc_now)
+    report = WeeklyReport(store, config, Dispatcher(store, config, registry(), utc_now), outbox, utc_now)
+    week = week or _last_week(config)
+    if report.post(week) is None:
+        claimed = store.report_claimed(week)
+        print(f"The report of {week} was already posted to {claimed['channel']} ({claimed['claimed_at']}); "
+              "nothing was posted.", file=sys.stderr)
+        return 0
+    outbox.flush(SUMMARY_SEND_SECONDS)
+    pending = store.outbox_pending()
+    if pending:
+        print(f"The report of {week} is written, but {pending} message(s) could not be sent yet; "
+              "a running bot sends them.", file=sys.stderr)
+        return 1
+    print(f"Posted the report of {week} to {channel}.")
+    return 0
+
+
+def _last_week(config: Config) -> str:
+    year, week, _ = (utc_now().astimezone(config.timezone) - timedelta(days=7)).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _export(args: argparse.Namespace) -> int:
+    configure_logging(logging.WARNING)
+    paths = _paths()
+    config = _config(paths)
+    since = None
+    if args.since:
+        try:
+            since = parse_when(args.since if "T" in args.since or " " in args.since else f"{args.since}T00:00",
+                               utc_now(), config.timezone)
+        except TimeParseError as error:
+            raise StartupError(f"--since: {error}") from None
+    export.write(_store(paths), since, args.format, sys.stdout)
+    return 0
+
+
 # -- environment ----------------------------------------------------------------------------------
 
 
@@ -164,14 +239,13 @@ def _store(paths: Paths) -> Store:
         raise StartupError(f"ONCALL_DB: {paths.db}: cannot use the database: {error}") from None
 
 
-def _slack_env(*, need_app_token: bool) -> SlackEnv:
-    required = {
-        "SLACK_BOT_TOKEN": "the bot token (xoxb-…) from your Slack app's OAuth & Permissions page",
-        "SLACK_SIGNING_SECRET": "from your Slack app's Basic Information page",
-    }
-    if need_app_token:
-        required = {"SLACK_BOT_TOKEN": required["SLACK_BOT_TOKEN"],
-                    "SLACK_APP_TOKEN": "an app-level token (xapp-…) with connections:write, for Socket Mode"}
+def _slack_env(*, mode: str) -> SlackEnv:
+    """The Slack settings `mode` (serve, socket or post) needs, each checked."""
+    required = {"SLACK_BOT_TOKEN": "the bot token (xoxb-…) from your Slack app's OAuth & Permissions page"}
+    if mode == "serve":
+        required["SLACK_SIGNING_SECRET"] = "from your Slack app's Basic Information page"
+    if mode == "socket":
+        required["SLACK_APP_TOKEN"] = "an app-level token (xapp-…) with connections:write, for Socket Mode"
     for name, what in required.items():
         if not os.environ.get(name, "").strip():
             raise StartupError(f"{name} is not set: {what}")

@@ -32,6 +32,15 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class Upload:
+    """A file that goes with a reply (a chart, say), uploaded after the message in the same place."""
+
+    filename: str
+    title: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class Reply:
     template: str
     data: dict[str, Any]
@@ -39,6 +48,7 @@ class Reply:
     incident_id: int | None = None
     card: Reply | None = None   # the incident's announcement, re-rendered in place after a change
     outcome: Outcome = Outcome.OK
+    files: tuple[Upload, ...] = ()
 
 
 class UsageError(Exception):

@@ -82,7 +82,10 @@ class Local:
 
     def _render(self, reply: Reply) -> tuple[Reply, str]:
         try:
-            return reply, self.renderer.text(reply.template, reply.data)
+            text = self.renderer.text(reply.template, reply.data)
+            files = "".join(f"\n📎 {f.filename} ({len(f.content) // 1024 + 1} KB), uploaded with it in Slack"
+                            for f in reply.files)
+            return reply, text + files
         except Exception:
             log.exception("could not render %s", reply.template)
             failed = Reply("internal_error", {"command": reply.template, "request_id": f"local-{self._count}"},

@@ -16,7 +16,7 @@ BOT_SCOPES = [
     "im:write",            # a long private answer goes to the asker as a file in a DM
     "usergroups:read",     # [access] rules that name user groups
 ]
-BOT_EVENTS: list[str] = []
+BOT_EVENTS = ["app_home_opened"]       # the App Home tab
 
 
 def manifest(commands: dict[str, Command], http_url: str | None) -> dict[str, Any]:
@@ -42,6 +42,8 @@ def manifest(commands: dict[str, Command], http_url: str | None) -> dict[str, An
         },
         "features": {
             "bot_user": {"display_name": APP_NAME, "always_online": True},
+            "app_home": {"home_tab_enabled": True, "messages_tab_enabled": True,
+                         "messages_tab_read_only_enabled": True},
             "slash_commands": slash_commands,
         },
         "oauth_config": {"scopes": {"bot": BOT_SCOPES}},

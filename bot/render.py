@@ -69,6 +69,7 @@ class Renderer:
     def __init__(self, timezone: ZoneInfo, clock: Callable[[], datetime]):
         self.timezone = timezone
         self.clock = clock
+        self.workspace_url: str | None = None   # from auth.test, for links to threads
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(importlib.resources.files("templates"))),
             autoescape=True,
@@ -79,7 +80,7 @@ class Renderer:
         )
         self.env.globals.update(
             header=_header, divider=_divider, context=_context, buttons=_buttons, code=_code,
-            mention=_mention, channel=_channel, usergroup=_usergroup, link=_link,
+            mention=_mention, channel=_channel, usergroup=_usergroup, link=_link, thread_link=self.thread_link,
         )
         self.env.filters.update(when=self.when, ago=self.ago, duration=format_duration, day=self.day)
 
@@ -102,6 +103,12 @@ class Renderer:
 
     def slack(self, template: str, data: dict[str, Any]) -> SlackMessage:
         return to_slack(self.blocks(template, data))
+
+    def thread_link(self, channel: str | None, ts: str | None, label: str) -> Markup | str:
+        """A link to a message's thread when the workspace is known, else just the label."""
+        if not (self.workspace_url and channel and ts):
+            return label
+        return _link(f"{self.workspace_url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}", label)
 
     # -- filters ---------------------------------------------------------------------------
 
@@ -242,8 +249,8 @@ def to_slack(blocks: list[Block]) -> SlackMessage:
     if len(out) <= MAX_BLOCKS:
         return SlackMessage(out, fallback)
     kept = out[:MAX_BLOCKS - 1]
-    kept.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": f"… {len(out) - len(kept)} more blocks: the whole message is in the attached file."}]})
+    note = f"… {len(out) - len(kept)} more blocks: the whole message is in the attached file."
+    kept.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
     return SlackMessage(kept, fallback, overflow=to_text(blocks))
 
 

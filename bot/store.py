@@ -313,16 +313,36 @@ class Store:
             [to_iso(now), error, item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
-        """An announcement update with a newer one queued behind it need not be sent."""
+        """A view that a newer one, queued behind it, replaces need not be sent: an incident's
+        announcement (`update`, per incident) or a user's App Home (`home`, per user)."""
+        same = "incident_id = ?" if item.kind == "update" else "user = ?"
         rows = list(self.db.query(
-            "SELECT 1 FROM outbox WHERE kind = ? AND incident_id = ? AND id > ? "
+            f"SELECT 1 FROM outbox WHERE kind = ? AND {same} AND id > ? "
             "AND sent_at IS NULL AND failed_at IS NULL LIMIT 1",
-            [item.kind, item.incident_id, item.id]))
+            [item.kind, item.incident_id if item.kind == "update" else item.user, item.id]))
         return bool(rows)
 
     def outbox_pending(self) -> int:
         return self.db.execute(
             "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL").fetchone()[0]
+
+    # -- weekly reports ----------------------------------------------------------------------
+
+    def claim_report(self, week: str, channel: str, now: datetime, claimed_by: str) -> bool:
+        """True for the one caller that claims `week`'s report; everyone after finds it taken."""
+        with self.write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO reports (week, channel, claimed_at, claimed_by) VALUES (?, ?, ?, ?)",
+                [week, channel, to_iso(now), claimed_by])
+            return cursor.rowcount == 1
+
+    def report_claimed(self, week: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM reports WHERE week = ?", [week]))
+        return rows[0] if rows else None
+
+    def last_report(self) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM reports ORDER BY week DESC LIMIT 1"))
+        return rows[0] if rows else None
 
     # -- health ----------------------------------------------------------------------------
 

@@ -22,11 +22,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.args import Option, parse_args
-from bot.command import Command, Context, Reply, UsageError
+from bot.command import Audience, Command, Context, Reply, Upload, UsageError
 from bot.store import RESOLVED, Store
 from bot.times import to_iso
+from commands.mttr_chart import chart_png
 
 SLOWEST = 5
+SERIES_WEEKS = 12
 MAX_WEEKS = 520
 _WEEK = re.compile(r"^(\d{4})-?W(\d{1,2})$", re.I)
 _OPTIONS = {"weeks": Option.VALUE, "service": Option.VALUE, "sev": Option.VALUE}
@@ -38,6 +40,7 @@ class MttrArgs:
     weeks: int | None = None
     service: str | None = None
     severity: int | None = None
+    weekly_report: bool = False      # `/mttr report [week]`: the weekly report, with its chart
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ class Stats:
 
 def parse(text: str) -> MttrArgs:
     args = parse_args(text, _OPTIONS, incident_refs=False)
+    if args.words[:1] == ["report"]:
+        if args.options:
+            raise UsageError("report takes only a week: /mttr report [2026-W47].")
+        period = parse(" ".join(args.words[1:]) or "last-week").period
+        return MttrArgs(period=period, weekly_report=True)
     if len(args.words) > 1:
         raise UsageError(f"One period at a time, not {' and '.join(args.words)}.")
     period = args.words[0] if args.words else "this-week"
@@ -92,7 +100,34 @@ def run(ctx: Context, args: MttrArgs) -> Reply:
     if args.service is not None and ctx.config.services and args.service not in ctx.config.services:
         raise UsageError(f"Unknown service {args.service!r}; configured: {', '.join(ctx.config.services)}.")
     window = window_for(args, ctx.now(), ctx.config.timezone)
+    if args.weekly_report:
+        return _weekly_report(ctx, window)
     return Reply("mttr", report(ctx.store, window, ctx.now(), service=args.service, severity=args.severity))
+
+
+def _weekly_report(ctx: Context, window: Window) -> Reply:
+    """The week's report for the channel: the /mttr numbers, counts by service, deploy-caused
+    incidents, and a chart of the 12 weeks ending with it."""
+    data = report(ctx.store, window, ctx.now())
+    data["by_service"] = [{"service": service, "resolved": count} for service, count in ctx.store.db.execute(
+        "SELECT COALESCE(service, ''), COUNT(*) FROM incidents WHERE resolved_at >= ? AND resolved_at < ?"
+        " GROUP BY 1 ORDER BY 2 DESC, 1", [to_iso(window.start), to_iso(window.end)]).fetchall()]
+    data["deploy_caused"] = [
+        {"id": i.id, "title": i.title, "sha": i.cause.removeprefix("deploy:"), "service": i.service}
+        for i in ctx.store.incidents("resolved_at >= ? AND resolved_at < ? AND cause LIKE 'deploy:%'",
+                                     [to_iso(window.start), to_iso(window.end)])]
+    caused = len(data["deploy_caused"])
+    share = round(caused / data["resolved"] * 100, 1) if data["resolved"] else None
+    data["change_failure"] = {"deploy_caused": caused, "share_of_incidents": share}
+    series = []
+    for back in range(SERIES_WEEKS - 1, -1, -1):
+        week = Window(_shift_weeks(window.start, -back, window.tz), 1, window.tz)
+        stats = _stats([row[1] for row in _resolved(ctx.store, week, None, None)])
+        series.append({"week": week.label, "resolved": stats.count, "median": stats.median, "p90": stats.p90})
+    data["series"] = series
+    chart = Upload(f"mttr-{window.label}.png", f"Time to resolve, 12 weeks to {window.label}",
+                   chart_png(series, f"Time to resolve and incidents, {series[0]['week']} – {window.label}"))
+    return Reply("weekly_report", data, Audience.CHANNEL, files=(chart,))
 
 
 def window_for(args: MttrArgs, now: datetime, tz: ZoneInfo) -> Window:
@@ -145,7 +180,8 @@ def report(store: Store, window: Window, now: datetime, *, service: str | None =
     slowest_ids = [r[0] for r in heapq.nlargest(SLOWEST, current, key=lambda r: r[1])]
     return {
         "window": {"label": window.label, "start": to_iso(window.start), "end": to_iso(window.end),
-                   "weeks": window.weeks, "timezone": window.tz.key},
+                   "last_second": to_iso(window.end - timedelta(seconds=1)), "weeks": window.weeks,
+                   "timezone": window.tz.key},
         "filters": {"service": service, "severity": severity},
         "opened": _opened(store, window, service, severity),
         "resolved": len(current),
@@ -246,7 +282,7 @@ def _number(value: str | bool, option: str, low: int, high: int) -> int:
 COMMAND = Command(
     name="mttr",
     description="Mean, median and p90 time to resolve, MTTA, per week",
-    usage="[this-week | last-week | 2026-W47 | --weeks N] [--service S] [--sev N]",
+    usage="[this-week | last-week | 2026-W47 | --weeks N] [--service S] [--sev N] | report [2026-W47]",
     parse=parse,
     run=run,
     help_data={"slowest": SLOWEST},

@@ -174,7 +174,7 @@ class SlackDouble:
         return args
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
-        ts = f"1700000000.{next(self._ts):06d}"
+        ts = f"1700000000.{next(self._ts):06d}" if method in ("chat.postMessage", "chat.postEphemeral") else None
         if method == "auth.test":
             return {"ok": True, "url": "https://oncall-test.slack.com/", "team": "Test", "user": "oncall-bot",
                     "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0TEST001"}
@@ -253,3 +253,27 @@ def eventually(predicate: Callable[[], Any], timeout: float = 10) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout}s: {predicate}")
         time.sleep(0.02)
+
+
+def home_opened(user: str = "U0ALICE01", event_id: str | None = None) -> bytes:
+    """An Events API app_home_opened delivery, as Slack POSTs it (JSON)."""
+    return json.dumps({
+        "token": "legacy-verification-token", "team_id": TEAM, "api_app_id": "A0TEST001", "type": "event_callback",
+        "event_id": event_id or f"Ev{next(_triggers):08d}", "event_time": int(time.time()),
+        "event": {"type": "app_home_opened", "user": user, "channel": "D0HOME001", "tab": "home",
+                  "event_ts": str(time.time())},
+    }).encode()
+
+
+def home_button_click(value: str, *, user: str = "U0ALICE01") -> bytes:
+    """A block_actions payload for a button on the App Home view."""
+    payload = {
+        "type": "block_actions", "team": {"id": TEAM, "domain": "oncall-test"},
+        "user": {"id": user, "username": user.lower(), "team_id": TEAM}, "api_app_id": "A0TEST001",
+        "token": "legacy-verification-token", "trigger_id": f"{next(_triggers)}.{int(time.time())}.home",
+        "container": {"type": "view", "view_id": "V0HOME001"},
+        "view": {"id": "V0HOME001", "type": "home", "blocks": []},
+        "actions": [{"action_id": "run:0", "block_id": "b1", "type": "button", "value": value,
+                     "text": {"type": "plain_text", "text": "x"}, "action_ts": str(time.time())}],
+    }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()

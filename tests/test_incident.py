@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.command import Audience, Outcome
-from bot.console import Local
 from bot.config import Config
+from bot.console import Local
 from bot.dispatch import Invocation
 from commands import registry
 

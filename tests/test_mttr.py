@@ -3,9 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.command import Outcome
-from bot.console import Local
 from bot.store import RESOLVED
-from commands import registry
 
 
 def add(store, *, opened, resolved=None, acked=None, started=None, severity=3, service=None, title="x"):

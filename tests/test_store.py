@@ -3,10 +3,10 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from bot.console import Local
-from bot.config import Config
 import sqlite_utils
 
+from bot.config import Config
+from bot.console import Local
 from bot.store import Store, migrations
 from bot.times import utc_now
 from commands import registry

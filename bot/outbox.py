@@ -1,4 +1,4 @@
-"""The outbox: every message to Slack is written to SQLite first, then sent by one thread.
+"""The outbox: every message to Slack is written to SQLite first (`post`), then sent by one thread.
 
 So a failed post loses nothing: it is retried with backoff (and after a restart) until Slack
 takes it. Items of one incident keep their order (the announcement, whose ts becomes the thread,
@@ -9,18 +9,23 @@ reported privately to whoever asked.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.command import Audience, Reply
+from bot.dispatch import Invocation
 from bot.jsonlog import request_id
-from bot.render import Renderer
+from bot.render import Renderer, SlackMessage
 from bot.store import OutboxItem, Store
 
 LEASE = timedelta(seconds=60)
@@ -42,7 +47,7 @@ class TransientFailure(Exception):
     """Slack could not be reached, or asked us to come back later."""
 
 
-class Delivery:
+class Outbox:
     def __init__(self, store: Store, client: WebClient, renderer: Renderer, clock: Callable[[], datetime]):
         self.store = store
         self.client = client
@@ -53,6 +58,51 @@ class Delivery:
         self._thread: threading.Thread | None = None
         self._http = httpx.Client(timeout=RESPONSE_URL_TIMEOUT)
 
+    def post(self, reply: Reply, invocation: Invocation) -> None:
+        """Write the reply's messages to the outbox, in the order they must reach Slack."""
+        now = self.clock()
+        message = self.renderer.slack(reply.template, reply.data)
+        common = {"now": now, "request_id": invocation.request_id, "user": invocation.user,
+                  "response_url": invocation.response_url}
+        incident = self.store.incident(reply.incident_id) if reply.incident_id else None
+        if reply.audience in (Audience.THREAD, Audience.ANNOUNCE) and incident is not None:
+            kind = "announce" if reply.audience is Audience.ANNOUNCE else "message"
+            self._enqueue_message(kind, message, channel=incident.announce_channel, incident_id=incident.id,
+                                  **common)
+            if invocation.channel not in (None, incident.announce_channel):  # None: the App Home
+                pointer = self.renderer.slack("pointer", {"incident": incident})
+                self._enqueue_message("ephemeral", pointer, channel=invocation.channel, **common)
+        elif reply.audience is Audience.CHANNEL:
+            self._enqueue_message("message", message, channel=invocation.channel, **common)
+        else:
+            self._enqueue_message("ephemeral", message, channel=invocation.channel, **common)
+        for upload in reply.files:
+            where = {"incident_id": incident.id} if incident is not None else {"channel": invocation.channel}
+            self.store.enqueue(kind="upload", payload={
+                "filename": upload.filename, "title": upload.title,
+                "content_base64": base64.b64encode(upload.content).decode()}, **where, **common)
+        if reply.card is not None and incident is not None:
+            card = self.renderer.slack(reply.card.template, reply.card.data)
+            self._enqueue_message("update", card, channel=incident.announce_channel, incident_id=incident.id,
+                                  **common)
+        self.wake()
+
+    def _enqueue_message(self, kind: str, message: SlackMessage, **where: Any) -> None:
+        self.store.enqueue(kind=kind, payload={"text": message.text, "blocks": message.blocks}, **where)
+        if message.overflow is not None and kind != "update":
+            upload = {"content": message.overflow, "filename": "oncall-bot.txt", "title": message.text[:100]}
+            if kind == "ephemeral":  # a private answer's file goes to the asker's direct messages
+                self.store.enqueue(kind="upload_dm", payload=upload, **{**where, "incident_id": None})
+            else:
+                self.store.enqueue(kind="upload", payload=upload, **where)
+
+    def publish_home(self, user: str, data: dict[str, Any], request_id: str | None) -> None:
+        """Queue `user`'s App Home view (views.publish), rendered from the `home` template."""
+        view = self.renderer.slack("home", data)
+        self.store.enqueue(kind="home", payload={"blocks": view.blocks}, now=self.clock(), request_id=request_id,
+                           user=user)
+        self.wake()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="slack-delivery", daemon=True)
         self._thread.start()
@@ -60,13 +110,19 @@ class Delivery:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, deadline: float, monotonic: Callable[[], float]) -> None:
-        """Send what is due until `deadline`, then stop; what is left stays in the outbox."""
+    def stop(self, seconds: float) -> None:
+        """Send what is due for at most `seconds`, then stop; what is left stays in the outbox."""
+        deadline = time.monotonic() + seconds
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(max(0.0, deadline - monotonic()))
-        while monotonic() < deadline and self.send_one():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.flush(deadline - time.monotonic())
+
+    def flush(self, seconds: float) -> None:
+        """Send due items, one after the other, until none is due or `seconds` have passed."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.send_one():
             pass
 
     def _loop(self) -> None:
@@ -115,13 +171,16 @@ class Delivery:
             if incident is None or incident.thread_ts is None or self.store.outbox_superseded(item):
                 return
             self._call("chat_update", channel=incident.announce_channel, ts=incident.thread_ts, **payload)
+        elif item.kind == "home":
+            if not self.store.outbox_superseded(item):
+                self._call("views_publish", user_id=item.user, view={"type": "home", **payload})
         elif item.kind == "message":
             self._call("chat_postMessage", **self._where(item, incident), **payload)
         elif item.kind == "upload":
-            self._call("files_upload_v2", **self._where(item, incident), **payload)
+            self._call("files_upload_v2", **self._where(item, incident), **_file(payload))
         elif item.kind == "upload_dm":
             direct = self._call("conversations_open", users=item.user)["channel"]["id"]
-            self._call("files_upload_v2", channel=direct, **payload)
+            self._call("files_upload_v2", channel=direct, **_file(payload))
         else:
             raise PermanentFailure(f"unknown outbox item kind {item.kind!r}")
 
@@ -145,6 +204,10 @@ class Delivery:
                 raise TransientFailure(f"response_url answered {response.status_code}")
             if response.status_code >= 400:
                 raise PermanentFailure(f"response_url answered {response.status_code}: {response.text[:200]}")
+            return
+        if item.channel is None:  # asked from the App Home: no channel to whisper in, so a direct message
+            direct = self._call("conversations_open", users=item.user)["channel"]["id"]
+            self._call("chat_postMessage", channel=direct, **item.payload)
             return
         self._call("chat_postEphemeral", channel=item.channel, user=item.user, **item.payload)
 
@@ -187,3 +250,11 @@ class Delivery:
             self.store.enqueue(kind="ephemeral", payload={"text": message.text, "blocks": message.blocks},
                                now=self.clock(), request_id=item.request_id, channel=item.channel,
                                user=item.user, response_url=item.response_url)
+
+
+def _file(payload: dict) -> dict:
+    """Text travels as `content`; binary (a chart) as base64, since the outbox stores JSON."""
+    if "content_base64" in payload:
+        rest = {k: v for k, v in payload.items() if k != "content_base64"}
+        return {**rest, "file": base64.b64decode(payload["content_base64"])}
+    return payload

@@ -1,0 +1,165 @@
+"""The weekly report: its content and chart, the schedule (with a controllable clock), exactly once."""
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+from bot.command import Audience
+from bot.dispatch import Dispatcher
+from bot.outbox import Outbox
+from bot.render import Renderer
+from bot.schedule import WeeklyReport, due_week
+from commands import registry
+
+CONFIG = """
+    timezone = "Europe/Berlin"
+    [slack]
+    summary_channel = "C0SUMMARY"
+    summary_at = "mon 09:00"
+"""
+
+
+def seed(store, now):
+    def add(days_ago, minutes, **fields):
+        opened = now - timedelta(days=days_ago)
+        return store.insert_incident(**{"title": f"incident {days_ago}", "severity": 2, "status": "resolved",
+                                        "opened_by": "U1", "opened_at": opened, "started_at": opened,
+                                        "resolved_at": opened + timedelta(minutes=minutes), "channel": "C1",
+                                        "announce_channel": "C1", "thread_ts": "1700000000.000100", **fields})
+    add(3, 30, service="api")                            # 2026-W47 (the week before 24 Nov)
+    add(4, 90, service="api", cause="deploy:a1b2c3d4e5")  # 2026-W47, deploy-caused
+    add(12, 20, service="web")                           # 2026-W46
+    store.insert_incident(title="still open", severity=1, status="open", opened_by="U1",
+                          opened_at=now - timedelta(hours=5), started_at=now - timedelta(hours=5))
+
+
+def test_the_report_of_a_week(local, store, clock, make_config):
+    seed(store, clock())
+    runner = local(make_config(CONFIG))
+    reply = runner.invoke("/mttr report")
+    assert reply.audience is Audience.CHANNEL
+    data = reply.data
+    assert data["window"]["label"] == "2026-W47" and data["resolved"] == 2
+    assert data["mttr"]["median"] == 60 * 60 and data["previous"]["resolved"] == 1
+    assert data["by_service"] == [{"service": "api", "resolved": 2}]
+    assert data["change_failure"] == {"deploy_caused": 1, "share_of_incidents": 50.0}
+    assert [w["week"] for w in data["series"]][-3:] == ["2026-W45", "2026-W46", "2026-W47"]
+    assert len(data["series"]) == 12 and data["series"][-1]["resolved"] == 2
+    (chart,) = reply.files
+    assert chart.filename == "mttr-2026-W47.png" and chart.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(chart.content) > 10_000
+    renderer = runner.renderer
+    renderer.workspace_url = "https://acme.slack.com/"
+    slack = renderer.slack(reply.template, reply.data)
+    text = json.dumps(slack.blocks, ensure_ascii=False)
+    assert "<https://acme.slack.com/archives/C1/p1700000000000100|#" in text and "`a1b2c3d4e5`" in text
+    assert "Mon 16 Nov 2026 – Sun 22 Nov 2026" in text
+
+
+def test_due_week_follows_the_configured_slot(make_config):
+    config = make_config(CONFIG)
+    berlin = lambda *args: datetime(*args, tzinfo=config.timezone)  # noqa: E731
+    assert due_week(berlin(2026, 11, 23, 8, 59), config) is None
+    assert due_week(berlin(2026, 11, 23, 9, 0), config) == "2026-W47"
+    assert due_week(berlin(2026, 11, 29, 23, 59), config) == "2026-W47"
+    assert due_week(berlin(2026, 11, 30, 9, 0), config) == "2026-W48"
+    assert due_week(berlin(2027, 1, 4, 9, 30), config) == "2026-W53"
+    friday = make_config('[slack]\nsummary_at = "fri 17:30"')
+    assert due_week(datetime(2026, 11, 27, 17, 29, tzinfo=UTC), friday) is None
+    assert due_week(datetime(2026, 11, 27, 17, 30, tzinfo=UTC), friday) == "2026-W47"
+
+
+def reporter(store, config, clock, double):
+    from bot.app import SlackEnv, web_client
+
+    renderer = Renderer(config.timezone, clock)
+    outbox = Outbox(store, web_client(SlackEnv("xoxb-report", "", double.api_url)), renderer, clock)
+    return WeeklyReport(store, config, Dispatcher(store, config, registry(), clock), outbox, clock), outbox
+
+
+def test_the_scheduler_posts_once_per_week_whatever_restarts_or_replicas(store, clock, make_config, slack_double):
+    config = make_config(CONFIG)
+    seed(store, clock())
+    clock.now = datetime(2026, 11, 23, 7, 59, tzinfo=UTC)           # 08:59 Berlin: not yet
+    first, outbox = reporter(store, config, clock, slack_double)
+    assert first.tick() is None
+    clock.advance(minutes=1)                                         # 09:00 Berlin
+    replicas = [reporter(store, config, clock, slack_double)[0] for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        posted = list(pool.map(lambda r: r.tick(), [first, *replicas]))
+    assert posted.count("2026-W47") == 1 and posted.count(None) == 4
+    outbox.flush(30)
+    (message,) = slack_double.called("chat.postMessage")
+    assert message.args["channel"] == "C0SUMMARY" and "Weekly incident report · 2026-W47" in message.args["text"]
+    (upload,) = slack_double.called("files.completeUploadExternal")
+    assert upload.args["channel_id"] == "C0SUMMARY" and upload.args["files"][0]["title"].startswith("Time to resolve")
+    (png,) = slack_double.uploads.values()
+    assert png.startswith(b"\x89PNG")
+
+    clock.advance(days=2)                                            # a restart later that week
+    restarted, _ = reporter(store, config, clock, slack_double)
+    assert restarted.tick() is None
+    clock.now = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)            # next Monday 09:00 Berlin
+    assert restarted.tick() == "2026-W48"
+    assert store.last_report()["week"] == "2026-W48"
+
+
+def test_a_missed_week_is_not_posted_late(store, clock, make_config, slack_double):
+    config = make_config(CONFIG)
+    clock.now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)             # W49; W47's report never went out
+    scheduler, _ = reporter(store, config, clock, slack_double)
+    assert scheduler.tick() == "2026-W48" and store.report_claimed("2026-W47") is None
+
+
+def test_no_summary_channel_no_thread(store, clock, make_config, slack_double):
+    scheduler, _ = reporter(store, make_config(""), clock, slack_double)
+    scheduler.start()
+    assert scheduler._thread is None
+
+
+def test_the_bot_posts_the_report_itself(slack_bot, slack_double, store, make_config, clock):
+    clock.now = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+    seed(store, clock())
+    slack_bot(make_config(CONFIG), use_clock=True)
+    (message,) = slack_double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0SUMMARY")
+    slack_double.wait_for("files.completeUploadExternal")
+    assert store.report_claimed("2026-W47")["channel"] == "C0SUMMARY"
+
+
+def oncall(tmp_path, *args, **env):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ONCALL_"))}
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=tmp_path, env={**clean, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_summary_shows_or_posts_once_from_a_shell(tmp_path, slack_double):
+    (tmp_path / "oncall.toml").write_text('[slack]\nsummary_channel = "C0SUMMARY"\n')
+    shown = oncall(tmp_path, "summary", "--week", "2026-W47")
+    assert shown.returncode == 0 and "Weekly incident report · 2026-W47" in shown.stdout
+    assert slack_double.calls == []
+    env = {"SLACK_BOT_TOKEN": "xoxb-cron", "SLACK_API_URL": slack_double.api_url}
+    posted = oncall(tmp_path, "summary", "--week", "2026-W47", "--post", **env)
+    assert posted.returncode == 0 and "Posted the report of 2026-W47 to C0SUMMARY" in posted.stdout, posted.stderr
+    again = oncall(tmp_path, "summary", "--week", "2026-w47", "--post", **env)
+    assert again.returncode == 0 and "already posted" in again.stderr
+    assert len(slack_double.called("chat.postMessage")) == 1 and len(slack_double.uploads) == 1
+    bad = oncall(tmp_path, "summary", "--week", "last", "--post", **env)
+    assert bad.returncode == 2 and "not an ISO week" in bad.stderr
+
+
+def test_export_csv_and_json(tmp_path):
+    oncall(tmp_path, "run", "/incident open db down --sev 2")
+    oncall(tmp_path, "run", "/incident ack #1")
+    oncall(tmp_path, "run", "/incident resolve #1 --cause deploy:abc1234")
+    csv_out = oncall(tmp_path, "export")
+    header, row = csv_out.stdout.strip().splitlines()
+    assert header.startswith("id,title,severity,service,status,cause,opened_by,opened_at,started_at")
+    assert ",deploy:abc1234," in row and "resolved" in row
+    (incident,) = json.loads(oncall(tmp_path, "export", "--format", "json").stdout)
+    assert incident["time_to_resolve_seconds"] >= 0 and incident["opened_at"].endswith("Z")
+    assert json.loads(oncall(tmp_path, "export", "--format", "json", "--since", "2099-01-01").stdout) == []
+    bad = oncall(tmp_path, "export", "--since", "someday")
+    assert bad.returncode == 2 and "--since" in bad.stderr
