@@ -28,7 +28,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from bot.access import Access
-from bot.command import Command, Outcome
+from bot.command import Command, Outcome, Reply
 from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.jsonlog import request_id
@@ -239,9 +239,14 @@ class SlackBot:
     def _execute(self, invocation: Invocation, then: Callable[[], None] | None) -> None:
         token = request_id.set(invocation.request_id)
         started = time.monotonic()
+        shown: list[int] = []   # the outbox id of the progress message, once there is one
+
+        def progress(partial: Reply) -> None:
+            shown[:] = [self.outbox.progress(partial, invocation, shown[0] if shown else None)]
+
         try:
-            reply = self.dispatcher.run(invocation)
-            self.outbox.post(reply, invocation)
+            reply = self.dispatcher.run(invocation, progress)
+            self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
             if then is not None:
                 then()
             log.info("/%s answered", invocation.command, extra={

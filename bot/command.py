@@ -72,6 +72,7 @@ class Context:
     request_id: str
     clock: Callable[[], datetime]
     deadline: float = field(default_factory=lambda: time.monotonic() + 30)
+    progress: Callable[[Reply], None] = lambda reply: None   # shows a long command's partial reply
 
     def now(self) -> datetime:
         return self.clock()

@@ -43,7 +43,8 @@ class Dispatcher:
         self.clock = clock
         self.access = access
 
-    def run(self, invocation: Invocation) -> Reply:
+    def run(self, invocation: Invocation, progress: Callable[[Reply], None] | None = None) -> Reply:
+        """The reply to `invocation`; `progress` receives a long command's partial replies."""
         name = invocation.command.lstrip("/")
         command = self.commands.get(name)
         if command is None:
@@ -60,6 +61,7 @@ class Dispatcher:
             user=invocation.user, channel=invocation.channel, store=self.store, config=self.config,
             request_id=invocation.request_id, clock=self.clock,
             deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS,
+            **({"progress": progress} if progress else {}),
         )
         try:
             return command.run(context, command.parse(invocation.text))

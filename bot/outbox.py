@@ -58,14 +58,32 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._http = httpx.Client(timeout=RESPONSE_URL_TIMEOUT)
 
-    def post(self, reply: Reply, invocation: Invocation) -> None:
-        """Write the reply's messages to the outbox, in the order they must reach Slack."""
-        now = self.clock()
+    def progress(self, reply: Reply, invocation: Invocation, message_id: int | None) -> int:
+        """Show a command's progress: the first time as a message (in the incident thread or the
+        channel), then by updating that message in place. Returns the message's outbox id."""
+        if message_id is not None:
+            self.post(reply, invocation, replacing=message_id)
+            return message_id
         message = self.renderer.slack(reply.template, reply.data)
-        common = {"now": now, "request_id": invocation.request_id, "user": invocation.user,
-                  "response_url": invocation.response_url}
         incident = self.store.incident(reply.incident_id) if reply.incident_id else None
-        if reply.audience in (Audience.THREAD, Audience.ANNOUNCE) and incident is not None:
+        where = {"incident_id": incident.id} if incident is not None else {"channel": invocation.channel}
+        message_id = self.store.enqueue(kind="message", payload={"text": message.text, "blocks": message.blocks},
+                                        **where, **self._common(invocation))
+        self.wake()
+        return message_id
+
+    def post(self, reply: Reply, invocation: Invocation, *, replacing: int | None = None) -> None:
+        """Write the reply's messages to the outbox, in the order they must reach Slack.
+
+        `replacing`: the outbox id of a progress message that this reply replaces in place.
+        """
+        message = self.renderer.slack(reply.template, reply.data)
+        common = self._common(invocation)
+        incident = self.store.incident(reply.incident_id) if reply.incident_id else None
+        if replacing is not None:
+            where = {"incident_id": incident.id} if incident is not None else {"channel": invocation.channel}
+            self._enqueue_message("update_message", message, target=replacing, **where, **common)
+        elif reply.audience in (Audience.THREAD, Audience.ANNOUNCE) and incident is not None:
             kind = "announce" if reply.audience is Audience.ANNOUNCE else "message"
             self._enqueue_message(kind, message, channel=incident.announce_channel, incident_id=incident.id,
                                   **common)
@@ -87,8 +105,13 @@ class Outbox:
                                   **common)
         self.wake()
 
-    def _enqueue_message(self, kind: str, message: SlackMessage, **where: Any) -> None:
-        self.store.enqueue(kind=kind, payload={"text": message.text, "blocks": message.blocks}, **where)
+    def _common(self, invocation: Invocation) -> dict[str, Any]:
+        return {"now": self.clock(), "request_id": invocation.request_id, "user": invocation.user,
+                "response_url": invocation.response_url}
+
+    def _enqueue_message(self, kind: str, message: SlackMessage, *, target: int | None = None, **where: Any) -> None:
+        payload = {"text": message.text, "blocks": message.blocks, **({"target": target} if target else {})}
+        self.store.enqueue(kind=kind, payload=payload, **where)
         if message.overflow is not None and kind != "update":
             upload = {"content": message.overflow, "filename": "oncall-bot.txt", "title": message.text[:100]}
             if kind == "ephemeral":  # a private answer's file goes to the asker's direct messages
@@ -145,8 +168,8 @@ class Outbox:
             return False
         token = request_id.set(item.request_id)
         try:
-            self._send(item)
-            self.store.outbox_sent(item.id, self.clock())
+            sent = self._send(item) or {}
+            self.store.outbox_sent(item.id, self.clock(), channel=sent.get("channel"), ts=sent.get("ts"))
         except TransientFailure as error:
             self._retry_later(item, str(error))
         except PermanentFailure as error:
@@ -157,25 +180,35 @@ class Outbox:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _send(self, item: OutboxItem) -> None:
+    def _send(self, item: OutboxItem) -> dict | None:
+        """Send one item; for a message, Slack's answer (its channel and ts)."""
         payload = item.payload
         if item.kind == "ephemeral":
             self._ephemeral(item)
-            return
+            return None
         incident = self.store.incident(item.incident_id) if item.incident_id else None
         if item.kind == "announce":
             response = self._call("chat_postMessage", channel=item.channel, **payload)
             self.store.update_incident(item.incident_id, thread_ts=response["ts"],
                                        announce_channel=response["channel"])
-        elif item.kind == "update":
+            return response
+        if item.kind == "message":
+            return self._call("chat_postMessage", **self._where(item, incident), **payload)
+        if item.kind == "update_message":
+            if self.store.outbox_superseded(item):
+                return None
+            content = {k: v for k, v in payload.items() if k != "target"}
+            target = self.store.outbox_sent_message(payload["target"])
+            if target is None:  # the message to update never made it: post this one instead
+                return self._call("chat_postMessage", **self._where(item, incident), **content)
+            return self._call("chat_update", channel=target[0], ts=target[1], **content)
+        if item.kind == "update":
             if incident is None or incident.thread_ts is None or self.store.outbox_superseded(item):
                 return
             self._call("chat_update", channel=incident.announce_channel, ts=incident.thread_ts, **payload)
         elif item.kind == "home":
             if not self.store.outbox_superseded(item):
                 self._call("views_publish", user_id=item.user, view={"type": "home", **payload})
-        elif item.kind == "message":
-            self._call("chat_postMessage", **self._where(item, incident), **payload)
         elif item.kind == "upload":
             self._call("files_upload_v2", **self._where(item, incident), **_file(payload))
         elif item.kind == "upload_dm":
@@ -183,6 +216,7 @@ class Outbox:
             self._call("files_upload_v2", channel=direct, **_file(payload))
         else:
             raise PermanentFailure(f"unknown outbox item kind {item.kind!r}")
+        return None
 
     @staticmethod
     def _where(item: OutboxItem, incident: object | None) -> dict[str, str]:

@@ -86,6 +86,13 @@ def _cause_and_reports(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0003_outbox_remembers_where_messages_went")
+def _sent_message_ids(db: sqlite_utils.Database) -> None:
+    # A message updated in place later (a command's progress) is found by the ts Slack gave it.
+    db["outbox"].add_column("sent_channel", str)
+    db["outbox"].add_column("sent_ts", str)
+
+
 @dataclass(frozen=True)
 class Incident:
     id: int
@@ -252,6 +259,7 @@ class Store:
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
                 response_url: str | None = None) -> int:
+        """Queue one item for Slack; returns its id."""
         with self.write() as db:
             return db["outbox"].insert({
                 "created_at": to_iso(now), "request_id": request_id, "kind": kind,
@@ -260,10 +268,12 @@ class Store:
             }).last_pk
 
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
-        """The oldest item that is due, not leased, and not behind an unsent item of its incident.
+        """The oldest item that is due, not leased, and not behind an unsent item of its incident
+        or of its request.
 
-        Items of one incident go out in order: a thread reply never overtakes the announcement
-        that creates the thread, and an update never overtakes the post it follows.
+        Items of one incident go out in order (a thread reply never overtakes the announcement that
+        creates the thread), and so do the items of one request (an update never overtakes the
+        message it updates).
         """
         if self.outbox_pending() == 0:  # the common idle case, without taking the write lock
             return None
@@ -275,10 +285,10 @@ class Store:
                 WHERE sent_at IS NULL AND failed_at IS NULL
                   AND (next_at IS NULL OR next_at <= :now)
                   AND (lease_until IS NULL OR lease_until <= :now)
-                  AND (incident_id IS NULL OR NOT EXISTS (
+                  AND NOT EXISTS (
                         SELECT 1 FROM outbox AS earlier
-                        WHERE earlier.incident_id = o.incident_id AND earlier.id < o.id
-                          AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL))
+                        WHERE earlier.id < o.id AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL
+                          AND (earlier.incident_id = o.incident_id OR earlier.request_id = o.request_id))
                 ORDER BY id LIMIT 1
                 """,
                 {"now": stamp},
@@ -299,8 +309,14 @@ class Store:
             "WHERE sent_at IS NULL AND failed_at IS NULL"))
         return from_iso(rows[0]["due"]) if rows and rows[0]["due"] else None
 
-    def outbox_sent(self, item_id: int, now: datetime) -> None:
-        self.db.execute("UPDATE outbox SET sent_at = ?, lease_until = NULL WHERE id = ?", [to_iso(now), item_id])
+    def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
+        self.db.execute("UPDATE outbox SET sent_at = ?, lease_until = NULL, sent_channel = ?, sent_ts = ? WHERE id = ?",
+                        [to_iso(now), channel, ts, item_id])
+
+    def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None:
+        """Where an outbox message went (channel, ts), once Slack has taken it."""
+        row = self.db.execute("SELECT sent_channel, sent_ts FROM outbox WHERE id = ?", [item_id]).fetchone()
+        return (row[0], row[1]) if row and row[1] else None
 
     def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
         self.db.execute(
@@ -314,12 +330,17 @@ class Store:
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         """A view that a newer one, queued behind it, replaces need not be sent: an incident's
-        announcement (`update`, per incident) or a user's App Home (`home`, per user)."""
-        same = "incident_id = ?" if item.kind == "update" else "user = ?"
+        announcement (`update`, per incident), a user's App Home (`home`, per user), a message
+        updated in place (`update_message`, per message)."""
+        same, value = {
+            "update": ("incident_id = ?", item.incident_id),
+            "home": ("user = ?", item.user),
+            "update_message": ("json_extract(payload, '$.target') = ?", item.payload.get("target")),
+        }[item.kind]
         rows = list(self.db.query(
             f"SELECT 1 FROM outbox WHERE kind = ? AND {same} AND id > ? "
             "AND sent_at IS NULL AND failed_at IS NULL LIMIT 1",
-            [item.kind, item.incident_id if item.kind == "update" else item.user, item.id]))
+            [item.kind, value, item.id]))
         return bool(rows)
 
     def outbox_pending(self) -> int:

@@ -115,12 +115,13 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 @pytest.fixture
 def slack_bot(slack_double, store, clock):
-    """slack_bot(config=None) -> (SlackBot, BotClient): the real frame, served in-process."""
+    """slack_bot(config=None, commands=None) -> (SlackBot, BotClient): the real frame, served
+    in-process, with `commands` added to the registry."""
     started = []
 
-    def make(config: Config | None = None, *, use_clock: bool = False):
+    def make(config: Config | None = None, *, use_clock: bool = False, commands: dict | None = None):
         bot = SlackBot(SlackEnv("xoxb-test-token", SIGNING_SECRET, slack_double.api_url), config or Config(),
-                       store, registry(), clock if use_clock else utc_now)
+                       store, {**registry(), **(commands or {})}, clock if use_clock else utc_now)
         bot.start()
         server = make_server("127.0.0.1", 0, bot, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from slack_bolt.request import BoltRequest
 
-from bot.command import Reply
+from bot.command import Command, Reply
 from bot.dispatch import Invocation
 from bot.jsonlog import JsonFormatter
 from commands import incident as incident_command
@@ -279,3 +279,24 @@ def test_a_refusal_from_the_app_home_comes_as_a_direct_message(slack_bot, slack_
     direct = slack_double.wait_for("chat.postMessage", 2)[1]
     assert direct.args["channel"] == "D0MALLORY" and "not allowed" in blocks_text(direct)
     assert store.incident(1).status == "open"
+
+
+def test_a_long_command_shows_its_progress_in_one_message_updated_in_place(slack_bot, slack_double, store):
+    def steps(ctx, args):
+        for step in ("one", "two"):
+            ctx.progress(Reply("error", {"command": "steps", "message": f"step {step}", "usage": None, "incidents": []},
+                               "thread", incident_id=1))
+            time.sleep(0.2)
+        return Reply("error", {"command": "steps", "message": "all done", "usage": None, "incidents": []},
+                     "thread", incident_id=1)
+
+    bot, client = slack_bot(commands={"steps": Command("steps", "steps", "", lambda text: text, steps)})
+    client.command("/incident", "open db down")
+    slack_double.wait_for("chat.postMessage")
+    client.command("/steps", "")
+    posts = slack_double.wait_for("chat.postMessage", 2)
+    assert "step one" in posts[1].args["text"] and posts[1].args["thread_ts"] == store.incident(1).thread_ts
+    final = slack_double.wait_for("chat.update", where=lambda c: "all done" in c.args.get("text", ""))[-1]
+    assert final.args["ts"] == "1700000000.000002" and final.args["channel"] == "C0INCIDNT"
+    time.sleep(0.3)
+    assert len(slack_double.called("chat.postMessage")) == 2

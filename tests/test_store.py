@@ -17,7 +17,8 @@ def test_schema_is_versioned_and_applied_once(tmp_path):
     store = Store(tmp_path / "a.db")
     applied = list(store.db.query("SELECT migration_set, name FROM _sqlite_migrations"))
     assert [row["name"] for row in applied] == ["0001_incidents_timeline_outbox",
-                                                "0002_incident_cause_and_weekly_reports"]
+                                                "0002_incident_cause_and_weekly_reports",
+                                                "0003_outbox_remembers_where_messages_went"]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
