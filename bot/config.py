@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.times import TimeParseError, parse_duration
@@ -55,13 +56,31 @@ class AccessRule:
 
 @dataclass(frozen=True)
 class ProbeConfig:
+    """One probe target. Hashable, so a probe in flight is found by its settings (commands/probe)."""
+
     name: str
     kind: str
-    url: str | None = None
-    dsn: str | None = None
+    url: str | None = field(default=None, repr=False)          # may hold a password from ${VAR}
+    dsn: str | None = field(default=None, repr=False)
     address: str | None = None
     timeout: timedelta = timedelta(seconds=2)
     expect_status: int | None = None
+    connect_timeout: timedelta | None = None                     # None: the timeout
+    method: str = "GET"
+    expect_body: str | None = None
+    expect_json: tuple[tuple[str, str | int | float | bool], ...] = ()    # (dotted path, value)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    ca_file: str | None = None
+    degraded_ms: int | None = None                               # None: half the timeout
+    tls_days: int = 14
+    connections_pct: int = 80
+    query_age: timedelta = timedelta(minutes=5)
+    replica_lag: timedelta = timedelta(seconds=30)
+    memory_pct: int = 90
+    disk_pct: int = 90
+    files_pct: int = 80
+    load_per_cpu: float = 2.0
+    mounts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +202,21 @@ def _parse_service(name: str, table: _Table) -> ServiceConfig:
 
 
 _PROBE_TARGET_KEY = {"http": "url", "redis": "url", "postgres": "dsn", "mysql": "dsn", "tcp": "address"}
+# The optional keys each kind reads; `kind` and `timeout` are for all.
+_PROBE_KEYS: dict[str, tuple[str, ...]] = {
+    "http": ("connect_timeout", "method", "expect_status", "expect_body", "expect_json", "headers", "ca_file",
+             "degraded_ms", "tls_days"),
+    "postgres": ("connect_timeout", "degraded_ms", "connections_pct", "query_age", "replica_lag"),
+    "mysql": ("connect_timeout", "degraded_ms", "connections_pct"),
+    "redis": ("connect_timeout", "ca_file", "degraded_ms", "connections_pct", "memory_pct", "replica_lag"),
+    "tcp": ("connect_timeout", "degraded_ms"),
+    "host": ("load_per_cpu", "memory_pct", "disk_pct", "files_pct", "mounts"),
+}
+HTTP_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
+MAX_PROBE_TIMEOUT = timedelta(seconds=20)
+_URL_SCHEMES = {"http": ("http", "https"), "redis": ("redis", "rediss", "unix"),
+                "postgres": ("postgresql", "postgres"), "mysql": ("mysql",)}
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 def _parse_probe(name: str, table: _Table) -> ProbeConfig:
@@ -198,22 +232,112 @@ def _parse_probe(name: str, table: _Table) -> ProbeConfig:
                 table.fail(key, f"missing; a {kind} probe needs {key}")
         elif key in table.data:
             table.fail(key, f"not used by a {kind} probe" + (f" (it takes {target_key})" if target_key else ""))
-    if kind == "tcp" and not re.match(r"^\[?[^\s\]]+\]?:\d{1,5}$", values["address"]):
-        table.fail("address", f"{values['address']!r} is not host:port")
-    expect_status = None
-    if "expect_status" in table.data:
-        if kind != "http":
-            table.fail("expect_status", f"only http probes have an expected status, not {kind}")
-        expect_status = table.integer("expect_status", 100, 599)
-    probe = ProbeConfig(
-        name=name,
-        kind=kind,
-        timeout=table.duration("timeout", timedelta(seconds=2)),
-        expect_status=expect_status,
-        **values,
-    )
+    for key in table.data:
+        if key in _ALL_PROBE_KEYS and key not in _PROBE_KEYS[kind]:
+            *others, last = [k for k, keys in _PROBE_KEYS.items() if key in keys]
+            takers = f"{', '.join(others)} and {last}" if others else last
+            table.fail(key, f"only {takers} probes take {key}, not {kind}")
+    timeout = table.duration("timeout", timedelta(seconds=2))
+    if timeout > MAX_PROBE_TIMEOUT:
+        table.fail("timeout", f"at most {MAX_PROBE_TIMEOUT.seconds}s: a probe answers in chat")
+    values.update(_probe_options(table, timeout))
+    probe = ProbeConfig(name=name, kind=kind, timeout=timeout, **values)
     table.done()
+    _check_probe_target(table, probe)
     return probe
+
+
+def _probe_options(table: _Table, timeout: timedelta) -> dict[str, Any]:
+    """The optional keys present in the table (the kind check has already refused foreign ones)."""
+    options: dict[str, Any] = {}
+    present = set(table.data)
+    if "connect_timeout" in present:
+        options["connect_timeout"] = table.duration("connect_timeout", timeout)
+        if options["connect_timeout"] > timeout:
+            table.fail("connect_timeout", f"longer than the timeout ({timeout.seconds}s), which bounds the whole probe")
+    if "method" in present:
+        options["method"] = table.choice("method", HTTP_METHODS, "GET")
+    if "expect_status" in present:
+        options["expect_status"] = table.integer("expect_status", 100, 599)
+    if "expect_body" in present:
+        options["expect_body"] = table.string("expect_body", None)
+    if "expect_json" in present:
+        options["expect_json"] = tuple(_flatten(table, "expect_json", table.table("expect_json").data))
+        if not options["expect_json"]:
+            table.fail("expect_json", 'must name at least one field, like { status = "ok" }')
+    if "headers" in present:
+        options["headers"] = _headers(table.table("headers"))
+    if "ca_file" in present:
+        options["ca_file"] = table.string("ca_file", None, expand_env=True)
+        if not Path(options["ca_file"]).is_file():
+            table.fail("ca_file", f"{options['ca_file']!r} is not a file")
+    if "degraded_ms" in present:
+        timeout_ms = int(timeout.total_seconds() * 1000)
+        options["degraded_ms"] = table.integer("degraded_ms", 1, timeout_ms - 1)
+    for key, low, high in (("tls_days", 1, 365), ("connections_pct", 1, 100), ("memory_pct", 1, 100),
+                           ("disk_pct", 1, 100), ("files_pct", 1, 100)):
+        if key in present:
+            options[key] = table.integer(key, low, high)
+    for key in ("query_age", "replica_lag"):
+        if key in present:
+            options[key] = table.duration(key, timedelta(0))
+    if "load_per_cpu" in present:
+        options["load_per_cpu"] = table.number("load_per_cpu", 0.01, 1000)
+    if "mounts" in present:
+        options["mounts"] = table.strings("mounts")
+        for mount in options["mounts"]:
+            if not mount.startswith("/"):
+                table.fail("mounts", f"{mount!r} is not an absolute path")
+    return options
+
+
+def _flatten(table: _Table, key: str, data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """`{ checks = { db = "up" } }` and `{ "checks.db" = "up" }` -> [("checks.db", "up")]."""
+    fields = []
+    for name, value in data.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            fields.extend(_flatten(table, key, value, f"{path}."))
+        elif isinstance(value, (str, int, float, bool)):
+            fields.append((path, value))
+        else:
+            table.fail(key, f"{path}: expected a string, number or boolean, not {_type_name(value)}")
+    return fields
+
+
+def _headers(table: _Table) -> tuple[tuple[str, str], ...]:
+    headers = []
+    for name in table.keys():
+        if not _HEADER_NAME.match(name):
+            table.fail(name, "is not a valid HTTP header name")
+        value = table.string(name, None, expand_env=True)
+        if "\n" in value or "\r" in value:
+            table.fail(name, "must be one line")
+        headers.append((name, value))
+    return tuple(headers)
+
+
+def _check_probe_target(table: _Table, probe: ProbeConfig) -> None:
+    """The target's shape. The value is never echoed: it may hold a password from the environment."""
+    if probe.kind == "tcp":
+        if not re.match(r"^\[?[^\s\]]+\]?:\d{1,5}$", probe.address):
+            table.fail("address", f"{probe.address!r} is not host:port")
+        return
+    if probe.kind == "host":
+        return
+    key = _PROBE_TARGET_KEY[probe.kind]
+    value = getattr(probe, key)
+    schemes = _URL_SCHEMES[probe.kind]
+    scheme, separator, _ = value.partition("://")
+    if probe.kind == "postgres" and not separator and "=" in value:
+        return  # a libpq key=value connection string
+    if not separator or scheme.lower() not in schemes:
+        table.fail(key, f"must be a {' or '.join(s + '://' for s in schemes)} URL")
+    if probe.ca_file and scheme.lower() not in ("https", "rediss"):
+        table.fail("ca_file", f"a CA is for TLS: the {key} must be https:// or rediss://")
+    host = urlsplit(value).netloc.rpartition("@")[2]
+    if not host and scheme.lower() not in ("unix", "postgresql", "postgres"):   # libpq: no host = local socket
+        table.fail(key, f"the {scheme}:// URL names no host")
 
 
 class _Table:
@@ -275,6 +399,12 @@ class _Table:
             self.fail(key, f"must be a whole number from {low} to {high}, not {value!r}")
         return value
 
+    def number(self, key: str, low: float, high: float) -> float:
+        value = self._get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            self.fail(key, f"must be a number from {low:g} to {high:g}, not {value!r}")
+        return float(value)
+
     def duration(self, key: str, default: timedelta) -> timedelta:
         value = self.string(key, None)
         if value is None:
@@ -334,6 +464,7 @@ _KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "services.*": tuple(f for f in ServiceConfig.__dataclass_fields__ if f != "name"),
     "services.*.probes.*": tuple(f for f in ProbeConfig.__dataclass_fields__ if f != "name"),
 }
+_ALL_PROBE_KEYS = {key for keys in _PROBE_KEYS.values() for key in keys}
 
 
 def _type_name(value: Any) -> str:

@@ -1,0 +1,123 @@
+"""/probe: is it us, the database, Redis or an API?
+
+`/probe api` runs every probe configured for the service at once, `/probe api db` one of them,
+`/probe all` every probe of every service; bare `/probe` in an incident channel probes the
+incident's service. One line per target (ok, degraded or down, latency, the detail that explains
+it), failing and slowest first; about an incident, the run is also a timeline event.
+
+Users name services and targets only; the URLs, DSNs and addresses are the config's
+(`[services.NAME.probes.TARGET]`). How probes run concurrently under one deadline each is
+`runner.py`; what each kind checks is `kinds/`; the failure classes are `errors.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from bot.args import parse_args
+from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.config import PROBE_KINDS, Config
+from bot.store import Incident
+from commands.probe.runner import DEGRADED, DOWN, OK, Target, run_probes
+
+ALL = "all"
+REPLY_MARGIN_SECONDS = 1.0  # left of the command's deadline to render and post the answer
+
+
+@dataclass(frozen=True)
+class ProbeArgs:
+    service: str | None = None      # None: the incident's service
+    target: str | None = None
+    incident: int | None = None
+
+
+def parse(text: str) -> ProbeArgs:
+    args = parse_args(text, {})
+    if len(args.words) > 2:
+        raise UsageError(f"Name one service and at most one of its targets, not {' '.join(args.words)!r}.")
+    service = args.words[0] if args.words else None
+    target = args.words[1] if len(args.words) == 2 else None
+    if service == ALL and target is not None:
+        raise UsageError(f"/probe all takes no target; for one target: /probe <service> {target}.")
+    return ProbeArgs(service=service, target=target, incident=args.incident)
+
+
+def run(ctx: Context, args: ProbeArgs) -> Reply:
+    incident = _incident(ctx, args)
+    service = args.service or _incident_service(ctx.config, incident)
+    targets = _targets(ctx.config, service, args.target)
+    scope = " ".join(part for part in (service, args.target) if part)
+    started = time.monotonic()
+    results = run_probes(targets, ctx.deadline - REPLY_MARGIN_SECONDS)
+    counts = Counter(result.status for result in results)
+    data = {
+        "scope": scope,
+        "results": results,
+        "counts": {status: counts[status] for status in (DOWN, DEGRADED, OK)},
+        "checked_at": ctx.now(),
+        "took_ms": round((time.monotonic() - started) * 1000),
+        "rerun": f"/probe {scope}",
+        "incident_id": incident.id if incident else None,
+    }
+    if incident is None:
+        return Reply("probe", data, Audience.CALLER)
+    summary = ", ".join(f"{counts[status]} {status}" for status in (DOWN, DEGRADED, OK) if counts[status])
+    ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="probe", text=f"/probe {scope}: {summary}",
+                        data={"scope": scope, "results": results})
+    return Reply("probe", data, Audience.THREAD, incident_id=incident.id)
+
+
+def _incident(ctx: Context, args: ProbeArgs) -> Incident | None:
+    """The incident the probe is about: `#N`, else the channel's open one, if any."""
+    if args.incident is not None:
+        return ctx.incident(args.incident)
+    try:
+        return ctx.incident(None, required=False)
+    except CommandError:
+        if args.service is None:
+            raise
+        return None   # several incidents open here: /probe <service> does not need to pick one
+
+
+def _incident_service(config: Config, incident: Incident | None) -> str:
+    if incident is not None and incident.service:
+        return incident.service
+    hint = f"/probe {' | '.join([*_probed(config), ALL])}" if _probed(config) else "/probe <service>"
+    if incident is not None:
+        raise CommandError(f"Incident #{incident.id} has no service; name one: {hint}, "
+                           "or set it with /incident update --service NAME.")
+    raise UsageError(f"Name a service: {hint}.")
+
+
+def _targets(config: Config, service: str, target: str | None) -> list[Target]:
+    probed = _probed(config)
+    if not probed:
+        raise CommandError("No probes are configured; add [services.NAME.probes.TARGET] to the config.")
+    if service == ALL:
+        return [Target(name, probe) for name in probed for probe in config.services[name].probes.values()]
+    if service not in config.services:
+        raise CommandError(f"There is no service {service!r}; probed services: {', '.join(probed)}.")
+    probes = config.services[service].probes
+    if not probes:
+        raise CommandError(f"{service} has no probes; add [services.{service}.probes.TARGET] to the config.")
+    if target is None:
+        return [Target(service, probe) for probe in probes.values()]
+    if target not in probes:
+        raise CommandError(f"{service} has no probe {target!r}; its probes: {', '.join(probes)}.")
+    return [Target(service, probes[target])]
+
+
+def _probed(config: Config) -> list[str]:
+    return [name for name, service in config.services.items() if service.probes]
+
+
+COMMAND = Command(
+    name="probe",
+    description="Is it us, the database, Redis or an API? Probe a service's dependencies",
+    usage="[<service> [<target>] | all]",
+    parse=parse,
+    run=run,
+    help_data={"kinds": PROBE_KINDS},
+)
