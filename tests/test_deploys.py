@@ -481,6 +481,15 @@ def test_a_remote_that_cannot_be_mirrored_the_first_time_is_an_error(tmp_path, s
     assert not list((tmp_path / "git-mirrors").iterdir())   # nothing half-made is left behind
 
 
+def test_a_mirror_directory_that_cannot_be_made_is_an_error(remote, service, local, store):
+    origin, work = remote
+    work.commit("initial import", T - timedelta(hours=3))
+    work.git("push", "-q", "origin", "main")
+    (Path(store.path).parent / "git-mirrors").write_text("a file where the mirrors should go")
+    reply = local(service(f"file://{origin.path}")).invoke("/deploys api")
+    assert reply.outcome is Outcome.FAILED and "git-mirrors: File exists" in reply.data["message"]
+
+
 def test_concurrent_queries_share_one_mirror(remote, service, local):
     origin, work = remote
     work.commit("initial import", T - timedelta(hours=3))

@@ -78,7 +78,7 @@ def _lock(path: Path) -> threading.Lock:
 def _fetched_at(path: Path) -> datetime | None:
     try:
         return datetime.fromtimestamp((path / _FETCHED_MARK).stat().st_mtime, UTC)
-    except FileNotFoundError:
+    except OSError:
         return None
 
 
@@ -98,8 +98,11 @@ def _fetch(url: str, path: Path, timeout: float) -> str | None:
 
 
 def _create(url: str, path: Path, timeout: float, service: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    except OSError as error:
+        raise MirrorError(f"Could not mirror the repo of {service}: {path.parent}: {error.strerror}.") from None
     try:
         Repo.init(building, bare=True).close()
         error = _fetch(url, building, timeout)
