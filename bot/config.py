@@ -31,6 +31,9 @@ _USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SUMMARY_AT = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)\s+(\d{1,2}):(\d{2})$")
+# A repo is remote when it is a URL ("https://…", "file://…") or scp-like ("git@host:org/repo.git").
+_REMOTE_REPO = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|[^/:]+:)")
+REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
 
 
 class ConfigError(Exception):
@@ -92,11 +95,17 @@ class ServiceConfig:
     paths: tuple[str, ...] = ()
     suspect_window: timedelta = timedelta(minutes=60)
     commit_url: str | None = None
+    fetch_timeout: timedelta = timedelta(seconds=10)
     logs: tuple[str, ...] = ()
     log_command: tuple[str, ...] = ()
     log_format: str = "auto"
     app_paths: tuple[str, ...] = ()
     probes: dict[str, ProbeConfig] = field(default_factory=dict)
+
+    @property
+    def repo_is_remote(self) -> bool:
+        """A remote repo is mirrored before it is read; a local one is read in place."""
+        return self.repo is not None and bool(_REMOTE_REPO.match(self.repo))
 
 
 @dataclass(frozen=True)
@@ -183,14 +192,18 @@ def _parse_service(name: str, table: _Table) -> ServiceConfig:
     probes_table = table.table("probes")
     probes = {probe: _parse_probe(probe, probes_table.table(probe)) for probe in probes_table.keys()}
     probes_table.done()
+    paths = table.strings("paths")
+    if any(path.startswith("/") for path in paths):
+        table.fail("paths", "paths are relative to the repository's root, without a leading /")
     service = ServiceConfig(
         name=name,
-        repo=table.string("repo", None, expand_env=True),
+        repo=_parse_repo(table),
         branch=table.string("branch", "main"),
         deploy=deploy,
-        paths=table.strings("paths"),
+        paths=paths,
         suspect_window=table.duration("suspect_window", timedelta(minutes=60)),
-        commit_url=table.string("commit_url", None),
+        commit_url=_parse_commit_url(table),
+        fetch_timeout=table.duration("fetch_timeout", timedelta(seconds=10)),
         logs=table.strings("logs"),
         log_command=table.strings("log_command"),
         log_format=table.choice("log_format", LOG_FORMATS, "auto"),
@@ -199,6 +212,30 @@ def _parse_service(name: str, table: _Table) -> ServiceConfig:
     )
     table.done()
     return service
+
+
+def _parse_repo(table: _Table) -> str | None:
+    """A remote URL as written, or a local path made absolute (relative to the config file)."""
+    repo = table.string("repo", None, expand_env=True)
+    if repo is None:
+        return None
+    if repo.startswith("-") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", repo):
+        table.fail("repo", f"{repo!r} is neither a path nor a URL (remote helpers like ext:: are refused)")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", repo)
+    if scheme and scheme.group(1).lower() not in REPO_SCHEMES:
+        table.fail("repo", f"{scheme.group(1)}:// is not supported; use one of {', '.join(REPO_SCHEMES)}, "
+                           "an scp-like git@host:path, or a local path")
+    if _REMOTE_REPO.match(repo):
+        return repo
+    return os.path.abspath(Path(table.file).parent / Path(repo).expanduser())
+
+
+def _parse_commit_url(table: _Table) -> str | None:
+    url = table.string("commit_url", None)
+    if url is not None and (not re.match(r"^https?://", url) or "{sha}" not in url):
+        table.fail("commit_url", f"{url!r} is not an http(s) URL with {{sha}} in it, "
+                                 "like https://github.com/acme/api/commit/{sha}")
+    return url
 
 
 _PROBE_TARGET_KEY = {"http": "url", "redis": "url", "postgres": "dsn", "mysql": "dsn", "tcp": "address"}

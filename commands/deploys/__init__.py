@@ -1,0 +1,363 @@
+"""/deploys: what was deployed, newest first, and which deploys are suspects of an incident.
+
+Windows:
+- `/deploys api` — the last 24 h; `--since 6h`, `--since 14:00` (configured zone) or `--last N`.
+- inside an incident (its channel, or `#N`), the bare command covers the 24 h before the incident
+  started up to INCIDENT_MARGIN after, for the incident's service (all services when it has none);
+  `--since` and `--last` still count back from now.
+- `/deploys` outside an incident: every service with a repo, the last 24 h.
+
+During an incident, deploys in the service's `suspect_window` before its start are suspects; the
+deploy before the oldest suspect is the last known good, and the rollback hint reverts the suspects
+(`git revert`, with `-m 1` for merges) or names the tag to redeploy. The bot never runs it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.args import Option, parse_args
+from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.config import ServiceConfig
+from bot.store import Incident
+from bot.times import TimeParseError, parse_duration, parse_when
+from commands.deploys import mirror
+from commands.deploys.history import (Deploy, DeployDetail, DeployError, History, Listing, Window, checked_ref,
+                                      opened)
+from commands.deploys.mirror import Mirror
+
+DEFAULT_WINDOW = timedelta(hours=24)
+INCIDENT_MARGIN = timedelta(minutes=15)   # an incident's start is typed by a human: look a bit past it
+MAX_LAST = 200
+MAX_DEPLOYS = 500                          # per service; the JSON says `truncated` past it
+SHOWN = 15                                 # deploys in the message, then "and M more"
+SHOWN_FILES = 20
+PARALLEL_SERVICES = 4
+_OPTIONS = {"since": Option.WORDS, "last": Option.VALUE, "branch": Option.VALUE}
+
+
+@dataclass(frozen=True)
+class DeploysArgs:
+    service: str | None = None
+    ref: str | None = None
+    since: str | None = None
+    last: int | None = None
+    branch: str | None = None
+    incident: int | None = None
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    """One service's part of the answer."""
+
+    name: str
+    deploy: str                               # merges | commits | tags:<glob>
+    branch: str | None                        # None for tag deploys
+    paths: tuple[str, ...]
+    suspect_window: timedelta
+    count: int = 0                            # deploys listed
+    truncated: bool = False                   # the window held more than MAX_DEPLOYS
+    fetched_at: datetime | None = None        # remote repos: the mirror's last successful fetch
+    stale: str | None = None                  # remote repos: why this fetch failed
+    error: str | None = None                  # could not be read at all (several services only)
+    suspects: list[Deploy] = field(default_factory=list)   # newest first, listed or not
+    last_known_good: Deploy | None = None
+    rollback_hint: str | None = None
+
+
+def parse(text: str) -> DeploysArgs:
+    args = parse_args(text, _OPTIONS)
+    if len(args.words) > 2:
+        raise UsageError(f"Name a service and at most one sha or tag, not {' '.join(args.words)!r}.")
+    service, ref = (args.words + [None, None])[:2]
+    since, last, branch = args.options.get("since"), args.options.get("last"), args.options.get("branch")
+    if since is not None and last is not None:
+        raise UsageError("Give --since or --last, not both.")
+    if ref is not None and (since is not None or last is not None or branch is not None):
+        raise UsageError("One deploy in detail takes no --since, --last or --branch.")
+    if last is not None:
+        if not str(last).isdigit() or not 1 <= int(last) <= MAX_LAST:
+            raise UsageError(f"--last must be a whole number from 1 to {MAX_LAST}, not {last!r}.")
+        last = int(last)
+    for name in (ref, branch):
+        if name is not None:
+            try:
+                checked_ref(name)
+            except ValueError as error:
+                raise UsageError(f"{error}.") from None
+    return DeploysArgs(service=service, ref=ref, since=since, last=last, branch=branch, incident=args.incident)
+
+
+def run(ctx: Context, args: DeploysArgs) -> Reply:
+    incident = ctx.incident(args.incident, required=False)
+    services = _services(ctx, args, incident)
+    if args.branch is not None:
+        if len(services) > 1:
+            raise UsageError("--branch needs one service: /deploys <service> --branch <branch>.")
+        if services[0].deploy.startswith("tags:"):
+            raise UsageError(f"{services[0].name} deploys tags ({services[0].deploy}); --branch does not apply.")
+    if args.ref is not None:
+        template, data = "deploys_detail", _detail(ctx, services[0], args.ref, incident)
+        deploy = data["deploy"]
+        event_text = f"{services[0].name} {deploy.short_sha} in detail"
+        event_data = {"service": services[0].name, "sha": deploy.sha, "suspect": deploy.suspect}
+    else:
+        template, data = "deploys", _listing(ctx, services, args, incident)
+        event_text, event_data = _event(data)
+    if incident is None:
+        return Reply(template, data)
+    ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="deploys", text=event_text, data=event_data)
+    return Reply(template, data, Audience.THREAD, incident_id=incident.id)
+
+
+# -- which services, which window ---------------------------------------------------------------
+
+
+def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> list[ServiceConfig]:
+    configured = ctx.config.services
+    if args.service is not None:
+        if args.service not in configured:
+            known = ", ".join(configured) or "none (add [services.NAME] with a repo to oncall.toml)"
+            raise UsageError(f"Unknown service {args.service!r}; configured: {known}.")
+        service = configured[args.service]
+        if service.repo is None:
+            raise CommandError(f"{service.name} has no repo configured; set services.{service.name}.repo "
+                               "in the config to a local path or a URL.")
+        return [service]
+    if args.ref is not None:
+        raise UsageError("Name the service: /deploys <service> <sha-or-tag>.")
+    with_repo = [service for service in configured.values() if service.repo is not None]
+    if incident is not None and incident.service in configured and configured[incident.service].repo:
+        return [configured[incident.service]]
+    if not with_repo:
+        raise CommandError("No service has a repo configured; add repo to a [services.NAME] table of the config.")
+    return with_repo
+
+
+def _window(ctx: Context, args: DeploysArgs, incident: Incident | None,
+            services: list[ServiceConfig]) -> tuple[Window, dict[str, Any]]:
+    """The git window, and how to describe it."""
+    now = ctx.now()
+    if args.last is not None:
+        return Window(None, None, args.last), {"kind": "last", "last": args.last}
+    if args.since is not None:
+        since = _since(args.since, now, ctx)
+        return Window(since, None, MAX_DEPLOYS), {"kind": "since", "since": since}
+    if incident is not None:
+        before = max(DEFAULT_WINDOW, *(service.suspect_window for service in services))
+        since, until = incident.started_at - before, min(incident.started_at + INCIDENT_MARGIN, now)
+        return Window(since, until, MAX_DEPLOYS), {"kind": "incident", "since": since, "until": until,
+                                                    "margin": INCIDENT_MARGIN}
+    since = now - DEFAULT_WINDOW
+    return Window(since, None, MAX_DEPLOYS), {"kind": "default", "since": since, "span": DEFAULT_WINDOW}
+
+
+def _since(text: str, now: datetime, ctx: Context) -> datetime:
+    try:
+        since = now - parse_duration(text)
+    except TimeParseError:
+        try:
+            since = parse_when(text, now, ctx.config.timezone)
+        except TimeParseError as error:
+            raise UsageError(f"--since: {error}; or a duration like 6h.") from None
+    if since > now:
+        raise UsageError(f"--since {text} is in the future.")
+    return since
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def _listing(ctx: Context, services: list[ServiceConfig], args: DeploysArgs,
+             incident: Incident | None) -> dict[str, Any]:
+    window, described = _window(ctx, args, incident, services)
+
+    def report(service: ServiceConfig) -> tuple[ServiceReport, list[Deploy]]:
+        try:
+            return _report(ctx, service, args.branch, window, incident)
+        except DeployError as error:
+            if len(services) == 1:
+                raise
+            # With several services, one that cannot be read is told in its row.
+            return ServiceReport(service.name, service.deploy, None, service.paths, service.suspect_window,
+                                 error=str(error)), []
+
+    if len(services) == 1:
+        results = [report(services[0])]
+    else:
+        with ThreadPoolExecutor(min(PARALLEL_SERVICES, len(services))) as pool:
+            results = list(pool.map(report, services))
+    deploys = sorted((d for _, listed in results for d in listed), key=lambda d: d.when, reverse=True)
+    reports = [service_report for service_report, _ in results]
+    data: dict[str, Any] = {
+        "service": services[0].name if len(services) == 1 else None,
+        "window": described,
+        "incident": _incident_summary(incident),
+        "services": reports,
+        "deploys": deploys,
+        "shown": SHOWN,
+    }
+    with_suspects = [r for r in reports if r.suspects]
+    if with_suspects:
+        # With several services, the top-level answer is that of the suspect closest to the start.
+        likeliest = max(with_suspects, key=lambda r: r.suspects[0].when)
+        data["last_known_good"] = likeliest.last_known_good
+        data["rollback_hint"] = likeliest.rollback_hint
+    return data
+
+
+def _report(ctx: Context, service: ServiceConfig, branch: str | None, window: Window,
+            incident: Incident | None) -> tuple[ServiceReport, list[Deploy]]:
+    branch = _branch(service, branch)
+    with _history(ctx, service, branch) as (history, fetched):
+        listing = history.deploys(window)
+        deploys = _mark_suspects(listing.deploys, incident, service.suspect_window)
+        suspects, last_known_good = [], None
+        if incident is not None:
+            suspects, last_known_good = _suspects(history, window, listing, incident, service.suspect_window)
+    report = ServiceReport(service.name, service.deploy, None if service.deploy.startswith("tags:") else branch,
+                           service.paths, service.suspect_window, len(deploys), listing.truncated,
+                           suspects=suspects, last_known_good=last_known_good,
+                           rollback_hint=_rollback_hint(service, suspects, last_known_good) if suspects else None,
+                           **_freshness(fetched))
+    return report, deploys
+
+
+def _detail(ctx: Context, service: ServiceConfig, ref: str, incident: Incident | None) -> dict[str, Any]:
+    branch = _branch(service, None)
+    with _history(ctx, service, branch) as (history, fetched):
+        detail: DeployDetail = history.detail(ref)
+    deploy = _mark_suspects([detail.deploy], incident, service.suspect_window)[0]
+    return {
+        "service": service.name,
+        "deploy": deploy,
+        "message": detail.message,
+        "files": detail.files,
+        "shown_files": SHOWN_FILES,
+        "in_paths": detail.in_paths,
+        "paths": service.paths,
+        "previous_tag": detail.previous_tag,
+        "incident": _incident_summary(incident),
+        "suspect_window": service.suspect_window,
+        **_freshness(fetched),
+    }
+
+
+def _freshness(fetched: Mirror | None) -> dict[str, Any]:
+    if fetched is None:
+        return {"fetched_at": None, "stale": None}
+    return {"fetched_at": fetched.fetched_at, "stale": fetched.fetch_error}
+
+
+def _branch(service: ServiceConfig, typed: str | None) -> str:
+    if typed is not None:
+        return typed
+    try:
+        return checked_ref(service.branch)
+    except ValueError as error:
+        raise CommandError(f"services.{service.name}.branch: {error}.") from None
+
+
+@contextmanager
+def _history(ctx: Context, service: ServiceConfig, branch: str) -> Iterator[tuple[History, Mirror | None]]:
+    """The service's history, from its mirror (fetched first) when the repo is remote."""
+    fetched = None
+    path = service.repo
+    if service.repo_is_remote:
+        timeout = min(service.fetch_timeout.total_seconds(), max(0.0, ctx.deadline - time.monotonic()))
+        fetched = mirror.refresh(service.repo, mirror.mirrors_dir(ctx.store.path), timeout, service.name)
+        path = str(fetched.path)
+    with opened(path, service, branch, ctx.deadline) as history:
+        yield history, fetched
+
+
+# -- suspects ---------------------------------------------------------------------------------------
+
+
+def _suspects(history: History, window: Window, listing: Listing, incident: Incident,
+              suspect_window: timedelta) -> tuple[list[Deploy], Deploy | None]:
+    """Every deploy in the suspect window, and the last one before it, listed or not.
+
+    A listing holds every deploy from its newest down to its oldest, so when it reaches past the
+    suspect window it already holds the suspects and the last known good; else git is asked.
+    """
+    start = incident.started_at
+    low = start - suspect_window
+    older = next((d for d in listing.deploys if d.when < low), None)
+    reaches = older is not None or (window.since is not None and window.since <= low and not listing.truncated)
+    if reaches and (window.until is None or window.until >= start):
+        suspects = [d for d in listing.deploys if low <= d.when <= start]
+    else:
+        suspects = history.deploys(Window(low, start, MAX_DEPLOYS)).deploys
+    if not suspects:
+        return [], None
+    if older is None:
+        before = history.deploys(Window(None, low - timedelta(seconds=1), 1)).deploys
+        older = before[0] if before else None
+    return _mark_suspects(suspects, incident, suspect_window), older
+
+
+def _mark_suspects(deploys: list[Deploy], incident: Incident | None, window: timedelta) -> list[Deploy]:
+    if incident is None:
+        return deploys
+    start = incident.started_at
+    return [replace(d, suspect=True) if start - window <= d.when <= start else d for d in deploys]
+
+
+def _rollback_hint(service: ServiceConfig, suspects: list[Deploy], last_known_good: Deploy | None) -> str | None:
+    """What would undo the suspects: redeploy the last good tag, or revert them newest first."""
+    if service.deploy.startswith("tags:"):
+        return f"redeploy {last_known_good.tag}" if last_known_good else None
+    reverted = suspects
+    if service.deploy == "commits":
+        # The commits a merge brought in are listed (and reverted) themselves.
+        reverted = [d for d in suspects if not d.merge] or suspects
+    mainline = "-m 1 " if any(d.merge for d in reverted) else ""
+    return f"git revert {mainline}" + " ".join(d.sha for d in reverted)
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+def _incident_summary(incident: Incident | None) -> dict[str, Any] | None:
+    if incident is None:
+        return None
+    return {"id": incident.id, "title": incident.title, "service": incident.service,
+            "started_at": incident.started_at}
+
+
+def _event(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The timeline's line and data: which deploys were seen and suspected, not the whole listing."""
+    suspects = [d for report in data["services"] for d in report.suspects]
+    last_known_good = data.get("last_known_good")
+    text = f"{len(data['deploys'])} deploys of {data['service'] or 'all services'}"
+    if suspects:
+        text += f"; suspects: {', '.join(d.short_sha for d in suspects)}"
+    if last_known_good:
+        text += f"; last known good: {last_known_good.short_sha}"
+    return text, {
+        "services": [report.name for report in data["services"]],
+        "window": data["window"],
+        "deploys": [d.sha for d in data["deploys"]],
+        "suspects": [d.sha for d in suspects],
+        "last_known_good": last_known_good.sha if last_known_good else None,
+        "rollback_hint": data.get("rollback_hint"),
+    }
+
+
+COMMAND = Command(
+    name="deploys",
+    description="Recent deploys from git; suspects just before an incident started",
+    usage="[service] [sha-or-tag] [--since 6h | --since 14:00 | --last N] [--branch B]",
+    parse=parse,
+    run=run,
+    help_data={"default_hours": int(DEFAULT_WINDOW.total_seconds() // 3600),
+               "margin_minutes": int(INCIDENT_MARGIN.total_seconds() // 60), "max_last": MAX_LAST,
+               "shown": SHOWN, "shown_files": SHOWN_FILES},
+)
