@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.redact import RedactionSettings
 from bot.times import TimeParseError, parse_duration
 
 PROBE_KINDS = ("postgres", "mysql", "redis", "http", "tcp", "host")
@@ -30,6 +31,8 @@ _USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SUMMARY_AT = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)\s+(\d{1,2}):(\d{2})$")
+_CAUSE_ID = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$")
+_REDACTION_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class ConfigError(Exception):
@@ -77,6 +80,7 @@ class ServiceConfig:
     log_command: tuple[str, ...] = ()
     log_format: str = "auto"
     app_paths: tuple[str, ...] = ()
+    silence_causes: tuple[str, ...] = ()     # /logs cause ids (node.headers_sent) never suggested here
     probes: dict[str, ProbeConfig] = field(default_factory=dict)
 
 
@@ -87,6 +91,7 @@ class Config:
     slack: SlackSettings = SlackSettings()
     access: dict[str, AccessRule] = field(default_factory=dict)
     services: dict[str, ServiceConfig] = field(default_factory=dict)
+    redaction: RedactionSettings = RedactionSettings()
 
 
 def load(path: Path, commands: Iterable[str], *, required: bool = False) -> Config:
@@ -127,8 +132,10 @@ def _parse(root: _Table, commands: set[str]) -> Config:
     for name in services_table.keys():
         services[name] = _parse_service(name, services_table.table(name))
     services_table.done()
+    redaction = _parse_redaction(root.table("redaction"))
     root.done()
-    return Config(source=root.file, timezone=zone, slack=slack, access=access, services=services)
+    return Config(source=root.file, timezone=zone, slack=slack, access=access, services=services,
+                  redaction=redaction)
 
 
 def _parse_slack(table: _Table) -> SlackSettings:
@@ -157,6 +164,25 @@ def _parse_access(table: _Table) -> AccessRule:
     return rule
 
 
+def _parse_redaction(table: _Table) -> RedactionSettings:
+    patterns_table = table.table("patterns")
+    patterns = []
+    for kind in patterns_table.keys():
+        if not _REDACTION_KIND.match(kind):
+            patterns_table.fail(kind, "a kind is lowercase letters, digits and _ (it is shown as [redacted:kind])")
+        pattern = patterns_table.string(kind, None)
+        try:
+            compiled = re.compile(pattern)
+        except re.error as error:
+            patterns_table.fail(kind, f"not a valid regular expression: {error}")
+        if compiled.search(""):
+            patterns_table.fail(kind, "matches empty text; it must match the secret itself")
+        patterns.append((kind, pattern))
+    settings = RedactionSettings(patterns=tuple(patterns), emails=table.boolean("emails", False))
+    table.done()
+    return settings
+
+
 def _parse_service(name: str, table: _Table) -> ServiceConfig:
     deploy = table.string("deploy", "merges")
     if deploy not in DEPLOY_KINDS and not (deploy.startswith("tags:") and len(deploy) > 5):
@@ -164,6 +190,10 @@ def _parse_service(name: str, table: _Table) -> ServiceConfig:
     probes_table = table.table("probes")
     probes = {probe: _parse_probe(probe, probes_table.table(probe)) for probe in probes_table.keys()}
     probes_table.done()
+    silence_causes = table.strings("silence_causes")
+    for cause in silence_causes:
+        if not _CAUSE_ID.match(cause):
+            table.fail("silence_causes", f"{cause!r} is not a cause id like node.headers_sent (see /logs help)")
     service = ServiceConfig(
         name=name,
         repo=table.string("repo", None, expand_env=True),
@@ -176,6 +206,7 @@ def _parse_service(name: str, table: _Table) -> ServiceConfig:
         log_command=table.strings("log_command"),
         log_format=table.choice("log_format", LOG_FORMATS, "auto"),
         app_paths=table.strings("app_paths"),
+        silence_causes=silence_causes,
         probes=probes,
     )
     table.done()
@@ -269,6 +300,14 @@ class _Table:
             self.fail(key, "must be a list of non-empty strings")
         return tuple(value)
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, not {_type_name(value)}")
+        return value
+
     def integer(self, key: str, low: int, high: int) -> int:
         value = self._get(key)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -328,7 +367,8 @@ def _shape(path: str) -> str:
 
 
 _KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("timezone", "slack", "access", "services"),
+    "": ("timezone", "slack", "access", "services", "redaction"),
+    "redaction": ("patterns", "emails"),
     "slack": ("incident_channel", "summary_channel", "summary_at"),
     "access.*": ("users", "usergroups", "channels"),
     "services.*": tuple(f for f in ServiceConfig.__dataclass_fields__ if f != "name"),
