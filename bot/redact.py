@@ -94,10 +94,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         rf"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@\[\]]*:){_NOT_REDACTED}[^/\s@]+(?P<tail>@)", re.I),
         ("://",), replace=_around("password")),
     Rule("authorization", re.compile(
-        rf"(?P<head>(?:proxy-)?authorization\\?[\"']?\s*[:=]\s*\\?[\"']?){_NOT_REDACTED}[^\r\n\"'\\]+", re.I),
+        rf"(?P<head>(?:proxy-)?authorization\\?[\"']?\s*[:=]\s*\\?[\"']?){_NOT_REDACTED}[^\s\"'\\][^\r\n\"'\\]*",
+        re.I),
         ("authorization",), ignore_case=True, replace=_around("authorization")),
     Rule("cookie", re.compile(
-        rf"(?P<head>(?:set-)?cookie\\?[\"']?\s*[:=]\s*\\?[\"']?){_NOT_REDACTED}[^\r\n\"'\\]+", re.I),
+        rf"(?P<head>(?:set-)?cookie\\?[\"']?\s*[:=]\s*\\?[\"']?){_NOT_REDACTED}[^\s\"'\\][^\r\n\"'\\]*", re.I),
         ("cookie",), ignore_case=True, replace=_around("cookie")),
     Rule("token", re.compile(rf"(?P<head>\bbearer\s+){_NOT_REDACTED}[A-Za-z0-9._~+/=-]{{8,}}", re.I),
          ("bearer",), ignore_case=True, replace=_around("token")),

@@ -64,7 +64,7 @@ def parse(text: str) -> LogsArgs:
     regex = None
     if grep is not None and (found := re.fullmatch(r"/(.+)/(i?)", grep, re.S)):
         try:
-            regex = re.compile(found.group(1), re.I if found.group(2) else 0)
+            regex = re.compile(found.group(1), re.M | (re.I if found.group(2) else 0))
         except re.error as error:
             raise UsageError(f"--grep {grep}: not a valid regular expression ({error}).") from None
         grep = None
@@ -119,7 +119,7 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     stats = Stats()
     deadline = ctx.deadline - DEADLINE_MARGIN_SECONDS
     logs = discover(service.logs, stats)
-    streams = [file_stream(files, service.log_format, query, stats) for files in logs]
+    streams = [file_stream(files, service.log_format, query, stats, deadline) for files in logs]
     if service.log_command:
         streams.append(command_stream(service.log_command, service.log_format, query, stats, deadline))
     scan = Scan(streams, query, deadline, stats)
@@ -134,7 +134,7 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
                   "grep": args.grep, "regex": args.regex.pattern if args.regex else None,
                   "request_id": args.request_id, "status": args.status_text, "since": since, "until": until,
                   "window": window, "last": args.last},
-        "events": [], "lines": [], "status": None,
+        "events": [], "distinct": 0, "lines": [], "status": None,
     }
     if mode == "request":
         _collect_request(scan, data, context)
@@ -234,6 +234,7 @@ def _collect_request(scan: Scan, data: dict[str, Any], context: CauseContext) ->
         if record.level is not None and record.level >= ERROR:
             folder.add(record)
     data["events"] = folder.events(MAX_EVENTS, context)
+    data["distinct"] = len(folder.groups)
 
 
 def _collect_status(scan: Scan, data: dict[str, Any], args: LogsArgs, context: CauseContext) -> None:
@@ -245,6 +246,7 @@ def _collect_status(scan: Scan, data: dict[str, Any], args: LogsArgs, context: C
             folder.add(record)
     data["status"] = counter.summary()
     data["events"] = folder.events(args.last, context)
+    data["distinct"] = len(folder.groups)
 
 
 def _record(ctx: Context, incident: Incident, data: dict[str, Any], now: datetime) -> None:

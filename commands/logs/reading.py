@@ -86,7 +86,7 @@ def discover(patterns: tuple[str, ...], stats: Stats) -> list[list[LogFile]]:
                 if all(existing != sibling for _, existing in families[base]):
                     families[base].append((order, sibling))
     logs = []
-    for base, members in sorted(families.items()):
+    for _, members in sorted(families.items()):
         members.sort(key=lambda item: item[0])
         logs.append([LogFile(path, path.name) for _, path in members[:MAX_ROTATED]])
     return logs
@@ -141,6 +141,17 @@ class Span:
             inner = self.block[self.start:self.newline].split(b"\n") if self.newline >= self.start else []
             self._lines = inner + ([self.last] if self.last is not None else [])
         return self._lines
+
+    def pieces(self, size: int) -> Iterator[Span]:
+        """The same lines as spans of about `size` bytes each, newest first, over the same block."""
+        end, last = self.newline, self.last
+        while end - self.start > size:
+            cut = self.block.rfind(b"\n", self.start, end - size)
+            if cut < 0:
+                break
+            yield Span(self.block, cut + 1, end, last)
+            end, last = cut, None
+        yield Span(self.block, self.start, end, last)
 
     def iter_lines(self) -> Iterator[bytes]:
         """The lines from the top, split one at a time."""

@@ -124,7 +124,7 @@ class RequestLine:
 
 
 def request_lines(records: list[Record]) -> list[RequestLine]:
-    """Every entry of the request, oldest first (entries without a time keep their place)."""
+    """Every entry of the request, oldest first (entries without a time first, in the order read)."""
     ordered = sorted(enumerate(records), key=lambda item: (_seconds(item[1].timestamp), -item[0]))
     return [RequestLine(r.timestamp, r.source, LEVEL_NAMES.get(r.level) if r.level is not None else None,
                         _capped(r.text)) for _, r in ordered]

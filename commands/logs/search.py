@@ -18,12 +18,12 @@ import itertools
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from commands.logs.reading import (
-    BackwardFile, LogFile, SourceError, Stats, command_chunks, forward_lines, gzip_chunks,
+    BLOCK, BackwardFile, LogFile, SourceError, Span, Stats, command_chunks, forward_lines, gzip_chunks,
 )
 from commands.logs.records import (
     ERROR, WARN, BackwardGrouper, Record, decode, detect_format, forward_records, quick_fields,
@@ -53,21 +53,28 @@ class Gate:
     lowered: bool = False
     regex: re.Pattern[bytes] | None = None
 
-    def hits(self, data: bytes, start: int = 0) -> bool:
+    def hits(self, data: bytes, start: int = 0, end: int | None = None) -> bool:
+        end = len(data) if end is None else end
         if self.regex is not None:
-            return self.regex.search(data, start) is not None
+            return self.regex.search(data, start, end) is not None
         if not self.literals:
             return True
         if self.lowered:
-            data = data.lower()
-        return any(data.find(literal, start) >= 0 for literal in self.literals)
+            data = (data[start:end] if start or end < len(data) else data).lower()
+            start, end = 0, len(data)
+        return any(data.find(literal, start, end) >= 0 for literal in self.literals)
+
+    def hits_span(self, span: Span) -> bool:
+        """Whether the span's lines may hold a match (its last line runs past the block's end)."""
+        return self.hits(span.block, span.start, span.newline + 1) or (span.last is not None
+                                                                       and self.hits(span.last))
 
 
 @dataclass(frozen=True)
 class Query:
     min_level: int | None = ERROR
     grep: bytes | None = None                      # a literal (case as typed)
-    pattern: re.Pattern[str] | None = None         # a regex, on the entry's text
+    pattern: re.Pattern[str] | None = None         # a regex, on the entry's lines as written
     pattern_literal: bytes | None = None           # a literal every match of `pattern` contains
     request_id: bytes | None = None
     statuses: tuple[int, int] | None = None        # access entries with a status in [low, high]
@@ -79,7 +86,10 @@ class Query:
         if literal:
             return Gate((literal,))
         if self.pattern is not None:
-            return Gate(regex=re.compile(self.pattern.pattern.encode("utf-8"), self.pattern.flags & re.I))
+            try:
+                return Gate(regex=re.compile(self.pattern.pattern.encode(), self.pattern.flags & (re.I | re.M)))
+            except re.error:        # a pattern that only makes sense on text: every block is read
+                return Gate()
         if self.statuses is not None:
             low, high = self.statuses
             digits = "|".join(str(status) for status in range(low, high + 1))
@@ -101,14 +111,14 @@ class Query:
             return None
         if self.pattern_literal is not None and not any(self.pattern_literal in line for line in lines):
             return None
+        if self.pattern is not None and not self.pattern.search(b"\n".join(lines).decode("utf-8", "replace")):
+            return None
         moment, level = quick_fields(lines[0], fmt)
         if self.min_level is not None and (level is None or level < self.min_level) and self.statuses is None:
             return None
         if moment is not None and ((self.since and moment < self.since) or (self.until and moment > self.until)):
             return None
         record = decode(lines, source, fmt)
-        if self.pattern is not None and not self.pattern.search(record.text):
-            return None
         if self.statuses is not None:
             low, high = self.statuses
             if record.status is None or not low <= record.status <= high:
@@ -142,7 +152,7 @@ class Scan:
     @property
     def frontier(self) -> datetime | None:
         """The newest position of a stream still reading; None when every stream is done."""
-        open_positions = [p for p, live in zip(self.positions, self.live) if live]
+        open_positions = [p for p, live in zip(self.positions, self.live, strict=True) if live]
         return max(open_positions) if open_positions else None
 
     @property
@@ -175,24 +185,28 @@ class Scan:
 # -- streams ----------------------------------------------------------------------------------------
 
 
-def file_stream(files: list[LogFile], fmt: str, query: Query, stats: Stats) -> Iterator[_Step]:
-    """One log, newest file first: plain files read backwards, gzip files streamed."""
+def file_stream(files: list[LogFile], fmt: str, query: Query, stats: Stats, deadline: float) -> Iterator[_Step]:
+    """One log, newest file first: plain files read backwards, gzip files streamed. A file that
+    cannot be read is a note, and the older ones are still read."""
     for log in files:
-        if log.compressed:
-            if query.since and _mtime(log) is not None and _mtime(log) < query.since:
-                return
-            yield from _forward_stream(lambda: gzip_chunks(log, stats), log.name, fmt, query)
-            continue
-        reader = BackwardFile(log, stats)
         try:
-            yield from _backward_stream(reader, fmt, query)
-        finally:
-            reader.close()
+            if log.compressed:
+                if query.since and (modified := _mtime(log)) is not None and modified < query.since:
+                    return
+                yield from _forward_stream(gzip_chunks(log, stats), log.name, fmt, query, stats, deadline)
+                continue
+            reader = BackwardFile(log, stats)
+            try:
+                yield from _backward_stream(reader, fmt, query)
+            finally:
+                reader.close()
+        except SourceError as error:
+            stats.notes.append(str(error))
 
 
 def command_stream(argv: tuple[str, ...], fmt: str, query: Query, stats: Stats, deadline: float) -> Iterator[_Step]:
     name = argv[0].rsplit("/", 1)[-1]
-    yield from _forward_stream(lambda: command_chunks(argv, stats, deadline), name, fmt, query)
+    yield from _forward_stream(command_chunks(argv, stats, deadline), name, fmt, query, stats, deadline)
 
 
 def _backward_stream(reader: BackwardFile, fmt: str, query: Query) -> Iterator[_Step]:
@@ -204,11 +218,13 @@ def _backward_stream(reader: BackwardFile, fmt: str, query: Query) -> Iterator[_
             fmt, headed = detect_format(span.lines(), fmt)
             grouper = BackwardGrouper(headed)
             gate = query.gate(fmt)
-        hit = gate.hits(span.block, span.start) or (span.last is not None and gate.hits(span.last))
-        if hit:
-            reader.matched()
-        raw, earliest = grouper.feed(span, hit)
-        yield _matching(raw, earliest, source, fmt, query)
+        if not gate.hits_span(span):
+            yield _matching(*grouper.feed(span, False), source, fmt, query)
+            continue
+        # a match in a large block: look again in 64 KiB pieces, and assemble only the pieces that hit
+        reader.matched()
+        for piece in span.pieces(BLOCK):
+            yield _matching(*grouper.feed(piece, gate.hits_span(piece)), source, fmt, query)
     if grouper is not None:
         yield _matching(grouper.finish(), None, source, fmt, query)
 
@@ -220,24 +236,31 @@ def _matching(raw: list[list[bytes]], earliest: bytes | None, source: str, fmt: 
     return _Step(records, quick_fields(first, fmt)[0] if first is not None else None)
 
 
-def _forward_stream(chunks: Callable[[], Iterator[bytes]], source: str, fmt: str, query: Query) -> Iterator[_Step]:
+def _forward_stream(chunks: Iterator[bytes], source: str, fmt: str, query: Query, stats: Stats,
+                    deadline: float) -> Iterator[_Step]:
     """Read a forward-only source to its end, keeping its newest matches, then give them newest first."""
     kept: deque[Record] = deque()
     kept_bytes = 0
+    dropped = 0
     oldest: datetime | None = None
-    batches = forward_lines(chunks())
+    batches = forward_lines(chunks)
     first = next(batches, [])
     detected, headed = detect_format(first, fmt)
     for lines in forward_records(itertools.chain([first], batches), headed):
         if oldest is None:
             oldest = quick_fields(lines[0], detected)[0]
         record = query.accept(lines, source, detected)
-        if record is None:
-            continue
-        kept.append(record)
-        kept_bytes += sum(len(line) for line in record.lines)
+        if record is not None:
+            kept.append(record)
+            kept_bytes += sum(len(line) for line in record.lines)
         while kept_bytes > FORWARD_BUFFER_BYTES and len(kept) > 1:
             kept_bytes -= sum(len(line) for line in kept.popleft().lines)
+            dropped += 1
+        if time.monotonic() > deadline:
+            stats.notes.append(f"{source}: stopped reading at the time limit")
+            break
+    if dropped:
+        stats.notes.append(f"{source}: {dropped:,} older matches were not kept (it can only be read forwards)")
     records = list(reversed(kept))
     for record in records:
         yield _Step([record], record.timestamp)
