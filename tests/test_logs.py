@@ -260,6 +260,7 @@ def test_a_log_command_is_read(local, api, tmp_path):
     config = api(service_extra=f'log_command = ["{sys.executable}", "{script}"]')
     events = local(config).invoke("/logs api").data["events"]
     assert events[0].cause.id == "python.template_missing" and events[0].source == Path(sys.executable).name
+    assert local(config).invoke("/logs api").data["sources"][-1] == Path(sys.executable).name
 
 
 def test_a_failing_log_command_is_a_note_and_files_are_still_read(local, api, logs_dir):
@@ -334,3 +335,53 @@ def test_help_lists_every_cause(local, api):
 def _help(runner):
     reply = runner.invoke("/logs help")
     return reply.template, reply.data
+
+
+def test_several_logs_merge_newest_first(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(python_error(50, "RuntimeError: app, old")
+                                      + python_error(10, "RuntimeError: app"))
+    (logs_dir / "worker.log").write_text(python_error(30, "RuntimeError: worker") + info(1))
+    events = local(api()).invoke("/logs api --last 2").data["events"]
+    assert [(e.exception, e.source) for e in events] == [("RuntimeError: app", "app.log"),
+                                                         ("RuntimeError: worker", "worker.log")]
+
+
+def test_the_last_errors_cost_what_lies_after_them_not_the_file_size(local, api, logs_dir):
+    filler = "".join(info(60 - n / 10_000, f"GET /api/orders/{n} 200") for n in range(200_000))
+    (logs_dir / "app.log").write_text(filler + "".join(
+        python_error(1, f"RuntimeError: kind {kind}") for kind in "ABCDE") + info(0.5))
+    reply = local(api()).invoke("/logs api")
+    assert len(reply.data["events"]) == 5
+    assert reply.data["read"]["bytes"] <= 2 * BLOCK < (logs_dir / "app.log").stat().st_size / 100
+    assert not reply.data["read"]["complete"]
+
+
+def test_reading_stops_at_the_deadline_with_a_note(local, api, logs_dir, monkeypatch):
+    import commands.logs as logs_command
+    (logs_dir / "app.log").write_text(python_error(5))
+    monkeypatch.setattr(logs_command, "DEADLINE_MARGIN_SECONDS", 3600)
+    reply = local(api()).invoke("/logs api")
+    assert reply.data["read"]["timed_out"] and reply.data["events"] == []
+    assert "stopped at the time limit" in Renderer(NOW.tzinfo, lambda: NOW).text("logs", reply.data)
+
+
+def test_a_resolved_incident_is_read_up_to_a_little_after_it_ended(local, api, logs_dir, clock):
+    (logs_dir / "app.log").write_text(python_error(25) + python_error(-30, "RuntimeError: much later"))
+    runner = local(api())
+    incident_id = open_incident(runner)
+    clock.advance(minutes=5)
+    runner.invoke(f"/incident resolve #{incident_id} fixed")
+    clock.advance(hours=2)
+    data = runner.invoke(f"/logs #{incident_id}").data
+    assert data["query"]["until"] == NOW + timedelta(minutes=15)
+    assert [e.exception for e in data["events"]] == ["KeyError: 'id'"]
+
+
+def test_json_access_logs_with_quoted_statuses(local, api, logs_dir, clock):
+    lines = [{"time": f"2026-11-24T13:5{n}:00Z", "status": status, "request": f"GET /api/orders/{n}",
+              "method": "GET", "uri": f"/api/orders/{n}"} for n, status in enumerate(["200", "502", "504", "404"])]
+    (logs_dir / "nginx.log").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data = local(api()).invoke("/logs api --status 5xx").data
+    assert data["status"].by_status == {502: 1, 504: 1}
+    assert [p.path for p in data["status"].top_paths] == ["GET /api/orders/<n>"]
+    assert [e.cause.id for e in local(api()).invoke("/logs api").data["events"]] == ["infra.upstream_nginx"] * 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bot.args import Option, parse_args
@@ -33,6 +34,8 @@ INCIDENT_LEAD = timedelta(minutes=10)      # an incident's errors start a little
 INCIDENT_TAIL = timedelta(minutes=10)
 STATUS_WINDOW = timedelta(hours=1)         # --status without a window: the last hour
 REQUEST_SPREAD = timedelta(minutes=10)     # a request's entries lie within this of each other
+COUNT_WINDOW = timedelta(minutes=10)       # once the last errors are found, repeats are counted this far
+COUNT_BYTES = 4 * 1024 * 1024              # back from the newest, or at most this much more is read
 MAX_REQUEST_ENTRIES = 200
 DEADLINE_MARGIN_SECONDS = 3                # stop reading this long before the command's deadline
 TIMELINE_EXCERPT = 4000
@@ -100,21 +103,16 @@ def parse(text: str) -> LogsArgs:
 def run(ctx: Context, args: LogsArgs) -> Reply:
     incident = ctx.incident(args.incident, required=args.incident is not None)
     service = _service(ctx, args, incident)
-    silenced = frozenset(service.silence_causes)
-    unknown = sorted(silenced - set(causes.known_ids()))
-    if unknown:
-        raise CommandError(f"services.{service.name}.silence_causes: {unknown[0]!r} is not a known cause; "
-                           f"see /logs help for the ids.")
+    silenced = _silenced(service)
     now = ctx.now()
     since, until, window = _window(ctx, args, incident, now)
+    mode = ("request" if args.request_id else "status" if args.status else "grep" if args.grep or args.regex
+            else "errors")
     query = Query(
-        min_level=args.level if args.level is not None else (
-            ERROR if not (args.grep or args.regex or args.request_id or args.status) else None),
-        grep=args.grep.encode() if args.grep else None,
-        pattern=args.regex,
-        pattern_literal=_literal(args.regex),
-        request_id=args.request_id.encode() if args.request_id else None,
-        statuses=args.status, since=since, until=until,
+        min_level=args.level if args.level is not None else ERROR if mode == "errors" else None,
+        grep=args.grep.encode() if args.grep else None, pattern=args.regex, pattern_literal=_literal(args.regex),
+        request_id=args.request_id.encode() if args.request_id else None, statuses=args.status,
+        since=since, until=until,
     )
     stats = Stats()
     deadline = ctx.deadline - DEADLINE_MARGIN_SECONDS
@@ -125,8 +123,6 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     scan = Scan(streams, query, deadline, stats)
     context = CauseContext(service.name, service.app_paths, silenced,
                            {name: probe.kind for name, probe in service.probes.items()})
-    mode = "request" if args.request_id else "status" if args.status else "grep" if (args.grep or args.regex) \
-        else "errors"
     data: dict[str, Any] = {
         "service": service.name, "mode": mode,
         "incident": {"id": incident.id, "title": incident.title} if incident else None,
@@ -146,12 +142,21 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
         data["distinct"] = len(folder.groups)
     data["read"] = {"bytes": stats.bytes_read, "back_to": scan.reached, "complete": scan.complete,
                     "timed_out": scan.timed_out}
-    data["sources"] = [files[0].name for files in logs] + ([service.log_command[0]] if service.log_command else [])
+    data["sources"] = [files[0].name for files in logs] + [Path(argv).name for argv in service.log_command[:1]]
     data["notes"] = stats.notes
     if incident is None:
         return Reply("logs", data, Audience.CALLER)
     _record(ctx, incident, data, now)
     return Reply("logs", data, Audience.THREAD, incident_id=incident.id)
+
+
+def _silenced(service: ServiceConfig) -> frozenset[str]:
+    silenced = frozenset(service.silence_causes)
+    unknown = sorted(silenced - set(causes.known_ids()))
+    if unknown:
+        raise CommandError(f"services.{service.name}.silence_causes: {unknown[0]!r} is not a known cause; "
+                           f"see /logs help for the ids.")
+    return silenced
 
 
 def _service(ctx: Context, args: LogsArgs, incident: Incident | None) -> ServiceConfig:
@@ -207,12 +212,22 @@ def _literal(regex: re.Pattern[str] | None) -> bytes | None:
 
 
 def _fold(scan: Scan, limit: int, app_paths: tuple[str, ...], *, whole_window: bool) -> Folder:
-    """Read until `limit` events are settled (or, with a window, to its start: counts cover it)."""
+    """Read until `limit` events are settled, then a little further back so that their counts mean
+    something (or, with a window, to its start: the counts cover it)."""
     folder = Folder(app_paths)
+    found_at: int | None = None                 # bytes read when `limit` events were settled
+    horizon: datetime | None = None
     for record in scan:
         if record is not None:
             folder.add(record)
-        if not whole_window and folder.settled(scan.frontier) >= limit:
+        if whole_window:
+            continue
+        if found_at is None and folder.settled(scan.frontier) >= limit:
+            found_at = scan.stats.bytes_read
+            newest = max((group.last_seen for group in folder.groups.values() if group.last_seen), default=None)
+            horizon = newest - COUNT_WINDOW if newest else None
+        if found_at is not None and (scan.stats.bytes_read - found_at >= COUNT_BYTES or scan.frontier is None
+                                     or (horizon is not None and scan.frontier < horizon)):
             break
     return folder
 

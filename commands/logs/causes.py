@@ -44,15 +44,18 @@ class Cause:
     probe_kinds: tuple[str, ...] = ()
 
     def evidence_line(self, lines: list[str], stack: str | None) -> str | None:
-        """The first line showing this cause, or None when the event does not match it."""
+        """The line showing this cause, or None when the event does not match it: the first one after
+        the entry's header when there is one (an exception line says it better than a header
+        quoting it), else the header."""
         if self.stacks and stack not in self.stacks:
             return None
         if not all(any(pattern.matches(line) for line in lines) for pattern in self.requires):
             return None
-        for line in lines:
-            if any(pattern.matches(line) for pattern in self.evidence):
-                return line.strip()
-        return None
+        showing = (index for index, line in enumerate(lines) if any(p.matches(line) for p in self.evidence))
+        first = next(showing, None)
+        if first == 0:
+            first = next(showing, 0)
+        return lines[first].strip() if first is not None else None
 
 
 @dataclass(frozen=True)

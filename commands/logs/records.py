@@ -18,7 +18,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
@@ -338,40 +338,47 @@ class Record:
     status: int | None = None
     method: str | None = None
     path: str | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    raw: str | None = None              # a JSON entry as written: its other fields are evidence too
 
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
 
 
-def quick_fields(first: bytes, fmt: str) -> tuple[datetime | None, int | None]:
-    """(time, level) of a record from its first line, without decoding the rest."""
-    if fmt == "access" or (first[:1] != b"{" and _ACCESS.match(first)):
-        match = _ACCESS.match(first)
-        if match:
-            return _clf_time(match.group("time").decode("ascii", "replace")), _status_level(int(match.group("status")))
-    if first[:1] == b"{":
-        data = _json_object(first)
-        if data is not None:
-            return _json_time(data), _json_level(data)
-    head = first[:200].decode("utf-8", "replace")
-    return parse_time(head), parse_level(head, first)
+def quick_level(first: bytes, fmt: str) -> int | None:
+    """A record's level from its first line, read as `fmt`, without decoding the rest."""
+    if fmt == "json" and first[:1] == b"{" and (data := _json_object(first)) is not None:
+        return _json_level(data)
+    if fmt == "access" and (match := _ACCESS.match(first)):
+        return _status_level(int(match.group("status")))
+    return parse_level(first[:200].decode("utf-8", "replace"), first)
 
 
-def decode(lines: list[bytes], source: str, fmt: str) -> Record:
+def quick_time(first: bytes, fmt: str) -> datetime | None:
+    """A record's time from its first line, read as `fmt`, without decoding the rest."""
+    if fmt == "json" and first[:1] == b"{" and (data := _json_object(first)) is not None:
+        return _json_time(data)
+    if fmt == "access" and (match := _ACCESS.match(first)):
+        return _clf_time(match.group("time").decode("ascii", "replace"))
+    return parse_time(first[:200].decode("utf-8", "replace"))
+
+
+def decode(lines: list[bytes], source: str, fmt: str,
+           known: tuple[datetime | None, int | None] | None = None) -> Record:
+    """The record, read as `fmt` (a line that is not of that format is text); `known` is the
+    (time, level) already read from its first line."""
     text_lines = [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
     first = lines[0] if lines else b""
-    if first[:1] == b"{" and (data := _json_object(first)) is not None:
-        return _json_record(data, text_lines[1:], source)
-    if (match := _ACCESS.match(first)) is not None:
+    if fmt == "json" and first[:1] == b"{" and (data := _json_object(first)) is not None:
+        return _json_record(data, text_lines, source)
+    if fmt == "access" and (match := _ACCESS.match(first)) is not None:
         status = int(match.group("status"))
         return Record(text_lines, source, "access", _clf_time(match.group("time").decode("ascii", "replace")),
                       _status_level(status), message=text_lines[0], status=status,
                       method=match.group("method").decode(), path=match.group("path").decode("utf-8", "replace"))
     head = text_lines[0][:200] if text_lines else ""
-    return Record(text_lines, source, "text", parse_time(head), parse_level(head, first),
-                  message=text_lines[0] if text_lines else "")
+    moment, level = known if known is not None else (parse_time(head), parse_level(head, first))
+    return Record(text_lines, source, "text", moment, level, message=text_lines[0] if text_lines else "")
 
 
 def _status_level(status: int) -> int:
@@ -421,10 +428,18 @@ def _json_level(data: dict[str, Any]) -> int | None:
     level = None
     if _first(data, _JSON_STACK_KEYS) is not None:
         level = ERROR
-    status = _first(data, _JSON_STATUS_KEYS)
-    if isinstance(status, int) and 100 <= status <= 599:
+    status = _json_status(data)
+    if status is not None:
         level = _status_level(status)
     return level
+
+
+def _json_status(data: dict[str, Any]) -> int | None:
+    """An HTTP status, written as a number or as digits (nginx's JSON log_format quotes it)."""
+    status = _first(data, _JSON_STATUS_KEYS)
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    return status if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599 else None
 
 
 def _json_time(data: dict[str, Any]) -> datetime | None:
@@ -442,10 +457,15 @@ def _json_time(data: dict[str, Any]) -> datetime | None:
     return None
 
 
-def _json_record(data: dict[str, Any], extra_lines: list[str], source: str) -> Record:
+def _json_record(data: dict[str, Any], text_lines: list[str], source: str) -> Record:
     level = _json_level(data)
+    status = _json_status(data)
+    method = _string(_first(data, ("method", "http.method", "req.method", "request.method")))
+    path = _string(_first(data, ("path", "url", "uri", "http.path", "req.url", "request.path")))
     message = _first(data, _JSON_MESSAGE_KEYS)
     message = message if isinstance(message, str) else json.dumps(message) if message is not None else ""
+    if not message and status is not None:
+        message = " ".join(str(part) for part in (status, method, path) if part)
     timestamp = _json_time(data)
     head = " ".join(part for part in (
         timestamp.strftime("%Y-%m-%dT%H:%M:%SZ") if timestamp else None,
@@ -459,15 +479,11 @@ def _json_record(data: dict[str, Any], extra_lines: list[str], source: str) -> R
         stack = _first(stack, ("stack", "stacktrace", "trace", "message")) or json.dumps(stack)
     if isinstance(stack, str) and stack.strip():
         lines.extend(stack.rstrip("\n").split("\n"))
-    lines.extend(extra_lines)
+    lines.extend(text_lines[1:])
     request_id = _first(data, _JSON_REQUEST_KEYS)
-    status = _first(data, _JSON_STATUS_KEYS)
     return Record(lines, source, "json", timestamp, level, message=message,
-                  request_id=str(request_id) if request_id is not None else None,
-                  status=status if isinstance(status, int) and not isinstance(status, bool) else None,
-                  method=_string(_first(data, ("method", "http.method", "req.method", "request.method"))),
-                  path=_string(_first(data, ("path", "url", "uri", "http.path", "req.url", "request.path"))),
-                  fields=data)
+                  request_id=str(request_id) if request_id is not None else None, status=status, method=method,
+                  path=path, raw=text_lines[0])
 
 
 def _string(value: Any) -> str | None:
@@ -493,7 +509,7 @@ def parse_time(head: str) -> datetime | None:
     """The first timestamp in a line's head, as UTC; a time without a zone is read as UTC."""
     try:
         if match := _ISO.search(head, 0, 80):
-            year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+            year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
             micro = int((match.group(7) or "0")[:6].ljust(6, "0"))
             moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
             return moment - _offset(match.group(8))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from commands.logs import causes
-from commands.logs.events import Analysis, analyse, collapsed, mask
+from commands.logs.events import analyse, collapsed, mask
 from commands.logs.records import LEVEL_NAMES, Record
 
 MAX_SIGNATURES = 1000           # distinct events tracked in one scan; more are counted, not kept
@@ -36,7 +36,6 @@ class Event:
 @dataclass
 class _Group:
     record: Record
-    analysis: Analysis
     count: int = 1
     first_seen: datetime | None = None
     last_seen: datetime | None = None
@@ -59,23 +58,35 @@ class Folder:
         self.app_paths = app_paths
         self.groups: dict[str, _Group] = {}
         self.untracked = 0               # occurrences of signatures past MAX_SIGNATURES
+        self._signatures: dict[tuple[str, ...], str] = {}
 
     def add(self, record: Record) -> None:
-        analysis = analyse(record, self.app_paths)
+        signature = self._signature(record)
         moment = record.timestamp
-        group = self.groups.get(analysis.signature)
+        group = self.groups.get(signature)
         if group is None:
             if len(self.groups) >= MAX_SIGNATURES:
                 self.untracked += 1
                 return
-            self.groups[analysis.signature] = _Group(record, analysis, 1, moment, moment)
+            self.groups[signature] = _Group(record, 1, moment, moment)
             return
         group.count += 1
         if moment is not None:
             if group.last_seen is None or moment > group.last_seen:
-                group.last_seen, group.record, group.analysis = moment, record, analysis
+                group.last_seen, group.record = moment, record
             if group.first_seen is None or moment < group.first_seen:
                 group.first_seen = moment
+
+    def _signature(self, record: Record) -> str:
+        """Repeats of one error differ in their first line's numbers only: analysed once. (An HTTP
+        status is a number that the signature keeps.)"""
+        key = (str(record.status), mask(record.lines[0]) if record.lines else "", *record.lines[1:])
+        signature = self._signatures.get(key)
+        if signature is None:
+            if len(self._signatures) >= MAX_SIGNATURES:
+                self._signatures.clear()
+            signature = self._signatures[key] = analyse(record, self.app_paths).signature
+        return signature
 
     def settled(self, frontier: datetime | None) -> int:
         """How many events are final: newer than anything still unread."""
@@ -89,9 +100,11 @@ class Folder:
 
 
 def _event(group: _Group, context: CauseContext) -> Event:
-    record, analysis = group.record, group.analysis
+    record = group.record
+    analysis = analyse(record, context.app_paths)
     frame = analysis.app_frame.label() if analysis.app_frame else None
-    match = causes.match(record.lines, analysis.stack, silenced=context.silenced, service=context.service,
+    evidence = record.lines + [record.raw] if record.raw else record.lines
+    match = causes.match(evidence, analysis.stack, silenced=context.silenced, service=context.service,
                          frame=frame, probes=context.probes)
     return Event(
         text=_capped(record.text), excerpt=_capped(collapsed(record, analysis, context.app_paths)),

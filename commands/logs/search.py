@@ -26,7 +26,7 @@ from commands.logs.reading import (
     BLOCK, BackwardFile, LogFile, SourceError, Span, Stats, command_chunks, forward_lines, gzip_chunks,
 )
 from commands.logs.records import (
-    ERROR, WARN, BackwardGrouper, Record, decode, detect_format, forward_records, quick_fields,
+    ERROR, WARN, BackwardGrouper, Record, decode, detect_format, forward_records, quick_level, quick_time,
 )
 
 OUT_OF_ORDER = timedelta(minutes=2)      # entries may be written a little out of time order
@@ -40,9 +40,11 @@ _ERROR_WORDS = (b"error", b"exception", b"fatal", b"crit", b"panic", b"severe", 
                 b"emerg")
 _WARN_WORDS = _ERROR_WORDS + (b"warn", b"deprecat")
 _JSON_ERROR_WORDS = (b'"level":5', b'"level":6', b'"level": 5', b'"level": 6', b'"stack', b'"exc_',
-                     b'"status":5', b'"status": 5', b'"status_code":5', b'"status_code": 5')
+                     b'"status":5', b'"status": 5', b'"status":"5', b'"status": "5', b'"status_code":5',
+                     b'"status_code": 5', b'"statuscode":5', b'"statuscode": 5')
 _JSON_WARN_WORDS = _JSON_ERROR_WORDS + (b'"level":4', b'"level": 4', b'"status":4', b'"status": 4',
-                                        b'"status_code":4', b'"status_code": 4')
+                                        b'"status":"4', b'"status": "4', b'"status_code":4', b'"status_code": 4',
+                                        b'"statuscode":4', b'"statuscode": 4')
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,13 @@ class Query:
             return None
         if self.pattern is not None and not self.pattern.search(b"\n".join(lines).decode("utf-8", "replace")):
             return None
-        moment, level = quick_fields(lines[0], fmt)
+        level = quick_level(lines[0], fmt)
         if self.min_level is not None and (level is None or level < self.min_level) and self.statuses is None:
             return None
+        moment = quick_time(lines[0], fmt)
         if moment is not None and ((self.since and moment < self.since) or (self.until and moment > self.until)):
             return None
-        record = decode(lines, source, fmt)
+        record = decode(lines, source, fmt, (moment, level))
         if self.statuses is not None:
             low, high = self.statuses
             if record.status is None or not low <= record.status <= high:
@@ -233,7 +236,7 @@ def _matching(raw: list[list[bytes]], earliest: bytes | None, source: str, fmt: 
     """The matches among `raw` (newest first), and the time of the earliest entry reached."""
     records = [record for lines in raw if (record := query.accept(lines, source, fmt)) is not None]
     first = earliest or (raw[-1][0] if raw else None)
-    return _Step(records, quick_fields(first, fmt)[0] if first is not None else None)
+    return _Step(records, quick_time(first, fmt) if first is not None else None)
 
 
 def _forward_stream(chunks: Iterator[bytes], source: str, fmt: str, query: Query, stats: Stats,
@@ -248,7 +251,7 @@ def _forward_stream(chunks: Iterator[bytes], source: str, fmt: str, query: Query
     detected, headed = detect_format(first, fmt)
     for lines in forward_records(itertools.chain([first], batches), headed):
         if oldest is None:
-            oldest = quick_fields(lines[0], detected)[0]
+            oldest = quick_time(lines[0], detected)
         record = query.accept(lines, source, detected)
         if record is not None:
             kept.append(record)
