@@ -225,3 +225,17 @@ def test_a_malformed_catalog_entry_is_named():
         causes.parse_catalog({"cause": [{**entry, "evidense": []}]})
     with pytest.raises(causes.CatalogError, match="bad regex"):
         causes.parse_catalog({"cause": [{**entry, "next_step": "ok", "evidence": [{"keyword": "x", "regex": "("}]}]})
+
+
+def test_a_record_stays_bounded_whatever_its_lines(tmp_path):
+    lines = [b"2026-11-24 14:00:00 ERROR app boom"] + [b"  " + b"z" * 20_000] * 450
+    record = next(forward_records(iter([lines]), True))
+    assert record[0] == lines[0] and len(record) == 401 and b"lines cut" in record[300]
+    assert sum(len(line) for line in record) < 401 * 17_000
+    path = tmp_path / "app.log"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    reader = BackwardFile(LogFile(path, "app.log"), Stats())
+    grouper = BackwardGrouper(True)
+    backward = [records for span in reader.spans() for records in grouper.feed(span, True)[0]]
+    backward += grouper.finish()
+    assert len(backward) == 1 and sum(len(line) for line in backward[0]) < 401 * 17_000

@@ -26,6 +26,7 @@ from typing import Any
 from commands.logs.reading import Span
 
 MAX_RECORD_LINES = 400               # a longer record keeps its first 300 and last 100 lines
+MAX_CONTINUATION = 16 * 1024         # bytes kept of a line that continues a record
 _KEEP_HEAD, _KEEP_TAIL = 300, 100
 
 LEVELS = {"trace": 0, "debug": 10, "info": 20, "notice": 25, "deprecated": 30, "warn": 30, "warning": 30,
@@ -206,7 +207,7 @@ class BackwardGrouper:
                 records.append(self._record(lines[index]))
                 earliest = lines[index]
             else:
-                self.after.append(lines[index])
+                self.after.append(_clip(lines[index]))
         self._bound_after()
         self.pending_hit = hit or (self.pending_hit and not records)
         return records, earliest
@@ -227,7 +228,7 @@ class BackwardGrouper:
                 before = len(seen) - 1
         # no start after the first non-blank line: all of it continues an earlier record
         first = next((i for i, kind in enumerate(kinds) if kind is not Kind.BLANK), len(kinds))
-        self.after.extend(reversed(seen[first + 1:]))
+        self.after.extend(_clip(line) for line in reversed(seen[first + 1:]))
         self.held = seen[:first + 1]
         self._bound_after()
         return [], None
@@ -262,10 +263,17 @@ class BackwardGrouper:
             if index == 0 or self._starts(lines, kinds, index):
                 records.append(self._record(lines[index]))
             else:
-                self.after.append(lines[index])
+                self.after.append(_clip(lines[index]))
         if self.after:
             records.append(self._record(self.after.pop()))
         return records
+
+
+def _clip(line: bytes) -> bytes:
+    """A continuation line, bounded: a record of 400 lines of a megabyte each must not fill memory."""
+    if len(line) <= MAX_CONTINUATION:
+        return line
+    return line[:MAX_CONTINUATION] + f" …[line cut: {len(line):,} bytes]".encode()
 
 
 def forward_records(batches: Iterator[list[bytes]], headed: bool) -> Iterator[list[bytes]]:
@@ -280,7 +288,7 @@ def forward_records(batches: Iterator[list[bytes]], headed: bool) -> Iterator[li
                 if current is not None:
                     yield current.lines()
                 current = _Lines()
-            current.append(line)
+            current.append(_clip(line) if current.head else line)
             if kind is not Kind.BLANK:
                 before, before_line = kind, line
     if current is not None:
