@@ -27,6 +27,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
+from bot import redact
 from bot.access import Access
 from bot.command import Command, Outcome, Reply
 from bot.config import Config
@@ -82,6 +83,7 @@ class SlackBot:
     def __init__(self, env: SlackEnv, config: Config, store: Store, commands: dict[str, Command],
                  clock: Callable[[], datetime] = utc_now):
         self.env = env
+        redact.use(config.redaction)
         self.store = store
         self.clock = clock
         self.client = web_client(env)

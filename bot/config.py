@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.redact import RedactionSettings
 from bot.times import TimeParseError, parse_duration
 
 PROBE_KINDS = ("postgres", "mysql", "redis", "http", "tcp", "host")
@@ -34,6 +35,8 @@ _SUMMARY_AT = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)\s+(\d{1,2}):(\d{2})$")
 # A repo is remote when it is a URL ("https://…", "file://…") or scp-like ("git@host:org/repo.git").
 _REMOTE_REPO = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|[^/:]+:)")
 REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
+_CAUSE_ID = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$")
+_REDACTION_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class ConfigError(Exception):
@@ -100,6 +103,7 @@ class ServiceConfig:
     log_command: tuple[str, ...] = ()
     log_format: str = "auto"
     app_paths: tuple[str, ...] = ()
+    silence_causes: tuple[str, ...] = ()     # /logs cause ids (node.headers_sent) never suggested here
     probes: dict[str, ProbeConfig] = field(default_factory=dict)
 
     @property
@@ -115,6 +119,7 @@ class Config:
     slack: SlackSettings = SlackSettings()
     access: dict[str, AccessRule] = field(default_factory=dict)
     services: dict[str, ServiceConfig] = field(default_factory=dict)
+    redaction: RedactionSettings = RedactionSettings()
 
 
 def load(path: Path, commands: Iterable[str], *, required: bool = False) -> Config:
@@ -155,8 +160,10 @@ def _parse(root: _Table, commands: set[str]) -> Config:
     for name in services_table.keys():
         services[name] = _parse_service(name, services_table.table(name))
     services_table.done()
+    redaction = _parse_redaction(root.table("redaction"))
     root.done()
-    return Config(source=root.file, timezone=zone, slack=slack, access=access, services=services)
+    return Config(source=root.file, timezone=zone, slack=slack, access=access, services=services,
+                  redaction=redaction)
 
 
 def _parse_slack(table: _Table) -> SlackSettings:
@@ -185,6 +192,25 @@ def _parse_access(table: _Table) -> AccessRule:
     return rule
 
 
+def _parse_redaction(table: _Table) -> RedactionSettings:
+    patterns_table = table.table("patterns")
+    patterns = []
+    for kind in patterns_table.keys():
+        if not _REDACTION_KIND.match(kind):
+            patterns_table.fail(kind, "a kind is lowercase letters, digits and _ (it is shown as [redacted:kind])")
+        pattern = patterns_table.string(kind, None)
+        try:
+            compiled = re.compile(pattern)
+        except re.error as error:
+            patterns_table.fail(kind, f"not a valid regular expression: {error}")
+        if compiled.search(""):
+            patterns_table.fail(kind, "matches empty text; it must match the secret itself")
+        patterns.append((kind, pattern))
+    settings = RedactionSettings(patterns=tuple(patterns), emails=table.boolean("emails", False))
+    table.done()
+    return settings
+
+
 def _parse_service(name: str, table: _Table) -> ServiceConfig:
     deploy = table.string("deploy", "merges")
     if deploy not in DEPLOY_KINDS and not (deploy.startswith("tags:") and len(deploy) > 5):
@@ -195,6 +221,10 @@ def _parse_service(name: str, table: _Table) -> ServiceConfig:
     paths = table.strings("paths")
     if any(path.startswith("/") for path in paths):
         table.fail("paths", "paths are relative to the repository's root, without a leading /")
+    silence_causes = table.strings("silence_causes")
+    for cause in silence_causes:
+        if not _CAUSE_ID.match(cause):
+            table.fail("silence_causes", f"{cause!r} is not a cause id like node.headers_sent (see /logs help)")
     service = ServiceConfig(
         name=name,
         repo=_parse_repo(table),
@@ -208,6 +238,7 @@ def _parse_service(name: str, table: _Table) -> ServiceConfig:
         log_command=table.strings("log_command"),
         log_format=table.choice("log_format", LOG_FORMATS, "auto"),
         app_paths=table.strings("app_paths"),
+        silence_causes=silence_causes,
         probes=probes,
     )
     table.done()
@@ -430,6 +461,14 @@ class _Table:
             self.fail(key, "must be a list of non-empty strings")
         return tuple(value)
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, not {_type_name(value)}")
+        return value
+
     def integer(self, key: str, low: int, high: int) -> int:
         value = self._get(key)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -495,7 +534,8 @@ def _shape(path: str) -> str:
 
 
 _KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("timezone", "slack", "access", "services"),
+    "": ("timezone", "slack", "access", "services", "redaction"),
+    "redaction": ("patterns", "emails"),
     "slack": ("incident_channel", "summary_channel", "summary_at"),
     "access.*": ("users", "usergroups", "channels"),
     "services.*": tuple(f for f in ServiceConfig.__dataclass_fields__ if f != "name"),

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TextIO
 
+from bot import redact
 from bot.command import Audience, Command, Outcome, Reply
 from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.render import Renderer
-from bot.serialize import to_json
+from bot.serialize import json_default, to_json
 from bot.store import Store
 
 CHANNEL = "console"
@@ -28,6 +29,7 @@ class Local:
     def __init__(self, store: Store, config: Config, commands: dict[str, Command],
                  clock: Callable[[], datetime]):
         self.commands = commands
+        redact.use(config.redaction)
         self.renderer = Renderer(config.timezone, clock)
         self.dispatcher = Dispatcher(store, config, commands, clock)
         self.user = _local_user()
@@ -43,7 +45,7 @@ class Local:
         """`oncall-bot run`: one command; the text (or the data as JSON) on stdout, errors on stderr."""
         reply = self.invoke(line)
         if as_json:
-            print(to_json(reply.data, indent=2), file=out)
+            print(to_json(redact.redact_data(reply.data, default=json_default), indent=2), file=out)
         else:
             reply, text = self._render(reply)
             print(text, file=out if reply.outcome is Outcome.OK else err)

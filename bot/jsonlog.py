@@ -1,4 +1,6 @@
-"""Our log lines: one JSON object each, with the request id of the Slack request being served."""
+"""Our log lines: one JSON object each, with the request id of the Slack request being served.
+
+Every value is redacted (bot.redact): a traceback or a command's text can hold a secret."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import logging
 import sys
 import traceback
 from datetime import UTC, datetime
+
+from bot.redact import redact_data
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -38,7 +42,7 @@ class JsonFormatter(logging.Formatter):
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["traceback"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return json.dumps(redact_data(line, default=str), ensure_ascii=False)
 
 
 def configure(level: int = logging.INFO) -> None:

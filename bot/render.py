@@ -5,6 +5,9 @@ One render, two backends. Templates write Slack mrkdwn and call `header()`, `div
 those emit control-character markers that text from users and logs can never contain (finalize
 strips them), so no value can forge a block, a button or a mention.
 
+Secrets: every value passes through bot.redact before it is escaped, so messages and the uploads
+made from them never carry one.
+
 Escaping: every value is HTML-escaped by jinja's autoescape, then the quote entities are turned
 back (Slack decodes exactly `&amp;`, `&lt;`, `&gt;` and would show `We&#39;ve`). So `<!channel>` in
 a title reaches Slack as `&lt;!channel&gt;` and pings no one. The text backend unescapes it all.
@@ -28,6 +31,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup, escape
 
+from bot.redact import redact
 from bot.times import format_duration, from_iso
 
 MAX_BLOCKS = 50
@@ -59,10 +63,10 @@ class SlackMessage:
 
 
 def clean(value: Any) -> Any:
-    """Strip control characters and any forged marker from a value bound for a template."""
+    """Redact secrets, strip control characters and any forged marker from a value bound for a template."""
     if isinstance(value, Markup) or not isinstance(value, str):
         return value
-    return _CONTROL.sub("", value)
+    return _CONTROL.sub("", redact(value))
 
 
 class Renderer:

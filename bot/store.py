@@ -23,7 +23,8 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from bot.serialize import to_json
+from bot.redact import redact, redact_data
+from bot.serialize import json_default, to_json
 from bot.times import from_iso, to_iso
 
 BUSY_TIMEOUT_MS = 15_000
@@ -236,7 +237,8 @@ class Store:
         with self.write() as db:
             db["events"].insert({
                 "incident_id": incident_id, "at": to_iso(at), "user": user, "kind": kind,
-                "text": text, "data": to_json(data or {}),
+                "text": redact(text) if text else text,
+                "data": to_json(redact_data(data or {}, default=json_default)),
             })
 
     def events(self, incident_id: int) -> list[Event]:

@@ -1,0 +1,291 @@
+"""/logs: the last errors of a service with their stack traces, folded, with their likely cause.
+
+`/logs api` reads the service's configured logs (files, rotated and gzipped siblings, a command's
+output) from the newest entry back, groups multi-line entries, folds repeats by signature, and
+names the likely cause from the catalog (causes.toml). `--grep`, `--level`, `--since` narrow it;
+`--request-id` follows one request across the files; `--status 5xx` sums up an access log.
+Inside an incident channel a bare `/logs` is about the incident's service, from a little before it
+started; the answer goes to the incident's thread and into its timeline. Secrets are redacted by
+the frame on the way out (bot.redact).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.args import Option, parse_args
+from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.config import ServiceConfig
+from bot.store import Incident
+from bot.times import TimeParseError, parse_duration, parse_when
+from commands.logs import causes
+from commands.logs.reading import Stats, discover
+from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS
+from commands.logs.report import CauseContext, Folder, StatusCounter, request_lines
+from commands.logs.search import Query, Scan, command_stream, file_stream, required_literal
+
+DEFAULT_EVENTS = 5
+MAX_EVENTS = 20
+INCIDENT_LEAD = timedelta(minutes=10)      # an incident's errors start a little before it was opened
+INCIDENT_TAIL = timedelta(minutes=10)
+STATUS_WINDOW = timedelta(hours=1)         # --status without a window: the last hour
+REQUEST_SPREAD = timedelta(minutes=10)     # a request's entries lie within this of each other
+COUNT_WINDOW = timedelta(minutes=10)       # once the last errors are found, repeats are counted this far
+COUNT_BYTES = 4 * 1024 * 1024              # back from the newest, or at most this much more is read
+MAX_REQUEST_ENTRIES = 200
+DEADLINE_MARGIN_SECONDS = 3                # stop reading this long before the command's deadline
+TIMELINE_EXCERPT = 4000
+_STATUS = re.compile(r"^([1-5])(xx|\d\d)$", re.I)
+_OPTIONS = {"since": Option.WORDS, "grep": Option.WORDS, "level": Option.VALUE, "last": Option.VALUE,
+            "request-id": Option.VALUE, "status": Option.VALUE}
+
+
+@dataclass(frozen=True)
+class LogsArgs:
+    service: str | None = None
+    incident: int | None = None
+    since: str | None = None
+    grep: str | None = None
+    regex: re.Pattern[str] | None = None
+    level: int | None = None
+    last: int = DEFAULT_EVENTS
+    request_id: str | None = None
+    status: tuple[int, int] | None = None
+    status_text: str | None = None
+
+
+def parse(text: str) -> LogsArgs:
+    args = parse_args(text, _OPTIONS)
+    if len(args.words) > 1:
+        raise UsageError(f"One service at a time, not {' and '.join(args.words)}.")
+    options = args.options
+    grep = str(options["grep"]) if "grep" in options else None
+    regex = None
+    if grep is not None and (found := re.fullmatch(r"/(.+)/(i?)", grep, re.S)):
+        try:
+            regex = re.compile(found.group(1), re.M | (re.I if found.group(2) else 0))
+        except re.error as error:
+            raise UsageError(f"--grep {grep}: not a valid regular expression ({error}).") from None
+        grep = None
+    level = None
+    if "level" in options:
+        name = str(options["level"]).lower()
+        if name not in LEVELS:
+            raise UsageError(f"--level {options['level']}: one of debug, info, warn, error, fatal.")
+        level = LEVELS[name]
+    last = DEFAULT_EVENTS
+    if "last" in options:
+        value = str(options["last"])
+        if not value.isdigit() or not 1 <= int(value) <= MAX_EVENTS:
+            raise UsageError(f"--last takes a number from 1 to {MAX_EVENTS}, not {value!r}.")
+        last = int(value)
+    status = None
+    if "status" in options:
+        found = _STATUS.match(str(options["status"]))
+        if not found:
+            raise UsageError(f"--status {options['status']}: write a class like 5xx or a status like 502.")
+        low = int(found.group(1) + ("00" if found.group(2).lower() == "xx" else found.group(2)))
+        status = (low, low + 99) if found.group(2).lower() == "xx" else (low, low)
+    if status and "request-id" in options:
+        raise UsageError("--status and --request-id are two different views; ask one at a time.")
+    return LogsArgs(
+        service=args.words[0] if args.words else None, incident=args.incident,
+        since=str(options["since"]) if "since" in options else None, grep=grep, regex=regex, level=level,
+        last=last, request_id=str(options["request-id"]) if "request-id" in options else None,
+        status=status, status_text=str(options["status"]).lower() if status else None,
+    )
+
+
+def run(ctx: Context, args: LogsArgs) -> Reply:
+    incident = ctx.incident(args.incident, required=args.incident is not None)
+    service = _service(ctx, args, incident)
+    silenced = _silenced(service)
+    now = ctx.now()
+    since, until, window = _window(ctx, args, incident, now)
+    mode = ("request" if args.request_id else "status" if args.status else "grep" if args.grep or args.regex
+            else "errors")
+    query = Query(
+        min_level=args.level if args.level is not None else ERROR if mode == "errors" else None,
+        grep=args.grep.encode() if args.grep else None, pattern=args.regex, pattern_literal=_literal(args.regex),
+        request_id=args.request_id.encode() if args.request_id else None, statuses=args.status,
+        since=since, until=until,
+    )
+    stats = Stats()
+    deadline = ctx.deadline - DEADLINE_MARGIN_SECONDS
+    logs = discover(service.logs, stats)
+    streams = [file_stream(files, service.log_format, query, stats, deadline) for files in logs]
+    if service.log_command:
+        streams.append(command_stream(service.log_command, service.log_format, query, stats, deadline))
+    scan = Scan(streams, query, deadline, stats)
+    context = CauseContext(service.name, service.app_paths, silenced,
+                           {name: probe.kind for name, probe in service.probes.items()})
+    data: dict[str, Any] = {
+        "service": service.name, "mode": mode,
+        "incident": {"id": incident.id, "title": incident.title} if incident else None,
+        "query": {"level": LEVEL_NAMES.get(query.min_level) if query.min_level is not None else None,
+                  "grep": args.grep, "regex": args.regex.pattern if args.regex else None,
+                  "request_id": args.request_id, "status": args.status_text, "since": since, "until": until,
+                  "window": window, "last": args.last},
+        "events": [], "distinct": 0, "lines": [], "status": None,
+    }
+    if mode == "request":
+        _collect_request(scan, data, context)
+    elif mode == "status":
+        _collect_status(scan, data, args, context)
+    else:
+        folder = _fold(scan, args.last, context.app_paths, whole_window=since is not None)
+        data["events"] = folder.events(args.last, context)
+        data["distinct"] = len(folder.groups)
+    data["read"] = {"bytes": stats.bytes_read, "back_to": scan.reached, "complete": scan.complete,
+                    "timed_out": scan.timed_out}
+    data["sources"] = [files[0].name for files in logs] + [Path(argv).name for argv in service.log_command[:1]]
+    data["notes"] = stats.notes
+    if incident is None:
+        return Reply("logs", data, Audience.CALLER)
+    _record(ctx, incident, data, now)
+    return Reply("logs", data, Audience.THREAD, incident_id=incident.id)
+
+
+def _silenced(service: ServiceConfig) -> frozenset[str]:
+    silenced = frozenset(service.silence_causes)
+    unknown = sorted(silenced - set(causes.known_ids()))
+    if unknown:
+        raise CommandError(f"services.{service.name}.silence_causes: {unknown[0]!r} is not a known cause; "
+                           f"see /logs help for the ids.")
+    return silenced
+
+
+def _service(ctx: Context, args: LogsArgs, incident: Incident | None) -> ServiceConfig:
+    services = ctx.config.services
+    with_logs = [name for name, service in services.items() if service.logs or service.log_command]
+    name = args.service or (incident.service if incident else None)
+    if name is None:
+        if len(with_logs) == 1:
+            return services[with_logs[0]]
+        if not with_logs:
+            raise CommandError("No service has logs configured: add logs or log_command to a [services.NAME].")
+        raise UsageError(f"Name a service: /logs <service> (with logs: {', '.join(with_logs)}).")
+    if name not in services:
+        known = ", ".join(with_logs) or "none has logs configured"
+        raise UsageError(f"Unknown service {name!r} (services with logs: {known}).")
+    service = services[name]
+    if not (service.logs or service.log_command):
+        raise CommandError(f"{name} has no logs configured: set logs or log_command in [services.{name}].")
+    return service
+
+
+def _window(ctx: Context, args: LogsArgs, incident: Incident | None,
+            now: datetime) -> tuple[datetime | None, datetime | None, str | None]:
+    """(since, until, where they come from: typed | incident | status) — none: read back until enough."""
+    if args.since is not None:
+        return _since(args.since, ctx, now), None, "typed"
+    if incident is not None:
+        until = incident.resolved_at + INCIDENT_TAIL if incident.resolved_at else None
+        return incident.started_at - INCIDENT_LEAD, until, "incident"
+    if args.status is not None:
+        return now - STATUS_WINDOW, None, "status"
+    return None, None, None
+
+
+def _since(text: str, ctx: Context, now: datetime) -> datetime:
+    try:
+        moment = now - parse_duration(text)
+    except TimeParseError:
+        try:
+            moment = parse_when(text, now, ctx.config.timezone)
+        except TimeParseError as error:
+            raise UsageError(f"--since: {error}.") from None
+    if moment > now:
+        raise UsageError(f"--since {text} is in the future.")
+    return moment
+
+
+def _literal(regex: re.Pattern[str] | None) -> bytes | None:
+    if regex is None or regex.flags & re.I:
+        return None
+    literal = required_literal(regex.pattern)
+    return literal.encode() if literal else None
+
+
+def _fold(scan: Scan, limit: int, app_paths: tuple[str, ...], *, whole_window: bool) -> Folder:
+    """Read until `limit` events are settled, then a little further back so that their counts mean
+    something (or, with a window, to its start: the counts cover it)."""
+    folder = Folder(app_paths)
+    found_at: int | None = None                 # bytes read when `limit` events were settled
+    horizon: datetime | None = None
+    for record in scan:
+        if record is not None:
+            folder.add(record)
+        if whole_window:
+            continue
+        if found_at is None and folder.settled(scan.frontier) >= limit:
+            found_at = scan.stats.bytes_read
+            newest = max((group.last_seen for group in folder.groups.values() if group.last_seen), default=None)
+            horizon = newest - COUNT_WINDOW if newest else None
+        if found_at is not None and (scan.stats.bytes_read - found_at >= COUNT_BYTES or scan.frontier is None
+                                     or (horizon is not None and scan.frontier < horizon)):
+            break
+    return folder
+
+
+def _collect_request(scan: Scan, data: dict[str, Any], context: CauseContext) -> None:
+    found = []
+    for record in scan:
+        if record is not None:
+            found.append(record)
+            if len(found) >= MAX_REQUEST_ENTRIES:
+                scan.stats.notes.append(f"only the newest {MAX_REQUEST_ENTRIES} entries of the request are shown")
+                break
+        oldest = min((r.timestamp for r in found if r.timestamp), default=None)
+        if oldest is not None and scan.frontier is not None and scan.frontier < oldest - REQUEST_SPREAD:
+            break
+    data["lines"] = request_lines(found)
+    folder = Folder(context.app_paths)
+    for record in found:
+        if record.level is not None and record.level >= ERROR:
+            folder.add(record)
+    data["events"] = folder.events(MAX_EVENTS, context)
+    data["distinct"] = len(folder.groups)
+
+
+def _collect_status(scan: Scan, data: dict[str, Any], args: LogsArgs, context: CauseContext) -> None:
+    counter = StatusCounter(args.status_text or "")
+    folder = Folder(context.app_paths)
+    for record in scan:
+        if record is not None:
+            counter.add(record)
+            folder.add(record)
+    data["status"] = counter.summary()
+    data["events"] = folder.events(args.last, context)
+    data["distinct"] = len(folder.groups)
+
+
+def _record(ctx: Context, incident: Incident, data: dict[str, Any], now: datetime) -> None:
+    """The paste is a timeline event of the incident: what was asked and what came back."""
+    events = data["events"]
+    summary = (f"/logs {data['service']}: " + (
+        "; ".join(f"{event.exception[:120]}" + (f" ×{event.count}" if event.count > 1 else "") for event in events)
+        if events else "nothing matched"))
+    ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="logs", text=summary, data={
+        "service": data["service"], "mode": data["mode"], "query": data["query"],
+        "events": [{"excerpt": event.excerpt[:TIMELINE_EXCERPT], "count": event.count,
+                    "first_seen": event.first_seen, "last_seen": event.last_seen,
+                    "cause": asdict(event.cause) if event.cause else None} for event in events],
+        "status": data["status"], "request_lines": len(data["lines"]),
+    })
+
+
+COMMAND = Command(
+    name="logs",
+    description="The last errors of a service, with stack traces and their likely cause",
+    usage="<service> [--since 15m|14:00] [--grep TEXT|/regex/] [--level warn] [--last N] "
+          "[--request-id ID] [--status 5xx]   (#N: an incident)",
+    parse=parse,
+    run=run,
+    help_data={"default_events": DEFAULT_EVENTS, "max_events": MAX_EVENTS,
+               "incident_lead": int(INCIDENT_LEAD.total_seconds() // 60), "causes": causes.catalog()},
+)

@@ -1,0 +1,140 @@
+"""The catalog of known causes (causes.toml, shipped with the package) and matching events to it.
+
+A cause matches an event when one of its evidence patterns matches a line of the event: the
+pattern's keyword is looked up first (a substring test) and only then its regex, so the catalog
+costs little on events it does not match. Unknown errors get no cause: a guess is never forced.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+STACKS = ("python", "java", "node", "php", "go", "ruby", "nginx", "apache", "access")
+_ID = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$")
+
+
+class CatalogError(Exception):
+    """causes.toml is malformed: which cause and which key."""
+
+
+@dataclass(frozen=True)
+class Pattern:
+    keyword: str
+    regex: re.Pattern[str] | None = None
+
+    def matches(self, line: str) -> bool:
+        return self.keyword in line and (self.regex is None or self.regex.search(line) is not None)
+
+
+@dataclass(frozen=True)
+class Cause:
+    id: str
+    stack: str
+    title: str
+    evidence: tuple[Pattern, ...]
+    next_step: str
+    stacks: tuple[str, ...] = ()
+    requires: tuple[Pattern, ...] = ()
+    probe_kinds: tuple[str, ...] = ()
+
+    def evidence_line(self, lines: list[str], stack: str | None) -> str | None:
+        """The line showing this cause, or None when the event does not match it: the first one after
+        the entry's header when there is one (an exception line says it better than a header
+        quoting it), else the header."""
+        if self.stacks and stack not in self.stacks:
+            return None
+        if not all(any(pattern.matches(line) for line in lines) for pattern in self.requires):
+            return None
+        showing = (index for index, line in enumerate(lines) if any(p.matches(line) for p in self.evidence))
+        first = next(showing, None)
+        if first == 0:
+            first = next(showing, 0)
+        return lines[first].strip() if first is not None else None
+
+
+@dataclass(frozen=True)
+class Match:
+    """What the reply shows: the cause, the line that shows it, and the next step filled in."""
+
+    id: str
+    stack: str
+    title: str
+    evidence: str
+    next_step: str
+
+
+@cache
+def catalog() -> tuple[Cause, ...]:
+    text = importlib.resources.files("commands.logs").joinpath("causes.toml").read_text(encoding="utf-8")
+    return parse_catalog(tomllib.loads(text))
+
+
+def parse_catalog(data: dict[str, Any]) -> tuple[Cause, ...]:
+    causes = []
+    seen: set[str] = set()
+    for index, entry in enumerate(data.get("cause", [])):
+        where = f"causes.toml: cause {entry.get('id') or index + 1}"
+        unknown = set(entry) - set(Cause.__dataclass_fields__)
+        if unknown:
+            raise CatalogError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        for key in ("id", "stack", "title", "next_step", "evidence"):
+            if not entry.get(key):
+                raise CatalogError(f"{where}: {key} is missing")
+        if not _ID.match(entry["id"]) or entry["id"] in seen:
+            raise CatalogError(f"{where}: the id must be new and look like stack.cause_name")
+        seen.add(entry["id"])
+        try:
+            entry["next_step"].format(service="", frame="", probe="")
+        except (KeyError, IndexError, ValueError):
+            raise CatalogError(f"{where}: next_step may use only {{service}}, {{frame}} and {{probe}}") from None
+        stacks = tuple(entry.get("stacks", ()))
+        if set(stacks) - set(STACKS):
+            raise CatalogError(f"{where}: stacks must be among {', '.join(STACKS)}")
+        causes.append(Cause(
+            id=entry["id"], stack=entry["stack"], title=entry["title"], next_step=entry["next_step"],
+            evidence=_patterns(entry["evidence"], where), requires=_patterns(entry.get("requires", []), where),
+            stacks=stacks, probe_kinds=tuple(entry.get("probe_kinds", ())),
+        ))
+    return tuple(causes)
+
+
+def _patterns(entries: list[dict[str, str]], where: str) -> tuple[Pattern, ...]:
+    patterns = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not entry.get("keyword") or set(entry) - {"keyword", "regex"}:
+            raise CatalogError(f"{where}: a pattern is {{ keyword = \"…\", regex = \"…\" }} (regex optional)")
+        try:
+            regex = re.compile(entry["regex"]) if entry.get("regex") else None
+        except re.error as error:
+            raise CatalogError(f"{where}: bad regex {entry['regex']!r}: {error}") from None
+        patterns.append(Pattern(entry["keyword"], regex))
+    return tuple(patterns)
+
+
+def known_ids() -> list[str]:
+    return [cause.id for cause in catalog()]
+
+
+def match(lines: list[str], stack: str | None, *, silenced: frozenset[str], service: str,
+          frame: str | None, probes: Mapping[str, str]) -> Match | None:
+    """The first cause of the catalog that the event shows and the config does not silence.
+
+    `probes` are the service's probes (name -> kind), to name the one that checks the cause.
+    """
+    for cause in catalog():
+        if cause.id in silenced:
+            continue
+        evidence = cause.evidence_line(lines, stack)
+        if evidence is not None:
+            probe = next((name for name, kind in probes.items() if kind in cause.probe_kinds), None)
+            next_step = cause.next_step.format(
+                service=service, frame=frame or "the application's frame nearest the error",
+                probe=f"/probe {service} {probe}" if probe else f"/probe {service}")
+            return Match(cause.id, cause.stack, cause.title, evidence[:500], next_step)
+    return None

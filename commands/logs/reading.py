@@ -1,0 +1,352 @@
+"""Where log lines come from: files (globs, rotated siblings, gzip) and a configured command.
+
+Plain files are read from the end in blocks with `os.pread` (never mmap: a logrotate
+`copytruncate` under a mapping kills the process with SIGBUS), so finding the last error costs
+what lies after it, not the file's size. Blocks start at 64 KiB, so the newest entries come back
+at once, and double up to 1 MiB while the reader skips them, so a long way back costs the byte
+search and not the Python around it. Gzip files and a command's output can only be read
+forward; they are streamed in chunks. Every line is bytes, cut at `MAX_LINE` bytes, so a 10 MB
+line or a file without a newline keeps memory flat.
+
+Error tree:
+
+    SourceError              one source could not be read; the reply names it, the others are read
+    ├── SourceUnreadable     missing, permission denied, I/O error, not gzip
+    └── CommandFailed        log_command did not start, exited non-zero, or ran out of time
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import selectors
+import subprocess
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from glob import glob
+from pathlib import Path
+
+BLOCK = 64 * 1024                  # the first blocks read from a file's end
+MAX_BLOCK = 1024 * 1024            # blocks double up to this while nothing in them matches
+MAX_LINE = MAX_BLOCK               # longer lines are cut, keeping their beginning
+MAX_ROTATED = 30                   # rotated siblings of one file considered, newest first
+COMMAND_OUTPUT_LIMIT = 256 * 1024 * 1024
+COMMAND_TIMEOUT_SECONDS = 20
+_ROTATED = re.compile(r"^(?P<base>.+?)(?:[.-](?P<number>\d{1,3})|[.-](?P<date>\d{8}|\d{4}-\d\d-\d\d))?"
+                      r"(?P<gz>\.gz)?$")
+
+
+class SourceError(Exception):
+    """A source that could not be read: said in one line, shown as a note with the results."""
+
+
+class SourceUnreadable(SourceError):
+    pass
+
+
+class CommandFailed(SourceError):
+    pass
+
+
+@dataclass
+class Stats:
+    """What reading cost and where it stopped, across all sources of one query."""
+
+    bytes_read: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LogFile:
+    path: Path
+    name: str                       # what the reply calls it: app.log, app.log.2.gz
+
+    @property
+    def compressed(self) -> bool:
+        return self.path.suffix == ".gz"
+
+
+def discover(patterns: tuple[str, ...], stats: Stats) -> list[list[LogFile]]:
+    """The configured globs -> one list per log, newest file first (app.log, app.log.1, app.log.2.gz)."""
+    families: dict[Path, list[tuple[tuple[int, str], Path]]] = {}
+    for pattern in patterns:
+        matches = [Path(p) for p in glob(os.path.expanduser(pattern))]
+        if not matches:
+            stats.notes.append(f"{pattern}: no file matches")
+        for path in matches:
+            if not path.is_file():
+                continue
+            for sibling in _with_rotated(path):
+                base, order = _rotation(sibling)
+                families.setdefault(base, [])
+                if all(existing != sibling for _, existing in families[base]):
+                    families[base].append((order, sibling))
+    logs = []
+    for _, members in sorted(families.items()):
+        members.sort(key=lambda item: item[0])
+        logs.append([LogFile(path, path.name) for _, path in members[:MAX_ROTATED]])
+    return logs
+
+
+def _with_rotated(path: Path) -> list[Path]:
+    base, _ = _rotation(path)
+    candidates = [Path(p) for p in glob(glob_escape(str(base)) + "[.-]*")]
+    rotated = [p for p in candidates if _rotation(p)[0] == base and p.is_file()]
+    return [path, *rotated] if base == path else [path]
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _rotation(path: Path) -> tuple[Path, tuple[int, str]]:
+    """(the live file's path, sort key: newest first) for app.log, app.log.1, app.log-20261124.gz."""
+    match = _ROTATED.match(path.name)
+    if match is None or not (match.group("number") or match.group("date") or match.group("gz")):
+        return path, (0, "")
+    base = path.with_name(match.group("base"))
+    if match.group("number"):
+        return base, (int(match.group("number")), "")
+    if match.group("date"):
+        # newest date first: invert the digits so a plain ascending sort puts it first
+        return base, (1, "".join(chr(ord("9") - ord(c) + ord("0")) if c.isdigit() else c
+                                 for c in match.group("date")))
+    return base, (0, "")
+
+
+# -- reading backwards ---------------------------------------------------------------------------
+
+
+class Span:
+    """The whole lines that end in one block, split only when asked: a block the gate rejects is
+    never split.
+
+    Their bytes are `block[start:newline]` and then `last`, the line that runs past the block's
+    last newline, finished with what later blocks held of it (None at a file's final newline).
+    """
+
+    def __init__(self, block: bytes, start: int, newline: int, last: bytes | None):
+        self.block = block
+        self.start = start
+        self.newline = newline
+        self.last = last
+        self._lines: list[bytes] | None = None
+
+    def lines(self) -> list[bytes]:
+        if self._lines is None:
+            inner = self.block[self.start:self.newline].split(b"\n") if self.newline >= self.start else []
+            self._lines = inner + ([self.last] if self.last is not None else [])
+        return self._lines
+
+    def pieces(self, size: int) -> Iterator[Span]:
+        """The same lines as spans of about `size` bytes each, newest first, over the same block."""
+        end, last = self.newline, self.last
+        while end - self.start > size:
+            cut = self.block.rfind(b"\n", self.start, end - size)
+            if cut < 0:
+                break
+            yield Span(self.block, cut + 1, end, last)
+            end, last = cut, None
+        yield Span(self.block, self.start, end, last)
+
+    def iter_lines(self) -> Iterator[bytes]:
+        """The lines from the top, split one at a time."""
+        if self._lines is not None:
+            yield from self._lines
+            return
+        position = self.start
+        while self.newline >= position:
+            end = self.block.find(b"\n", position, self.newline + 1)
+            yield self.block[position:end]
+            position = end + 1
+        if self.last is not None:
+            yield self.last
+
+
+class BackwardFile:
+    """A file read from its end to its start in blocks, as whole lines.
+
+    The size is taken when opened: lines appended later are not read. A file truncated while it is
+    read (copytruncate) ends the reading with a note instead of reading garbage.
+    """
+
+    def __init__(self, log: LogFile, stats: Stats):
+        self.log = log
+        self.stats = stats
+        try:
+            self.fd = os.open(log.path, os.O_RDONLY)
+        except OSError as error:
+            raise SourceUnreadable(f"{log.name}: {error.strerror.lower()}") from None
+        status = os.fstat(self.fd)
+        self.size = status.st_size
+        self.mtime = status.st_mtime
+        self.block_size = BLOCK
+
+    def matched(self) -> None:
+        """The last span held a match: read small blocks again, matches come in clusters."""
+        self.block_size = BLOCK
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def spans(self) -> Iterator[Span]:
+        """Newest block first. A line that began in an earlier block comes with that block."""
+        unfinished = _Unfinished()          # the line whose beginning is not read yet
+        offset = self.size
+        while offset > 0:
+            start = max(0, offset - self.block_size)
+            self.block_size = min(self.block_size * 2, MAX_BLOCK)
+            try:
+                block = os.pread(self.fd, offset - start, start)
+            except OSError as error:
+                self.stats.notes.append(f"{self.log.name}: read failed ({error.strerror.lower()}); stopped there")
+                return
+            if len(block) < offset - start:
+                self.stats.notes.append(f"{self.log.name}: truncated while being read (rotated?); stopped there")
+                return
+            self.stats.bytes_read += len(block)
+            at_end = offset == self.size
+            offset = start
+            body = block.find(b"\n") + 1 if start > 0 else 0
+            if body == 0 and start > 0:
+                unfinished.prepend(block)
+                continue
+            newline = block.rfind(b"\n")
+            beginning = block[newline + 1:]
+            last = None if at_end and beginning == b"" else unfinished.finish(beginning)
+            unfinished = _Unfinished()
+            if body:
+                unfinished.prepend(block[:body - 1])
+            yield Span(block, body, newline, last)
+
+
+class _Unfinished:
+    """The fragments of one line read backwards, keeping at most MAX_LINE bytes of its beginning."""
+
+    def __init__(self) -> None:
+        self.fragments: deque[bytes] = deque()
+        self.size = 0
+        self.dropped = 0
+
+    def prepend(self, fragment: bytes) -> None:
+        self.fragments.appendleft(fragment)
+        self.size += len(fragment)
+        while len(self.fragments) > 1 and self.size - len(self.fragments[-1]) >= MAX_LINE:
+            last = self.fragments.pop()
+            self.size -= len(last)
+            self.dropped += len(last)
+
+    def finish(self, beginning: bytes) -> bytes:
+        line = beginning + b"".join(self.fragments)
+        return _cut(line, len(line) + self.dropped)
+
+
+def _cut(line: bytes, length: int | None = None) -> bytes:
+    length = len(line) if length is None else length
+    if length <= MAX_LINE:
+        return line
+    return line[:MAX_LINE] + f" …[line cut: {length:,} bytes]".encode()
+
+
+# -- reading forwards (gzip, a command) -------------------------------------------------------
+
+
+def forward_lines(chunks: Iterator[bytes]) -> Iterator[list[bytes]]:
+    """Chunks of a stream -> lists of whole lines; a line longer than MAX_LINE is cut."""
+    carry = b""
+    dropped = 0
+    for chunk in chunks:
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        if lines:
+            lines[0] = _cut(lines[0], len(lines[0]) + dropped)
+            lines[1:] = [_cut(line) for line in lines[1:]]
+            dropped = 0
+        if len(carry) > MAX_LINE:
+            dropped += len(carry) - MAX_LINE
+            carry = carry[:MAX_LINE]
+        if lines:
+            yield lines
+    if carry:
+        yield [_cut(carry, len(carry) + dropped)]
+
+
+def gzip_chunks(log: LogFile, stats: Stats) -> Iterator[bytes]:
+    try:
+        handle = gzip.open(log.path, "rb")
+    except OSError as error:
+        raise SourceUnreadable(f"{log.name}: {error.strerror.lower() if error.strerror else error}") from None
+    with handle:
+        while True:
+            try:
+                chunk = handle.read(BLOCK)
+            except (OSError, EOFError, zlib.error) as error:
+                stats.notes.append(f"{log.name}: {_gzip_problem(error)}; read up to there")
+                return
+            if not chunk:
+                return
+            stats.bytes_read += len(chunk)
+            yield chunk
+
+
+def _gzip_problem(error: Exception) -> str:
+    if isinstance(error, EOFError):
+        return "the gzip stream ends early (still being written?)"
+    if isinstance(error, gzip.BadGzipFile):
+        return "not a gzip file"
+    return f"corrupt gzip data ({error})"
+
+
+def command_chunks(argv: tuple[str, ...], stats: Stats, deadline: float) -> Iterator[bytes]:
+    """stdout of `argv` (no shell), until it exits, `COMMAND_OUTPUT_LIMIT` bytes, or the deadline."""
+    name = os.path.basename(argv[0])
+    try:
+        process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, shell=False)
+    except OSError as error:
+        raise CommandFailed(f"{name}: cannot run it ({error.strerror.lower() if error.strerror else error})") \
+            from None
+    deadline = min(deadline, time.monotonic() + COMMAND_TIMEOUT_SECONDS)
+    errors = bytearray()
+    total = 0
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    selector.register(process.stderr, selectors.EVENT_READ)
+    try:
+        open_streams = 2
+        while open_streams:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                stats.notes.append(f"{name}: stopped after {COMMAND_TIMEOUT_SECONDS} s; read what it printed by then")
+                return
+            for key, _ in selector.select(timeout=remaining):
+                data = os.read(key.fd, BLOCK)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    open_streams -= 1
+                elif key.fileobj is process.stderr:
+                    errors = (errors + data)[-2000:]
+                else:
+                    total += len(data)
+                    stats.bytes_read += len(data)
+                    yield data
+                    if total >= COMMAND_OUTPUT_LIMIT:
+                        stats.notes.append(f"{name}: output stopped at {COMMAND_OUTPUT_LIMIT >> 20} MiB")
+                        return
+        code = process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        if code != 0:
+            last = errors.decode("utf-8", "replace").strip().splitlines()
+            raise CommandFailed(f"{name} exited with code {code}" + (f": {last[-1][:300]}" if last else ""))
+    except subprocess.TimeoutExpired:
+        stats.notes.append(f"{name}: did not exit in time")
+    finally:
+        selector.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()

@@ -1,0 +1,348 @@
+"""The scan: a service's sources read newest first, each record tested against the query.
+
+Every log (app.log and its rotated siblings, newest first) and the configured command is a
+stream. A stream steps one block at a time and keeps its position: the time of the oldest entry it
+has reached. The stream whose position is newest steps next, so the streams move back in time
+together, and the caller can stop as soon as it holds enough results newer than every position,
+because nothing left unread can be newer. That is why the cost grows with how far back the match
+lies, not with the files' size.
+
+Blocks are gated before their lines are split into records: a block holding none of the query's
+literals (the --grep text, the request id, the words a level is written with) cannot hold a match,
+and only its first entry is parsed, to know how far back reading has come.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from commands.logs.reading import (
+    BLOCK, BackwardFile, LogFile, SourceError, Span, Stats, command_chunks, forward_lines, gzip_chunks,
+)
+from commands.logs.records import (
+    ERROR, WARN, BackwardGrouper, Record, decode, detect_format, forward_records, quick_level, quick_time,
+)
+
+OUT_OF_ORDER = timedelta(minutes=2)      # entries may be written a little out of time order
+FORWARD_BUFFER_BYTES = 16 * 1024 * 1024  # matches kept from a gzip file or a command, newest last
+_NEWEST = datetime.max.replace(tzinfo=UTC)
+
+# Words that an entry which is an error holds in some line, once lowercased: every level word
+# records.LEVELS ranks as an error, and the words of the lines a headless stack starts with.
+# A gate need not be exact, only never miss: a false hit costs a parsed block.
+_ERROR_WORDS = (b"error", b"exception", b"fatal", b"crit", b"panic", b"severe", b"traceback", b"alert",
+                b"emerg")
+_WARN_WORDS = _ERROR_WORDS + (b"warn", b"deprecat")
+_JSON_ERROR_WORDS = (b'"level":5', b'"level":6', b'"level": 5', b'"level": 6', b'"stack', b'"exc_',
+                     b'"status":5', b'"status": 5', b'"status":"5', b'"status": "5', b'"status_code":5',
+                     b'"status_code": 5', b'"statuscode":5', b'"statuscode": 5')
+_JSON_WARN_WORDS = _JSON_ERROR_WORDS + (b'"level":4', b'"level": 4', b'"status":4', b'"status": 4',
+                                        b'"status":"4', b'"status": "4', b'"status_code":4', b'"status_code": 4',
+                                        b'"statuscode":4', b'"statuscode": 4')
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A test on raw bytes that every block holding a match passes; no literal and no regex: all pass."""
+
+    literals: tuple[bytes, ...] = ()
+    lowered: bool = False
+    regex: re.Pattern[bytes] | None = None
+
+    def hits(self, data: bytes, start: int = 0, end: int | None = None) -> bool:
+        end = len(data) if end is None else end
+        if self.regex is not None:
+            return self.regex.search(data, start, end) is not None
+        if not self.literals:
+            return True
+        if self.lowered:
+            data = (data[start:end] if start or end < len(data) else data).lower()
+            start, end = 0, len(data)
+        return any(data.find(literal, start, end) >= 0 for literal in self.literals)
+
+    def hits_span(self, span: Span) -> bool:
+        """Whether the span's lines may hold a match (its last line runs past the block's end)."""
+        return self.hits(span.block, span.start, span.newline + 1) or (span.last is not None
+                                                                       and self.hits(span.last))
+
+
+@dataclass(frozen=True)
+class Query:
+    min_level: int | None = ERROR
+    grep: bytes | None = None                      # a literal (case as typed)
+    pattern: re.Pattern[str] | None = None         # a regex, on the entry's lines as written
+    pattern_literal: bytes | None = None           # a literal every match of `pattern` contains
+    request_id: bytes | None = None
+    statuses: tuple[int, int] | None = None        # access entries with a status in [low, high]
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def gate(self, fmt: str) -> Gate:
+        literal = self.grep or self.request_id or self.pattern_literal
+        if literal:
+            return Gate((literal,))
+        if self.pattern is not None:
+            try:
+                return Gate(regex=re.compile(self.pattern.pattern.encode(), self.pattern.flags & (re.I | re.M)))
+            except re.error:        # a pattern that only makes sense on text: every block is read
+                return Gate()
+        if self.statuses is not None:
+            low, high = self.statuses
+            digits = "|".join(str(status) for status in range(low, high + 1))
+            return Gate(regex=re.compile(rf'" (?:{digits}) |"status(?:_?code)?"\s*:\s*"?(?:{digits})\b'.encode()))
+        if self.min_level is None or self.min_level < WARN:
+            return Gate()
+        if fmt == "access":
+            return Gate(regex=re.compile(rb'" 5\d\d ' if self.min_level >= ERROR else rb'" [45]\d\d '))
+        words = _ERROR_WORDS if self.min_level >= ERROR else _WARN_WORDS
+        if fmt == "json":
+            words += _JSON_ERROR_WORDS if self.min_level >= ERROR else _JSON_WARN_WORDS
+        return Gate(words, lowered=True)
+
+    def accept(self, lines: list[bytes], source: str, fmt: str) -> Record | None:
+        """The decoded record when the entry matches, else None (decoding only what may match)."""
+        if self.grep is not None and not any(self.grep in line for line in lines):
+            return None
+        if self.request_id is not None and not any(self.request_id in line for line in lines):
+            return None
+        if self.pattern_literal is not None and not any(self.pattern_literal in line for line in lines):
+            return None
+        if self.pattern is not None and not self.pattern.search(b"\n".join(lines).decode("utf-8", "replace")):
+            return None
+        level = quick_level(lines[0], fmt)
+        if self.min_level is not None and (level is None or level < self.min_level) and self.statuses is None:
+            return None
+        moment = quick_time(lines[0], fmt)
+        if moment is not None and ((self.since and moment < self.since) or (self.until and moment > self.until)):
+            return None
+        record = decode(lines, source, fmt, (moment, level))
+        if self.statuses is not None:
+            low, high = self.statuses
+            if record.status is None or not low <= record.status <= high:
+                return None
+        return record
+
+
+@dataclass
+class _Step:
+    records: list[Record]
+    position: datetime | None        # the oldest time reached, if this step saw one
+
+
+class Scan:
+    """Matching records of all streams, roughly newest first; `frontier` says what is settled.
+
+    Iterating yields a record, or None after a step that found none, so the caller can stop at any
+    step. A record newer than `frontier` is final: no stream can still yield a newer one.
+    """
+
+    def __init__(self, streams: list[Iterator[_Step]], query: Query, deadline: float, stats: Stats):
+        self.streams = streams
+        self.query = query
+        self.deadline = deadline
+        self.stats = stats
+        self.positions: list[datetime] = [_NEWEST] * len(streams)
+        self.live = [True] * len(streams)
+        self.reached: datetime | None = None     # the oldest time any stream reached
+        self.timed_out = False
+
+    @property
+    def frontier(self) -> datetime | None:
+        """The newest position of a stream still reading; None when every stream is done."""
+        open_positions = [p for p, live in zip(self.positions, self.live, strict=True) if live]
+        return max(open_positions) if open_positions else None
+
+    @property
+    def complete(self) -> bool:
+        return not any(self.live)
+
+    def __iter__(self) -> Iterator[Record | None]:
+        while any(self.live):
+            if time.monotonic() > self.deadline:
+                self.timed_out = True
+                return
+            index = max((i for i, live in enumerate(self.live) if live), key=lambda i: self.positions[i])
+            try:
+                step = next(self.streams[index])
+            except StopIteration:
+                self.live[index] = False
+                continue
+            except SourceError as error:
+                self.stats.notes.append(str(error))
+                self.live[index] = False
+                continue
+            if step.position is not None:
+                self.positions[index] = min(self.positions[index], step.position)
+                self.reached = min(self.reached or _NEWEST, step.position)
+                if self.query.since and step.position < self.query.since - OUT_OF_ORDER:
+                    self.live[index] = False
+            yield from step.records or [None]
+
+
+# -- streams ----------------------------------------------------------------------------------------
+
+
+def file_stream(files: list[LogFile], fmt: str, query: Query, stats: Stats, deadline: float) -> Iterator[_Step]:
+    """One log, newest file first: plain files read backwards, gzip files streamed. A file that
+    cannot be read is a note, and the older ones are still read."""
+    for log in files:
+        try:
+            if log.compressed:
+                if query.since and (modified := _mtime(log)) is not None and modified < query.since:
+                    return
+                yield from _forward_stream(gzip_chunks(log, stats), log.name, fmt, query, stats, deadline)
+                continue
+            reader = BackwardFile(log, stats)
+            try:
+                yield from _backward_stream(reader, fmt, query)
+            finally:
+                reader.close()
+        except SourceError as error:
+            stats.notes.append(str(error))
+
+
+def command_stream(argv: tuple[str, ...], fmt: str, query: Query, stats: Stats, deadline: float) -> Iterator[_Step]:
+    name = argv[0].rsplit("/", 1)[-1]
+    yield from _forward_stream(command_chunks(argv, stats, deadline), name, fmt, query, stats, deadline)
+
+
+def _backward_stream(reader: BackwardFile, fmt: str, query: Query) -> Iterator[_Step]:
+    grouper: BackwardGrouper | None = None
+    gate = Gate()
+    source = reader.log.name
+    for span in reader.spans():
+        if grouper is None:
+            fmt, headed = detect_format(span.lines(), fmt)
+            grouper = BackwardGrouper(headed)
+            gate = query.gate(fmt)
+        if not gate.hits_span(span):
+            yield _matching(*grouper.feed(span, False), source, fmt, query)
+            continue
+        # a match in a large block: look again in 64 KiB pieces, and assemble only the pieces that hit
+        reader.matched()
+        for piece in span.pieces(BLOCK):
+            yield _matching(*grouper.feed(piece, gate.hits_span(piece)), source, fmt, query)
+    if grouper is not None:
+        yield _matching(grouper.finish(), None, source, fmt, query)
+
+
+def _matching(raw: list[list[bytes]], earliest: bytes | None, source: str, fmt: str, query: Query) -> _Step:
+    """The matches among `raw` (newest first), and the time of the earliest entry reached."""
+    records = [record for lines in raw if (record := query.accept(lines, source, fmt)) is not None]
+    first = earliest or (raw[-1][0] if raw else None)
+    return _Step(records, quick_time(first, fmt) if first is not None else None)
+
+
+def _forward_stream(chunks: Iterator[bytes], source: str, fmt: str, query: Query, stats: Stats,
+                    deadline: float) -> Iterator[_Step]:
+    """Read a forward-only source to its end, keeping its newest matches, then give them newest first."""
+    kept: deque[Record] = deque()
+    kept_bytes = 0
+    dropped = 0
+    oldest: datetime | None = None
+    batches = forward_lines(chunks)
+    first = next(batches, [])
+    detected, headed = detect_format(first, fmt)
+    for lines in forward_records(itertools.chain([first], batches), headed):
+        if oldest is None:
+            oldest = quick_time(lines[0], detected)
+        record = query.accept(lines, source, detected)
+        if record is not None:
+            kept.append(record)
+            kept_bytes += sum(len(line) for line in record.lines)
+        while kept_bytes > FORWARD_BUFFER_BYTES and len(kept) > 1:
+            kept_bytes -= sum(len(line) for line in kept.popleft().lines)
+            dropped += 1
+        if time.monotonic() > deadline:
+            stats.notes.append(f"{source}: stopped reading at the time limit")
+            break
+    if dropped:
+        stats.notes.append(f"{source}: {dropped:,} older matches were not kept (it can only be read forwards)")
+    records = list(reversed(kept))
+    for record in records:
+        yield _Step([record], record.timestamp)
+    yield _Step([], oldest)
+
+
+def _mtime(log: LogFile) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(log.path.stat().st_mtime, UTC)
+    except OSError:
+        return None
+
+
+def required_literal(pattern: str) -> str | None:
+    """The longest plain text every match of `pattern` must contain (3 characters or more), if the
+    regex is simple enough to tell: no alternation outside a group, no global inline flags. Groups
+    and classes count as unknown text."""
+    if re.search(r"\(\?[aiLmsux]+\)", pattern):
+        return None
+    runs: list[str] = []
+    run: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            escaped = pattern[index + 1:index + 2]
+            index += 2
+            if escaped and not escaped.isalnum():
+                run.append(escaped)
+                continue
+            runs.append("".join(run))
+            run = []
+            continue
+        if char in "*?{":
+            if run:
+                run.pop()
+            runs.append("".join(run))
+            run = []
+            if char == "{":
+                index = pattern.find("}", index) + 1 or len(pattern)
+                continue
+        elif char == "+":
+            runs.append("".join(run))
+            run = []
+        elif char in "([":
+            runs.append("".join(run))
+            run = []
+            index = _closing(pattern, index)
+            continue
+        elif char == "|":
+            return None
+        elif char in ".^$)]":
+            runs.append("".join(run))
+            run = []
+        else:
+            run.append(char)
+        index += 1
+    runs.append("".join(run))
+    longest = max(runs, key=len)
+    return longest if len(longest) >= 3 else None
+
+
+def _closing(pattern: str, index: int) -> int:
+    """The index after the group or class that opens at `index`, and after a quantifier on it."""
+    opening = pattern[index]
+    depth = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if opening == "[":
+            if char == "]" and index > 0 and pattern[index - 1] != "[":
+                return index + 1
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return len(pattern)

@@ -1,0 +1,387 @@
+"""/logs end to end: the command's options, incidents, the timeline, JSON, the CLI, and safety."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.command import Audience, Outcome
+from bot.config import ConfigError
+from bot.render import Renderer
+from commands.logs import parse
+from commands.logs.reading import BLOCK
+
+DATA = Path(__file__).parent / "data" / "logs"
+NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+
+
+def stamp(minutes_ago: float) -> str:
+    return (NOW - timedelta(minutes=minutes_ago)).strftime("%Y-%m-%d %H:%M:%S,000")
+
+
+def python_error(minutes_ago: float, exception: str = "KeyError: 'id'", path: str = "/api/orders/1") -> str:
+    return (f"{stamp(minutes_ago)} ERROR django.request Internal Server Error: {path}\n"
+            "Traceback (most recent call last):\n"
+            '  File "/srv/api/.venv/lib/python3.11/site-packages/django/core/handlers/base.py", line 197, '
+            'in _get_response\n'
+            "    response = wrapped_callback(request, *callback_args, **callback_kwargs)\n"
+            '  File "/srv/api/src/acme/views.py", line 12, in show\n'
+            '    return JsonResponse(load(request.GET["id"]))\n'
+            f"{exception}\n")
+
+
+def info(minutes_ago: float, text: str = "GET /api/orders 200") -> str:
+    return f"{stamp(minutes_ago)} INFO app.server {text}\n"
+
+
+@pytest.fixture
+def logs_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def api(make_config, logs_dir: Path):
+    """A config whose service api reads logs_dir/*.log (more TOML may follow)."""
+
+    def make(extra: str = "", service_extra: str = "") -> object:
+        return make_config(f"""
+            [services.api]
+            logs = ["{logs_dir}/*.log"]
+            app_paths = ["src/acme/"]
+            {service_extra}
+
+            [services.api.probes.db]
+            kind = "postgres"
+            dsn = "postgres://api@db.internal/api"
+            {extra}
+        """)
+
+    return make
+
+
+def open_incident(runner, text="/incident open checkout is down --service api --started 20m ago") -> int:
+    return runner.invoke(text).incident_id
+
+
+def test_parse_reads_every_option():
+    args = parse('api --since 15m --grep "connection refused" --level warn --last 3')
+    assert (args.service, args.since, args.grep, args.level, args.last) == ("api", "15m", "connection refused", 30, 3)
+    args = parse("api --grep /timeout after \\d+ms/i")
+    assert args.grep is None and args.regex.pattern == "timeout after \\d+ms" and args.regex.flags & 2
+    assert parse("#12 --status 5xx").status == (500, 599) and parse("--status 502").status == (502, 502)
+    assert parse("api --request-id req-7f").request_id == "req-7f"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("api web", "One service at a time"),
+    ("api --last 0", "--last takes a number from 1 to 20"),
+    ("api --level loud", "--level loud: one of debug"),
+    ("api --grep /(unclosed/", "not a valid regular expression"),
+    ("api --status 5x", "write a class like 5xx"),
+    ("api --status 5xx --request-id r1", "two different views"),
+    ("api --tail 5", "unknown option --tail"),
+])
+def test_bad_text_gets_the_usage(local, api, text, problem):
+    reply = local(api()).invoke(f"/logs {text}")
+    assert reply.outcome is Outcome.USAGE
+    assert problem in reply.data["message"]
+
+
+def test_the_last_errors_newest_first_folded_with_counts(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(
+        info(30) + python_error(25) + info(24) + python_error(20, path="/api/orders/2")
+        + python_error(15, "ValueError: bad quantity -3") + info(14) + info(10, "WARNING ignored")
+        + f"{stamp(9)} WARNING django.request Not Found: /favicon.ico\n" + info(5))
+    reply = local(api()).invoke("/logs api")
+    assert reply.outcome is Outcome.OK and reply.audience is Audience.CALLER
+    events = reply.data["events"]
+    assert [(e.exception, e.count) for e in events] == [("ValueError: bad quantity -3", 1), ("KeyError: 'id'", 2)]
+    assert events[1].first_seen == NOW - timedelta(minutes=25) and events[1].last_seen == NOW - timedelta(minutes=20)
+    assert "/api/orders/2" in events[1].text                  # the newest occurrence is shown
+    assert events[0].cause.id == events[1].cause.id == "python.uncaught_exception"
+    assert events[1].frame == "/srv/api/src/acme/views.py:12 in show"
+
+
+def test_json_keys_are_the_contract(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(python_error(5) + python_error(4))
+    out, err = io.StringIO(), io.StringIO()
+    assert local(api()).run("/logs api", as_json=True, out=out, err=err) == 0
+    data = json.loads(out.getvalue())
+    event = data["events"][0]
+    assert {"text", "count", "first_seen", "last_seen", "cause"} <= set(event)
+    assert event["count"] == 2 and event["first_seen"] == "2026-11-24T13:55:00Z"
+    assert event["last_seen"] == "2026-11-24T13:56:00Z"
+    assert {"id", "title", "evidence", "next_step"} <= set(event["cause"])
+    assert event["cause"]["id"] == "python.uncaught_exception"
+
+
+def test_the_real_cli_returns_events(tmp_path, logs_dir):
+    shutil.copy(DATA / "node" / "headers_sent.log", logs_dir / "app.log")
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[services.api]\nlogs = ["{logs_dir}/*.log"]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--json", "/logs api"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ONCALL_CONFIG": str(config), "ONCALL_DB": str(tmp_path / "cli.db")})
+    assert result.returncode == 0, result.stderr
+    events = json.loads(result.stdout)["events"]
+    assert events[0]["cause"]["id"] == "node.headers_sent"
+    assert events[0]["text"].startswith("Error [ERR_HTTP_HEADERS_SENT]")
+    assert events[0]["first_seen"] is None                    # Express's stderr has no times
+
+
+def test_grep_literal_regex_and_level(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(
+        info(9, "payment timeout after 300ms") + info(8, "payment timeout after 45ms")
+        + f"{stamp(7)} WARNING app.server payment timeout after 9000ms\n" + python_error(6) + info(5, "a.b*c literal"))
+    runner = local(api())
+    assert [e.exception for e in runner.invoke("/logs api --grep a.b*c").data["events"]] == ["app.server a.b*c literal"]
+    matched = runner.invoke("/logs api --grep /timeout after \\d{3,}ms/").data["events"]
+    assert [(e.exception, e.count) for e in matched] == [("app.server payment timeout after 9000ms", 2)]
+    assert [e.level for e in runner.invoke("/logs api --level warn").data["events"]] == ["error", "warn"]
+    assert runner.invoke("/logs api --grep /TIMEOUT/i --level warn").data["events"][0].level == "warn"
+
+
+def test_since_and_last(local, api, logs_dir):
+    (logs_dir / "app.log").write_text("".join(
+        python_error(minutes, f"RuntimeError: failure number {chr(65 + n)}") for n, minutes in
+        enumerate([50, 40, 30, 20, 10, 5])))
+    runner = local(api())
+    recent = runner.invoke("/logs api --since 25m").data
+    assert [e.exception for e in recent["events"]] == [f"RuntimeError: failure number {c}" for c in "FED"]
+    assert recent["query"]["since"] == NOW - timedelta(minutes=25)
+    assert len(runner.invoke("/logs api --last 2").data["events"]) == 2
+    assert [e.exception[-1] for e in runner.invoke("/logs api --since 13:25").data["events"]] == list("FEDC")
+    assert runner.invoke("/logs api --since 15:00").outcome is Outcome.USAGE
+
+
+def test_request_id_follows_a_request_across_files_in_time_order(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(
+        f"{stamp(3)} INFO app.server [req-7f3a] POST /api/checkout\n" + info(2.5)
+        + f"{stamp(2)} ERROR app.payments [req-7f3a] charge failed: card declined\n")
+    (logs_dir / "access.log").write_text(
+        '203.0.113.9 - - [24/Nov/2026:13:57:30 +0000] "POST /api/checkout HTTP/1.1" 500 64 "-" "curl/8.4" req-7f3a\n'
+        '203.0.113.9 - - [24/Nov/2026:13:58:31 +0000] "GET /api/orders HTTP/1.1" 200 64 "-" "curl/8.4" req-0000\n')
+    data = local(api()).invoke("/logs api --request-id req-7f3a").data
+    assert [line.source for line in data["lines"]] == ["app.log", "access.log", "app.log"]
+    assert "POST /api/checkout" in data["lines"][0].text and "charge failed" in data["lines"][2].text
+    assert data["lines"][0].at < data["lines"][1].at < data["lines"][2].at
+    assert len(data["events"]) == 2                           # the 500 and the ERROR entry
+
+
+def test_status_summarises_an_access_log(local, api, logs_dir, clock):
+    shutil.copy(DATA / "other" / "access.log", logs_dir / "access.log")
+    clock.advance(hours=1)
+    runner = local(api())
+    data = runner.invoke("/logs api --status 5xx --since 2026-11-24T14:40Z").data
+    status = data["status"]
+    assert status.count == 5 and status.by_status == {500: 2, 502: 2, 504: 1}
+    assert [(p.path, p.count) for p in status.top_paths] == [
+        ("GET /api/orders", 2), ("GET /api/users/<n>", 2), ("POST /api/checkout", 1)]
+    assert status.first == datetime(2026, 11, 24, 14, 45, 10, tzinfo=UTC)
+    assert status.last == datetime(2026, 11, 24, 14, 46, 2, tzinfo=UTC)
+    assert runner.invoke("/logs api --status 404 --since 2026-11-24T14:40Z").data["status"].count == 1
+    text = Renderer(NOW.tzinfo, clock).text("logs", data)
+    assert "502 ×2" in text and "`GET /api/users/<n>` ×2" in text
+
+
+def test_inside_an_incident_channel_bare_logs_is_the_incidents_service_and_its_timeline(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(python_error(45, "ValueError: before the incident") + python_error(25)
+                                      + python_error(5))
+    runner = local(api())
+    incident_id = open_incident(runner)
+    reply = runner.invoke("/logs")
+    assert reply.audience is Audience.THREAD and reply.incident_id == incident_id
+    assert reply.data["query"]["since"] == NOW - timedelta(minutes=30)      # started 20m ago, 10m lead
+    assert [(e.exception, e.count) for e in reply.data["events"]] == [("KeyError: 'id'", 2)]
+    event = runner.dispatcher.store.events(incident_id)[-1]
+    assert event.kind == "logs" and event.text == "/logs api: KeyError: 'id' ×2"
+    assert event.data["events"][0]["cause"]["id"] == "python.uncaught_exception"
+    assert "KeyError" in event.data["events"][0]["excerpt"]
+    timeline = runner.invoke("/incident timeline").data["events"]
+    assert timeline[-1].kind == "logs"
+
+
+def test_a_named_service_or_incident(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(python_error(5))
+    runner = local(api())
+    incident_id = open_incident(runner, "/incident open checkout slow")        # no service
+    reply = runner.invoke("/logs")
+    assert reply.outcome is Outcome.OK and reply.data["service"] == "api"     # the only one with logs
+    assert runner.invoke(f"/logs api #{incident_id}").incident_id == incident_id
+    assert runner.invoke("/logs #99").outcome is Outcome.FAILED
+
+
+@pytest.mark.parametrize("config, text, problem", [
+    ("", "/logs web", "Unknown service 'web'"),
+    ('[services.web]\nrepo = "/srv/web"\n', "/logs web", "web has no logs configured"),
+])
+def test_services_without_logs(local, api, config, text, problem):
+    reply = local(api(config)).invoke(text)
+    assert reply.outcome in (Outcome.USAGE, Outcome.FAILED) and problem in reply.data["message"]
+
+
+def test_silence_causes_is_validated(local, api, logs_dir, make_config):
+    shutil.copy(DATA / "java" / "npe_controller.log", logs_dir / "app.log")
+    assert local(api(service_extra='silence_causes = ["java.npe"]')).invoke("/logs api").data["events"][0].cause \
+        is None
+    reply = local(api(service_extra='silence_causes = ["java.nep"]')).invoke("/logs api")
+    assert reply.outcome is Outcome.FAILED and "'java.nep' is not a known cause" in reply.data["message"]
+    with pytest.raises(ConfigError, match="silence_causes: 'NPE' is not a cause id"):
+        make_config('[services.api]\nlogs = ["/x"]\nsilence_causes = ["NPE"]\n')
+
+
+def test_rotated_and_gzipped_files_are_read_newest_first(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(info(1))
+    (logs_dir / "app.log.1").write_text(python_error(30, "RuntimeError: in the first rotation"))
+    (logs_dir / "app.log.2.gz").write_bytes(gzip.compress(
+        (python_error(90, "RuntimeError: compressed, older") + python_error(80, "RuntimeError: compressed, newer"))
+        .encode()))
+    events = local(api()).invoke("/logs api --last 3").data["events"]
+    assert [(e.exception, e.source) for e in events] == [
+        ("RuntimeError: in the first rotation", "app.log.1"),
+        ("RuntimeError: compressed, newer", "app.log.2.gz"),
+        ("RuntimeError: compressed, older", "app.log.2.gz")]
+
+
+def test_a_log_command_is_read(local, api, tmp_path):
+    script = tmp_path / "journal.py"
+    script.write_text(f"print(open({str(DATA / 'python' / 'template_missing.log')!r}).read(), end='')\n")
+    config = api(service_extra=f'log_command = ["{sys.executable}", "{script}"]')
+    events = local(config).invoke("/logs api").data["events"]
+    assert events[0].cause.id == "python.template_missing" and events[0].source == Path(sys.executable).name
+    assert local(config).invoke("/logs api").data["sources"][-1] == Path(sys.executable).name
+
+
+def test_a_failing_log_command_is_a_note_and_files_are_still_read(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(python_error(3))
+    config = api(service_extra=f'log_command = ["{sys.executable}", "-c", "import sys; sys.exit(\'no journal\')"]')
+    data = local(config).invoke("/logs api").data
+    assert len(data["events"]) == 1
+    assert any("exited with code 1: no journal" in note for note in data["notes"])
+
+
+def test_secrets_in_logs_never_leave_and_mentions_ping_no_one(local, api, logs_dir, clock):
+    (logs_dir / "app.log").write_text(
+        f"{stamp(2)} ERROR app.db could not connect to postgres://api:Sup3rS3cret@db.internal/api <!channel>\n"
+        "Traceback (most recent call last):\n"
+        '  File "/srv/api/src/acme/db.py", line 3, in connect\n'
+        "    headers = {'Authorization': 'Bearer abcdefghijklmnopqrstu'}\n"
+        "ConnectionError: card 4111 1111 1111 1111 rejected <@U123ABC>\n")
+    runner = local(api())
+    reply = runner.invoke("/logs api")
+    renderer = Renderer(NOW.tzinfo, clock)
+    message = renderer.slack(reply.template, reply.data)
+    posted = json.dumps(message.blocks) + message.text
+    for secret in ("Sup3rS3cret", "abcdefghijklmnopqrstu", "4111 1111"):
+        assert secret not in posted
+        assert secret not in renderer.text(reply.template, reply.data)
+    assert "[redacted:password]" in posted and "[redacted:card]" in posted
+    assert "<!channel>" not in posted and "&lt;!channel&gt;" in posted and "<@U123ABC>" not in posted
+    out = io.StringIO()
+    runner.run("/logs api", as_json=True, out=out, err=io.StringIO())
+    assert "Sup3rS3cret" not in out.getvalue() and "[redacted:password]" in out.getvalue()
+
+
+def test_long_excerpts_are_uploaded_whole_and_redacted(local, api, logs_dir, clock):
+    frames = "".join(f'  File "/srv/api/src/acme/deep.py", line {n}, in level_{n}\n    step(token="t{n}abcdefgh")\n'
+                     for n in range(190))
+    (logs_dir / "app.log").write_text("".join(
+        f"{stamp(9 - kind)} ERROR app Exception on /x [GET]\nTraceback (most recent call last):\n{frames}"
+        f"{'ABCDE'[kind]}Error: maximum recursion depth exceeded\n" for kind in range(5)))
+    reply = local(api()).invoke("/logs api")
+    message = Renderer(NOW.tzinfo, clock).slack(reply.template, reply.data)
+    assert len(message.blocks) == 50 and message.overflow is not None
+    assert "AError: maximum recursion depth exceeded" in message.overflow
+    assert "t899abcdefgh" not in message.overflow and 'token="[redacted:token]"' in message.overflow
+
+
+def test_hostile_files_never_crash(local, api, logs_dir):
+    (logs_dir / "binary.log").write_bytes(bytes(range(256)) * (BLOCK // 64) + b"\n"
+                                          + f"{stamp(1)} ERROR caf\xe9 ".encode("latin-1") + b"\xc3\x28 in junk\n")
+    (logs_dir / "huge.log").write_bytes(f"{stamp(1)} ERROR ".encode() + b"y" * (10 * 1024 * 1024) + b"\n")
+    (logs_dir / "empty.log").write_bytes(b"")
+    (logs_dir / "app.log.3.gz").write_bytes(b"\x1f\x8b\x08 definitely not gzip")
+    reply = local(api()).invoke("/logs api --last 5")
+    assert reply.outcome is Outcome.OK
+    texts = [e.text for e in reply.data["events"]]
+    assert any(text.startswith(f"{stamp(1)} ERROR yyyy") and len(text) < 70_000 for text in texts)
+    assert any("in junk" in text for text in texts)
+    assert Renderer(NOW.tzinfo, lambda: NOW).text("logs", reply.data)
+
+
+def test_nothing_found_says_so(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(info(3) + info(2))
+    reply = local(api()).invoke("/logs api")
+    assert reply.data["events"] == [] and reply.data["read"]["complete"]
+    assert "No error entries in what was read" in Renderer(NOW.tzinfo, lambda: NOW).text("logs", reply.data)
+
+
+def test_help_lists_every_cause(local, api):
+    text = Renderer(NOW.tzinfo, lambda: NOW).text(*_help(local(api())))
+    assert "`python.migration_missing`" in text and "`infra.upstream_nginx`" in text
+
+
+def _help(runner):
+    reply = runner.invoke("/logs help")
+    return reply.template, reply.data
+
+
+def test_several_logs_merge_newest_first(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(python_error(50, "RuntimeError: app, old")
+                                      + python_error(10, "RuntimeError: app"))
+    (logs_dir / "worker.log").write_text(python_error(30, "RuntimeError: worker") + info(1))
+    events = local(api()).invoke("/logs api --last 2").data["events"]
+    assert [(e.exception, e.source) for e in events] == [("RuntimeError: app", "app.log"),
+                                                         ("RuntimeError: worker", "worker.log")]
+
+
+def test_the_last_errors_cost_what_lies_after_them_not_the_file_size(local, api, logs_dir):
+    filler = "".join(info(60 - n / 10_000, f"GET /api/orders/{n} 200") for n in range(200_000))
+    (logs_dir / "app.log").write_text(filler + "".join(
+        python_error(1, f"RuntimeError: kind {kind}") for kind in "ABCDE") + info(0.5))
+    reply = local(api()).invoke("/logs api")
+    assert len(reply.data["events"]) == 5
+    assert reply.data["read"]["bytes"] <= 2 * BLOCK < (logs_dir / "app.log").stat().st_size / 100
+    assert not reply.data["read"]["complete"]
+
+
+def test_reading_stops_at_the_deadline_with_a_note(local, api, logs_dir, monkeypatch):
+    import commands.logs as logs_command
+    (logs_dir / "app.log").write_text(python_error(5))
+    monkeypatch.setattr(logs_command, "DEADLINE_MARGIN_SECONDS", 3600)
+    reply = local(api()).invoke("/logs api")
+    assert reply.data["read"]["timed_out"] and reply.data["events"] == []
+    assert "stopped at the time limit" in Renderer(NOW.tzinfo, lambda: NOW).text("logs", reply.data)
+
+
+def test_a_resolved_incident_is_read_up_to_a_little_after_it_ended(local, api, logs_dir, clock):
+    (logs_dir / "app.log").write_text(python_error(25) + python_error(-30, "RuntimeError: much later"))
+    runner = local(api())
+    incident_id = open_incident(runner)
+    clock.advance(minutes=5)
+    runner.invoke(f"/incident resolve #{incident_id} fixed")
+    clock.advance(hours=2)
+    data = runner.invoke(f"/logs #{incident_id}").data
+    assert data["query"]["until"] == NOW + timedelta(minutes=15)
+    assert [e.exception for e in data["events"]] == ["KeyError: 'id'"]
+
+
+def test_json_access_logs_with_quoted_statuses(local, api, logs_dir, clock):
+    lines = [{"time": f"2026-11-24T13:5{n}:00Z", "status": status, "request": f"GET /api/orders/{n}",
+              "method": "GET", "uri": f"/api/orders/{n}"} for n, status in enumerate(["200", "502", "504", "404"])]
+    (logs_dir / "nginx.log").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data = local(api()).invoke("/logs api --status 5xx").data
+    assert data["status"].by_status == {502: 1, 504: 1}
+    assert [p.path for p in data["status"].top_paths] == ["GET /api/orders/<n>"]
+    assert [e.cause.id for e in local(api()).invoke("/logs api").data["events"]] == ["infra.upstream_nginx"] * 2

@@ -1,0 +1,178 @@
+"""Secrets never leave the bot: the rules of bot.redact, and every exit they are hooked into."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot import redact
+from bot.config import ConfigError
+from bot.jsonlog import JsonFormatter
+from bot.redact import RedactionSettings, Redactor
+from bot.render import Renderer
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+SLACK_TOKEN = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ"
+       ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+
+
+@pytest.fixture(autouse=True)
+def default_redaction():
+    redact.use(RedactionSettings())
+    yield
+    redact.use(RedactionSettings())
+
+
+@pytest.mark.parametrize("text, secret, expected", [
+    ("could not connect to postgres://api:s3cr3t-Pw@db.internal:5432/api", "s3cr3t-Pw",
+     "could not connect to postgres://api:[redacted:password]@db.internal:5432/api"),
+    ("redis://:hunter2@cache:6379/0", "hunter2", "redis://:[redacted:password]@cache:6379/0"),
+    ("Authorization: Bearer abcdefghijklmnop.qrstuv", "abcdefghijklmnop", "Authorization: [redacted:authorization]"),
+    ('{"Cookie": "sessionid=8f2k3j; csrftoken=zzz"}', "8f2k3j", '{"Cookie": "[redacted:cookie]"}'),
+    ("{'HTTP_AUTHORIZATION': 'Token 1234567890abcdef'}", "1234567890abcdef",
+     "{'HTTP_AUTHORIZATION': '[redacted:authorization]'}"),
+    ("retrying with bearer 0123456789abcdefXYZ", "0123456789abcdefXYZ", "retrying with bearer [redacted:token]"),
+    (f"token {JWT} rejected", JWT, "token [redacted:jwt] rejected"),
+    (f"using key {AWS_KEY}", AWS_KEY, "using key [redacted:aws_key]"),
+    (f"slack said invalid_auth for {SLACK_TOKEN}", SLACK_TOKEN, "slack said invalid_auth for [redacted:slack_token]"),
+    (f"clone with {GITHUB_TOKEN}", GITHUB_TOKEN, "clone with [redacted:github_token]"),
+    ("GET /login?user=bob&password=hunter2&next=/ HTTP/1.1", "hunter2",
+     "GET /login?user=bob&password=[redacted:password]&next=/ HTTP/1.1"),
+    ('{"user": "bob", "password": "p\\"w0rd", "api_key": "k-123"}', "w0rd",
+     '{"user": "bob", "password": "[redacted:password]", "api_key": "[redacted:api_key]"}'),
+    ('msg="{\\"secret\\":\\"abc123\\",\\"n\\":1}"', "abc123", 'msg="{\\"secret\\":\\"[redacted:secret]\\",\\"n\\":1}"'),
+    ("host=db user=app password=s3cret dbname=api", "s3cret",
+     "host=db user=app password=[redacted:password] dbname=api"),
+    ("PGPASSWORD='two words' psql", "two words", "PGPASSWORD='[redacted:password]' psql"),
+    ("paid with 4111 1111 1111 1111 today", "4111 1111", "paid with [redacted:card] today"),
+    ("amex 378282246310005, mc 5555-5555-5555-4444", "378282246310005", "amex [redacted:card], mc [redacted:card]"),
+])
+def test_secrets_become_their_kind(text, secret, expected):
+    redacted = redact.redact(text)
+    assert secret not in redacted
+    assert redacted == expected
+
+
+def test_private_key_blocks_are_removed_whole_even_when_cut():
+    block = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nqh3k\n-----END RSA PRIVATE KEY-----"
+    assert redact.redact(f"loaded {block}\nnext line") == "loaded [redacted:private_key]\nnext line"
+    assert redact.redact("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA") == "[redacted:private_key]"
+
+
+@pytest.mark.parametrize("text", [
+    "order 4111111111111112 shipped",          # fails the Luhn check
+    "ts=1700000000123 id=20261124140000123",    # Luhn may pass, but no card network starts so
+    "KeyError: 'user_id' and max_tokens=100",   # a key mentioned, no secret assigned
+    "Traceback (most recent call last):",
+    "/api/users/1187 took 12ms",
+])
+def test_ordinary_text_is_left_alone(text):
+    assert redact.redact(text) == text
+
+
+def test_redacting_twice_changes_nothing():
+    once = redact.redact("password=hunter2 postgres://u:p@h/db Authorization: Basic dXNlcjpw")
+    assert redact.redact(once) == once
+
+
+def test_email_masking_and_extra_patterns_come_from_the_config(make_config):
+    config = make_config("""
+        [redaction]
+        emails = true
+        patterns = { customer_id = 'CUST-\\d{6}' }
+    """)
+    redactor = Redactor(config.redaction)
+    assert redactor.redact("mail bob@example.com about CUST-123456") == \
+        "mail [redacted:email] about [redacted:customer_id]"
+    assert Redactor().redact("mail bob@example.com") == "mail bob@example.com"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[redaction]\nemails = 'yes'", "redaction.emails: must be true or false"),
+    ("[redaction]\npatterns = { id = '(' }", "redaction.patterns.id: not a valid regular expression"),
+    ("[redaction]\npatterns = { id = 'x*' }", "matches empty text"),
+    ("[redaction]\npatterns = { \"Bad Kind\" = 'x' }", "a kind is lowercase letters"),
+    ("[redaction]\nmails = true", "unknown key (did you mean 'emails'?)"),
+])
+def test_bad_redaction_config_is_named(make_config, text, problem):
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        make_config(text)
+
+
+def test_values_under_secret_keys_are_replaced_in_data():
+    data = {"password": "x", "nested": [{"Token": "abc"}, "Bearer abcdefghijkl"], "count": 3, "ok": "fine"}
+    assert redact.redact_data(data) == {
+        "password": "[redacted:secret]", "nested": [{"Token": "[redacted:secret]"}, "Bearer [redacted:token]"],
+        "count": 3, "ok": "fine"}
+
+
+# -- every exit ---------------------------------------------------------------------------------------
+
+
+def test_template_values_are_redacted_in_slack_blocks_and_text(clock):
+    renderer = Renderer(ZoneInfo("UTC"), clock)
+    data = {"command": "x", "message": "db at postgres://u:hunter2@db/x is down", "usage": None, "incidents": []}
+    assert "hunter2" not in renderer.text("error", data)
+    message = renderer.slack("error", data)
+    assert "hunter2" not in json.dumps(message.blocks) and "[redacted:password]" in json.dumps(message.blocks)
+    assert "hunter2" not in message.text
+
+
+def test_our_json_log_lines_are_redacted():
+    record = logging.makeLogRecord({"msg": "connecting to %s", "args": ("mysql://root:toor@db/app",),
+                                    "levelname": "ERROR", "name": "t", "dsn": "x", "password": "p4ss"})
+    try:
+        raise RuntimeError(f"boom with {SLACK_TOKEN}")
+    except RuntimeError:
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    parsed = json.loads(line)
+    assert "toor" not in line and SLACK_TOKEN not in line and "p4ss" not in line
+    assert parsed["msg"] == "connecting to mysql://root:[redacted:password]@db/app"
+    assert "[redacted:slack_token]" in parsed["traceback"]
+
+
+def test_run_json_and_console_text_are_redacted(local, make_config):
+    config = make_config("[redaction]\nemails = true\n")
+    runner = local(config)
+    runner.invoke("/incident open db down password=hunter2 mail ops@example.com")
+    out, err = io.StringIO(), io.StringIO()
+    assert runner.run("/incident status", as_json=True, out=out, err=err) == 0
+    assert "hunter2" not in out.getvalue() and "ops@example.com" not in out.getvalue()
+    assert "[redacted:password]" in out.getvalue()
+    out = io.StringIO()
+    runner.run("/incident status", as_json=False, out=out, err=err)
+    assert "hunter2" not in out.getvalue() and "[redacted:email]" in out.getvalue()
+
+
+def test_timeline_text_and_data_are_stored_redacted(store, clock):
+    incident_id = store.insert_incident(title="t", severity=3, service=None, status="open", opened_by="U1",
+                                        opened_at=clock(), started_at=clock(), channel="C1", announce_channel="C1")
+    store.add_event(incident_id, at=clock(), user="U1", kind="logs", text=f"saw {AWS_KEY}",
+                    data={"excerpt": "Authorization: Bearer abcdefghijklmnopq", "when": clock()})
+    event = store.events(incident_id)[-1]
+    assert AWS_KEY not in event.text and "[redacted:aws_key]" in event.text
+    assert event.data["excerpt"] == "Authorization: [redacted:authorization]"
+    assert event.data["when"] == "2026-11-24T14:00:00Z"
+
+
+def test_the_real_cli_redacts_json_output(tmp_path: Path):
+    config = tmp_path / "oncall.toml"
+    config.write_text("[redaction]\npatterns = { ticket = 'TCK-[0-9]+' }\n")
+    env = {"ONCALL_CONFIG": str(config), "ONCALL_DB": str(tmp_path / "o.db"), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-m", "bot", "run", "/incident open checkout down TCK-991 secret=abc"],
+                   env=env, check=True, capture_output=True, timeout=60)
+    shown = subprocess.run([sys.executable, "-m", "bot", "run", "--json", "/incident status #1"],
+                           env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+    assert "TCK-991" not in shown and "[redacted:ticket]" in shown
+    assert "secret=abc" not in shown and "secret=[redacted:secret]" in shown
