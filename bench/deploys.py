@@ -162,7 +162,7 @@ def main() -> None:
     for text, log_args in cases:
         shown = len(runner.invoke(text).data["deploys"])
         command_ms = best_of(RUNS, deploys(text))
-        git_ms = best_of(RUNS, lambda: git_log(*log_args))
+        git_ms = best_of(RUNS, lambda log_args=log_args: git_log(*log_args))
         ratio = command_ms / git_ms
         worst = max(worst, ratio)
         print(f"  {text:<28} {shown:3d} deploys  {command_ms:7.1f} ms   git log {git_ms:7.1f} ms"

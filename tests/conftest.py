@@ -22,6 +22,8 @@ from bot.times import utc_now
 from commands import registry
 from slack_double import SlackDouble, button_click, sign, slash_command
 
+pytest_plugins = ["probe_servers"]   # its `web` and `hanging` servers are fixtures for every test
+
 
 class Clock:
     """A controllable clock: starts at `start`, moves only when told."""

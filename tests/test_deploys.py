@@ -284,7 +284,7 @@ def test_an_incident_by_number_and_a_rolled_back_tag(repo, service, local, store
     repo.tag("v1.1", T - timedelta(minutes=45))
     incident_id = store.insert_incident(title="500s", severity=2, service="api", status="open", opened_by="U1",
                                         opened_at=T, started_at=T - timedelta(minutes=20), channel="C0ELSEWHERE")
-    data = local(service(repo, deploy="tags:v*")).invoke("/deploys #%d" % incident_id).data
+    data = local(service(repo, deploy="tags:v*")).invoke(f"/deploys #{incident_id}").data
     assert [d.tag for d in data["deploys"] if d.suspect] == ["v1.1"]
     assert data["last_known_good"].tag == "v1.0" and data["rollback_hint"] == "redeploy v1.0"
 

@@ -13,7 +13,14 @@ import pytest
 
 from commands.logs import reading
 from commands.logs.reading import (
-    BackwardFile, CommandFailed, LogFile, SourceUnreadable, Stats, command_chunks, discover, forward_lines,
+    BackwardFile,
+    CommandFailed,
+    LogFile,
+    SourceUnreadable,
+    Stats,
+    command_chunks,
+    discover,
+    forward_lines,
     gzip_chunks,
 )
 

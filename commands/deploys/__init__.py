@@ -28,8 +28,7 @@ from bot.config import ServiceConfig
 from bot.store import Incident
 from bot.times import TimeParseError, parse_duration, parse_when
 from commands.deploys import mirror
-from commands.deploys.history import (Deploy, DeployDetail, DeployError, History, Listing, Window, checked_ref,
-                                      opened)
+from commands.deploys.history import Deploy, DeployDetail, DeployError, History, Listing, Window, checked_ref, opened
 from commands.deploys.mirror import Mirror
 
 DEFAULT_WINDOW = timedelta(hours=24)

@@ -23,10 +23,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from commands.logs.reading import (
-    BLOCK, BackwardFile, LogFile, SourceError, Span, Stats, command_chunks, forward_lines, gzip_chunks,
+    BLOCK,
+    BackwardFile,
+    LogFile,
+    SourceError,
+    Span,
+    Stats,
+    command_chunks,
+    forward_lines,
+    gzip_chunks,
 )
 from commands.logs.records import (
-    ERROR, WARN, BackwardGrouper, Record, decode, detect_format, forward_records, quick_level, quick_time,
+    ERROR,
+    WARN,
+    BackwardGrouper,
+    Record,
+    decode,
+    detect_format,
+    forward_records,
+    quick_level,
+    quick_time,
 )
 
 OUT_OF_ORDER = timedelta(minutes=2)      # entries may be written a little out of time order

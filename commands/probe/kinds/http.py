@@ -36,9 +36,9 @@ def probe(check: Check) -> Finding:
     follow = not (settings.expect_status and 300 <= settings.expect_status < 400)
     verify = _tls_context(settings.ca_file, os.stat(settings.ca_file).st_mtime_ns if settings.ca_file else 0)
     try:
-        with httpx.Client(verify=verify, timeout=httpx.Timeout(check.time_left(), connect=check.time_left(connecting=True)), follow_redirects=follow,
-                          max_redirects=MAX_REDIRECTS, trust_env=False, headers=dict(settings.headers),
-                          auth=auth) as client:
+        timeout = httpx.Timeout(check.time_left(), connect=check.time_left(connecting=True))
+        with httpx.Client(verify=verify, timeout=timeout, follow_redirects=follow, max_redirects=MAX_REDIRECTS,
+                          trust_env=False, headers=dict(settings.headers), auth=auth) as client:
             with client.stream(settings.method, url, extensions={"trace": tracer}) as response:
                 cert_days = _certificate_days_left(response)
                 body = _read_body(response, check)

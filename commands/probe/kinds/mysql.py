@@ -14,8 +14,15 @@ import pymysql
 from pymysql.constants import ER
 
 from commands.probe.check import Check, Finding, percent
-from commands.probe.errors import (AuthenticationFailed, ConnectionFailed, ProbeError, ServerError,
-                                   TooManyConnections, from_os_error, timed_out)
+from commands.probe.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ProbeError,
+    ServerError,
+    TooManyConnections,
+    from_os_error,
+    timed_out,
+)
 
 DEFAULT_PORT = 3306
 _AUTH_ERRORS = {ER.ACCESS_DENIED_ERROR, ER.DBACCESS_DENIED_ERROR, 1698}   # 1698: access denied, no password

@@ -17,8 +17,16 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bot.times import format_duration
 from commands.probe.check import Check, Finding, percent
-from commands.probe.errors import (AuthenticationFailed, ConnectionFailed, ConnectionRefused, DnsFailure, ProbeError,
-                                   ServerError, TlsError, TooManyConnections)
+from commands.probe.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ConnectionRefused,
+    DnsFailure,
+    ProbeError,
+    ServerError,
+    TlsError,
+    TooManyConnections,
+)
 
 LIBPQ_MIN_CONNECT_TIMEOUT = 2
 APPLICATION_NAME = "oncall-bot probe"
@@ -62,8 +70,9 @@ def probe(check: Check) -> Finding:
         check.resolve(host, int(port))
     check.enter("connect", f"connecting and logging in to {where}")
     try:
+        connect_timeout = max(LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(check.time_left(connecting=True)))
         with psycopg.connect(settings.dsn, autocommit=True, application_name=APPLICATION_NAME,
-                             connect_timeout=max(LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(check.time_left(connecting=True)))) as conn:
+                             connect_timeout=connect_timeout) as conn:
             check.enter("read", f"waiting for SELECT 1 on {where}")
             statement_ms = max(1, int(check.time_left() * 1000))
             conn.execute("SELECT 1, set_config('statement_timeout', %s, false)", [str(statement_ms)]).fetchone()

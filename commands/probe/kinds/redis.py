@@ -15,8 +15,15 @@ from redis.connection import parse_url
 from redis.retry import Retry
 
 from commands.probe.check import Check, Finding, percent
-from commands.probe.errors import (AuthenticationFailed, ConnectionFailed, ProbeError, ServerError,
-                                   TooManyConnections, from_os_error, timed_out)
+from commands.probe.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ProbeError,
+    ServerError,
+    TooManyConnections,
+    from_os_error,
+    timed_out,
+)
 
 DEFAULT_PORT = 6379
 
