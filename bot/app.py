@@ -248,7 +248,13 @@ class SlackBot:
 
         try:
             reply = self.dispatcher.run(invocation, progress)
-            self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
+            try:
+                self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
+            except Exception:  # the answer could not be rendered: say so where the answer was due
+                log.exception("/%s: the answer could not be posted", invocation.command)
+                reply = Reply("internal_error", {"command": invocation.command, "request_id": invocation.request_id},
+                              outcome=Outcome.FAILED)
+                self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
             if then is not None:
                 then()
             log.info("/%s answered", invocation.command, extra={

@@ -52,6 +52,11 @@ class SlackSettings:
 
 
 @dataclass(frozen=True)
+class TriageSettings:
+    deadline: timedelta = timedelta(seconds=15)   # all of /triage's parts together
+
+
+@dataclass(frozen=True)
 class AccessRule:
     """Who may run a command and where; an empty tuple means no restriction on that axis."""
 
@@ -120,6 +125,7 @@ class Config:
     access: dict[str, AccessRule] = field(default_factory=dict)
     services: dict[str, ServiceConfig] = field(default_factory=dict)
     redaction: RedactionSettings = RedactionSettings()
+    triage: TriageSettings = TriageSettings()
 
 
 def load(path: Path, commands: Iterable[str], *, required: bool = False) -> Config:
@@ -161,9 +167,14 @@ def _parse(root: _Table, commands: set[str]) -> Config:
         services[name] = _parse_service(name, services_table.table(name))
     services_table.done()
     redaction = _parse_redaction(root.table("redaction"))
+    triage_table = root.table("triage")
+    triage = TriageSettings(deadline=triage_table.duration("deadline", TriageSettings.deadline))
+    if triage.deadline > timedelta(seconds=25):
+        triage_table.fail("deadline", "at most 25s: a command's whole answer must come within 30 s")
+    triage_table.done()
     root.done()
     return Config(source=root.file, timezone=zone, slack=slack, access=access, services=services,
-                  redaction=redaction)
+                  redaction=redaction, triage=triage)
 
 
 def _parse_slack(table: _Table) -> SlackSettings:
@@ -534,7 +545,8 @@ def _shape(path: str) -> str:
 
 
 _KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("timezone", "slack", "access", "services", "redaction"),
+    "": ("timezone", "slack", "access", "services", "redaction", "triage"),
+    "triage": ("deadline",),
     "redaction": ("patterns", "emails"),
     "slack": ("incident_channel", "summary_channel", "summary_at"),
     "access.*": ("users", "usergroups", "channels"),

@@ -360,6 +360,7 @@ def test_reading_stops_at_the_deadline_with_a_note(local, api, logs_dir, monkeyp
     import commands.logs as logs_command
     (logs_dir / "app.log").write_text(python_error(5))
     monkeypatch.setattr(logs_command, "DEADLINE_MARGIN_SECONDS", 3600)
+    monkeypatch.setattr(logs_command, "DEADLINE_MARGIN_SHARE", 1.0)
     reply = local(api()).invoke("/logs api")
     assert reply.data["read"]["timed_out"] and reply.data["events"] == []
     assert "stopped at the time limit" in Renderer(NOW.tzinfo, lambda: NOW).text("logs", reply.data)

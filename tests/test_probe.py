@@ -15,12 +15,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from probe_servers import WebServer, closed_port
 
 from bot.command import Audience, Outcome
 from bot.render import MAX_BLOCKS, Renderer
 from commands.probe import parse, runner
 from commands.probe.runner import Target, run_probes
+from probe_servers import WebServer, closed_port
 from slack_double import eventually
 
 ROOT = Path(__file__).resolve().parent.parent

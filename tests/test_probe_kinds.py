@@ -17,7 +17,6 @@ import psycopg
 import pymysql
 import pytest
 import trustme
-from probe_servers import TOKEN, FullBacklogServer, WebServer, closed_port
 
 from commands.probe import errors
 from commands.probe.kinds import host as host_kind
@@ -25,6 +24,7 @@ from commands.probe.kinds import mysql as mysql_kind
 from commands.probe.kinds import postgres as postgres_kind
 from commands.probe.kinds import redis as redis_kind
 from commands.probe.runner import Target, flights_in_the_air, run_probes
+from probe_servers import TOKEN, FullBacklogServer, WebServer, closed_port
 from slack_double import eventually
 
 PG = "postgresql://postgres:s3cret-pg-pw@127.0.0.1:5432/test"

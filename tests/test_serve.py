@@ -21,12 +21,13 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, tmp_path, double: SlackDouble, *, port_from_env: bool = False):
+    def __init__(self, tmp_path, double: SlackDouble, *, port_from_env: bool = False, env: dict | None = None):
         self.port = free_port()
         self.db = tmp_path / "oncall.db"
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ONCALL_", "PORT"))}
         env.update(SLACK_BOT_TOKEN="xoxb-e2e", SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=double.api_url,
-                   ONCALL_DB=str(self.db))
+                   ONCALL_DB=str(self.db), **extra)
         command = [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1"]
         if port_from_env:
             env["PORT"] = str(self.port)

@@ -300,3 +300,12 @@ def test_a_long_command_shows_its_progress_in_one_message_updated_in_place(slack
     assert final.args["ts"] == "1700000000.000002" and final.args["channel"] == "C0INCIDNT"
     time.sleep(0.3)
     assert len(slack_double.called("chat.postMessage")) == 2
+
+
+def test_an_answer_that_cannot_be_rendered_is_an_apology_with_the_request_id(slack_bot, slack_double):
+    unrenderable = Command("broken", "broken", "", lambda text: text,
+                           lambda ctx, args: Reply("error", {"command": "broken"}))  # the template needs more
+    bot, client = slack_bot(commands={"broken": unrenderable})
+    client.command("/broken", "")
+    (answer,) = slack_double.wait_for("response_url")
+    assert "Something went wrong running `/broken`" in blocks_text(answer) and "Request id `" in blocks_text(answer)

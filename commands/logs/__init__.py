@@ -12,6 +12,7 @@ the frame on the way out (bot.redact).
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,8 @@ REQUEST_SPREAD = timedelta(minutes=10)     # a request's entries lie within this
 COUNT_WINDOW = timedelta(minutes=10)       # once the last errors are found, repeats are counted this far
 COUNT_BYTES = 4 * 1024 * 1024              # back from the newest, or at most this much more is read
 MAX_REQUEST_ENTRIES = 200
-DEADLINE_MARGIN_SECONDS = 3                # stop reading this long before the command's deadline
+DEADLINE_MARGIN_SECONDS = 3                # stop reading this long before the command's deadline,
+DEADLINE_MARGIN_SHARE = 0.2                # or this share of the time left, when that is less
 TIMELINE_EXCERPT = 4000
 _STATUS = re.compile(r"^([1-5])(xx|\d\d)$", re.I)
 _OPTIONS = {"since": Option.WORDS, "grep": Option.WORDS, "level": Option.VALUE, "last": Option.VALUE,
@@ -115,7 +117,8 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
         since=since, until=until,
     )
     stats = Stats()
-    deadline = ctx.deadline - DEADLINE_MARGIN_SECONDS
+    left = ctx.deadline - time.monotonic()
+    deadline = ctx.deadline - min(DEADLINE_MARGIN_SECONDS, DEADLINE_MARGIN_SHARE * left)
     logs = discover(service.logs, stats)
     streams = [file_stream(files, service.log_format, query, stats, deadline) for files in logs]
     if service.log_command:
@@ -272,7 +275,7 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any], now: datetim
         if events else "nothing matched"))
     ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="logs", text=summary, data={
         "service": data["service"], "mode": data["mode"], "query": data["query"],
-        "events": [{"excerpt": event.excerpt[:TIMELINE_EXCERPT], "count": event.count,
+        "events": [{"excerpt": event.excerpt[:TIMELINE_EXCERPT], "count": event.count, "signature": event.signature,
                     "first_seen": event.first_seen, "last_seen": event.last_seen,
                     "cause": asdict(event.cause) if event.cause else None} for event in events],
         "status": data["status"], "request_lines": len(data["lines"]),

@@ -1,0 +1,252 @@
+"""/triage: the whole 500 checklist at once, and the likely causes ranked.
+
+`/triage [service]` runs, concurrently and under one deadline (`[triage] deadline`, 15 s), the
+service's recent deploys, every probe of the service, the log summary with known causes, and this
+host's resources. Each part is the feature's own command run as the caller (`/deploys`, `/probe`,
+`/logs`), so each answers and records exactly as it does alone; a part still running at the
+deadline is reported as timed out. The message, in the incident's thread, is updated in place as
+each part lands; at the top stands the verdict (verdicts.py holds the ranking rules).
+
+Also: the impact start the logs show (their first error) offered as a button that corrects the
+incident's start, "seen before" when an error's signature was seen in an earlier incident, and
+everything found recorded in the incident's timeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.args import parse_args
+from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.config import ProbeConfig, ServiceConfig
+from bot.store import Incident, Store
+from bot.times import to_iso
+from commands.deploys import COMMAND as DEPLOYS
+from commands.logs import COMMAND as LOGS
+from commands.logs import causes
+from commands.probe import COMMAND as PROBE
+from commands.probe.runner import Target, run_probes
+from commands.triage.verdicts import Verdict, rank
+
+PARTS = ("deploys", "probes", "logs", "host")
+RUNNING, DONE, FAILED, TIMED_OUT, SKIPPED = "running", "done", "failed", "timed out", "skipped"
+SUSPECTS_IN_DETAIL = 3
+IMPACT_OFFER_AFTER = timedelta(minutes=1)   # a start this far from the logs' first error is offered a fix
+REPLY_MARGIN_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class TriageArgs:
+    service: str | None = None
+    incident: int | None = None
+
+
+@dataclass
+class Part:
+    name: str
+    state: str = RUNNING
+    note: str | None = None          # why it failed or was skipped
+    took_ms: int | None = None
+    data: dict[str, Any] | None = None
+
+
+def parse(text: str) -> TriageArgs:
+    args = parse_args(text, {})
+    if len(args.words) > 1:
+        raise UsageError(f"One service at a time, not {' and '.join(args.words)}.")
+    return TriageArgs(service=args.words[0] if args.words else None, incident=args.incident)
+
+
+def run(ctx: Context, args: TriageArgs) -> Reply:
+    incident = ctx.incident(args.incident, required=args.incident is not None)
+    service = _service(ctx, args, incident)
+    started = time.monotonic()
+    deadline = min(ctx.deadline - REPLY_MARGIN_SECONDS, started + ctx.config.triage.deadline.total_seconds())
+    parts = {name: Part(name) for name in PARTS}
+    audience = Audience.THREAD if incident else Audience.CHANNEL
+
+    def reply(final: bool) -> Reply:
+        data = _data(ctx, service, incident, parts, final, time.monotonic() - started)
+        return Reply("triage", data, audience, incident_id=incident.id if incident else None)
+
+    ctx.progress(reply(final=False))
+    landed: queue.Queue[str] = queue.Queue()
+    part_ctx = dataclasses.replace(ctx, deadline=deadline, progress=lambda partial: None)
+    for name, work in _work(part_ctx, service, incident).items():
+        if work is None:
+            parts[name].state, parts[name].note = SKIPPED, _NOT_CONFIGURED[name]
+            continue
+        threading.Thread(target=_run_part, args=(parts[name], work, landed), name=f"triage-{name}",
+                         daemon=True).start()
+    while any(part.state == RUNNING for part in parts.values()):
+        try:
+            landed.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            for part in parts.values():
+                if part.state == RUNNING:
+                    part.state, part.note = TIMED_OUT, f"no answer within {ctx.config.triage.deadline}"
+            break
+        ctx.progress(reply(final=False))
+    final = reply(final=True)
+    if incident is not None:
+        _record(ctx, incident, final.data)
+    return final
+
+
+_NOT_CONFIGURED = {"deploys": "no repo configured", "probes": "no probes configured",
+                   "logs": "no logs configured", "host": None}
+
+
+def _service(ctx: Context, args: TriageArgs, incident: Incident | None) -> ServiceConfig:
+    services = ctx.config.services
+    name = args.service or (incident.service if incident else None)
+    if name is None:
+        if len(services) == 1:
+            return next(iter(services.values()))
+        if not services:
+            raise CommandError("No service is configured: add a [services.NAME] to the config.")
+        raise UsageError(f"Name a service: /triage <service> (configured: {', '.join(services)}).")
+    if name not in services:
+        raise UsageError(f"Unknown service {name!r}; configured: {', '.join(services) or 'none'}.")
+    return services[name]
+
+
+def _work(ctx: Context, service: ServiceConfig, incident: Incident | None) -> dict[str, Callable[[], dict] | None]:
+    """What each part runs, or None when the service has nothing configured for it."""
+    about = f"{service.name} #{incident.id}" if incident else service.name
+
+    def deploys() -> dict[str, Any]:
+        data = _command(ctx, DEPLOYS, about)
+        files = {}
+        for deploy in [d for d in data["deploys"] if d.suspect][:SUSPECTS_IN_DETAIL]:
+            detail = _command(ctx, DEPLOYS, f"{about} {deploy.sha}")
+            files[deploy.sha] = [change.path for change in detail["files"]]
+        return {**data, "suspect_files": files}
+
+    def host() -> dict[str, Any]:
+        configured = [probe for probe in service.probes.values() if probe.kind == "host"]
+        probe = configured[0] if configured else ProbeConfig(name="host", kind="host")
+        return {"results": run_probes([Target(service.name, probe)], ctx.deadline)}
+
+    return {
+        "deploys": deploys if service.repo else None,
+        "probes": (lambda: _command(ctx, PROBE, about)) if service.probes else None,
+        "logs": (lambda: _command(ctx, LOGS, about)) if service.logs or service.log_command else None,
+        "host": host,
+    }
+
+
+def _command(ctx: Context, command: Command, text: str) -> dict[str, Any]:
+    return command.run(ctx, command.parse(text)).data
+
+
+def _run_part(part: Part, work: Callable[[], dict], landed: queue.Queue[str]) -> None:
+    started = time.monotonic()
+    try:
+        part.data = work()
+        state, note = DONE, None
+    except (UsageError, CommandError) as error:
+        state, note = FAILED, str(error)
+    except Exception as error:  # a part must never take the triage down with it
+        state, note = FAILED, f"{type(error).__name__}: {error}"
+    if part.state == RUNNING:     # not already given up on at the deadline
+        part.took_ms = round((time.monotonic() - started) * 1000)
+        part.state, part.note = state, note
+    landed.put(part.name)
+
+
+def _data(ctx: Context, service: ServiceConfig, incident: Incident | None, parts: dict[str, Part], final: bool,
+          elapsed: float) -> dict[str, Any]:
+    deploys, probes, logs, host = (parts[name].data if parts[name].state == DONE else None for name in PARTS)
+    errors = logs["events"] if logs else []
+    first_error = min((event.first_seen for event in errors if event.first_seen), default=None)
+    verdicts = rank(
+        deploys=deploys["deploys"] if deploys else [], deploy_files=deploys["suspect_files"] if deploys else {},
+        probes=[r for r in probes["results"] if r.kind != "host"] if probes else [],
+        host=host["results"] if host else [], errors=errors,
+        cause_kinds={cause.id: cause.probe_kinds for cause in causes.catalog()},
+        first_error=first_error, started=incident.started_at if incident else None,
+        suspect_window=service.suspect_window, incident_id=incident.id if incident else None,
+    ) if final or any(part.state == DONE for part in parts.values()) else []
+    return {
+        "service": service.name,
+        "incident": incident,
+        "final": final,
+        "elapsed_seconds": round(elapsed, 1),
+        "deadline_seconds": ctx.config.triage.deadline.total_seconds(),
+        "parts": {name: {"state": part.state, "note": part.note, "took_ms": part.took_ms}
+                  for name, part in parts.items()},
+        "verdicts": verdicts,
+        "impact_start": _impact_start(incident, first_error),
+        "seen_before": _seen_before(ctx.store, incident, errors) if final else [],
+        "deploys": deploys, "probes": probes, "logs": logs, "host": host,
+    }
+
+
+def _impact_start(incident: Incident | None, first_error: datetime | None) -> dict[str, Any] | None:
+    """The logs' first error, offered as the incident's start when it is a minute or more off."""
+    if first_error is None:
+        return None
+    offer = None
+    if incident is not None and abs(first_error - incident.started_at) >= IMPACT_OFFER_AFTER \
+            and (incident.resolved_at is None or first_error <= incident.resolved_at):
+        offer = f"/incident update #{incident.id} --started {to_iso(first_error)}"
+    return {"at": first_error, "set_started": offer}
+
+
+def _seen_before(store: Store, incident: Incident | None, errors: list[Any]) -> list[dict[str, Any]]:
+    """Earlier incidents in whose triage or logs one of these errors' signatures was recorded."""
+    signatures = {event.signature: event for event in errors}
+    if not signatures:
+        return []
+    marks = ",".join("?" * len(signatures))
+    this = incident.id if incident else -1
+    rows = store.db.execute(
+        f"""SELECT DISTINCT e.incident_id, s.value FROM events AS e, json_each(e.data, '$.signatures') AS s
+            WHERE e.kind = 'triage' AND e.incident_id != ? AND s.value IN ({marks})
+            UNION
+            SELECT DISTINCT e.incident_id, json_extract(l.value, '$.signature') FROM events AS e,
+                   json_each(e.data, '$.events') AS l
+            WHERE e.kind = 'logs' AND e.incident_id != ? AND json_extract(l.value, '$.signature') IN ({marks})
+            ORDER BY 1 DESC""",
+        [this, *signatures, this, *signatures]).fetchall()
+    seen, found = [], set()
+    for incident_id, signature in rows:
+        earlier = store.incident(incident_id)
+        if earlier is None or incident_id in found:
+            continue
+        found.add(incident_id)
+        seen.append({
+            "incident": earlier, "exception": signatures[signature].exception,
+            "time_to_resolve": (earlier.resolved_at - earlier.started_at).total_seconds()
+            if earlier.resolved_at else None,
+        })
+    return seen[:3]
+
+
+def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
+    top: Verdict = data["verdicts"][0]
+    ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="triage",
+                        text=f"/triage {data['service']}: {top.summary}", data={
+                            "verdicts": data["verdicts"],
+                            "parts": data["parts"],
+                            "impact_start": data["impact_start"]["at"] if data["impact_start"] else None,
+                            "signatures": [event.signature for event in (data["logs"] or {}).get("events", [])],
+                            "seen_before": [item["incident"].id for item in data["seen_before"]],
+                        })
+
+
+COMMAND = Command(
+    name="triage",
+    description="The whole 500 checklist at once: deploys, probes, logs, host; likely causes ranked",
+    usage="[service]   (#N: an incident)",
+    parse=parse,
+    run=run,
+)
