@@ -25,6 +25,7 @@ from bot.args import Option, parse_args
 from bot.command import Audience, Command, Context, Reply, Upload, UsageError
 from bot.store import RESOLVED, Store
 from bot.times import to_iso
+from commands.deploys import count_deploys
 from commands.mttr_chart import chart_png
 
 SLOWEST = 5
@@ -117,8 +118,16 @@ def _weekly_report(ctx: Context, window: Window) -> Reply:
         for i in ctx.store.incidents("resolved_at >= ? AND resolved_at < ? AND cause LIKE 'deploy:%'",
                                      [to_iso(window.start), to_iso(window.end)])]
     caused = len(data["deploy_caused"])
-    share = round(caused / data["resolved"] * 100, 1) if data["resolved"] else None
-    data["change_failure"] = {"deploy_caused": caused, "share_of_incidents": share}
+    counted = [count_deploys(ctx, service, window.start, window.end)
+               for service in ctx.config.services.values() if service.repo]
+    deploys = sum(n for n in counted if n is not None) if any(n is not None for n in counted) else None
+    failed_deploys = len({item["sha"] for item in data["deploy_caused"]})
+    data["change_failure"] = {
+        "deploy_caused": caused,
+        "share_of_incidents": round(caused / data["resolved"] * 100, 1) if data["resolved"] else None,
+        "deploys": deploys,
+        "rate": round(failed_deploys / deploys * 100, 1) if deploys else None,
+    }
     series = []
     for back in range(SERIES_WEEKS - 1, -1, -1):
         week = Window(_shift_weeks(window.start, -back, window.tz), 1, window.tz)

@@ -45,7 +45,7 @@ def test_the_report_of_a_week(local, store, clock, make_config):
     assert data["window"]["label"] == "2026-W47" and data["resolved"] == 2
     assert data["mttr"]["median"] == 60 * 60 and data["previous"]["resolved"] == 1
     assert data["by_service"] == [{"service": "api", "resolved": 2}]
-    assert data["change_failure"] == {"deploy_caused": 1, "share_of_incidents": 50.0}
+    assert data["change_failure"] == {"deploy_caused": 1, "share_of_incidents": 50.0, "deploys": None, "rate": None}
     assert [w["week"] for w in data["series"]][-3:] == ["2026-W45", "2026-W46", "2026-W47"]
     assert len(data["series"]) == 12 and data["series"][-1]["resolved"] == 2
     (chart,) = reply.files
@@ -163,3 +163,25 @@ def test_export_csv_and_json(tmp_path):
     assert json.loads(oncall(tmp_path, "export", "--format", "json", "--since", "2099-01-01").stdout) == []
     bad = oncall(tmp_path, "export", "--since", "someday")
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def test_the_change_failure_rate_counts_the_weeks_deploys(local, store, clock, make_config, tmp_path):
+    repo = tmp_path / "api"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "dana", "GIT_AUTHOR_EMAIL": "d@acme.io",
+           "GIT_COMMITTER_NAME": "dana", "GIT_COMMITTER_EMAIL": "d@acme.io"}
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    shas = []
+    for day in (10, 16, 17, 19, 21, 23):     # four of them in 2026-W47 (16-22 Nov)
+        (repo / "f").write_text(str(day))
+        when = f"2026-11-{day:02d}T12:00:00Z"
+        subprocess.run(["git", "add", "f"], cwd=repo, check=True)
+        subprocess.run(["git", "commit", "-q", "-m", f"day {day}"], cwd=repo, check=True,
+                       env={**env, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when})
+        shas.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip())
+    seed(store, clock())
+    store.update_incident(2, cause=f"deploy:{shas[2]}")
+    runner = local(make_config(f'[services.api]\nrepo = "{repo}"\ndeploy = "commits"\n'))
+    reply = runner.invoke("/mttr report 2026-W47")
+    assert reply.data["change_failure"] == {"deploy_caused": 1, "share_of_incidents": 50.0, "deploys": 4, "rate": 25.0}
+    assert "*25.0%*: 1 of 4 deploys caused an incident" in runner.renderer.text(reply.template, reply.data)

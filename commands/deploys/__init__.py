@@ -228,6 +228,15 @@ def _report(ctx: Context, service: ServiceConfig, branch: str | None, window: Wi
     return report, deploys
 
 
+def count_deploys(ctx: Context, service: ServiceConfig, since: datetime, until: datetime) -> int | None:
+    """How many deploys `service` had from `since` to `until`; None when its repo cannot be read."""
+    try:
+        with _history(ctx, service, _branch(service, None)) as (history, _):
+            return len(history.deploys(Window(since, until, MAX_DEPLOYS)).deploys)
+    except DeployError:
+        return None
+
+
 def _detail(ctx: Context, service: ServiceConfig, ref: str, incident: Incident | None) -> dict[str, Any]:
     branch = _branch(service, None)
     with _history(ctx, service, branch) as (history, fetched):
