@@ -90,7 +90,9 @@ class SlackBot:
         self.renderer = Renderer(config.timezone, clock)
         self.outbox = Outbox(store, self.client, self.renderer, clock)
         self.dispatcher = Dispatcher(store, config, commands, clock, Access(config.access, self._group_members))
-        self.weekly_report = WeeklyReport(store, config, self.dispatcher, self.outbox, clock)
+        # The bot itself runs the weekly report: [access] is for people.
+        self.weekly_report = WeeklyReport(store, config, Dispatcher(store, config, commands, clock), self.outbox,
+                                          clock)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="command")
         self._inflight: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -173,10 +175,10 @@ class SlackBot:
     def _on_command(self, ack: Callable[..., None], body: dict[str, Any]) -> None:
         rid = new_request_id()
         request_id.set(rid)
-        if not self._first_delivery("command", body.get("trigger_id"), body):
-            ack()
-            return
+        first = self._first_delivery("command", body.get("trigger_id"), body)
         ack()
+        if not first:
+            return
         self.submit(Invocation(
             command=body["command"].lstrip("/"), text=body.get("text") or "", user=body["user_id"],
             channel=body.get("channel_id"), request_id=rid, response_url=body.get("response_url"),
@@ -185,7 +187,8 @@ class SlackBot:
     def _on_button(self, ack: Callable[..., None], body: dict[str, Any], action: dict[str, Any]) -> None:
         rid = new_request_id()
         request_id.set(rid)
-        first = self._first_delivery("action", f"{body.get('trigger_id')}:{action.get('action_id')}", body)
+        trigger = body.get("trigger_id")
+        first = self._first_delivery("action", f"{trigger}:{action.get('action_id')}" if trigger else None, body)
         ack()
         if not first:
             return

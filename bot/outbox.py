@@ -65,10 +65,8 @@ class Outbox:
             self.post(reply, invocation, replacing=message_id)
             return message_id
         message = self.renderer.slack(reply.template, reply.data)
-        incident = self.store.incident(reply.incident_id) if reply.incident_id else None
-        where = {"incident_id": incident.id} if incident is not None else {"channel": invocation.channel}
         message_id = self.store.enqueue(kind="message", payload={"text": message.text, "blocks": message.blocks},
-                                        **where, **self._common(invocation))
+                                        **self._place(reply, invocation), **self._common(invocation))
         self.wake()
         return message_id
 
@@ -81,8 +79,8 @@ class Outbox:
         common = self._common(invocation)
         incident = self.store.incident(reply.incident_id) if reply.incident_id else None
         if replacing is not None:
-            where = {"incident_id": incident.id} if incident is not None else {"channel": invocation.channel}
-            self._enqueue_message("update_message", message, target=replacing, **where, **common)
+            self._enqueue_message("update_message", message, target=replacing, **self._place(reply, invocation),
+                                  **common)
         elif reply.audience in (Audience.THREAD, Audience.ANNOUNCE) and incident is not None:
             kind = "announce" if reply.audience is Audience.ANNOUNCE else "message"
             self._enqueue_message(kind, message, channel=incident.announce_channel, incident_id=incident.id,
@@ -95,15 +93,20 @@ class Outbox:
         else:
             self._enqueue_message("ephemeral", message, channel=invocation.channel, **common)
         for upload in reply.files:
-            where = {"incident_id": incident.id} if incident is not None else {"channel": invocation.channel}
             self.store.enqueue(kind="upload", payload={
                 "filename": upload.filename, "title": upload.title,
-                "content_base64": base64.b64encode(upload.content).decode()}, **where, **common)
+                "content_base64": base64.b64encode(upload.content).decode()}, **self._place(reply, invocation),
+                **common)
         if reply.card is not None and incident is not None:
             card = self.renderer.slack(reply.card.template, reply.card.data)
             self._enqueue_message("update", card, channel=incident.announce_channel, incident_id=incident.id,
                                   **common)
         self.wake()
+
+    @staticmethod
+    def _place(reply: Reply, invocation: Invocation) -> dict[str, Any]:
+        """Where a reply's message goes when it is not private: its incident's thread, else the channel."""
+        return {"incident_id": reply.incident_id} if reply.incident_id else {"channel": invocation.channel}
 
     def _common(self, invocation: Invocation) -> dict[str, Any]:
         return {"now": self.clock(), "request_id": invocation.request_id, "user": invocation.user,
@@ -204,19 +207,20 @@ class Outbox:
             return self._call("chat_update", channel=target[0], ts=target[1], **content)
         if item.kind == "update":
             if incident is None or incident.thread_ts is None or self.store.outbox_superseded(item):
-                return
-            self._call("chat_update", channel=incident.announce_channel, ts=incident.thread_ts, **payload)
-        elif item.kind == "home":
-            if not self.store.outbox_superseded(item):
-                self._call("views_publish", user_id=item.user, view={"type": "home", **payload})
-        elif item.kind == "upload":
+                return None
+            return self._call("chat_update", channel=incident.announce_channel, ts=incident.thread_ts, **payload)
+        if item.kind == "home":
+            if self.store.outbox_superseded(item):
+                return None
+            return self._call("views_publish", user_id=item.user, view={"type": "home", **payload})
+        if item.kind == "upload":
             self._call("files_upload_v2", **self._where(item, incident), **_file(payload))
-        elif item.kind == "upload_dm":
+            return None
+        if item.kind == "upload_dm":
             direct = self._call("conversations_open", users=item.user)["channel"]["id"]
             self._call("files_upload_v2", channel=direct, **_file(payload))
-        else:
-            raise PermanentFailure(f"unknown outbox item kind {item.kind!r}")
-        return None
+            return None
+        raise PermanentFailure(f"unknown outbox item kind {item.kind!r}")
 
     @staticmethod
     def _where(item: OutboxItem, incident: object | None) -> dict[str, str]:

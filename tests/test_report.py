@@ -185,3 +185,11 @@ def test_the_change_failure_rate_counts_the_weeks_deploys(local, store, clock, m
     reply = runner.invoke("/mttr report 2026-W47")
     assert reply.data["change_failure"] == {"deploy_caused": 1, "share_of_incidents": 50.0, "deploys": 4, "rate": 25.0}
     assert "*25.0%*: 1 of 4 deploys caused an incident" in runner.renderer.text(reply.template, reply.data)
+
+
+def test_access_rules_do_not_stop_the_bots_own_report(slack_bot, slack_double, store, make_config, clock):
+    clock.now = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+    seed(store, clock())
+    slack_bot(make_config(CONFIG + '\n[access]\n"/mttr" = { users = ["U0ALICE01"] }\n'), use_clock=True)
+    (message,) = slack_double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0SUMMARY")
+    assert "Weekly incident report" in message.args["text"]
