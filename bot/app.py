@@ -94,7 +94,7 @@ class SlackBot:
         self.weekly_report = WeeklyReport(store, config, Dispatcher(store, config, commands, clock), self.outbox,
                                           clock)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="command")
-        self._inflight: set[Future[None]] = set()
+        self._inflight: dict[Future[None], Invocation] = {}
         self._lock = threading.Lock()
         # Our own token, without Bolt's auth.test round trip: a Slack outage must not stop an
         # incident from being recorded. (Bolt passes arguments by name, so no bound methods.)
@@ -139,13 +139,16 @@ class SlackBot:
         """Finish queued and running commands, then send what is due, all within `seconds`."""
         deadline = time.monotonic() + seconds
         with self._lock:
-            pending = list(self._inflight)
+            pending = dict(self._inflight)
         log.info("draining %d command(s) and the outbox", len(pending))
-        for future in pending:
+        for future, invocation in pending.items():
             try:
                 future.result(timeout=max(0.0, deadline - 1.5 - time.monotonic()))
             except Exception:
-                log.warning("a command did not finish before shutdown")
+                log.warning("/%s did not finish before shutdown", invocation.command,
+                            extra={"cut_short": invocation.request_id})
+                # Whoever asked hears that it was cut short, rather than waiting for an answer.
+                self.outbox.post(Reply("restarting", {"command": invocation.command}), invocation)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.weekly_report.stop()
         self.outbox.stop(max(0.0, deadline - time.monotonic()))
@@ -233,13 +236,13 @@ class SlackBot:
     def submit(self, invocation: Invocation, then: Callable[[], None] | None = None) -> Future[None]:
         future = self.pool.submit(self._execute, invocation, then)
         with self._lock:
-            self._inflight.add(future)
+            self._inflight[future] = invocation
         future.add_done_callback(self._finished)
         return future
 
     def _finished(self, future: Future[None]) -> None:
         with self._lock:
-            self._inflight.discard(future)
+            self._inflight.pop(future, None)
 
     def _execute(self, invocation: Invocation, then: Callable[[], None] | None) -> None:
         token = request_id.set(invocation.request_id)

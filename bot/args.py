@@ -1,8 +1,9 @@
 """Slash-command text -> words, options and the incident it names.
 
 Users type in Slack, so: `--sev 2` and `--sev=2`; an em dash where macOS autocorrected `--`;
-straight or curly double quotes to group words; apostrophes are plain letters ("can't"). Free text
-(a title, a note) keeps its own spacing and line breaks.
+straight or curly quotes, double or single, to group words ('connection refused'); an apostrophe
+inside a word is a plain letter ("can't"). Free text (a title, a note) keeps its own spacing and
+line breaks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ class Option(Enum):
     FLAG = "no value"
 
 
-_TOKEN = re.compile(r'"[^"]*"|“[^”]*”|\S+')
+_QUOTES = (('"', '"'), ("“", "”"), ("'", "'"), ("‘", "’"))
+# A quoted group starts and ends at word boundaries, so the apostrophe of "can't" opens nothing.
+_TOKEN = re.compile("|".join(f"(?<!\\S){re.escape(a)}[^{re.escape(b)}]*{re.escape(b)}(?!\\S)" for a, b in _QUOTES)
+                    + r"|\S+")
 _OPTION = re.compile(r"^(?:--|—|–)([A-Za-z][A-Za-z0-9-]*)(?:=(.*))?$", re.S)
 _INCIDENT_REF = re.compile(r"^#(\d+)$")
 
@@ -83,7 +87,7 @@ def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = T
 
 
 def _unquote(token: str) -> str:
-    if len(token) >= 2 and (token[0], token[-1]) in (('"', '"'), ("“", "”")):
+    if len(token) >= 2 and (token[0], token[-1]) in _QUOTES:
         return token[1:-1]
     return token
 

@@ -156,6 +156,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
+    if args.http_url is not None and not re.match(r"^https?://[^\s/]+", args.http_url):
+        raise StartupError(f"--http-url: {args.http_url!r} is not an http(s) URL, like "
+                           "https://oncall.example.com/slack/events")
     print(json.dumps(manifest(registry(), args.http_url), indent=2))
     return 0
 

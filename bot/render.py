@@ -122,13 +122,17 @@ class Renderer:
         return moment.astimezone(self.timezone) if moment else None
 
     def when(self, moment: datetime | str | None) -> str:
-        """`14:05 CET` today, `Mon 23 Nov 14:05 CET` another day, in the configured zone."""
+        """`14:05 CET` today, `Mon 23 Nov 14:05 CET` another day, `Wed 01 Jan 2020 00:00 UTC`
+        another year, in the configured zone."""
         local = self._local(moment)
         if local is None:
             return "—"
         today = self.clock().astimezone(self.timezone).date()
         clock = local.strftime("%H:%M %Z")
-        return clock if local.date() == today else f"{local.strftime('%a %d %b')} {clock}"
+        if local.date() == today:
+            return clock
+        day = "%a %d %b" if local.year == today.year else "%a %d %b %Y"
+        return f"{local.strftime(day)} {clock}"
 
     def day(self, moment: datetime | str | None) -> str:
         local = self._local(moment)

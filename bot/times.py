@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION = timedelta(days=3660)   # ten years: longer is a typo, and past it date arithmetic overflows
 _DURATION = re.compile(r"^(?:\d+[smhdw])+$")
 _DURATION_PART = re.compile(r"(\d+)([smhdw])")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
@@ -27,6 +28,8 @@ def parse_duration(text: str) -> timedelta:
     if not _DURATION.match(compact):
         raise TimeParseError(f"{text!r} is not a duration; write it like 90s, 15m, 2h or 1d")
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(compact))
+    if seconds > MAX_DURATION.total_seconds():
+        raise TimeParseError(f"{text!r} is longer than ten years")
     return timedelta(seconds=seconds)
 
 
@@ -60,7 +63,10 @@ def parse_when(text: str, now: datetime, tz: ZoneInfo) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise TimeParseError(f"{text!r} is out of range") from None
 
 
 def format_duration(seconds: float | None) -> str:

@@ -29,6 +29,7 @@ from commands.deploys import count_deploys
 from commands.mttr_chart import chart_png
 
 SLOWEST = 5
+YEARS = (1971, 2999)     # weeks outside them are typos (and the window before them would overflow)
 SERIES_WEEKS = 12
 MAX_WEEKS = 520
 _WEEK = re.compile(r"^(\d{4})-?W(\d{1,2})$", re.I)
@@ -149,6 +150,8 @@ def window_for(args: MttrArgs, now: datetime, tz: ZoneInfo) -> Window:
         return Window(_shift_weeks(this_week, -1, tz), 1, tz)
     match = _WEEK.match(args.period)
     year, week = int(match.group(1)), int(match.group(2))
+    if not YEARS[0] <= year <= YEARS[1]:
+        raise UsageError(f"{args.period}: weeks from {YEARS[0]} to {YEARS[1]} only.")
     try:
         return Window(week_start((year, week), tz), 1, tz)
     except ValueError:

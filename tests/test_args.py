@@ -41,3 +41,10 @@ def test_incident_refs_can_be_plain_text():
 def test_errors(text, message):
     with pytest.raises(UsageError, match=message):
         parse_args(text, OPTIONS)
+
+
+def test_single_quotes_group_too_but_not_inside_a_word():
+    args = parse_args("it's down --started '25m ago' ‘for real’ --force", OPTIONS)
+    assert args.options == {"started": "25m ago for real", "force": True}
+    assert args.words == ["it's", "down"]
+    assert parse_args("'can't' 'x y'", {}).words == ["can't", "x y"]

@@ -73,6 +73,7 @@ def test_console_and_run_need_no_config_and_no_slack(tmp_path):
     (["run", "/mttr"], {"ONCALL_CONFIG": "missing.toml"}, "missing.toml: no such file"),
     (["run", "/mttr"], {"ONCALL_DB": "no/such/dir/x.db"}, "ONCALL_DB: no/such/dir/x.db: the directory no/such/dir does not exist"),
     (["run"], {}, "run needs a command"),
+    (["manifest", "--http-url", "oncall.example.com/slack/events"], {}, "--http-url: 'oncall.example.com/slack/events' is not an http(s) URL"),
 ])
 def test_startup_problems_are_one_line_and_exit_2(tmp_path, args, env, message):
     result = oncall(tmp_path, *args, env=env)

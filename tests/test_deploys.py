@@ -340,6 +340,16 @@ def test_detail_of_a_tag_and_of_a_commit_outside_the_services_paths(repo, servic
     config = make_config(f'[services.api]\nrepo = "{repo.path}"\npaths = ["api/"]\n')
     outside = local(config).invoke(f"/deploys api {web}").data
     assert outside["in_paths"] is False and [f.path for f in outside["files"]] == ["web/w.js"]
+    # A web-only pull request branched before an api change landed on main: git lists its merge
+    # under api/ (its parents differ there), though the merge itself changed nothing there.
+    repo.git("checkout", "-q", "-b", "pr-7")
+    repo.commit("web work", T - timedelta(minutes=50), {"web/w.js": lines(9)})
+    repo.git("checkout", "-q", "main")
+    repo.commit("api meanwhile", T - timedelta(minutes=40), {"api/a.py": lines(8)})
+    repo.git("merge", "-q", "--no-ff", "-m", "Merge pull request #7 from acme/pr-7", "pr-7", at=T - timedelta(minutes=30))
+    merge = repo.git("rev-parse", "HEAD")
+    merged = local(config).invoke(f"/deploys api {merge}").data
+    assert merged["in_paths"] is False and [f.path for f in merged["files"]] == ["web/w.js"]
 
 
 # -- errors, privately ---------------------------------------------------------------------------------
@@ -591,3 +601,14 @@ def test_help_lists_the_forms(local):
     reply = local().invoke("/deploys help")
     text = Renderer(reply.data["config"].timezone, lambda: T).text(reply.template, reply.data)
     assert "/deploys api --since 6h" in text and "last known good" in text
+
+
+def test_a_failed_fetch_keeps_the_transports_reason():
+    from commands.deploys.history import git_reason
+
+    stderr = ("ssh: Could not resolve hostname no-such-host.invalid: Name or service not known\r\n"
+              "fatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\n")
+    assert git_reason(stderr) == ("ssh: Could not resolve hostname no-such-host.invalid: Name or service not known "
+                                  "(Could not read from remote repository)")
+    assert git_reason("fatal: repository 'https://ops:hunter2@git.example/x' not found") == \
+        "repository 'https://ops:***@git.example/x' not found"

@@ -34,6 +34,8 @@ def test_the_whole_lifecycle(local, clock, store):
     clock.advance(minutes=52, seconds=48)
     resolved = runner.invoke("/incident resolve pool size back to 50")
     assert resolved.data["incident"].resolution == "pool size back to 50"
+    assert resolved.data["ongoing_for"] is None
+    assert "after 1 h 07 m.\n> pool size back to 50" in runner.renderer.text(resolved.template, resolved.data)
     assert runner.renderer.text(resolved.template, resolved.data).startswith("✅ @") and "1 h 07 m" in \
         runner.renderer.text(resolved.template, resolved.data)
     clock.advance(minutes=5)
@@ -169,6 +171,7 @@ def test_list_and_status(local, clock):
     clock.advance(hours=1, minutes=7)
     status = runner.invoke("/incident status #2")
     assert "Ongoing for *1 h 07 m*" in runner.renderer.text(status.template, status.data)
+    assert (status.data["time_to_resolve"], status.data["ongoing_for"]) == (None, 4020)  # scripts: open is not resolved
 
 
 def test_announcement_goes_to_the_configured_incident_channel(local, make_config):

@@ -95,6 +95,8 @@ def test_several_weeks(local, store):
 @pytest.mark.parametrize("text, message", [
     ("yesterday", "is not a period"), ("2026-W60", "is not a week of 2026"), ("last-week --weeks 2", "not both"),
     ("--weeks 0", "--weeks must be a whole number"), ("--sev 5", "--sev must be"), ("this-week last-week", "One period"),
+    ("9999-W52", "weeks from 1971 to 2999 only"), ("0001-W01", "weeks from 1971 to 2999 only"),
+    ("report 9999-W52", "weeks from 1971 to 2999 only"),
 ])
 def test_bad_periods(local, text, message):
     reply = local().invoke(f"/mttr {text}")

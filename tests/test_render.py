@@ -90,6 +90,8 @@ def test_times_are_shown_in_the_configured_zone(renderer):
     _, text = slack(renderer, "{{ a | when }} / {{ b | when }} / {{ b | ago }} / {{ 4020 | duration }}",
                     a=datetime(2026, 11, 24, 12, 5, tzinfo=UTC), b="2026-11-20T09:00:00Z")
     assert text == "13:05 CET / Fri 20 Nov 10:00 CET / 4 d 04 h ago / 1 h 07 m"
+    _, other_year = slack(renderer, "{{ a | when }}", a="2020-01-01T00:00:00Z")
+    assert other_year == "Wed 01 Jan 2020 01:00 CET"
 
 
 def test_every_block_is_valid_json_for_slack(renderer):

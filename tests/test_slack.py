@@ -133,7 +133,7 @@ def test_access_by_channel(slack_bot, slack_double, store, make_config):
     bot, client = slack_bot(make_config('[access]\n"/mttr" = { channels = ["C0INCIDNT"] }'))
     client.command("/mttr", "", channel="C0RANDOM1")
     (denied,) = slack_double.wait_for("response_url")
-    assert "in this channel" in blocks_text(denied) and "<#C0INCIDNT>" in blocks_text(denied)
+    assert "in this channel.\\nIt can be run in <#C0INCIDNT>" in blocks_text(denied)
     client.command("/mttr", "", channel="C0INCIDNT")
     answers = slack_double.wait_for("response_url", 2)
     assert "MTTR" in blocks_text(answers[1])
@@ -309,3 +309,19 @@ def test_an_answer_that_cannot_be_rendered_is_an_apology_with_the_request_id(sla
     client.command("/broken", "")
     (answer,) = slack_double.wait_for("response_url")
     assert "Something went wrong running `/broken`" in blocks_text(answer) and "Request id `" in blocks_text(answer)
+
+
+def test_a_command_cut_short_by_a_restart_is_told_so(slack_bot, slack_double):
+    def slow_run(ctx, args):
+        time.sleep(5)
+        return Reply("restarting", {"command": "slow"})
+
+    slow = Command("slow", "slow", "", lambda text: text, slow_run)
+    bot, client = slack_bot(commands={"slow": slow})
+    client.command("/slow", "")
+    time.sleep(0.3)
+    started = time.monotonic()
+    bot.drain(2)
+    assert time.monotonic() - started < 3
+    (told,) = slack_double.wait_for("response_url")
+    assert "`/slow` was cut short" in blocks_text(told)

@@ -21,6 +21,14 @@ def test_bad_durations_say_how_to_write_one(text):
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["99999999999d", "3661d", "600w"])
+def test_absurd_durations_are_refused_not_overflowed(text):
+    with pytest.raises(TimeParseError, match="longer than ten years"):
+        parse_duration(text)
+    with pytest.raises(TimeParseError):
+        parse_when(f"{text} ago", NOW, BERLIN)
+
+
 def test_clock_time_is_today_in_the_configured_zone():
     assert parse_when("14:05", NOW, BERLIN) == datetime(2026, 11, 24, 13, 5, tzinfo=UTC)
 
@@ -42,7 +50,7 @@ def test_ago_and_now_and_iso():
     assert parse_when("2026-11-24 14:05+02:00", NOW, BERLIN) == datetime(2026, 11, 24, 12, 5, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("text", ["25:00", "yesterday", "14h05", "25 ago", "2026-13-01"])
+@pytest.mark.parametrize("text", ["25:00", "yesterday", "14h05", "25 ago", "2026-13-01", "0001-01-01T00:30"])
 def test_bad_times(text):
     with pytest.raises(TimeParseError):
         parse_when(text, NOW, BERLIN)

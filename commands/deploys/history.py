@@ -279,7 +279,8 @@ class History:
         args = ("--no-walk", "--numstat", "--diff-merges=first-parent", f"--format={_DETAIL_FORMAT}",
                 *_LOG_OPTIONS, "--end-of-options", ref)
         output = self._git("log", *args, "--", *self.service.paths, revision=ref)
-        in_paths = bool(output)
+        # A merge is listed even when its first-parent diff misses the paths: judge by the files.
+        in_paths = bool(output) and bool(_numstat(_records(output, 8)[0][7]))
         if not in_paths:
             output = self._git("log", *args, "--", revision=ref)
         (sha, parents, author, date, refs, subject, message, numstat), = _records(output, 8)
@@ -363,8 +364,12 @@ def pull_request(text: str) -> int | None:
 def git_reason(error: str) -> str:
     """The line of git's stderr that says what went wrong, with any password in a URL hidden."""
     lines = [line.strip() for line in error.splitlines() if line.strip()]
-    line = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1] if lines else "")
-    return re.sub(r"(://[^/\s:@]+):[^/\s@]+@", r"\1:***@", line.removeprefix("fatal: ").removeprefix("error: "))
+    at = next((i for i, line in enumerate(lines) if line.startswith(("fatal:", "error:"))), None)
+    line = lines[at] if at is not None else (lines[-1] if lines else "")
+    line = line.removeprefix("fatal: ").removeprefix("error: ").rstrip(".")
+    if at and line.startswith("Could not read from remote repository"):
+        line = f"{lines[at - 1].rstrip('.')} ({line})"   # the transport's own words say why (ssh: …)
+    return re.sub(r"(://[^/\s:@]+):[^/\s@]+@", r"\1:***@", line)
 
 
 def _records(output: str, size: int) -> list[tuple[str, ...]]:
