@@ -36,7 +36,7 @@ class Local:
         self._count = 0
 
     def invoke(self, line: str) -> Reply:
-        name, _, text = line.strip().lstrip("/").partition(" ")
+        name, text = _split(line)
         self._count += 1
         return self.dispatcher.run(Invocation(command=name, text=text, user=self.user, channel=CHANNEL,
                                               request_id=f"local-{self._count}"))
@@ -47,7 +47,7 @@ class Local:
         if as_json:
             print(to_json(redact.redact_data(reply.data, default=json_default), indent=2), file=out)
         else:
-            reply, text = self._render(reply)
+            reply, text = self._render(reply, _command_name(line))
             print(text, file=out if reply.outcome is Outcome.OK else err)
         return EXIT_CODES[reply.outcome]
 
@@ -77,12 +77,12 @@ class Local:
             if not line.startswith("/"):
                 print("Type a command as in Slack, like /incident open db down — or help.", file=out)
                 continue
-            reply, text = self._render(self.invoke(line))
+            reply, text = self._render(self.invoke(line), _command_name(line))
             print(f"── {_where(reply)} ──", file=out)
             print(text, file=out)
             print(file=out)
 
-    def _render(self, reply: Reply) -> tuple[Reply, str]:
+    def _render(self, reply: Reply, command: str) -> tuple[Reply, str]:
         try:
             text = self.renderer.text(reply.template, reply.data)
             files = "".join(f"\n📎 {f.filename} ({len(f.content) // 1024 + 1} KB), uploaded with it in Slack"
@@ -90,12 +90,22 @@ class Local:
             return reply, text + files
         except Exception:
             log.exception("could not render %s", reply.template)
-            failed = Reply("internal_error", {"command": reply.template, "request_id": f"local-{self._count}"},
+            failed = Reply("internal_error", {"command": command, "request_id": f"local-{self._count}"},
                            outcome=Outcome.FAILED)
             return failed, self.renderer.text(failed.template, failed.data)
 
     def _help(self) -> str:
         return self.renderer.text("commands_help", {"commands": list(self.commands.values()), "console": True})
+
+
+def _split(line: str) -> tuple[str, str]:
+    """"/incident open db down" -> ("incident", "open db down"); any whitespace ends the name."""
+    parts = line.strip().lstrip("/").split(maxsplit=1)
+    return (parts[0] if parts else ""), (parts[1] if len(parts) > 1 else "")
+
+
+def _command_name(line: str) -> str:
+    return _split(line)[0]
 
 
 def _where(reply: Reply) -> str:
