@@ -367,6 +367,10 @@ def _probe_options(table: _Table, timeout: timedelta) -> dict[str, Any]:
         for mount in options["mounts"]:
             if not mount.startswith("/"):
                 table.fail("mounts", f"{mount!r} is not an absolute path")
+    if options.get("method") == "HEAD":
+        for key in ("expect_body", "expect_json"):
+            if key in options:
+                table.fail(key, "a HEAD response has no body; use GET to check it")
     return options
 
 
@@ -399,8 +403,11 @@ def _headers(table: _Table) -> tuple[tuple[str, str], ...]:
 def _check_probe_target(table: _Table, probe: ProbeConfig) -> None:
     """The target's shape. The value is never echoed: it may hold a password from the environment."""
     if probe.kind == "tcp":
-        if not re.match(r"^\[?[^\s\]]+\]?:\d{1,5}$", probe.address):
+        address = re.match(r"^\[?[^\s\]]+\]?:(\d{1,5})$", probe.address)
+        if not address:
             table.fail("address", f"{probe.address!r} is not host:port")
+        if not _is_port(address[1]):
+            table.fail("address", f"port {address[1]} is not from 1 to 65535")
         return
     if probe.kind == "host":
         return
@@ -408,15 +415,61 @@ def _check_probe_target(table: _Table, probe: ProbeConfig) -> None:
     value = getattr(probe, key)
     schemes = _URL_SCHEMES[probe.kind]
     scheme, separator, _ = value.partition("://")
-    if probe.kind == "postgres" and not separator and "=" in value:
-        return  # a libpq key=value connection string
-    if not separator or scheme.lower() not in schemes:
+    is_libpq_keywords = probe.kind == "postgres" and not separator and "=" in value   # host=… dbname=…
+    if not is_libpq_keywords and (not separator or scheme.lower() not in schemes):
         table.fail(key, f"must be a {' or '.join(s + '://' for s in schemes)} URL")
+    if probe.kind == "postgres":
+        _check_libpq_dsn(table, key, value)
+        return
     if probe.ca_file and scheme.lower() not in ("https", "rediss"):
         table.fail("ca_file", f"a CA is for TLS: the {key} must be https:// or rediss://")
-    host = urlsplit(value).netloc.rpartition("@")[2]
-    if not host and scheme.lower() not in ("unix", "postgresql", "postgres"):   # libpq: no host = local socket
+    parts = urlsplit(value)
+    if not parts.netloc.rpartition("@")[2] and scheme.lower() != "unix":
         table.fail(key, f"the {scheme}:// URL names no host")
+    try:
+        port = parts.port
+    except ValueError:   # not a number, or over 65535
+        port = 0
+    if port is not None and not _is_port(port):
+        table.fail(key, "the port is not from 1 to 65535")
+
+
+# libpq's options that take one of a few words; conninfo_to_dict checks option names, not values
+_LIBPQ_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+}
+
+
+def _check_libpq_dsn(table: _Table, key: str, dsn: str) -> None:
+    """Parsed as libpq will parse it, without connecting (libpq would check the values only then)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except ProgrammingError as error:
+        table.fail(key, f"the DSN is invalid: {_libpq_complaint(error)}")
+    if not all(_is_port(port) for port in str(params.get("port") or "").split(",") if port):
+        table.fail(key, "the port is not from 1 to 65535")
+    for option, choices in _LIBPQ_CHOICES.items():
+        if option in params and params[option] not in choices:
+            table.fail(key, f"the DSN is invalid: {option} must be one of {', '.join(choices)}")
+
+
+def _libpq_complaint(error: Exception) -> str:
+    """libpq's words, without the part of the DSN it quotes (a value, or the whole URI with its password),
+    unless that part is the name of an option."""
+    text = str(error).strip().splitlines()[0]
+    if re.match(r"invalid (?:connection option|URI query parameter)", text):
+        return text
+    return re.sub(r'"([^"]*)"', lambda quoted: quoted[0] if len(quoted[1]) < 2 else '"…"', text)   # keeps "=", "]"
+
+
+def _is_port(port: int | str) -> bool:
+    return str(port).isdigit() and 1 <= int(port) <= 65535
 
 
 class _Table:

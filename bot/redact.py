@@ -22,6 +22,7 @@ _SECRET_KEY = (r"[\w.-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|
                r"|private[_-]?key|credentials?)(?:[_-][\w.-]*)?")
 _SECRET_KEY_NAME = re.compile(rf"^{_SECRET_KEY}$", re.I)
 _NOT_REDACTED = r"(?!\[redacted:)"
+MIN_LOOSE_SECRET = 4     # characters of an unquoted value after `key: ` or `key = ` (see _unquoted_secret_value)
 _CARD_NETWORK = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[068]|35|6011|64[4-9]|65|62)")
 
 
@@ -67,6 +68,14 @@ def _secret_value(match: re.Match[str]) -> str:
     return f"{match.group('key')}{match.group('sep')}{quote}[redacted:{kind}]{quote}"
 
 
+def _unquoted_secret_value(match: re.Match[str]) -> str:
+    """`password: x` and `password = x` also occur in prose ("token: 3 of 5 used"): short values are left."""
+    value = match.group("value")
+    if match.group("sep") != "=" and value[0] not in "\"'" and len(value) < MIN_LOOSE_SECRET:
+        return match.group(0)
+    return _secret_value(match)
+
+
 def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
     if 13 <= len(digits) <= 19 and _CARD_NETWORK.match(digits) and _luhn(digits) and len(set(digits)) > 1:
@@ -104,9 +113,12 @@ BUILTIN_RULES: tuple[Rule, ...] = (
          ("bearer",), ignore_case=True, replace=_around("token")),
     Rule("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), ("eyJ",)),
     Rule("aws_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"), ("AKIA", "ASIA", "ABIA", "ACCA")),
-    Rule("slack_token", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,}"), ("xox", "xapp-")),
-    Rule("slack_webhook", re.compile(r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+"),
-         ("hooks.slack.com",)),
+    # xoxe-1-… refresh tokens; xoxe.xoxp-1-… rotating tokens
+    Rule("slack_token", re.compile(r"(?:xoxe\.)?xox[abeposr]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,}"),
+         ("xox", "xapp-")),
+    # Every path on this host is a capability: incoming webhooks, workflow triggers, and the response
+    # URLs of slash commands (/commands/…) and interactions (/actions/…), which the outbox posts to.
+    Rule("slack_webhook", re.compile(r"hooks\.slack\.com/[A-Za-z0-9/_-]+"), ("hooks.slack.com",)),
     Rule("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
          ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
     # "password": "x" (JSON, also escaped inside a JSON string), 'password': 'x', "password" => "x"
@@ -114,10 +126,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         rf"(?P<key>\\?[\"']{_SECRET_KEY}\\?[\"'])(?P<sep>\s*(?:[:=]|=>)\s*){_NOT_REDACTED}"
         r"(?P<value>\\\"(?:(?!\\\").)*\\\"|\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s,;}\]]+)", re.I),
         _SECRET_KEYWORDS, ignore_case=True, replace=_secret_value),
-    # password=x, ?token=x&, PGPASSWORD="x"
+    # password=x, ?token=x&, PGPASSWORD="x"; looser: password = x, password: x, X-Api-Key: x (not `token == x`)
     Rule("secret", re.compile(
-        rf"(?P<key>\b{_SECRET_KEY})(?P<sep>=){_NOT_REDACTED}(?P<value>\"[^\"]*\"|'[^']*'|[^\s&,;\"'}}\]]+)", re.I),
-        _SECRET_KEYWORDS, ignore_case=True, replace=_secret_value),
+        rf"(?P<key>\b{_SECRET_KEY})(?P<sep>[ \t]*(?:=(?!=)|:)[ \t]*){_NOT_REDACTED}"
+        r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s&,;\"'}\]]+)", re.I),
+        _SECRET_KEYWORDS, ignore_case=True, replace=_unquoted_secret_value),
     Rule("card", re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d.])"), replace=_card),
 )
 

@@ -75,6 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
 class WebServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 64     # the default 5 drops connects of probes started together: a 1 s SYN retry
 
     def __init__(self, tls: ssl.SSLContext | None = None):
         super().__init__(("127.0.0.1", 0), _Handler)

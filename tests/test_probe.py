@@ -120,14 +120,18 @@ def test_text_reply(local, make_config, web):
     assert "1 down · 1 degraded · 4 ok" in text and "[Probe again: /probe all]" in text
 
 
-@pytest.mark.parametrize("text, message", [
-    ("/probe nope", "There is no service 'nope'; probed services: api, web."),
-    ("/probe api nope", "api has no probe 'nope'; its probes: db, health, slow, search."),
-    ("/probe docs", "docs has no probes; add [services.docs.probes.TARGET] to the config."),
+@pytest.mark.parametrize("text, outcome, exit_code, message", [
+    # a name that does not exist is a usage error (exit 2), as in /logs, /deploys and /mttr
+    ("/probe nope", Outcome.USAGE, 2, "There is no service 'nope'; probed services: api, web."),
+    ("/probe api nope", Outcome.USAGE, 2, "api has no probe 'nope'; its probes: db, health, slow, search."),
+    ("/probe docs", Outcome.FAILED, 1, "docs has no probes; add [services.docs.probes.TARGET] to the config."),
 ])
-def test_unknown_names_say_what_exists(local, make_config, web, text, message):
-    reply = local(make_config(services_config(web, 1))).invoke(text)
-    assert reply.outcome is Outcome.FAILED and reply.data["message"] == message
+def test_unknown_names_say_what_exists(local, make_config, web, text, outcome, exit_code, message):
+    runner_ = local(make_config(services_config(web, 1)))
+    reply = runner_.invoke(text)
+    assert reply.outcome is outcome and reply.data["message"] == message
+    out, err = io.StringIO(), io.StringIO()
+    assert runner_.run(text, as_json=True, out=out, err=err) == exit_code
 
 
 def test_bare_probe_outside_an_incident_asks_for_a_service(local, make_config, web):

@@ -16,7 +16,7 @@ def test_every_probe_key(make_config, monkeypatch, tmp_path):
         [services.api.probes.health]
         kind = "http"
         url = "https://api.internal/healthz"
-        method = "HEAD"
+        method = "POST"
         expect_status = 204
         expect_body = "ok"
         expect_json = {{ status = "ok", checks = {{ db = "up", replicas = 2 }}, "build.green" = true }}
@@ -49,7 +49,7 @@ def test_every_probe_key(make_config, monkeypatch, tmp_path):
     """)
     probes = config.services["api"].probes
     health = probes["health"]
-    assert (health.method, health.expect_status, health.expect_body) == ("HEAD", 204, "ok")
+    assert (health.method, health.expect_status, health.expect_body) == ("POST", 204, "ok")
     assert health.expect_json == (("status", "ok"), ("checks.db", "up"), ("checks.replicas", 2), ("build.green", True))
     assert health.headers == (("Authorization", "Bearer abc-123-xyz"), ("Accept", "application/json"))
     assert (health.degraded_ms, health.tls_days, health.timeout) == (800, 30, timedelta(seconds=3))
@@ -111,6 +111,29 @@ P = '[services.api.probes.db]\nkind = "postgres"\ndsn = "postgresql://x/app"\n'
     ('[services.api.probes.c]\nkind = "redis"\nurl = "127.0.0.1:6379"',
      "services.api.probes.c.url: must be a redis:// or rediss:// or unix:// URL"),
     ('[services.api.probes.db]\nkind = "mysql"\ndsn = "postgresql://x/app"', "services.api.probes.db.dsn: must be a mysql:// URL"),
+    (H + 'method = "HEAD"\nexpect_body = "ok"',
+     "services.api.probes.h.expect_body: a HEAD response has no body; use GET to check it"),
+    (H + 'method = "HEAD"\nexpect_json = { status = "ok" }',
+     "services.api.probes.h.expect_json: a HEAD response has no body; use GET to check it"),
+    ('[services.api.probes.t]\nkind = "tcp"\naddress = "127.0.0.1:99999"',
+     "services.api.probes.t.address: port 99999 is not from 1 to 65535"),
+    ('[services.api.probes.t]\nkind = "tcp"\naddress = "[::1]:0"', "services.api.probes.t.address: port 0 is not from 1 to 65535"),
+    ('[services.api.probes.h]\nkind = "http"\nurl = "http://x:99999/"', "services.api.probes.h.url: the port is not from 1 to 65535"),
+    ('[services.api.probes.h]\nkind = "http"\nurl = "http://x:0/"', "services.api.probes.h.url: the port is not from 1 to 65535"),
+    ('[services.api.probes.h]\nkind = "http"\nurl = "http://x:http/"', "services.api.probes.h.url: the port is not from 1 to 65535"),
+    ('[services.api.probes.c]\nkind = "redis"\nurl = "redis://[::1]:70000/0"', "services.api.probes.c.url: the port is not from 1 to 65535"),
+    ('[services.api.probes.db]\nkind = "mysql"\ndsn = "mysql://root@db:65536/app"', "services.api.probes.db.dsn: the port is not from 1 to 65535"),
+    ('[services.api.probes.db]\nkind = "postgres"\ndsn = "postgresql://db:99999/app"', "services.api.probes.db.dsn: the port is not from 1 to 65535"),
+    ('[services.api.probes.db]\nkind = "postgres"\ndsn = "host=a,b port=5432,99999 dbname=app"',
+     "services.api.probes.db.dsn: the port is not from 1 to 65535"),
+    (P.replace("/app", "/app?sslmode=bogus"),
+     "services.api.probes.db.dsn: the DSN is invalid: sslmode must be one of disable, allow, prefer, require, "
+     "verify-ca, verify-full"),
+    (P.replace("/app", "/app?sslmod=require"),
+     'services.api.probes.db.dsn: the DSN is invalid: invalid URI query parameter: "sslmod"'),
+    ('[services.api.probes.db]\nkind = "postgres"\ndsn = "host=db target_session_attrs=primry"',
+     "services.api.probes.db.dsn: the DSN is invalid: target_session_attrs must be one of any, read-write, "
+     "read-only, primary, standby, prefer-standby"),
 ])
 def test_each_problem_is_one_line(make_config, text, message):
     with pytest.raises(ConfigError, match=message) as raised:
@@ -123,6 +146,21 @@ def test_a_bad_target_is_not_echoed_since_it_may_hold_a_password(make_config, mo
     with pytest.raises(ConfigError) as raised:
         make_config('[services.api.probes.db]\nkind = "mysql"\ndsn = "${ONCALL_TEST_DSN}"')
     assert "dsn: must be a mysql:// URL" in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://app:hunter2@db/app?sslmode=hunter2",
+    "host=db password=hunter2 sslmode=hunter2",
+    "host=db password=correct hunter2",                    # libpq: missing "=" after "hunter2"
+    "postgresql://app:hunter2@db/app?%zz",                 # libpq echoes the whole URI
+    "postgresql://app:hunter2@[::1/app",
+])
+def test_an_invalid_dsn_is_named_without_its_password(make_config, monkeypatch, dsn):
+    monkeypatch.setenv("ONCALL_TEST_DSN", dsn)
+    with pytest.raises(ConfigError) as raised:
+        make_config('[services.api.probes.db]\nkind = "postgres"\ndsn = "${ONCALL_TEST_DSN}"')
+    assert "services.api.probes.db.dsn: the DSN is invalid" in str(raised.value), raised.value
+    assert "hunter2" not in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_a_ca_file_needs_a_tls_url(make_config, tmp_path):

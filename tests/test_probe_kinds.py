@@ -20,6 +20,7 @@ import trustme
 
 from commands.probe import errors
 from commands.probe.kinds import host as host_kind
+from commands.probe.kinds import http as http_kind
 from commands.probe.kinds import mysql as mysql_kind
 from commands.probe.kinds import postgres as postgres_kind
 from commands.probe.kinds import redis as redis_kind
@@ -128,6 +129,20 @@ def test_timeout_resolving_a_name(probe, monkeypatch):
     assert_timed_out(result, seconds, "ConnectTimeout", "resolving slow-dns.example")
 
 
+@pytest.mark.parametrize("kind, target", [
+    ("tcp", 'address = "[::1]:{port}"'),
+    ("http", 'url = "http://[::1]:{port}/healthz"'),
+    ("postgres", 'dsn = "postgresql://postgres@[::1]:{port}/test"'),
+    ("mysql", 'dsn = "mysql://root@[::1]:{port}/test"'),
+    ("redis", 'url = "redis://[::1]:{port}/0"'),
+])
+def test_ipv6_targets_are_shown_in_brackets(probe, kind, target):
+    port = closed_port()
+    result, *_ = probe(f'kind = "{kind}"\n' + target.format(port=port))
+    assert result.status == "down" and result.detail.startswith(f"[::1]:{port}"), result
+    assert f"::1:{port}" not in result.detail.replace(f"[::1]:{port}", "")
+
+
 # -- http -----------------------------------------------------------------------------------------
 
 
@@ -212,6 +227,17 @@ def test_http_slow_answer_is_degraded(probe, web):
     assert result.status == "degraded"
     assert result.detail.startswith("slow: ") and result.detail.endswith("ms (warning at 100 ms) · 200 OK")
     assert result.latency_ms >= 300
+
+
+def test_http_latency_is_the_request_not_the_bot_setting_up_even_with_ten_at_once(make_config, web):
+    # Building ten clients at once costs tens of ms under the GIL; a local answer takes about 1 ms.
+    http_kind._built_tls_context.cache_clear()     # as in a bot just started
+    config = make_config("".join(f'[services.t.probes.p{n}]\nkind = "http"\nurl = "{web.url}/ok"\ndegraded_ms = 100\n'
+                                 for n in range(10)))
+    results = run_probes([Target("t", probe) for probe in config.services["t"].probes.values()],
+                         time.monotonic() + 30)
+    assert [r.status for r in results] == ["ok"] * 10, results
+    assert max(r.latency_ms for r in results) < 50, [r.latency_ms for r in results]
 
 
 def test_http_refused(probe):
@@ -340,6 +366,14 @@ def test_timeout_postgres_under_libpq_two_second_minimum(probe, hanging):
     assert_abandoned_thread_ends(target)
 
 
+def test_postgres_dsn_option_libpq_refuses_is_an_invalid_dsn_not_tls():
+    # The config refuses a bad sslmode at load; libpq may still refuse an option value it alone knows.
+    for text, words in (('connection is bad: invalid sslmode value: "bogus"', 'invalid sslmode value: "bogus"'),
+                        ('connection is bad: invalid port number: "99999"', 'invalid port number: "99999"')):
+        mapped = postgres_kind._mapped(psycopg.OperationalError(text), "db:5432")
+        assert isinstance(mapped, errors.InvalidTarget) and str(mapped) == f"the DSN is invalid: {words}"
+
+
 def test_postgres_pool_exhaustion_has_its_own_name():
     for error in (psycopg.errors.lookup("53300")("sorry, too many clients already"),
                   psycopg.OperationalError('connection failed: connection to server at "10.0.0.5", port 5432 '
@@ -444,6 +478,23 @@ def test_host_thresholds_make_it_degraded(probe):
     assert result.status == "degraded"
     for warning in ("per CPU (warning at 0.01)", "memory ", "disk / ", "open files "):
         assert warning in result.detail
+
+
+def test_host_a_missing_or_unreadable_mount_is_a_warning_and_the_rest_is_reported(probe, monkeypatch):
+    real = host_kind.psutil.disk_usage
+
+    def guarded(path):
+        if path == "/guarded":
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(host_kind.psutil, "disk_usage", guarded)
+    result, *_ = probe('kind = "host"\nmounts = ["/", "/nope", "/guarded"]\n'
+                       'load_per_cpu = 1000\nmemory_pct = 100\ndisk_pct = 100\nfiles_pct = 100')
+    assert (result.status, result.error) == ("degraded", None), result
+    assert result.detail.startswith("mount /nope not found · mount /guarded not readable: Permission denied · load ")
+    assert "memory " in result.detail and "disk / " in result.detail and "open files" in result.detail
+    assert list(result.metrics["disk_pct"]) == ["/"] and result.metrics["cpus"] >= 1
 
 
 def test_timeout_reading_a_hung_mount(probe, monkeypatch):

@@ -63,6 +63,39 @@ def test_secrets_become_their_kind(text, secret, expected):
     assert redacted == expected
 
 
+SLACK_REFRESH_TOKEN = "xoxe-1-My0xLTExNjA5MzY3NTk3Mi0xMTYwOTM2NzU5ODgtMjE4MDk5MjA2MTYwMi0yMTcw"
+SLACK_ROTATING_TOKEN = "xoxe.xoxp-1-Mi0yLTExNjA5MzY3NTk3Mi0xMTYwOTM2NzU5ODgtMjE4MDk5MjA2MTYwMi0y"
+RESPONSE_URL = "https://hooks.slack.com/commands/T0123ABCD/1234567890123/AbCdEfGhIjKlMnOpQrStUvWx"
+ACTIONS_URL = "https://hooks.slack.com/actions/T0123ABCD/1234567890123/ZyXwVuTsRqPoNmLkJiHgFeDc"
+
+
+@pytest.mark.parametrize("text, secret, expected", [
+    ("password: hunter2", "hunter2", "password: [redacted:password]"),
+    ("login failed, Password: s3cr3t!", "s3cr3t!", "login failed, Password: [redacted:password]"),
+    ("secret: 9f8e7d6c", "9f8e7d6c", "secret: [redacted:secret]"),
+    ("token: abcd1234 expired", "abcd1234", "token: [redacted:token] expired"),
+    ("api_key: k-123456", "k-123456", "api_key: [redacted:api_key]"),
+    ("refresh_token: rt-0a1b2c3d", "rt-0a1b2c3d", "refresh_token: [redacted:token]"),
+    ('password: "two words"', "two words", 'password: "[redacted:password]"'),
+    ('{"pin_token": 42}', "42", '{"pin_token": [redacted:token]}'),   # a quoted key: short values too
+    ("password = hunter2", "hunter2", "password = [redacted:password]"),
+    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI",
+     "aws_secret_access_key = [redacted:api_key]"),
+    (f"rotated {SLACK_REFRESH_TOKEN}", SLACK_REFRESH_TOKEN[8:], "rotated [redacted:slack_token]"),
+    (f"got {SLACK_ROTATING_TOKEN} back", SLACK_ROTATING_TOKEN[8:], "got [redacted:slack_token] back"),
+    ("x-api-key: 0123456789abcdef", "0123456789abcdef", "x-api-key: [redacted:api_key]"),
+    ("X-API-Key: 0123456789abcdef\r\nAccept: */*", "0123456789abcdef",
+     "X-API-Key: [redacted:api_key]\r\nAccept: */*"),
+    (f"posting to {RESPONSE_URL}", "AbCdEfGhIj", "posting to https://[redacted:slack_webhook]"),
+    (f"clicked, answer at {ACTIONS_URL}.", "ZyXwVuTsRq", "clicked, answer at https://[redacted:slack_webhook]."),
+])
+def test_loose_key_value_forms_tokens_and_slack_urls(text, secret, expected):
+    redacted = redact.redact(text)
+    assert secret not in redacted
+    assert redacted == expected
+    assert redact.redact(redacted) == redacted
+
+
 def test_private_key_blocks_are_removed_whole_even_when_cut():
     block = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nqh3k\n-----END RSA PRIVATE KEY-----"
     assert redact.redact(f"loaded {block}\nnext line") == "loaded [redacted:private_key]\nnext line"
@@ -77,6 +110,22 @@ def test_private_key_blocks_are_removed_whole_even_when_cut():
     "/api/users/1187 took 12ms",
 ])
 def test_ordinary_text_is_left_alone(text):
+    assert redact.redact(text) == text
+
+
+@pytest.mark.parametrize("text", [
+    "password reset email sent to user 42",
+    "the token bucket is full",
+    "token: 3 of 5 used",
+    "rate limit: token = 12, burst = 20",
+    "if password == confirmation: ok",
+    "tokens: 1200 prompt, 300 completion",
+    "secret rotation finished in 3s",
+    "GET /api/tokens/refresh 200 12ms",
+    "passwords must be 12 characters; yours has 8",
+    "WARN api_key header missing on /v1/orders",
+])
+def test_ordinary_log_lines_mentioning_secrets_are_left_alone(text):
     assert redact.redact(text) == text
 
 
@@ -140,6 +189,15 @@ def test_our_json_log_lines_are_redacted():
     assert "toor" not in line and SLACK_TOKEN not in line and "p4ss" not in line
     assert parsed["msg"] == "connecting to mysql://root:[redacted:password]@db/app"
     assert "[redacted:slack_token]" in parsed["traceback"]
+
+
+def test_httpx_request_lines_to_a_response_url_are_redacted_in_our_log():
+    # httpx logs each request at INFO; the outbox posts replies to Slack's response URL.
+    record = logging.makeLogRecord({"msg": 'HTTP Request: %s %s "%s %d %s"', "levelname": "INFO", "name": "httpx",
+                                    "args": ("POST", RESPONSE_URL, "HTTP/1.1", 200, "OK")})
+    line = JsonFormatter().format(record)
+    assert "AbCdEfGhIj" not in line and "T0123ABCD" not in line
+    assert json.loads(line)["msg"] == 'HTTP Request: POST https://[redacted:slack_webhook] "HTTP/1.1 200 OK"'
 
 
 def test_run_json_and_console_text_are_redacted(local, make_config):

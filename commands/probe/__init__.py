@@ -98,14 +98,14 @@ def _targets(config: Config, service: str, target: str | None) -> list[Target]:
     if service == ALL:
         return [Target(name, probe) for name in probed for probe in config.services[name].probes.values()]
     if service not in config.services:
-        raise CommandError(f"There is no service {service!r}; probed services: {', '.join(probed)}.")
+        raise UsageError(f"There is no service {service!r}; probed services: {', '.join(probed)}.")
     probes = config.services[service].probes
     if not probes:
         raise CommandError(f"{service} has no probes; add [services.{service}.probes.TARGET] to the config.")
     if target is None:
         return [Target(service, probe) for probe in probes.values()]
     if target not in probes:
-        raise CommandError(f"{service} has no probe {target!r}; its probes: {', '.join(probes)}.")
+        raise UsageError(f"{service} has no probe {target!r}; its probes: {', '.join(probes)}.")
     return [Target(service, probes[target])]
 
 

@@ -74,6 +74,12 @@ class Check:
             raise DnsFailure(f"cannot resolve {host}: {error.strerror or error}") from None
 
 
+def host_port(host: str, port: int | str) -> str:
+    """`db:5432`, `[::1]:6379`: an IPv6 address in brackets, as in a URL."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))

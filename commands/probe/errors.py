@@ -1,6 +1,7 @@
 """Why a probe says "down": one exception class per failure a person on call tells apart.
 
 ProbeError
+ ├── InvalidTarget           the URL or DSN itself cannot work: the driver refuses one of its options
  ├── DnsFailure              the host name does not resolve
  ├── ConnectionRefused       nothing listens on that port
  ├── ConnectionFailed        unreachable, reset, closed before answering, a protocol it cannot speak
@@ -39,6 +40,10 @@ class Phase:
 
 class ProbeError(Exception):
     """A probe's target is down; the message is the detail shown to people."""
+
+
+class InvalidTarget(ProbeError):
+    pass
 
 
 class DnsFailure(ProbeError):

@@ -1,7 +1,8 @@
 """host: this machine's CPU load, memory, disk space per mount and open files, against thresholds.
 
 A hung network mount blocks statvfs for ever; each mount is its own phase, so the runner's
-timeout names the mount that hangs.
+timeout names the mount that hangs. A mount that is missing or unreadable is a warning of its own:
+the other figures are still worth seeing.
 """
 
 from __future__ import annotations
@@ -37,9 +38,15 @@ def probe(check: Check) -> Finding:
     disks = {}
     for mount in _mounts(settings.mounts):
         check.enter("read", f"reading disk usage of {mount}")
-        disks[mount] = round(psutil.disk_usage(mount).percent)
+        try:
+            disks[mount] = round(psutil.disk_usage(mount).percent)
+        except FileNotFoundError:
+            warnings.append(f"mount {mount} not found")
+        except OSError as error:
+            warnings.append(f"mount {mount} not readable: {error.strerror or error}")
     metrics["disk_pct"] = disks
-    facts.append("disk " + ", ".join(f"{mount} {used}%" for mount, used in disks.items()))
+    if disks:
+        facts.append("disk " + ", ".join(f"{mount} {used}%" for mount, used in disks.items()))
     warnings.extend(f"disk {mount} {used}% full" for mount, used in disks.items() if used >= settings.disk_pct)
 
     check.enter("read", "counting open files")

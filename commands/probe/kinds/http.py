@@ -3,6 +3,10 @@
 httpx's timeouts are per operation (its read timeout restarts with every chunk, so a server that
 drips its body keeps a request alive for ever); the total deadline is enforced here, between
 chunks, on top of per-operation timeouts no longer than the time left.
+
+The latency runs from the moment the request goes out (its connection starts) to the whole
+answer: building the client and the TLS context is the bot's own time, tens of ms under the GIL
+when several probes start at once, and would make a 1 ms endpoint look slow.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import threading
 import time
 from functools import cache
 from typing import Any
@@ -17,7 +22,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from commands.probe.check import Check, Finding
+from commands.probe.check import Check, Finding, host_port
 from commands.probe.errors import BodyMismatch, ConnectionFailed, ProbeError, WrongStatus, from_os_error
 from commands.probe.redact import public_url
 
@@ -31,7 +36,7 @@ def probe(check: Check) -> Finding:
     settings = check.probe
     url, auth = _split_userinfo(settings.url)
     target = httpx.URL(url)
-    tracer = _Tracer(check, f"{target.host}:{target.port or (443 if target.scheme == 'https' else 80)}")
+    tracer = _Tracer(check, host_port(target.host, target.port or (443 if target.scheme == "https" else 80)))
     check.resolve(target.host, target.port or 0)
     follow = not (settings.expect_status and 300 <= settings.expect_status < 400)
     verify = _tls_context(settings.ca_file, os.stat(settings.ca_file).st_mtime_ns if settings.ca_file else 0)
@@ -48,13 +53,22 @@ def probe(check: Check) -> Finding:
         raise check.timeout() from None
     except httpx.HTTPError as error:
         raise _mapped(error, tracer.where) from None
-    latency = check.elapsed()
+    latency = time.monotonic() - (tracer.sent_at or check.started)
     return _judge(check, response, body, cert_days, latency)
 
 
-@cache
+_tls_lock = threading.Lock()
+
+
 def _tls_context(ca_file: str | None, version: int) -> ssl.SSLContext:
-    """Built once per CA file (and its version): loading a CA bundle costs ~15 ms of CPU under the GIL."""
+    """Built once per CA file (and its version): loading a CA bundle costs ~15 ms of CPU under the GIL,
+    so probes starting together wait for the one being built rather than each building their own."""
+    with _tls_lock:
+        return _built_tls_context(ca_file, version)
+
+
+@cache
+def _built_tls_context(ca_file: str | None, version: int) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file) if ca_file else httpx.create_ssl_context()
 
 
@@ -64,10 +78,13 @@ class _Tracer:
     def __init__(self, check: Check, where: str):
         self.check = check
         self.where = where
+        self.sent_at: float | None = None   # the first event: the request going out
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if self.sent_at is None:
+            self.sent_at = time.monotonic()
         if event == "connection.connect_tcp.started":
-            self.where = f"{info['host']}:{info['port']}"
+            self.where = host_port(info["host"], info["port"])
             self.check.enter("connect", f"connecting to {self.where}")
         elif event == "connection.start_tls.started":
             self.check.enter("connect", f"in the TLS handshake with {self.where}")

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import pymysql
 from pymysql.constants import ER
 
-from commands.probe.check import Check, Finding, percent
+from commands.probe.check import Check, Finding, host_port, percent
 from commands.probe.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -32,7 +32,7 @@ _CONNECTION_LIMIT_ERRORS = {ER.CON_COUNT_ERROR, ER.TOO_MANY_USER_CONNECTIONS}
 def probe(check: Check) -> Finding:
     parts = urlsplit(check.probe.dsn)
     host, port = parts.hostname or "localhost", parts.port or DEFAULT_PORT
-    where = f"{host}:{port}"
+    where = host_port(host, port)
     check.resolve(host, port)
     check.enter("connect", f"connecting to {where}")
     try:

@@ -16,12 +16,13 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from bot.times import format_duration
-from commands.probe.check import Check, Finding, percent
+from commands.probe.check import Check, Finding, host_port, percent
 from commands.probe.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     ConnectionRefused,
     DnsFailure,
+    InvalidTarget,
     ProbeError,
     ServerError,
     TlsError,
@@ -43,6 +44,10 @@ SELECT
        ELSE EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float END AS replica_lag
 """
 
+# libpq refusing an option of the DSN before it connects ("invalid sslmode value"): the config's error, not TLS
+_INVALID_OPTION = re.compile(r"invalid \w+ value|invalid port number|invalid integer value|invalid connection option|"
+                             r"invalid URI")
+
 # libpq's and the server's words for failures that carry no SQLSTATE (they happen while connecting)
 _MESSAGES: list[tuple[re.Pattern[str], type[ProbeError], str]] = [
     (re.compile(r"password authentication failed|authentication failed|role \"[^\"]*\" does not exist|"
@@ -62,10 +67,10 @@ def probe(check: Check) -> Finding:
     settings = check.probe
     try:
         params = conninfo_to_dict(settings.dsn)
-    except psycopg.ProgrammingError:
-        raise ConnectionFailed("the dsn is not a valid connection string") from None
+    except psycopg.ProgrammingError as error:
+        raise InvalidTarget(f"the DSN is invalid: {str(error).strip()}") from None
     host, port = str(params.get("host") or "local socket"), params.get("port") or 5432
-    where = f"{host}:{port}" if not host.startswith("/") else host
+    where = host_port(host, port) if not host.startswith("/") else host
     if "," not in host and str(port).isdigit():   # a list of hosts is libpq's to try in turn
         check.resolve(host, int(port))
     check.enter("connect", f"connecting and logging in to {where}")
@@ -117,6 +122,8 @@ def _mapped(error: psycopg.Error, where: str) -> ProbeError:
     if error.sqlstate in ("28000", "28P01"):
         return AuthenticationFailed(f"{where}: login refused: {_server_words(error)}")
     text = str(error)
+    if error.sqlstate is None and _INVALID_OPTION.search(text):
+        return InvalidTarget(f"the DSN is invalid: {_server_words(error)}")
     for pattern, error_class, summary in _MESSAGES:
         if pattern.search(text):
             return error_class(f"{where}: {summary}: {_server_words(error)}")
@@ -126,5 +133,5 @@ def _mapped(error: psycopg.Error, where: str) -> ProbeError:
 def _server_words(error: psycopg.Error) -> str:
     """The useful line of libpq's message, without its "connection to server at … failed:" preamble."""
     text = str(error).split("\n")[0]
-    text = re.sub(r'^connection failed: |connection to server at "[^"]*"(, port \d+)? failed: ', "", text)
+    text = re.sub(r'^connection (?:failed|is bad): |connection to server at "[^"]*"(, port \d+)? failed: ', "", text)
     return re.sub(r"^FATAL:\s+", "", text).strip()

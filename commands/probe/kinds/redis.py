@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 
-from commands.probe.check import Check, Finding, percent
+from commands.probe.check import Check, Finding, host_port, percent
 from commands.probe.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -31,7 +31,7 @@ DEFAULT_PORT = 6379
 def probe(check: Check) -> Finding:
     settings = check.probe
     options = parse_url(settings.url)
-    where = options.get("path") or f"{options.get('host', 'localhost')}:{options.get('port', DEFAULT_PORT)}"
+    where = options.get("path") or host_port(options.get("host", "localhost"), options.get("port", DEFAULT_PORT))
     if "host" in options:
         check.resolve(options["host"], options.get("port", DEFAULT_PORT))
     options.update(socket_timeout=check.time_left(), socket_connect_timeout=check.time_left(connecting=True),

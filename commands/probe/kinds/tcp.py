@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import socket
 
-from commands.probe.check import Check, Finding
+from commands.probe.check import Check, Finding, host_port
 from commands.probe.errors import ConnectionFailed, ProbeError, from_os_error, timed_out
 
 
 def probe(check: Check) -> Finding:
     host, port = split_address(check.probe.address)
-    where = f"{host}:{port}"
+    where = host_port(host, port)
     check.resolve(host, port)
     check.enter("connect", f"connecting to {where}")
     try:
