@@ -386,3 +386,129 @@ def test_json_access_logs_with_quoted_statuses(local, api, logs_dir, clock):
     assert data["status"].by_status == {502: 1, 504: 1}
     assert [p.path for p in data["status"].top_paths] == ["GET /api/orders/<n>"]
     assert [e.cause.id for e in local(api()).invoke("/logs api").data["events"]] == ["infra.upstream_nginx"] * 2
+
+
+# -- QA findings ---------------------------------------------------------------------------------
+
+
+def test_request_id_matches_the_whole_id_only(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(
+        "".join(f"{stamp(3)} INFO app.server [req-{n}] GET /api/orders/{n}\n" for n in range(1000, 1037))
+        + f"{stamp(2)} ERROR app.payments [req-10] charge failed\n"
+        + f"{stamp(1)} INFO app.payments req-10: retried (req-100 and xreq-10 and req-10x are others)\n")
+    lines = local(api()).invoke("/logs api --request-id req-10").data["lines"]
+    assert [line.text.split(" ", 3)[3] for line in lines] == [
+        "app.payments [req-10] charge failed",
+        "app.payments req-10: retried (req-100 and xreq-10 and req-10x are others)"]
+
+
+def test_request_id_in_json_logs_is_the_fields_exact_value(local, api, logs_dir):
+    entries = [{"time": f"2026-11-24T13:5{n}:00Z", "level": "info", "msg": f"step {n}", "pid": 1,
+                "request_id": request_id} for n, request_id in enumerate(["1", "10", "req-1", "1"])]
+    entries.append({"time": "2026-11-24T13:58:00Z", "level": "error", "msg": "no field, but about 1 thing"})
+    entries.append({"time": "2026-11-24T13:59:00Z", "level": "error", "msg": "retrying 10 later"})
+    (logs_dir / "app.log").write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    runner = local(api())
+    assert [line.text for line in runner.invoke("/logs api --request-id 1").data["lines"]] == [
+        "2026-11-24T13:50:00Z INFO step 0", "2026-11-24T13:53:00Z INFO step 3",
+        "2026-11-24T13:58:00Z ERROR no field, but about 1 thing"]
+    assert [line.text for line in runner.invoke("/logs api --request-id 10").data["lines"]] == [
+        "2026-11-24T13:51:00Z INFO step 1", "2026-11-24T13:59:00Z ERROR retrying 10 later"]
+
+
+def test_nothing_readable_is_a_failed_command_naming_each_source(local, api, logs_dir, make_config, tmp_path):
+    (logs_dir / "folder.log").mkdir()
+    os.mkfifo(logs_dir / "pipe.log")
+    config = make_config(f"""
+        [services.api]
+        logs = ["{logs_dir}/*.log", "{tmp_path}/nothing-*.log", "{tmp_path}/gone.log", "/dev/zero"]
+        log_command = ["no-such-journal-binary", "-u", "api"]
+    """)
+    reply = local(config).invoke("/logs api")
+    assert reply.outcome is Outcome.FAILED
+    message = reply.data["message"]
+    assert message.startswith("Could not read any log of api:")
+    for reason in (f"{logs_dir}/folder.log: a directory, not a log file",
+                   f"{logs_dir}/pipe.log: a FIFO, not a log file",
+                   f"{tmp_path}/nothing-*.log: no file matches",
+                   f"{tmp_path}/gone.log: no such file",
+                   "/dev/zero: a character device, not a log file",
+                   "no-such-journal-binary: cannot run it"):
+        assert reason in message
+    assert "Try a wider window" not in message
+    assert local(config).run("/logs api", as_json=True, out=io.StringIO(), err=io.StringIO()) == 1
+
+
+def test_some_sources_unreadable_is_a_note_with_the_results(local, api, logs_dir, make_config, tmp_path):
+    (logs_dir / "app.log").write_text(python_error(3))
+    os.mkfifo(logs_dir / "pipe.log")
+    config = make_config(f'[services.api]\nlogs = ["{logs_dir}/*.log", "{tmp_path}/gone.log"]\n')
+    reply = local(config).invoke("/logs api")
+    assert reply.outcome is Outcome.OK and len(reply.data["events"]) == 1
+    assert f"{logs_dir}/pipe.log: a FIFO, not a log file" in reply.data["notes"]
+    assert f"{tmp_path}/gone.log: no such file" in reply.data["notes"]
+
+
+def test_a_missing_log_command_binary_fails_through_the_real_cli(tmp_path):
+    config = tmp_path / "cli.toml"
+    config.write_text('[services.api]\nlog_command = ["no-such-journal-binary"]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "/logs api"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ONCALL_CONFIG": str(config), "ONCALL_DB": str(tmp_path / "cli.db")})
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "Could not read any log of api: no-such-journal-binary: cannot run it" in output
+    assert "wider window" not in output and "kB read" not in output
+
+
+def test_entries_in_the_future_say_the_log_may_be_in_local_time(local, api, logs_dir, clock):
+    (logs_dir / "app.log").write_text(python_error(-58) + python_error(-60, "ValueError: local time"))
+    data = local(api()).invoke("/logs api --since 15m").data
+    assert [e.exception for e in data["events"]] == ["ValueError: local time", "KeyError: 'id'"]
+    assert data["ahead"] == {"seconds": 3600, "sources": ["app.log"]}
+    text = Renderer(NOW.tzinfo, clock).text("logs", data)
+    assert "app.log: entries are up to 1 h 00 m in the future: are this log's times local time?" in text
+    (logs_dir / "app.log").write_text(python_error(-2))               # a little clock skew is no news
+    assert local(api()).invoke("/logs api").data["ahead"] is None
+
+
+def test_a_json_error_field_is_part_of_the_event(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(
+        json.dumps({"level": "error", "ts": 1795528680.5, "caller": "db/query.go:42", "msg": "query failed",
+                    "error": "dial tcp 10.0.0.5:5432: connect: connection refused"}) + "\n"
+        + json.dumps({"time": "2026-11-24T13:59:00Z", "level": "ERROR", "msg": "cache miss storm",
+                      "err": "redis: connection pool timeout"}) + "\n")
+    events = local(api()).invoke("/logs api").data["events"]
+    assert [e.exception for e in events] == [
+        "cache miss storm: redis: connection pool timeout",
+        "query failed: dial tcp 10.0.0.5:5432: connect: connection refused"]
+    assert "connection refused" in events[1].excerpt
+
+
+def test_the_regex_flag_is_shown(local, api, logs_dir, clock):
+    (logs_dir / "app.log").write_text(info(2, "key dump follows"))
+    data = local(api()).invoke("/logs api --grep /KEY.*dump/i").data
+    assert "regex /KEY.*dump/i" in Renderer(NOW.tzinfo, clock).text("logs", data)
+
+
+def test_status_on_a_log_without_access_lines_says_so(local, api, logs_dir, clock):
+    (logs_dir / "app.log").write_text(python_error(3) + info(2))
+    data = local(api()).invoke("/logs api --status 5xx").data
+    text = Renderer(NOW.tzinfo, clock).text("logs", data)
+    assert "No 5xx responses: app.log holds no access-log lines" in text
+    (logs_dir / "access.log").write_text(
+        '203.0.113.9 - - [24/Nov/2026:13:58:30 +0000] "GET /api/orders HTTP/1.1" 200 64 "-" "curl/8.4"\n')
+    data = local(api()).invoke("/logs api --status 5xx").data
+    assert "No 5xx responses in the window." in Renderer(NOW.tzinfo, clock).text("logs", data)
+
+
+def test_a_gzipped_access_log_is_folded_while_read_and_every_response_counted(local, api, logs_dir):
+    lines = "".join(f'203.0.113.{n % 200} - - [24/Nov/2026:13:{20 + n % 30}:00 +0000] "GET /api/users/{n} HTTP/1.1" '
+                    f'{502 if n % 3 else 504} 64 "-" "curl/8.4"\n' for n in range(1, 301))
+    (logs_dir / "app.log").write_text(info(1))
+    (logs_dir / "app.log.1.gz").write_bytes(gzip.compress(lines.encode()))
+    os.utime(logs_dir / "app.log.1.gz", (NOW.timestamp(), NOW.timestamp()))     # rotated "now", on the test clock
+    data = local(api()).invoke("/logs api --status 5xx").data
+    assert data["status"].by_status == {502: 200, 504: 100}
+    assert [(p.path, p.count) for p in data["status"].top_paths] == [("GET /api/users/<n>", 300)]
+    assert data["status"].first == NOW - timedelta(minutes=40) and data["status"].last == NOW - timedelta(minutes=11)

@@ -22,10 +22,14 @@ from commands.logs.report import CauseContext, Folder
 DATA = Path(__file__).parent / "data" / "logs"
 
 
+def forward(batches: list[list[bytes]], headed: bool) -> list[list[bytes]]:
+    return [lines for completed in forward_records(iter(batches), headed) for lines in completed]
+
+
 def records_of(path: Path) -> list:
     data = path.read_bytes().split(b"\n")
     fmt, headed = detect_format(data)
-    return [decode(lines, path.name, fmt) for lines in forward_records(iter([data]), headed)]
+    return [decode(lines, path.name, fmt) for lines in forward([data], headed)]
 
 
 def events_of(path: Path, *, app_paths: tuple[str, ...] = (), limit: int = 10, silenced=frozenset()):
@@ -175,7 +179,7 @@ def test_reading_backwards_groups_like_reading_forwards(name, monkeypatch):
     path = DATA / name
     data = path.read_bytes().split(b"\n")
     fmt, headed = detect_format(data)
-    forward = list(forward_records(iter([data[:-1] if data[-1] == b"" else data]), headed))
+    forwards = forward([data[:-1] if data[-1] == b"" else data], headed)
     generator = random.Random(name)
     for _ in range(5):
         monkeypatch.setattr(reading, "BLOCK", generator.choice([16, 64, 300, 4096]))
@@ -188,7 +192,7 @@ def test_reading_backwards_groups_like_reading_forwards(name, monkeypatch):
         backward.extend(grouper.finish())
         reader.close()
         kept = [record for record in reversed(backward)]
-        assert all(record in forward for record in kept)
+        assert all(record in forwards for record in kept)
 
 
 @pytest.mark.parametrize("name, headed, expected_errors", [
@@ -229,7 +233,7 @@ def test_a_malformed_catalog_entry_is_named():
 
 def test_a_record_stays_bounded_whatever_its_lines(tmp_path):
     lines = [b"2026-11-24 14:00:00 ERROR app boom"] + [b"  " + b"z" * 20_000] * 450
-    record = next(forward_records(iter([lines]), True))
+    record = forward([lines], True)[0]
     assert record[0] == lines[0] and len(record) == 401 and b"lines cut" in record[300]
     assert sum(len(line) for line in record) < 401 * 17_000
     path = tmp_path / "app.log"

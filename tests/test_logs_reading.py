@@ -7,11 +7,13 @@ import os
 import random
 import sys
 import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from commands.logs import reading
+from commands.logs import reading, search
 from commands.logs.reading import (
     BackwardFile,
     CommandFailed,
@@ -23,6 +25,8 @@ from commands.logs.reading import (
     forward_lines,
     gzip_chunks,
 )
+from commands.logs.report import Folder
+from commands.logs.search import Query, Scan, command_stream, file_stream
 
 
 def backward_lines(path: Path, stats: Stats | None = None) -> list[bytes]:
@@ -143,11 +147,11 @@ def test_gzip_is_streamed_and_a_cut_gzip_ends_with_a_note(tmp_path):
     assert b"".join(gzip_chunks(log, stats)) == data
     path.write_bytes(gzip.compress(data)[:3000])
     partial = b"".join(gzip_chunks(log, stats))
-    assert data.startswith(partial) and len(partial) < len(data)
+    assert data.startswith(partial) and 0 < len(partial) < len(data)
     assert "app.log.2.gz: the gzip stream ends early (still being written?); read up to there" in stats.notes
     path.write_bytes(b"not gzip at all\n")
-    assert b"".join(gzip_chunks(log, stats)) == b""
-    assert "app.log.2.gz: not a gzip file; read up to there" in stats.notes
+    with pytest.raises(SourceUnreadable, match="app.log.2.gz: not a gzip file"):
+        b"".join(gzip_chunks(log, stats))
 
 
 def test_an_unreadable_file_is_a_source_error(tmp_path):
@@ -209,3 +213,116 @@ def test_a_span_cut_in_pieces_keeps_every_line(tmp_path, small_blocks):
         pieces = list(span.pieces(20))
         assert [line for piece in reversed(pieces) for line in piece.lines()] == span.lines()
         assert all(piece.last is None for piece in pieces[1:])
+
+
+# -- the forward path and the scan (QA findings) ------------------------------------------------
+
+NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+FLOOD = "2026-11-24 13:59:00 ERROR flood\n"
+
+
+def test_the_forward_path_folds_while_streaming_and_counts_every_repeat(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "FORWARD_BUFFER_BYTES", 100_000)
+    path = tmp_path / "app.log.1.gz"
+    path.write_bytes(gzip.compress((FLOOD * 50_000 + "2026-11-24 13:59:30 ERROR the last one\n").encode()))
+    stats = Stats()
+    query = Query(min_level=40)
+    scan = Scan([file_stream([LogFile(path, path.name)], "auto", query, stats, time.monotonic() + 30)], query,
+                time.monotonic() + 30, stats, NOW)
+    folder = Folder(())
+    for record in scan:
+        if record is not None:
+            folder.add(record)
+    counts = sorted((group.count, group.record.message) for group in folder.groups.values())
+    assert counts == [(1, "2026-11-24 13:59:30 ERROR the last one"), (50_000, FLOOD.strip())]
+    assert not any("not kept" in note for note in stats.notes)
+
+
+def test_the_forward_path_keeps_what_it_folds_not_every_line(monkeypatch):
+    stats = Stats()
+    query = Query(min_level=40)
+    argv = (sys.executable, "-c", f"import sys; sys.stdout.write({FLOOD!r} * 30_000)")
+    tracemalloc.start()
+    try:
+        records = [record for record in Scan([command_stream(argv, "auto", query, stats, time.monotonic() + 30)],
+                                             query, time.monotonic() + 30, stats, NOW) if record is not None]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(record.repeats, record.first_seen) for record in records] == [(30_000, NOW - timedelta(minutes=1))]
+    assert peak < 4 * 1024 * 1024            # 30,000 records kept would take 12 MB
+
+
+def test_closing_the_scan_early_kills_the_log_command_and_its_children(tmp_path):
+    pids = tmp_path / "pids"
+    script = (f"import os, subprocess, sys, time\n"
+              f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+              f"while True:\n    sys.stdout.write({FLOOD!r} * 1000)\n    sys.stdout.flush()\n    time.sleep(0.01)\n")
+    stats = Stats()
+    query = Query(min_level=40)
+    deadline = time.monotonic() + 30
+    scan = Scan([command_stream((sys.executable, "-c", script), "auto", query, stats, deadline)], query, deadline,
+                stats, NOW)
+    steps = iter(scan)
+    assert next(steps) is None                  # a chunk is read: the command is running
+    command, child = (int(pid) for pid in pids.read_text().split())
+    assert _running(command) and _running(child)
+    scan.close()
+    assert not _running(command)
+    deadline = time.monotonic() + 5             # the child is reaped by whoever inherits it
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_command_closed_while_read_is_killed(tmp_path):
+    chunks = command_chunks((sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); "
+                                                   "time.sleep(60)"), Stats(), time.monotonic() + 30)
+    pid = int(next(chunks))
+    chunks.close()
+    assert not _running(pid)
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda path: path.mkdir(), "a directory"),
+    (lambda path: os.mkfifo(path), "a FIFO"),
+])
+def test_a_source_that_is_not_a_regular_file_is_reported_not_read(tmp_path, make, kind):
+    make(tmp_path / "app.log")
+    stats = Stats()
+    assert discover((str(tmp_path / "*.log"),), stats) == []
+    assert stats.unreadable == [f"{tmp_path}/app.log: {kind}, not a log file"]
+
+
+def test_a_fifo_or_a_device_is_never_read(tmp_path):
+    os.mkfifo(tmp_path / "app.log.2.gz")
+    fifo = LogFile(tmp_path / "app.log.2.gz", "app.log.2.gz")
+    with pytest.raises(SourceUnreadable, match="app.log.2.gz: a FIFO, not a log file"):
+        list(gzip_chunks(fifo, Stats()))
+    with pytest.raises(SourceUnreadable, match="app.log.2.gz: a FIFO, not a log file"):
+        BackwardFile(fifo, Stats())
+    with pytest.raises(SourceUnreadable, match="zero: a character device, not a log file"):
+        BackwardFile(LogFile(Path("/dev/zero"), "zero"), Stats())
+
+
+def test_the_forward_path_lets_the_least_recent_kinds_go_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "MAX_FORWARD_KINDS", 3)
+    path = tmp_path / "app.log.1.gz"
+    path.write_bytes(gzip.compress("".join(f"2026-11-24 13:5{n}:00 ERROR kind {'ABCDE'[n]}\n" for n in range(5))
+                                   .encode()))
+    stats = Stats()
+    query = Query(min_level=40)
+    scan = Scan([file_stream([LogFile(path, path.name)], "auto", query, stats, time.monotonic() + 30)], query,
+                time.monotonic() + 30, stats, NOW)
+    assert [record.message[-1] for record in scan if record is not None] == ["E", "D", "C"]
+    assert "app.log.1.gz: 2 older matches (2 different ones) were not kept" in stats.notes[0]

@@ -7,6 +7,12 @@ names the likely cause from the catalog (causes.toml). `--grep`, `--level`, `--s
 Inside an incident channel a bare `/logs` is about the incident's service, from a little before it
 started; the answer goes to the incident's thread and into its timeline. Secrets are redacted by
 the frame on the way out (bot.redact).
+
+When no source could be read at all (globs matching nothing, missing files, a directory or a
+FIFO, a log_command that does not run), the command fails naming each source and why, rather than
+answering that there are no errors; when some could, the others are notes. Entries later than now
+are said to be in the future (a log written in local time, read as UTC). However the command
+ends, the scan is closed, so a log_command still running is killed.
 """
 
 from __future__ import annotations
@@ -123,7 +129,6 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     streams = [file_stream(files, service.log_format, query, stats, deadline) for files in logs]
     if service.log_command:
         streams.append(command_stream(service.log_command, service.log_format, query, stats, deadline))
-    scan = Scan(streams, query, deadline, stats)
     context = CauseContext(service.name, service.app_paths, silenced,
                            {name: probe.kind for name, probe in service.probes.items()})
     data: dict[str, Any] = {
@@ -131,21 +136,29 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
         "incident": {"id": incident.id, "title": incident.title} if incident else None,
         "query": {"level": LEVEL_NAMES.get(query.min_level) if query.min_level is not None else None,
                   "grep": args.grep, "regex": args.regex.pattern if args.regex else None,
+                  "regex_flags": "i" if args.regex and args.regex.flags & re.I else "",
                   "request_id": args.request_id, "status": args.status_text, "since": since, "until": until,
                   "window": window, "last": args.last},
         "events": [], "distinct": 0, "lines": [], "status": None,
     }
-    if mode == "request":
-        _collect_request(scan, data, context)
-    elif mode == "status":
-        _collect_status(scan, data, args, context)
-    else:
-        folder = _fold(scan, args.last, context.app_paths, whole_window=since is not None)
-        data["events"] = folder.events(args.last, context)
-        data["distinct"] = len(folder.groups)
+    with Scan(streams, query, deadline, stats, now) as scan:
+        if mode == "request":
+            _collect_request(scan, data, context)
+        elif mode == "status":
+            _collect_status(scan, data, args, context)
+        else:
+            folder = _fold(scan, args.last, context.app_paths, whole_window=since is not None)
+            data["events"] = folder.events(args.last, context)
+            data["distinct"] = len(folder.groups)
+    if not stats.read and stats.unreadable and not scan.timed_out:
+        raise CommandError(f"Could not read any log of {service.name}: {'; '.join(stats.unreadable)}. "
+                           f"Check logs and log_command in [services.{service.name}].")
     data["read"] = {"bytes": stats.bytes_read, "back_to": scan.reached, "complete": scan.complete,
                     "timed_out": scan.timed_out}
     data["sources"] = [files[0].name for files in logs] + [Path(argv).name for argv in service.log_command[:1]]
+    data["access_logs"] = sorted(stats.with_access_lines)
+    data["ahead"] = ({"seconds": round(max(scan.ahead.values()).total_seconds() / 60) * 60,
+                      "sources": sorted(scan.ahead)} if scan.ahead else None)
     data["notes"] = stats.notes
     if incident is None:
         return Reply("logs", data, Audience.CALLER)

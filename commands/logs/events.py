@@ -104,6 +104,19 @@ def mask(text: str) -> str:
     return text
 
 
+_DIGITS = str.maketrans("123456789", "000000000")
+
+
+def fold_key(record: Record) -> tuple[object, ...]:
+    """What two repeats of one event share, cheaply: records with one key have one signature (the
+    signature may still join records of different keys). An access entry: its status, method and
+    masked path; any other: its first line with every digit a 0 (finer than `mask`, which treats
+    all digits alike, and several times faster) and its other lines as written."""
+    if record.status is not None and record.method and len(record.lines) == 1:
+        return record.status, record.method, mask(_path_only(record.path or ""))
+    return str(record.status), record.lines[0].translate(_DIGITS) if record.lines else "", *record.lines[1:]
+
+
 def analyse(record: Record, app_paths: tuple[str, ...]) -> Analysis:
     lines = record.lines
     stack = _stack(record)

@@ -8,24 +8,35 @@ search and not the Python around it. Gzip files and a command's output can only 
 forward; they are streamed in chunks. Every line is bytes, cut at `MAX_LINE` bytes, so a 10 MB
 line or a file without a newline keeps memory flat.
 
+Only regular files are read: a directory, a FIFO or a device (a glob matching /dev/zero) is
+reported, never opened for reading, so nothing blocks or reads forever. A command runs as a
+child that is killed whenever its reading stops, however it stops (the end, a limit, or the
+generator closed or collected because the scan was abandoned).
+
+`Stats` keeps which sources could be read and why the others could not: when none could, the
+command fails saying so instead of answering "no errors".
+
 Error tree:
 
     SourceError              one source could not be read; the reply names it, the others are read
-    ├── SourceUnreadable     missing, permission denied, I/O error, not gzip
-    └── CommandFailed        log_command did not start, exited non-zero, or ran out of time
+    ├── SourceUnreadable     missing, not a regular file, permission denied, I/O error, not gzip
+    └── CommandFailed        log_command did not start, exited non-zero, or printed nothing in time
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
 import selectors
+import signal
+import stat
 import subprocess
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
@@ -58,6 +69,13 @@ class Stats:
 
     bytes_read: int = 0
     notes: list[str] = field(default_factory=list)
+    read: set[str] = field(default_factory=set)             # the sources that could be read (even empty)
+    unreadable: list[str] = field(default_factory=list)     # why the others could not (also in notes)
+    with_access_lines: set[str] = field(default_factory=set)   # sources holding HTTP access entries
+
+    def failed(self, reason: str) -> None:
+        self.unreadable.append(reason)
+        self.notes.append(reason)
 
 
 @dataclass(frozen=True)
@@ -74,11 +92,12 @@ def discover(patterns: tuple[str, ...], stats: Stats) -> list[list[LogFile]]:
     """The configured globs -> one list per log, newest file first (app.log, app.log.1, app.log.2.gz)."""
     families: dict[Path, list[tuple[tuple[int, str], Path]]] = {}
     for pattern in patterns:
-        matches = [Path(p) for p in glob(os.path.expanduser(pattern))]
+        matches = sorted(Path(p) for p in glob(os.path.expanduser(pattern)))
         if not matches:
-            stats.notes.append(f"{pattern}: no file matches")
+            stats.failed(f"{pattern}: {'no file matches' if _has_magic(pattern) else 'no such file'}")
         for path in matches:
-            if not path.is_file():
+            if (problem := _not_a_log_file(path)) is not None:
+                stats.failed(f"{path}: {problem}")
                 continue
             for sibling in _with_rotated(path):
                 base, order = _rotation(sibling)
@@ -92,11 +111,53 @@ def discover(patterns: tuple[str, ...], stats: Stats) -> list[list[LogFile]]:
     return logs
 
 
+def _has_magic(pattern: str) -> bool:
+    return re.search(r"[*?\[]", pattern) is not None
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_a_log_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a log (it is missing or not a regular file), or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        return error.strerror.lower() if error.strerror else str(error)
+    return _kind_problem(mode)
+
+
+def _kind_problem(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    return f"{kind}, not a log file"
+
+
 def _with_rotated(path: Path) -> list[Path]:
+    """The file and its rotated siblings; a sibling that is not a regular file is kept, so that
+    reading it reports it."""
     base, _ = _rotation(path)
     candidates = [Path(p) for p in glob(glob_escape(str(base)) + "[.-]*")]
-    rotated = [p for p in candidates if _rotation(p)[0] == base and p.is_file()]
+    rotated = [p for p in candidates if _rotation(p)[0] == base]
     return [path, *rotated] if base == path else [path]
+
+
+def open_regular(log: LogFile) -> int:
+    """A file descriptor of `log`, checked to be a regular file before anything is read from it.
+
+    Opened non-blocking: opening a FIFO for reading would otherwise wait for a writer forever.
+    """
+    try:
+        fd = os.open(log.path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise SourceUnreadable(f"{log.name}: {error.strerror.lower() if error.strerror else error}") from None
+    problem = _kind_problem(os.fstat(fd).st_mode)
+    if problem is not None:
+        os.close(fd)
+        raise SourceUnreadable(f"{log.name}: {problem}")
+    return fd
 
 
 def glob_escape(text: str) -> str:
@@ -177,10 +238,8 @@ class BackwardFile:
     def __init__(self, log: LogFile, stats: Stats):
         self.log = log
         self.stats = stats
-        try:
-            self.fd = os.open(log.path, os.O_RDONLY)
-        except OSError as error:
-            raise SourceUnreadable(f"{log.name}: {error.strerror.lower()}") from None
+        self.fd = open_regular(log)
+        stats.read.add(log.name)
         status = os.fstat(self.fd)
         self.size = status.st_size
         self.mtime = status.st_mtime
@@ -275,18 +334,21 @@ def forward_lines(chunks: Iterator[bytes]) -> Iterator[list[bytes]]:
         yield [_cut(carry, len(carry) + dropped)]
 
 
-def gzip_chunks(log: LogFile, stats: Stats) -> Iterator[bytes]:
-    try:
-        handle = gzip.open(log.path, "rb")
-    except OSError as error:
-        raise SourceUnreadable(f"{log.name}: {error.strerror.lower() if error.strerror else error}") from None
-    with handle:
+def gzip_chunks(log: LogFile, stats: Stats) -> Generator[bytes, None, None]:
+    raw = os.fdopen(open_regular(log), "rb")
+    with raw, gzip.GzipFile(fileobj=raw, mode="rb") as handle:
+        started = False
         while True:
             try:
-                chunk = handle.read(BLOCK)
+                chunk = handle.read1(BLOCK)       # what one step inflates: a cut stream still gives its start
             except (OSError, EOFError, zlib.error) as error:
+                if not started:
+                    raise SourceUnreadable(f"{log.name}: {_gzip_problem(error)}") from None
                 stats.notes.append(f"{log.name}: {_gzip_problem(error)}; read up to there")
                 return
+            if not started:
+                started = True
+                stats.read.add(log.name)
             if not chunk:
                 return
             stats.bytes_read += len(chunk)
@@ -301,27 +363,46 @@ def _gzip_problem(error: Exception) -> str:
     return f"corrupt gzip data ({error})"
 
 
-def command_chunks(argv: tuple[str, ...], stats: Stats, deadline: float) -> Iterator[bytes]:
-    """stdout of `argv` (no shell), until it exits, `COMMAND_OUTPUT_LIMIT` bytes, or the deadline."""
+def command_chunks(argv: tuple[str, ...], stats: Stats, deadline: float) -> Generator[bytes, None, None]:
+    """stdout of `argv` (no shell), until it exits, `COMMAND_OUTPUT_LIMIT` bytes, or the deadline.
+
+    The child never outlives the reading: it is killed in `finally`, which also runs when this
+    generator is closed or garbage-collected before the output ends (the scan was abandoned). It
+    runs in a process group of its own, killed whole, so a wrapper's children go with it.
+    """
     name = os.path.basename(argv[0])
     try:
         process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, shell=False)
+                                   stderr=subprocess.PIPE, shell=False, process_group=0)
     except OSError as error:
         raise CommandFailed(f"{name}: cannot run it ({error.strerror.lower() if error.strerror else error})") \
             from None
-    deadline = min(deadline, time.monotonic() + COMMAND_TIMEOUT_SECONDS)
+    try:
+        yield from _output(process, name, stats, min(deadline, time.monotonic() + COMMAND_TIMEOUT_SECONDS))
+    finally:
+        if process.returncode is None:      # not reaped yet, so its pid still names its group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def _output(process: subprocess.Popen[bytes], name: str, stats: Stats, deadline: float) -> Iterator[bytes]:
+    started = time.monotonic()
     errors = bytearray()
     total = 0
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    selector.register(process.stderr, selectors.EVENT_READ)
-    try:
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(process.stderr, selectors.EVENT_READ)
         open_streams = 2
         while open_streams:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                stats.notes.append(f"{name}: stopped after {COMMAND_TIMEOUT_SECONDS} s; read what it printed by then")
+                took = f"{time.monotonic() - started:.0f} s"
+                if not total:
+                    raise CommandFailed(f"{name}: printed nothing in {took}; stopped it")
+                stats.notes.append(f"{name}: stopped after {took}; read what it printed by then")
                 return
             for key, _ in selector.select(timeout=remaining):
                 data = os.read(key.fd, BLOCK)
@@ -333,20 +414,17 @@ def command_chunks(argv: tuple[str, ...], stats: Stats, deadline: float) -> Iter
                 else:
                     total += len(data)
                     stats.bytes_read += len(data)
+                    stats.read.add(name)
                     yield data
                     if total >= COMMAND_OUTPUT_LIMIT:
                         stats.notes.append(f"{name}: output stopped at {COMMAND_OUTPUT_LIMIT >> 20} MiB")
                         return
+    try:
         code = process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        if code != 0:
-            last = errors.decode("utf-8", "replace").strip().splitlines()
-            raise CommandFailed(f"{name} exited with code {code}" + (f": {last[-1][:300]}" if last else ""))
     except subprocess.TimeoutExpired:
         stats.notes.append(f"{name}: did not exit in time")
-    finally:
-        selector.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
-        process.stderr.close()
+        return
+    if code != 0:
+        last = errors.decode("utf-8", "replace").strip().splitlines()
+        raise CommandFailed(f"{name} exited with code {code}" + (f": {last[-1][:300]}" if last else ""))
+    stats.read.add(name)

@@ -2,7 +2,9 @@
 
 Formats: JSON lines, plain text with a header (time, level) on each entry's first line, and
 nginx/Apache access logs; detected from a sample, or set by `log_format`. Lines stay bytes until a
-record is known to match, so skipped text is never decoded.
+record is known to match, so skipped text is never decoded. A JSON entry is shown as its time,
+level and message; a plain-string `error`/`err` field (zap, logrus, slog) joins the message, since
+it usually holds the cause ("query failed: dial tcp …: connection refused").
 
 Where a record starts: at a header or a JSON line, and at the first line of a stack printed on
 its own (`Traceback …`, `panic: …`, `Exception in thread …`, a Node crash site) unless it follows a
@@ -276,23 +278,26 @@ def _clip(line: bytes) -> bytes:
     return line[:MAX_CONTINUATION] + f" …[line cut: {len(line):,} bytes]".encode()
 
 
-def forward_records(batches: Iterator[list[bytes]], headed: bool) -> Iterator[list[bytes]]:
-    """Lists of whole lines in file order -> records in file order."""
+def forward_records(batches: Iterator[list[bytes]], headed: bool) -> Iterator[list[list[bytes]]]:
+    """Lists of whole lines in file order -> for each, the records it completed, in file order
+    (a list per batch, maybe empty, so that a reader gets control back after every batch)."""
     current: _Lines | None = None
     before: Kind | None = None
     before_line = b""
     for lines in batches:
+        completed: list[list[bytes]] = []
         for line in lines:
             kind = classify(line)
             if current is None or starts_record(kind, before, before_line, line, headed=headed):
                 if current is not None:
-                    yield current.lines()
+                    completed.append(current.lines())
                 current = _Lines()
             current.append(_clip(line) if current.head else line)
             if kind is not Kind.BLANK:
                 before, before_line = kind, line
+        yield completed
     if current is not None:
-        yield current.lines()
+        yield [current.lines()]
 
 
 # -- formats ------------------------------------------------------------------------------------------
@@ -324,6 +329,14 @@ def detect_format(lines: list[bytes], configured: str = "auto") -> tuple[str, bo
     return "text", headed
 
 
+def holds_access_lines(lines: list[bytes], fmt: str) -> bool:
+    """Whether a sample of a log, read as `fmt`, holds HTTP access entries (what --status counts)."""
+    if fmt == "access":
+        return True
+    return fmt == "json" and any(line[:1] == b"{" and (data := _json_object(line)) is not None
+                                 and _json_status(data) is not None for line in lines[-200:])
+
+
 def _json_object(line: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(line)
@@ -347,6 +360,8 @@ class Record:
     method: str | None = None
     path: str | None = None
     raw: str | None = None              # a JSON entry as written: its other fields are evidence too
+    repeats: int = 1                    # occurrences folded into this one while reading forwards,
+    first_seen: datetime | None = None  # and the time of the first of them
 
     @property
     def text(self) -> str:
@@ -389,6 +404,10 @@ def decode(lines: list[bytes], source: str, fmt: str,
     return Record(text_lines, source, "text", moment, level, message=text_lines[0] if text_lines else "")
 
 
+def earliest(*moments: datetime | None) -> datetime | None:
+    return min((moment for moment in moments if moment is not None), default=None)
+
+
 def _status_level(status: int) -> int:
     return ERROR if status >= 500 else WARN if status >= 400 else LEVELS["info"]
 
@@ -397,6 +416,7 @@ def _status_level(status: int) -> int:
 
 _JSON_LEVEL_KEYS = ("level", "levelname", "severity", "lvl", "log.level", "loglevel")
 _JSON_MESSAGE_KEYS = ("message", "msg", "@message", "event", "error.message", "err.message")
+_JSON_ERROR_KEYS = ("error", "err")        # zap, logrus, slog: the cause, as a plain string
 _JSON_TIME_KEYS = ("timestamp", "time", "ts", "@timestamp", "asctime", "datetime", "date", "t")
 _JSON_REQUEST_KEYS = ("request_id", "requestId", "req_id", "reqId", "x_request_id", "correlation_id",
                       "correlationId", "trace_id", "http.request_id")
@@ -472,6 +492,9 @@ def _json_record(data: dict[str, Any], text_lines: list[str], source: str) -> Re
     path = _string(_first(data, ("path", "url", "uri", "http.path", "req.url", "request.path")))
     message = _first(data, _JSON_MESSAGE_KEYS)
     message = message if isinstance(message, str) else json.dumps(message) if message is not None else ""
+    error = _first(data, _JSON_ERROR_KEYS)
+    if isinstance(error, str) and error.strip() and error not in message:
+        message = f"{message}: {error}" if message else error
     if not message and status is not None:
         message = " ".join(str(part) for part in (status, method, path) if part)
     timestamp = _json_time(data)

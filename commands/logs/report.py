@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from commands.logs import causes
-from commands.logs.events import analyse, collapsed, mask
-from commands.logs.records import LEVEL_NAMES, Record
+from commands.logs.events import analyse, collapsed, fold_key, mask
+from commands.logs.records import LEVEL_NAMES, Record, earliest
 
 MAX_SIGNATURES = 1000           # distinct events tracked in one scan; more are counted, not kept
 MAX_EVENT_TEXT = 64 * 1024      # characters of one event's text kept for the reply
@@ -58,29 +58,28 @@ class Folder:
         self.app_paths = app_paths
         self.groups: dict[str, _Group] = {}
         self.untracked = 0               # occurrences of signatures past MAX_SIGNATURES
-        self._signatures: dict[tuple[str, ...], str] = {}
+        self._signatures: dict[tuple[object, ...], str] = {}
 
     def add(self, record: Record) -> None:
+        """One record, which may stand for several (`record.repeats`, folded while read forwards)."""
         signature = self._signature(record)
         moment = record.timestamp
+        first = earliest(record.first_seen, moment)
         group = self.groups.get(signature)
         if group is None:
             if len(self.groups) >= MAX_SIGNATURES:
-                self.untracked += 1
+                self.untracked += record.repeats
                 return
-            self.groups[signature] = _Group(record, 1, moment, moment)
+            self.groups[signature] = _Group(record, record.repeats, first, moment)
             return
-        group.count += 1
-        if moment is not None:
-            if group.last_seen is None or moment > group.last_seen:
-                group.last_seen, group.record = moment, record
-            if group.first_seen is None or moment < group.first_seen:
-                group.first_seen = moment
+        group.count += record.repeats
+        if moment is not None and (group.last_seen is None or moment > group.last_seen):
+            group.last_seen, group.record = moment, record
+        group.first_seen = earliest(group.first_seen, first)
 
     def _signature(self, record: Record) -> str:
-        """Repeats of one error differ in their first line's numbers only: analysed once. (An HTTP
-        status is a number that the signature keeps.)"""
-        key = (str(record.status), mask(record.lines[0]) if record.lines else "", *record.lines[1:])
+        """Repeats of one error differ in their first line's numbers only: analysed once."""
+        key = fold_key(record)
         signature = self._signatures.get(key)
         if signature is None:
             if len(self._signatures) >= MAX_SIGNATURES:
@@ -173,12 +172,12 @@ class StatusCounter:
 
     def add(self, record: Record) -> None:
         status = record.status or 0
-        self.by_status[status] += 1
+        self.by_status[status] += record.repeats
         path = f"{record.method or ''} {mask((record.path or '?').split('?', 1)[0])}".strip()
         if path in self.by_path or len(self.by_path) < MAX_SIGNATURES:
-            self.by_path.setdefault(path, Counter())[status] += 1
+            self.by_path.setdefault(path, Counter())[status] += record.repeats
+        self.first = earliest(self.first, record.first_seen, record.timestamp)
         if record.timestamp is not None:
-            self.first = min(self.first or record.timestamp, record.timestamp)
             self.last = max(self.last or record.timestamp, record.timestamp)
 
     def summary(self) -> StatusSummary:

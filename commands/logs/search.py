@@ -9,7 +9,17 @@ lies, not with the files' size.
 
 Blocks are gated before their lines are split into records: a block holding none of the query's
 literals (the --grep text, the request id, the words a level is written with) cannot hold a match,
-and only its first entry is parsed, to know how far back reading has come.
+and only its first entry is parsed, to know how far back reading has come. A request id found by
+the gate is then verified as a whole id: a token of its own in text (`req-10` is not in
+`req-1000`), the request-id field's exact value in a JSON entry.
+
+A gzip file or a command can only be read forwards, to its end: their matches are folded while
+streaming (a repeat replaces the kept one and adds to its count), so memory holds one record per
+kind of match, however many lines repeat it. Closing the scan closes every stream, which kills a
+command still running.
+
+Entries later than now (beyond a little clock skew) are noted per source: a log written in local
+time looks that much ahead of UTC, and its windows are off by as much.
 """
 
 from __future__ import annotations
@@ -17,11 +27,12 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from commands.logs.events import fold_key
 from commands.logs.reading import (
     BLOCK,
     BackwardFile,
@@ -40,14 +51,20 @@ from commands.logs.records import (
     Record,
     decode,
     detect_format,
+    earliest,
     forward_records,
+    holds_access_lines,
     quick_level,
     quick_time,
 )
 
 OUT_OF_ORDER = timedelta(minutes=2)      # entries may be written a little out of time order
-FORWARD_BUFFER_BYTES = 16 * 1024 * 1024  # matches kept from a gzip file or a command, newest last
+CLOCK_SKEW = timedelta(minutes=5)        # entries this far past now are not yet "in the future"
+FORWARD_BUFFER_BYTES = 8 * 1024 * 1024   # text of the matches kept from a gzip file or a command,
+MAX_FORWARD_KINDS = 1000                 # and how many different ones (their repeats are counted)
 _NEWEST = datetime.max.replace(tzinfo=UTC)
+_TOKEN_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") | frozenset(
+    range(128, 256))                     # an id's characters: a match must not touch one on either side
 
 # Words that an entry which is an error holds in some line, once lowercased: every level word
 # records.LEVELS ranks as an error, and the words of the lines a headless stack starts with.
@@ -125,7 +142,9 @@ class Query:
         """The decoded record when the entry matches, else None (decoding only what may match)."""
         if self.grep is not None and not any(self.grep in line for line in lines):
             return None
-        if self.request_id is not None and not any(self.request_id in line for line in lines):
+        json_entry = fmt == "json" and lines[0][:1] == b"{"     # its request id is verified once decoded
+        if self.request_id is not None and not any(
+                self.request_id in line if json_entry else holds_token(line, self.request_id) for line in lines):
             return None
         if self.pattern_literal is not None and not any(self.pattern_literal in line for line in lines):
             return None
@@ -138,6 +157,8 @@ class Query:
         if moment is not None and ((self.since and moment < self.since) or (self.until and moment > self.until)):
             return None
         record = decode(lines, source, fmt, (moment, level))
+        if self.request_id is not None and json_entry and not _of_request(record, self.request_id):
+            return None
         if self.statuses is not None:
             low, high = self.statuses
             if record.status is None or not low <= record.status <= high:
@@ -145,10 +166,36 @@ class Query:
         return record
 
 
+def _of_request(record: Record, request_id: bytes) -> bool:
+    """A JSON entry is the request's when its request-id field is exactly the id; without such a
+    field, when its message or stack holds the id as a whole token."""
+    if record.fmt == "json" and record.request_id is not None:
+        return record.request_id == request_id.decode("utf-8", "replace")
+    texts = [record.message, *record.lines[1:]] if record.fmt == "json" else record.lines
+    return any(holds_token(text.encode(), request_id) for text in texts)
+
+
+def holds_token(data: bytes, token: bytes) -> bool:
+    """Whether `token` is in `data` as a whole: no letter, digit, `_` or `-` right before or after
+    it (unless the token itself starts or ends with another character). Found with bytes.find."""
+    check_before = token[0] in _TOKEN_BYTES
+    check_after = token[-1] in _TOKEN_BYTES
+    position = data.find(token)
+    while position >= 0:
+        end = position + len(token)
+        if not (check_before and position > 0 and data[position - 1] in _TOKEN_BYTES) \
+                and not (check_after and end < len(data) and data[end] in _TOKEN_BYTES):
+            return True
+        position = data.find(token, position + 1)
+    return False
+
+
 @dataclass
 class _Step:
     records: list[Record]
     position: datetime | None        # the oldest time reached, if this step saw one
+    source: str = ""
+    newest: datetime | None = None   # the newest time seen, when the step knows it
 
 
 class Scan:
@@ -158,15 +205,29 @@ class Scan:
     step. A record newer than `frontier` is final: no stream can still yield a newer one.
     """
 
-    def __init__(self, streams: list[Iterator[_Step]], query: Query, deadline: float, stats: Stats):
+    def __init__(self, streams: list[Generator[_Step, None, None]], query: Query, deadline: float, stats: Stats,
+                 now: datetime):
         self.streams = streams
         self.query = query
         self.deadline = deadline
         self.stats = stats
+        self.now = now
         self.positions: list[datetime] = [_NEWEST] * len(streams)
         self.live = [True] * len(streams)
         self.reached: datetime | None = None     # the oldest time any stream reached
         self.timed_out = False
+        self.ahead: dict[str, timedelta] = {}     # source -> how far past now its newest entry is
+
+    def close(self) -> None:
+        """Stop every stream: files are closed, a command still running is killed."""
+        for stream in self.streams:
+            stream.close()
+
+    def __enter__(self) -> Scan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def frontier(self) -> datetime | None:
@@ -190,21 +251,30 @@ class Scan:
                 self.live[index] = False
                 continue
             except SourceError as error:
-                self.stats.notes.append(str(error))
+                self.stats.failed(str(error))
                 self.live[index] = False
                 continue
+            self._note_ahead(step)
             if step.position is not None:
                 self.positions[index] = min(self.positions[index], step.position)
                 self.reached = min(self.reached or _NEWEST, step.position)
                 if self.query.since and step.position < self.query.since - OUT_OF_ORDER:
+                    self.streams[index].close()
                     self.live[index] = False
             yield from step.records or [None]
+
+    def _note_ahead(self, step: _Step) -> None:
+        newest = max((moment for moment in (step.newest, step.position, *(r.timestamp for r in step.records))
+                      if moment is not None), default=None)
+        if newest is not None and newest > self.now + CLOCK_SKEW:
+            self.ahead[step.source] = max(self.ahead.get(step.source, timedelta(0)), newest - self.now)
 
 
 # -- streams ----------------------------------------------------------------------------------------
 
 
-def file_stream(files: list[LogFile], fmt: str, query: Query, stats: Stats, deadline: float) -> Iterator[_Step]:
+def file_stream(files: list[LogFile], fmt: str, query: Query, stats: Stats,
+                deadline: float) -> Generator[_Step, None, None]:
     """One log, newest file first: plain files read backwards, gzip files streamed. A file that
     cannot be read is a note, and the older ones are still read."""
     for log in files:
@@ -216,74 +286,131 @@ def file_stream(files: list[LogFile], fmt: str, query: Query, stats: Stats, dead
                 continue
             reader = BackwardFile(log, stats)
             try:
-                yield from _backward_stream(reader, fmt, query)
+                yield from _backward_stream(reader, fmt, query, stats)
             finally:
                 reader.close()
         except SourceError as error:
-            stats.notes.append(str(error))
+            stats.failed(str(error))
 
 
-def command_stream(argv: tuple[str, ...], fmt: str, query: Query, stats: Stats, deadline: float) -> Iterator[_Step]:
+def command_stream(argv: tuple[str, ...], fmt: str, query: Query, stats: Stats,
+                   deadline: float) -> Generator[_Step, None, None]:
     name = argv[0].rsplit("/", 1)[-1]
     yield from _forward_stream(command_chunks(argv, stats, deadline), name, fmt, query, stats, deadline)
 
 
-def _backward_stream(reader: BackwardFile, fmt: str, query: Query) -> Iterator[_Step]:
+def _backward_stream(reader: BackwardFile, fmt: str, query: Query, stats: Stats) -> Iterator[_Step]:
     grouper: BackwardGrouper | None = None
     gate = Gate()
     source = reader.log.name
+    newest: datetime | None = None
     for span in reader.spans():
         if grouper is None:
             fmt, headed = detect_format(span.lines(), fmt)
+            if holds_access_lines(span.lines(), fmt):
+                stats.with_access_lines.add(source)
             grouper = BackwardGrouper(headed)
             gate = query.gate(fmt)
+            newest = _newest_time(span.lines(), fmt)
         if not gate.hits_span(span):
-            yield _matching(*grouper.feed(span, False), source, fmt, query)
+            yield _matching(*grouper.feed(span, False), source, fmt, query, newest)
             continue
         # a match in a large block: look again in 64 KiB pieces, and assemble only the pieces that hit
         reader.matched()
         for piece in span.pieces(BLOCK):
-            yield _matching(*grouper.feed(piece, gate.hits_span(piece)), source, fmt, query)
+            yield _matching(*grouper.feed(piece, gate.hits_span(piece)), source, fmt, query, newest)
     if grouper is not None:
-        yield _matching(grouper.finish(), None, source, fmt, query)
+        yield _matching(grouper.finish(), None, source, fmt, query, newest)
 
 
-def _matching(raw: list[list[bytes]], earliest: bytes | None, source: str, fmt: str, query: Query) -> _Step:
+def _newest_time(lines: list[bytes], fmt: str) -> datetime | None:
+    """The time of the newest entry among a file's last lines that has one."""
+    return next((moment for line in reversed(lines[-50:]) if (moment := quick_time(line, fmt)) is not None), None)
+
+
+def _matching(raw: list[list[bytes]], earliest_start: bytes | None, source: str, fmt: str, query: Query,
+              newest: datetime | None) -> _Step:
     """The matches among `raw` (newest first), and the time of the earliest entry reached."""
     records = [record for lines in raw if (record := query.accept(lines, source, fmt)) is not None]
-    first = earliest or (raw[-1][0] if raw else None)
-    return _Step(records, quick_time(first, fmt) if first is not None else None)
+    first = earliest_start or (raw[-1][0] if raw else None)
+    return _Step(records, quick_time(first, fmt) if first is not None else None, source, newest)
 
 
-def _forward_stream(chunks: Iterator[bytes], source: str, fmt: str, query: Query, stats: Stats,
+def _forward_stream(chunks: Generator[bytes, None, None], source: str, fmt: str, query: Query, stats: Stats,
                     deadline: float) -> Iterator[_Step]:
-    """Read a forward-only source to its end, keeping its newest matches, then give them newest first."""
-    kept: deque[Record] = deque()
-    kept_bytes = 0
-    dropped = 0
+    """Read a forward-only source to its end, folding its matches as they come, then give them
+    newest first. After every chunk a step without records lets the scan stop it (and closing this
+    generator closes `chunks`, which kills a command)."""
+    kept = _Kept(fold=query.request_id is None)
     oldest: datetime | None = None
-    batches = forward_lines(chunks)
-    first = next(batches, [])
-    detected, headed = detect_format(first, fmt)
-    for lines in forward_records(itertools.chain([first], batches), headed):
-        if oldest is None:
-            oldest = quick_time(lines[0], detected)
-        record = query.accept(lines, source, detected)
-        if record is not None:
-            kept.append(record)
-            kept_bytes += sum(len(line) for line in record.lines)
-        while kept_bytes > FORWARD_BUFFER_BYTES and len(kept) > 1:
-            kept_bytes -= sum(len(line) for line in kept.popleft().lines)
-            dropped += 1
-        if time.monotonic() > deadline:
-            stats.notes.append(f"{source}: stopped reading at the time limit")
-            break
-    if dropped:
-        stats.notes.append(f"{source}: {dropped:,} older matches were not kept (it can only be read forwards)")
-    records = list(reversed(kept))
-    for record in records:
-        yield _Step([record], record.timestamp)
-    yield _Step([], oldest)
+    last: list[bytes] | None = None
+    try:
+        batches = forward_lines(chunks)
+        first = next(batches, [])
+        detected, headed = detect_format(first, fmt)
+        if holds_access_lines(first, detected):
+            stats.with_access_lines.add(source)
+        for completed in forward_records(itertools.chain([first], batches), headed):
+            for lines in completed:
+                if oldest is None:
+                    oldest = quick_time(lines[0], detected)
+                record = query.accept(lines, source, detected)
+                if record is not None:
+                    kept.add(record)
+            last = completed[-1] if completed else last
+            if time.monotonic() > deadline:
+                stats.notes.append(f"{source}: stopped reading at the time limit")
+                break
+            yield _Step([], None, source)
+    finally:
+        chunks.close()
+    if kept.dropped:
+        kinds = f" ({kept.dropped_kinds:,} different ones)" if kept.fold else ""
+        stats.notes.append(f"{source}: {kept.dropped:,} older matches{kinds} were not kept: it can only be read "
+                           f"forwards, and only the newest are kept")
+    records = kept.newest_first()
+    newest = max((moment for moment in (quick_time(last[0], detected) if last else None,
+                                        *(record.timestamp for record in records)) if moment is not None),
+                 default=None)
+    yield _Step(records, oldest, source, newest)
+
+
+class _Kept:
+    """The matches of a forward-only source, bounded by what is kept: at most MAX_FORWARD_KINDS
+    records and FORWARD_BUFFER_BYTES of their text, whatever the number of lines read.
+
+    Folding, a match replaces its kept repeat (same `fold_key`) and takes over its count and first
+    time, so counts include every occurrence read. The kinds seen least recently are let go first.
+    Not folding (a request's entries), every match is its own kind: the newest are kept.
+    """
+
+    def __init__(self, *, fold: bool):
+        self.fold = fold
+        self.records: OrderedDict[object, tuple[Record, int]] = OrderedDict()   # least recently seen first
+        self.size = 0
+        self.dropped = 0                 # occurrences let go
+        self.dropped_kinds = 0
+        self._sequence = itertools.count()
+
+    def add(self, record: Record) -> None:
+        key = fold_key(record) if self.fold else next(self._sequence)
+        repeat = self.records.pop(key, None)
+        if repeat is not None:
+            previous, size = repeat
+            record.repeats += previous.repeats
+            record.first_seen = earliest(previous.first_seen, previous.timestamp, record.timestamp)
+            self.size -= size
+        size = sum(len(line) for line in record.lines)
+        self.records[key] = (record, size)
+        self.size += size
+        while len(self.records) > 1 and (len(self.records) > MAX_FORWARD_KINDS or self.size > FORWARD_BUFFER_BYTES):
+            _, (gone, size) = self.records.popitem(last=False)
+            self.size -= size
+            self.dropped += gone.repeats
+            self.dropped_kinds += 1
+
+    def newest_first(self) -> list[Record]:
+        return [record for record, _ in reversed(self.records.values())]
 
 
 def _mtime(log: LogFile) -> datetime | None:
