@@ -69,6 +69,21 @@ def parse_when(text: str, now: datetime, tz: ZoneInfo) -> datetime:
         raise TimeParseError(f"{text!r} is out of range") from None
 
 
+def parse_since(text: str, now: datetime, tz: ZoneInfo) -> datetime:
+    """`--since`: a duration back from now (`6h`) or a point in time (`14:00`, `25m ago`, ISO 8601),
+    never in the future; returned in UTC."""
+    try:
+        since = now - parse_duration(text)
+    except TimeParseError:
+        try:
+            since = parse_when(text, now, tz)
+        except TimeParseError as error:
+            raise TimeParseError(f"{error}; or a duration like 6h") from None
+    if since > now:
+        raise TimeParseError(f"{text} is in the future")
+    return since.astimezone(UTC)
+
+
 def format_duration(seconds: float | None) -> str:
     """Two units at most, zero-padded second unit: `45 s`, `12 m 05 s`, `1 h 07 m`, `2 d 03 h`."""
     if seconds is None:

@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.times import TimeParseError, format_duration, parse_duration, parse_when
+from bot.times import TimeParseError, format_duration, parse_duration, parse_since, parse_when
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 11, 24, 13, 30, tzinfo=UTC)  # 14:30 in Berlin
@@ -60,3 +60,12 @@ def test_bad_times(text):
                                             (4020, "1 h 07 m"), (183600, "2 d 03 h"), (-3, "0 s")])
 def test_human_durations(seconds, shown):
     assert format_duration(seconds) == shown
+
+
+def test_since_is_a_duration_back_or_a_point_in_time_never_ahead():
+    assert parse_since("6h", NOW, BERLIN) == NOW - timedelta(hours=6)
+    assert parse_since("14:00", NOW, BERLIN) == datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
+    with pytest.raises(TimeParseError, match="is in the future"):
+        parse_since("15:00", NOW, BERLIN)
+    with pytest.raises(TimeParseError, match="or a duration like 6h"):
+        parse_since("lunch", NOW, BERLIN)

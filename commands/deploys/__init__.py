@@ -26,7 +26,7 @@ from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.config import ServiceConfig
 from bot.store import Incident
-from bot.times import TimeParseError, parse_duration, parse_when
+from bot.times import TimeParseError, parse_since
 from commands.deploys import mirror
 from commands.deploys.history import Deploy, DeployDetail, DeployError, History, Listing, Window, checked_ref, opened
 from commands.deploys.mirror import Mirror
@@ -159,15 +159,9 @@ def _window(ctx: Context, args: DeploysArgs, incident: Incident | None,
 
 def _since(text: str, now: datetime, ctx: Context) -> datetime:
     try:
-        since = now - parse_duration(text)
-    except TimeParseError:
-        try:
-            since = parse_when(text, now, ctx.config.timezone)
-        except TimeParseError as error:
-            raise UsageError(f"--since: {error}; or a duration like 6h.") from None
-    if since > now:
-        raise UsageError(f"--since {text} is in the future.")
-    return since
+        return parse_since(text, now, ctx.config.timezone)
+    except TimeParseError as error:
+        raise UsageError(f"--since: {error}.") from None
 
 
 # -- reading ----------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.config import ServiceConfig
 from bot.store import Incident
-from bot.times import TimeParseError, parse_duration, parse_when
+from bot.times import TimeParseError, parse_since
 from commands.logs import causes
 from commands.logs.reading import Stats, discover
 from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS
@@ -209,15 +209,9 @@ def _window(ctx: Context, args: LogsArgs, incident: Incident | None,
 
 def _since(text: str, ctx: Context, now: datetime) -> datetime:
     try:
-        moment = now - parse_duration(text)
-    except TimeParseError:
-        try:
-            moment = parse_when(text, now, ctx.config.timezone)
-        except TimeParseError as error:
-            raise UsageError(f"--since: {error}.") from None
-    if moment > now:
-        raise UsageError(f"--since {text} is in the future.")
-    return moment
+        return parse_since(text, now, ctx.config.timezone)
+    except TimeParseError as error:
+        raise UsageError(f"--since: {error}.") from None
 
 
 def _literal(regex: re.Pattern[str] | None) -> bytes | None:
