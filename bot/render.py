@@ -170,8 +170,7 @@ def _divider() -> Markup:
 
 
 def _context(*items: Any) -> Markup:
-    return Markup(f"{_BLOCK}context{_FIELD}") + Markup(_ITEM).join(escape(clean(i)) for i in items if i) \
-        + Markup(_BLOCK)
+    return _mark("context", *(item for item in items if item))
 
 
 def _buttons(*buttons: tuple[str, str] | tuple[str, str, str]) -> Markup:
