@@ -565,7 +565,8 @@ def test_a_long_listing_stays_within_slacks_limits(repo, service, local):
 def test_the_cli_prints_the_json_the_issue_names(incident_repo, tmp_path):
     repo, sha = incident_repo
     (tmp_path / "oncall.toml").write_text(f'[services.api]\nrepo = "{repo.path}"\n')
-    env = {**os.environ, "ONCALL_CONFIG": str(tmp_path / "oncall.toml"), "ONCALL_DB": str(tmp_path / "cli.db")}
+    env = {**os.environ, "ONCALL_CONFIG": str(tmp_path / "oncall.toml"), "ONCALL_DB": str(tmp_path / "cli.db"),
+           "ONCALL_NOW": T.isoformat()}
     done = subprocess.run([sys.executable, "-m", "bot", "run", "--json", "/deploys api --since 3d"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
