@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.redact import redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, Incident
 from bot.times import TimeParseError, parse_when, to_iso
 
@@ -88,7 +89,8 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
     now = ctx.now()
     service = _service(ctx, args.service)
     started = _started(ctx, args.started, now, resolved_at=None) if args.started else now
-    title = " ".join(args.text.split()) if "\n" not in args.text else args.text.strip()
+    # One line (a line break would fake the card's lines), redacted as it is stored, so a double submit is found.
+    title = redact(" ".join(args.text.split()))
     with ctx.store.write():
         twin = _double_submit(ctx, title, now)
         if twin is not None:
