@@ -163,8 +163,15 @@ class OutboxItem:
 
 class Store:
     def __init__(self, path: Path | str):
+        """Opens the database at `path`, creating it when there is no file there (a first run).
+
+        Only here: every later connection opens the file read-write without creating it, so a database
+        deleted under a running bot is an error (and /healthz a 503), never a new empty one.
+        """
         self.path = str(path)
+        self._uri = Path(path).resolve().as_uri() + "?mode=rw"
         self._local = threading.local()
+        sqlite3.connect(self.path).close()
         with self.write() as db:
             migrations.apply(db)
 
@@ -173,7 +180,7 @@ class Store:
         """This thread's connection, in autocommit mode: each read sees the latest commit."""
         db = getattr(self._local, "db", None)
         if db is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            conn = sqlite3.connect(self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -323,12 +330,12 @@ class Store:
     def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
         self.db.execute(
             "UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, error = ? WHERE id = ?",
-            [to_iso(at), error, item_id])
+            [to_iso(at), redact(error), item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
         self.db.execute(
             "UPDATE outbox SET failed_at = ?, lease_until = NULL, error = ?, attempts = attempts + 1 WHERE id = ?",
-            [to_iso(now), error, item_id])
+            [to_iso(now), redact(error), item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         """A view that a newer one, queued behind it, replaces need not be sent: an incident's
@@ -371,7 +378,7 @@ class Store:
 
     def check_writable(self, now: datetime) -> None:
         """Raises sqlite3.Error unless a write commits within a second."""
-        conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
+        conn = sqlite3.connect(self._uri, uri=True, timeout=1, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", [to_iso(now)])
@@ -381,4 +388,6 @@ class Store:
 
 
 def _stored(fields: dict[str, Any]) -> dict[str, Any]:
-    return {key: to_iso(value) if isinstance(value, datetime) else value for key, value in fields.items()}
+    """Times as ISO 8601 text; text redacted (titles and resolutions are typed by people: no secret is stored)."""
+    return {key: to_iso(value) if isinstance(value, datetime) else redact(value) if isinstance(value, str) else value
+            for key, value in fields.items()}
