@@ -235,11 +235,20 @@ def _config(paths: Paths) -> Config:
 
 
 def _store(paths: Paths) -> Store:
+    """The database; created only on a first run. A marker beside it remembers that one was made there,
+    so a database deleted since is an error rather than a new empty one that looks healthy."""
     if not paths.db.parent.is_dir():
         raise StartupError(f"ONCALL_DB: {paths.db}: the directory {paths.db.parent} does not exist")
+    marker = paths.db.with_name(f".{paths.db.name}.created")
+    if not paths.db.exists() and marker.exists():
+        raise StartupError(f"ONCALL_DB: {paths.db}: the database is missing, but one was created there before "
+                           f"(see {marker}); restore it, or remove {marker} to start a new, empty one")
     try:
-        return Store(paths.db)
-    except sqlite3.Error as error:
+        store = Store(paths.db)
+        if not marker.exists():
+            marker.write_text(f"oncall-bot created {paths.db.name} here on {utc_now():%Y-%m-%d %H:%M} UTC\n")
+        return store
+    except (sqlite3.Error, OSError) as error:
         raise StartupError(f"ONCALL_DB: {paths.db}: cannot use the database: {error}") from None
 
 

@@ -352,6 +352,11 @@ class Store:
             [item.kind, value, item.id]))
         return bool(rows)
 
+    def prune_outbox(self, before: datetime) -> int:
+        """Forgets messages sent, or given up on, before `before` (the timeline keeps what happened);
+        returns how many."""
+        return self.db.execute("DELETE FROM outbox WHERE COALESCE(sent_at, failed_at) < ?", [to_iso(before)]).rowcount
+
     def outbox_pending(self) -> int:
         return self.db.execute(
             "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL").fetchone()[0]
