@@ -82,3 +82,25 @@ def test_a_delivery_is_claimed_once(store):
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda _: store.claim_delivery("command:trigger-1", now), range(20)))
     assert results.count(True) == 1
+
+
+def test_sent_outbox_rows_past_the_retention_are_pruned_and_the_timeline_kept(store, clock):
+    from datetime import timedelta
+
+    from bot.outbox import Outbox
+
+    incident_id = store.insert_incident(title="t", severity=3, service=None, status="open", opened_by="U1",
+                                        opened_at=clock(), started_at=clock(), channel="C1", announce_channel="C1")
+    store.add_event(incident_id, at=clock(), user="U1", kind="opened", text="t")
+    old_sent, old_failed, old_pending, new_sent = (
+        store.enqueue(kind="message", payload={"text": str(i)}, now=clock(), channel="C1") for i in range(4))
+    store.outbox_sent(old_sent, clock())
+    store.outbox_failed(old_failed, clock(), "channel_not_found")
+    clock.advance(days=31)
+    store.outbox_sent(new_sent, clock())
+    outbox = Outbox(store, None, None, clock, retention=timedelta(days=30))
+    outbox.prune()
+    with store.write() as db:
+        left = [row[0] for row in db.execute("SELECT id FROM outbox ORDER BY id")]
+    assert left == [old_pending, new_sent]
+    assert [e.kind for e in store.events(incident_id)] == ["opened"]
