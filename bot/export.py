@@ -1,4 +1,9 @@
-"""`oncall-bot export`: every incident with all its timestamps and durations, as CSV or JSON."""
+"""`oncall-bot export`: every incident with all its timestamps and durations, as CSV or JSON.
+
+Text is redacted on the way out (rows stored before redaction at the store's door included), and a
+CSV cell that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a
+carriage return: OWASP's rule) is written with a leading `'`, which spreadsheets show as text.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TextIO
 
+from bot.redact import redact
 from bot.store import Store
 from bot.times import to_iso
 
@@ -19,10 +25,13 @@ COLUMNS = (
 )
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def rows(store: Store, since: datetime | None) -> Iterable[dict[str, Any]]:
     where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
     for incident in store.incidents(where, params, order="id"):
-        row = incident.to_dict()
+        row = {key: redact(value) if isinstance(value, str) else value for key, value in incident.to_dict().items()}
         row["time_to_acknowledge_seconds"] = (
             int((incident.acknowledged_at - incident.opened_at).total_seconds()) if incident.acknowledged_at else None)
         row["time_to_resolve_seconds"] = (
@@ -38,9 +47,13 @@ def write(store: Store, since: datetime | None, output_format: str, out: TextIO)
         json.dump(incidents, out, indent=2, ensure_ascii=False)
         out.write("\n")
         return len(incidents)
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=COLUMNS)   # RFC 4180: CRLF lines, so a CR in a cell is quoted too
     writer.writeheader()
     for row in rows(store, since):
-        writer.writerow(row)
+        writer.writerow({key: _as_text(value) for key, value in row.items()})
         count += 1
     return count
+
+
+def _as_text(value: Any) -> Any:
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value

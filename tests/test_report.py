@@ -7,6 +7,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from bot.command import Audience
 from bot.dispatch import Dispatcher
 from bot.outbox import Outbox
@@ -193,3 +195,22 @@ def test_access_rules_do_not_stop_the_bots_own_report(slack_bot, slack_double, s
     slack_bot(make_config(CONFIG + '\n[access]\n"/mttr" = { users = ["U0ALICE01"] }\n'), use_clock=True)
     (message,) = slack_double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0SUMMARY")
     assert "Weekly incident report" in message.args["text"]
+
+
+@pytest.mark.parametrize("title", ["=HYPERLINK(\"http://evil.example\",\"x\")", "@SUM(A1:A9)", "+1+1", "-2+3",
+                                   "\tcmd", "\rcmd"])
+def test_export_csv_writes_no_cell_a_spreadsheet_would_run(local, store, title):
+    import csv
+    import io
+
+    from bot import export
+
+    runner = local()
+    incident_id = store.insert_incident(title=title, severity=3, service=None, status="open", opened_by="U1",
+                                        opened_at=runner.dispatcher.clock(), started_at=runner.dispatcher.clock(),
+                                        channel="C1", announce_channel="C1")
+    out = io.StringIO()
+    export.write(store, None, "csv", out)
+    (row,) = csv.DictReader(io.StringIO(out.getvalue()))
+    assert row["id"] == str(incident_id) and row["title"] == "'" + title
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row.values())
