@@ -112,3 +112,7 @@ class Command:
     @property
     def help_template(self) -> str:
         return f"{self.name}_help"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `run --json` shows of a command (its help): the parser and runner are code, not data."""
+        return {"name": self.name, "description": self.description, "usage": self.usage}

@@ -127,6 +127,10 @@ class Config:
     redaction: RedactionSettings = RedactionSettings()
     triage: TriageSettings = TriageSettings()
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `run --json` shows of the config (a help's data): where it came from and its zone, no secrets."""
+        return {"source": self.source, "timezone": self.timezone.key}
+
 
 def load(path: Path, commands: Iterable[str], *, required: bool = False) -> Config:
     """Read and validate `path`; a missing optional file gives the embedded defaults.

@@ -8,9 +8,10 @@ while the JSON log line with that id holds the traceback.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from bot.access import Access
@@ -20,6 +21,7 @@ from bot.store import Store
 
 COMMAND_DEADLINE_SECONDS = 30
 HELP_WORDS = ("help", "-h", "--help", "?")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ class Dispatcher:
 
     def run(self, invocation: Invocation, progress: Callable[[Reply], None] | None = None) -> Reply:
         """The reply to `invocation`; `progress` receives a long command's partial replies."""
+        # Text that is not Unicode (a lone surrogate; undecodable bytes from a terminal) could be
+        # neither stored nor printed: it becomes U+FFFD here, once for every command.
+        invocation = replace(invocation, command=_unicode(invocation.command), text=_unicode(invocation.text))
         name = invocation.command.lstrip("/")
         command = self.commands.get(name)
         if command is None:
@@ -79,3 +84,7 @@ def _error(command: str, message: str, *, usage: str | None = None, incidents: l
            outcome: Outcome = Outcome.FAILED) -> Reply:
     return Reply("error", {"command": command, "message": message, "usage": usage, "incidents": incidents or []},
                  outcome=outcome)
+
+
+def _unicode(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)

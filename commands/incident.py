@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.args import Option, parse_args
+from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.redact import redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, Incident
@@ -53,10 +53,9 @@ def parse(text: str) -> IncidentArgs:
     args = parse_args(rest, _OPTIONS.get(action, {}), incident_refs=action != "open")
     severity = None
     if "sev" in args.options:
-        value = str(args.options["sev"]).upper().removeprefix("SEV")
-        if not value.isdigit() or int(value) not in SEVERITIES:
+        severity = number(str(args.options["sev"]).upper().removeprefix("SEV"))
+        if severity not in SEVERITIES:
             raise UsageError(f"--sev must be 1, 2, 3 or 4 (1 is the worst), not {args.options['sev']!r}.")
-        severity = int(value)
     cause = args.options.get("cause")
     if cause is not None:
         cause = str(cause).lower()

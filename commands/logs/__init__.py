@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.args import Option, parse_args
+from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.config import ServiceConfig
 from bot.store import Incident
@@ -88,7 +88,7 @@ def parse(text: str) -> LogsArgs:
     last = DEFAULT_EVENTS
     if "last" in options:
         value = str(options["last"])
-        if not value.isdigit() or not 1 <= int(value) <= MAX_EVENTS:
+        if number(value) is None or not 1 <= int(value) <= MAX_EVENTS:
             raise UsageError(f"--last takes a number from 1 to {MAX_EVENTS}, not {value!r}.")
         last = int(value)
     status = None
