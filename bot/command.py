@@ -73,6 +73,7 @@ class Context:
     clock: Callable[[], datetime]
     deadline: float = field(default_factory=lambda: time.monotonic() + 30)
     progress: Callable[[Reply], None] = lambda reply: None   # shows a long command's partial reply
+    may_run: Callable[[str], bool] = lambda command: True     # [access]: may this user run /command here
 
     def now(self) -> datetime:
         return self.clock()

@@ -67,6 +67,8 @@ class Dispatcher:
             request_id=invocation.request_id, clock=self.clock,
             deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS,
             **({"progress": progress} if progress else {}),
+            **({"may_run": lambda other: self.access.check(other, invocation.user, invocation.channel) is None}
+               if self.access is not None else {}),
         )
         try:
             return command.run(context, command.parse(invocation.text))
