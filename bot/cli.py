@@ -14,9 +14,9 @@ import re
 import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot import config as config_module
@@ -31,8 +31,8 @@ from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.schedule import WeeklyReport
 from bot.store import Store
-from bot.times import TimeParseError, parse_when, utc_now
-from commands import registry
+from bot.times import TimeParseError, clock_starting_at, parse_when, utc_now
+from commands import registry, sections
 
 DEFAULT_PORT = 3000
 SOCKET_DRAIN_SECONDS = 8
@@ -53,6 +53,7 @@ class Paths:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        args.clock = _clock()
         return args.handler(args)
     except StartupError as error:
         print(f"oncall-bot: {error}", file=sys.stderr)
@@ -111,7 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
     env = _slack_env(mode="serve")
     _store(paths).close()
     port = args.port if args.port is not None else _port_from_env()
-    Server(lambda: SlackBot(env, config, Store(paths.db), registry()), args.host, port).run()
+    Server(lambda: SlackBot(env, config, Store(paths.db), registry(), args.clock), args.host, port).run()
     return 0
 
 
@@ -122,7 +123,7 @@ def _socket(args: argparse.Namespace) -> int:
     paths = _paths()
     config = _config(paths)
     env = _slack_env(mode="socket")
-    bot = SlackBot(env, config, _store(paths), registry())
+    bot = SlackBot(env, config, _store(paths), registry(), args.clock)
     bot.start()
     handler = SocketModeHandler(bot.app, env.app_token)
 
@@ -139,7 +140,7 @@ def _socket(args: argparse.Namespace) -> int:
 def _console(args: argparse.Namespace) -> int:
     configure_logging(logging.WARNING)
     paths = _paths()
-    local = Local(_store(paths), _config(paths), registry(), utc_now)
+    local = Local(_store(paths), _config(paths), registry(), args.clock)
     return local.console(sys.stdin, sys.stdout)
 
 
@@ -151,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     if not line:
         raise StartupError('run needs a command, like: oncall-bot run "/incident list"')
     paths = _paths()
-    local = Local(_store(paths), _config(paths), registry(), utc_now)
+    local = Local(_store(paths), _config(paths), registry(), args.clock)
     return local.run(line, as_json=as_json, out=sys.stdout, err=sys.stderr)
 
 
@@ -172,16 +173,16 @@ def _summary(args: argparse.Namespace) -> int:
     if week and not re.match(r"^\d{4}-W\d{2}$", week):
         raise StartupError(f"--week: {args.week!r} is not an ISO week like 2026-W47")
     if not args.post:
-        return Local(store, config, registry(), utc_now).run(f"/mttr report {week or 'last-week'}",
+        return Local(store, config, registry(), args.clock).run(f"/mttr report {week or 'last-week'}",
                                                              as_json=False, out=sys.stdout, err=sys.stderr)
     channel = config.slack.summary_channel
     if not channel:
         raise StartupError(f"{config.source}: slack.summary_channel: not set; the report has nowhere to go")
     env = _slack_env(mode="post")
-    renderer = Renderer(config.timezone, utc_now)
-    outbox = Outbox(store, web_client(env), renderer, utc_now)
-    report = WeeklyReport(store, config, Dispatcher(store, config, registry(), utc_now), outbox, utc_now)
-    week = week or _last_week(config)
+    renderer = Renderer(config.timezone, args.clock)
+    outbox = Outbox(store, web_client(env), renderer, args.clock)
+    report = WeeklyReport(store, config, Dispatcher(store, config, registry(), args.clock), outbox, args.clock)
+    week = week or _last_week(config, args.clock())
     if report.post(week) is None:
         claimed = store.report_claimed(week)
         print(f"The report of {week} was already posted to {claimed['channel']} ({claimed['claimed_at']}); "
@@ -197,8 +198,8 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _last_week(config: Config) -> str:
-    year, week, _ = (utc_now().astimezone(config.timezone) - timedelta(days=7)).isocalendar()
+def _last_week(config: Config, now: datetime) -> str:
+    year, week, _ = (now.astimezone(config.timezone) - timedelta(days=7)).isocalendar()
     return f"{year}-W{week:02d}"
 
 
@@ -210,7 +211,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.since:
         try:
             since = parse_when(args.since if "T" in args.since or " " in args.since else f"{args.since}T00:00",
-                               utc_now(), config.timezone)
+                               args.clock(), config.timezone)
         except TimeParseError as error:
             raise StartupError(f"--since: {error}") from None
     export.write(_store(paths), since, args.format, sys.stdout)
@@ -228,7 +229,7 @@ def _paths() -> Paths:
 
 def _config(paths: Paths) -> Config:
     try:
-        return config_module.load(paths.config, registry(), required=paths.config_required)
+        return config_module.load(paths.config, registry(), sections(), required=paths.config_required)
     except ConfigError as error:
         raise StartupError(str(error)) from None
 
@@ -240,6 +241,20 @@ def _store(paths: Paths) -> Store:
         return Store(paths.db)
     except sqlite3.Error as error:
         raise StartupError(f"ONCALL_DB: {paths.db}: cannot use the database: {error}") from None
+
+
+def _clock() -> Callable[[], datetime]:
+    """The real clock, or one that starts at ONCALL_NOW (ISO 8601 with a zone) and runs on."""
+    start = os.environ.get("ONCALL_NOW")
+    if not start:
+        return utc_now
+    try:
+        moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise StartupError(f"ONCALL_NOW: {start!r} is not an ISO 8601 time with a zone, like 2026-11-24T14:05:00Z")
+    return clock_starting_at(moment)
 
 
 def _slack_env(*, mode: str) -> SlackEnv:

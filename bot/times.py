@@ -7,6 +7,7 @@ typed ("14:05") and to show times back.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -117,3 +118,10 @@ def from_iso(text: str | None) -> datetime | None:
 def utc_now() -> datetime:
     """Now, to the second: times are stored to the second, and durations should agree with them."""
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def clock_starting_at(start: datetime) -> Callable[[], datetime]:
+    """A clock that reads `start` now and runs on from there: a whole process (a test, a replay of a
+    past week) believes it is then, and durations it measures are still real."""
+    offset = start.astimezone(UTC) - datetime.now(UTC)
+    return lambda: (datetime.now(UTC) + offset).replace(microsecond=0)

@@ -289,5 +289,5 @@ COMMAND = Command(
           "[--cause deploy:<sha>] | reopen | status | list [open|recent] | timeline | help   (#N picks an incident)",
     parse=parse,
     run=run,
-    help_data={"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},
+    help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},
 )

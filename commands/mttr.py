@@ -26,6 +26,7 @@ from bot.command import Audience, Command, Context, Reply, Upload, UsageError
 from bot.store import RESOLVED, Store
 from bot.times import to_iso
 from commands.deploys import count_deploys
+from commands.deploys.settings import DeploySettings
 from commands.mttr_chart import chart_png
 
 SLOWEST = 5
@@ -119,8 +120,8 @@ def _weekly_report(ctx: Context, window: Window) -> Reply:
         for i in ctx.store.incidents("resolved_at >= ? AND resolved_at < ? AND cause LIKE 'deploy:%'",
                                      [to_iso(window.start), to_iso(window.end)])]
     caused = len(data["deploy_caused"])
-    counted = [count_deploys(ctx, service, window.start, window.end)
-               for service in ctx.config.services.values() if service.repo]
+    with_repo = [settings for settings in map(DeploySettings.of, ctx.config.services.values()) if settings.repo]
+    counted = [count_deploys(ctx, settings, window.start, window.end) for settings in with_repo]
     deploys = sum(n for n in counted if n is not None) if any(n is not None for n in counted) else None
     failed_deploys = len({item["sha"] for item in data["deploy_caused"]})
     data["change_failure"] = {
@@ -297,5 +298,5 @@ COMMAND = Command(
     usage="[this-week | last-week | 2026-W47 | --weeks N] [--service S] [--sev N] | report [2026-W47]",
     parse=parse,
     run=run,
-    help_data={"slowest": SLOWEST},
+    help_data=lambda config: {"slowest": SLOWEST},
 )

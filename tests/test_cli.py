@@ -12,7 +12,7 @@ import pytest
 from commands import registry
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT.parent / "shared" / "slack" / "manifest.schema.1.0.0.json"
+SCHEMA = ROOT / "tests" / "data" / "slack" / "manifest.schema.1.0.0.json"
 
 
 def oncall(tmp_path, *args, stdin=None, env=None, python_path=None):
@@ -123,3 +123,14 @@ def test_templates_are_found_when_installed_without_editable_mode(tmp_path):
     assert probe.stdout.strip() == str(target / "templates")
     result = oncall(work, "run", "/mttr help", python_path=str(target))
     assert result.returncode == 0 and "*Definitions*" in result.stdout
+
+
+def test_oncall_now_sets_the_clock_of_the_whole_process(tmp_path):
+    at = {"ONCALL_NOW": "2026-01-05T09:30:00Z"}
+    opened = oncall(tmp_path, "run", "--json", "/incident open db down --started 10m ago", env=at)
+    incident = json.loads(opened.stdout)["incident"]
+    assert incident["opened_at"].startswith("2026-01-05T09:3") and incident["started_at"].startswith("2026-01-05T09:2")
+    week = oncall(tmp_path, "summary", env=at)
+    assert week.returncode == 0 and "2026-W01" in week.stdout    # last week, seen from 5 January
+    bad = oncall(tmp_path, "run", "/incident list", env={"ONCALL_NOW": "yesterday"})
+    assert bad.returncode == 2 and "ONCALL_NOW" in bad.stderr and "Traceback" not in bad.stderr

@@ -122,6 +122,13 @@ def world(tmp_path_factory):
         [services.docs.probes.site]
         kind = "http"
         url = "{healthy.url}/ok"
+        [services.docs.probes.box]        # thresholds this machine cannot reach, whatever its load
+        kind = "host"
+        load_per_cpu = 1000
+        memory_pct = 100
+        disk_pct = 100
+        files_pct = 100
+        mounts = ["{root}"]
     """))
     double = SlackDouble()
     served = Served(root, double, env={"ONCALL_CONFIG": str(root / "oncall.toml")})
