@@ -214,17 +214,7 @@ def _seen_before(store: Store, incident: Incident | None, errors: list[Any]) -> 
     signatures = {event.signature: event for event in errors}
     if not signatures:
         return []
-    marks = ",".join("?" * len(signatures))
-    this = incident.id if incident else -1
-    rows = store.db.execute(
-        f"""SELECT DISTINCT e.incident_id, s.value FROM events AS e, json_each(e.data, '$.signatures') AS s
-            WHERE e.kind = 'triage' AND e.incident_id != ? AND s.value IN ({marks})
-            UNION
-            SELECT DISTINCT e.incident_id, json_extract(l.value, '$.signature') FROM events AS e,
-                   json_each(e.data, '$.events') AS l
-            WHERE e.kind = 'logs' AND e.incident_id != ? AND json_extract(l.value, '$.signature') IN ({marks})
-            ORDER BY 1 DESC""",
-        [this, *signatures, this, *signatures]).fetchall()
+    rows = store.earlier_signatures(signatures, incident.id if incident else None)
     seen, found = [], set()
     for incident_id, signature in rows:
         earlier = store.incident(incident_id)
