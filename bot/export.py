@@ -15,7 +15,6 @@ from typing import Any, TextIO
 
 from bot.redact import redact
 from bot.store import Store
-from bot.times import to_iso
 
 COLUMNS = (
     "id", "title", "severity", "service", "status", "cause",
@@ -29,8 +28,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def rows(store: Store, since: datetime | None) -> Iterable[dict[str, Any]]:
-    where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
-    for incident in store.incidents(where, params, order="id"):
+    for incident in store.incidents_opened_since(since):
         row = {key: redact(value) if isinstance(value, str) else value for key, value in incident.to_dict().items()}
         row["time_to_acknowledge_seconds"] = (
             int((incident.acknowledged_at - incident.opened_at).total_seconds()) if incident.acknowledged_at else None)
