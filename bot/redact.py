@@ -33,6 +33,7 @@ from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
+import re2
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from detect_secrets.plugins.base import RegexBasedDetector
 from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
@@ -350,9 +351,46 @@ SCANNER_RULES = _scanner_rules()
 EMAIL_RULE = Rule("email", re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), ("@",))
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
+
+
+def compile_pattern(pattern: str) -> Any:
+    """A pattern from the config, compiled to run in linear time (RE2), whatever the text: ValueError
+    says why it cannot be one (Python's syntax, as the README documents it, is checked first)."""
+    try:
+        parsed = sre_parser.parse(pattern)
+    except (re.error, OverflowError, RecursionError) as error:
+        raise ValueError(f"not a valid regular expression: {error}") from None
+    if _nested_repeat(parsed.data, inside=False):
+        raise ValueError("a repetition inside a repetition, like (a+)+, can take exponential time; "
+                         "repeat one or the other")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0].decode() if error.args and isinstance(error.args[0], bytes) else str(error)
+        raise ValueError(f"cannot run in linear time ({reason}): no lookarounds or backreferences") from None
+
+
+def _nested_repeat(items: Iterable[tuple[Any, Any]], inside: bool) -> bool:
+    for op, argument in items:
+        if op in _REPEATS:
+            many = argument[1] > 1
+            if many and inside:
+                return True
+            if _nested_repeat(argument[2].data, inside or many):
+                return True
+        elif op is sre_constants.SUBPATTERN and _nested_repeat(argument[-1].data, inside):
+            return True
+        elif op is sre_constants.BRANCH and any(_nested_repeat(branch.data, inside) for branch in argument[1]):
+            return True
+    return False
+
+
 class Redactor:
     def __init__(self, settings: RedactionSettings = RedactionSettings()):
-        extra = tuple(Rule(kind, re.compile(pattern)) for kind, pattern in settings.patterns)
+        extra = tuple(Rule(kind, compile_pattern(pattern)) for kind, pattern in settings.patterns)
         self.rules = BUILTIN_RULES + SCANNER_RULES + (ENTROPY_RULE,) + ((EMAIL_RULE,) if settings.emails else ()) \
             + extra
 

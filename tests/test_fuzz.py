@@ -26,7 +26,7 @@ from bot.console import Local
 from bot.redact import redact_data
 from bot.serialize import json_default, to_json
 from bot.store import Store
-from commands import registry
+from commands import registry, sections
 from probe_servers import closed_port
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -79,8 +79,8 @@ def runner(tmp_path_factory) -> Local:
         [triage]
         deadline = "5s"
     """))
-    local = Local(Store(root / "oncall.db"), config_module.load(path, registry(), required=True), registry(),
-                  lambda: NOW)
+    config = config_module.load(path, registry(), sections(), required=True)
+    local = Local(Store(root / "oncall.db"), config, registry(), lambda: NOW)
     local.invoke("/incident open db down --service api")
     local.invoke("/incident open checkout slow")
     local.invoke("/incident resolve #2 fixed")
@@ -125,3 +125,39 @@ def test_the_real_cli_answers_bytes_that_are_not_utf8(tmp_path, line):
         result = subprocess.run([sys.executable, "-m", "bot", "run", *extra, line], cwd=tmp_path, env=env,
                                 capture_output=True, timeout=60)
         assert result.returncode in (0, 1, 2) and b"Traceback" not in result.stderr + result.stdout, result
+
+
+# -- config files ----------------------------------------------------------------------------------------
+
+SECTIONS = ["", "[slack]", "[services.api]", "[services.api.probes.web]", "[services.api.probes.db]", "[redaction]",
+            "[redaction.patterns]", '[access."/incident"]', "[access]", "[triage]", "[services]", "[[services]]"]
+KEYS = ["timezone", "incident_channel", "summary_channel", "summary_at", "repo", "branch", "deploy", "paths",
+        "suspect_window", "commit_url", "fetch_timeout", "logs", "log_command", "log_format", "app_paths",
+        "silence_causes", "kind", "url", "dsn", "address", "timeout", "connect_timeout", "expect_status", "method",
+        "expect_body", "expect_json", "headers", "ca_file", "tls_days", "degraded_ms", "follow_redirects",
+        "connections_pct", "mounts", "emails", "patterns", "users", "usergroups", "channels", "deadline", "x"]
+STRINGS = ["UTC", "Europe/Berlin", "~nouser/x", "http://[::1/", "http://127.0.0.1:1/", "x{99999999999}", "(a+)+$",
+           "C0123ABCD", "mon 09:00", "2s", "0s", "99999999999d", "merges", "tags:v*", "tcp", "http", "host", "any",
+           "${NOPE}", "-rf", "ext::sh", "../../etc/passwd", "/dev/zero", "\u0000", "\ud800", "x" * 2000]
+VALUES = st.recursive(
+    st.one_of(st.sampled_from(STRINGS).map(lambda text: f'"{text}"'), st.text(max_size=8).map(repr),
+              st.integers().map(str), st.sampled_from(["true", "false", "1e999", "nan", "-0", "2026-11-24"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3).map(lambda items: f"[{', '.join(items)}]"),
+                            st.lists(st.tuples(st.sampled_from(KEYS), inner), max_size=3).map(
+                                lambda pairs: "{" + ", ".join(f"{k} = {v}" for k, v in pairs) + "}")),
+    max_leaves=6)
+LINES = st.one_of(st.sampled_from(SECTIONS), st.tuples(st.sampled_from(KEYS), VALUES).map(" = ".join),
+                  st.text(max_size=20))
+CONFIGS = st.lists(LINES, max_size=12).map("\n".join)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(CONFIGS)
+def test_no_config_file_makes_a_traceback(tmp_path, text):
+    path = tmp_path / "oncall.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        config_module.load(path, registry(), sections(), required=True)
+    except config_module.ConfigError as error:
+        assert "\n" not in str(error) and len(str(error)) <= config_module.MAX_MESSAGE
