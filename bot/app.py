@@ -99,7 +99,7 @@ class SlackBot:
         self.clock = clock
         self.client = web_client(env)
         self.renderer = Renderer(config.timezone, clock)
-        self.outbox = Outbox(store, self.client, self.renderer, clock)
+        self.outbox = Outbox(store, self.client, self.renderer, clock, config.slack.outbox_retention)
         self.dispatcher = Dispatcher(store, config, commands, clock, Access(config.access, self._group_members))
         # The bot itself runs the weekly report: [access] is for people.
         self.weekly_report = WeeklyReport(store, config, Dispatcher(store, config, commands, clock), self.outbox,

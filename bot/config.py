@@ -85,6 +85,7 @@ class SlackSettings:
     summary_channel: str | None = None
     summary_weekday: int = 0
     summary_time: time = time(9, 0)
+    outbox_retention: timedelta = timedelta(days=30)    # sent messages are forgotten after this
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,10 @@ def _parse_slack(table: Table) -> SlackSettings:
     match = _SUMMARY_AT.match(summary_at)
     if not match or int(match.group(2)) > 23 or int(match.group(3)) > 59:
         table.fail("summary_at", f"{summary_at!r} is not a weekday and time like \"mon 09:00\"")
+    outbox_retention = table.duration("outbox_retention", timedelta(days=30))
     table.done()
     return SlackSettings(
+        outbox_retention=outbox_retention,
         incident_channel=incident_channel,
         summary_channel=summary_channel,
         summary_weekday=WEEKDAYS.index(match.group(1)),

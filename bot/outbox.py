@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from bot.command import Audience, Reply
+from bot.config import SlackSettings
 from bot.dispatch import Invocation
 from bot.jsonlog import request_id
 from bot.render import Renderer, SlackMessage
@@ -33,7 +34,6 @@ MAX_BACKOFF_SECONDS = 60
 EPHEMERAL_LIFETIME = timedelta(minutes=30)   # a response_url stops working after 30 minutes
 MESSAGE_LIFETIME = timedelta(hours=24)
 RESPONSE_URL_TIMEOUT = 10
-DEFAULT_RETENTION = timedelta(days=30)       # sent rows are kept this long ([slack] outbox_retention)
 PRUNE_EVERY = timedelta(hours=1)
 _TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
                      "team_access_not_granted"}
@@ -51,7 +51,7 @@ class TransientFailure(Exception):
 
 class Outbox:
     def __init__(self, store: Store, client: WebClient, renderer: Renderer, clock: Callable[[], datetime],
-                 retention: timedelta = DEFAULT_RETENTION):
+                 retention: timedelta = SlackSettings.outbox_retention):
         self.store = store
         self.client = client
         self.renderer = renderer

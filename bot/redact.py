@@ -388,11 +388,14 @@ def _nested_repeat(items: Iterable[tuple[Any, Any]], inside: bool) -> bool:
     return False
 
 
+DEFAULT_RULES = BUILTIN_RULES + SCANNER_RULES + (ENTROPY_RULE,)
+
+
 class Redactor:
-    def __init__(self, settings: RedactionSettings = RedactionSettings()):
+    def __init__(self, settings: RedactionSettings = RedactionSettings(), rules: tuple[Rule, ...] = DEFAULT_RULES):
+        """`rules`: all of ours and the scanner's; bench/redact.py compares with ours alone."""
         extra = tuple(Rule(kind, compile_pattern(pattern)) for kind, pattern in settings.patterns)
-        self.rules = BUILTIN_RULES + SCANNER_RULES + (ENTROPY_RULE,) + ((EMAIL_RULE,) if settings.emails else ()) \
-            + extra
+        self.rules = rules + ((EMAIL_RULE,) if settings.emails else ()) + extra
 
         self._gates = [(rule, frozenset((keyword, rule.ignore_case) for keyword in rule.keywords))
                        for rule in self.rules]

@@ -120,3 +120,10 @@ def test_only_a_regular_file_is_read_as_the_config(tmp_path, kind):
     result = subprocess.run([sys.executable, "-m", "bot", "run", "/incident list"], env=env, capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not a regular file" in result.stderr
+
+
+def test_the_outbox_retention_is_a_duration(make_config):
+    assert make_config("").slack.outbox_retention == timedelta(days=30)
+    assert make_config('[slack]\noutbox_retention = "7d"').slack.outbox_retention == timedelta(days=7)
+    with pytest.raises(ConfigError, match="slack.outbox_retention"):
+        make_config('[slack]\noutbox_retention = "soon"')
