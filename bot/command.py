@@ -17,7 +17,6 @@ from typing import Any, Generic, Literal, TypeVar, overload
 from bot.config import Config
 from bot.store import Incident, Store
 
-
 Args = TypeVar("Args")
 
 
