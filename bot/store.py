@@ -51,7 +51,6 @@ def _initial_schema(db: sqlite_utils.Database) -> None:
         defaults={"reopened": 0},
     )
     db.table("incidents").create_index(["status"])
-    # Covers the MTTR query, so a window of any size is read from the index alone.
     db.table("incidents").create_index(
         ["resolved_at", "started_at", "acknowledged_at", "opened_at", "severity", "service"],
         index_name="incidents_resolution")
@@ -113,6 +112,17 @@ def _durations(db: sqlite_utils.Database) -> None:
     db.table("incidents").create_index(["resolved_at"])
     db.table("incidents").create_index(["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service"],
                                  index_name="incidents_durations")
+
+
+# What `oncall-bot export` gives of an incident, and the columns it comes from.
+EXPORT_COLUMNS = (
+    "id", "title", "severity", "service", "status", "cause",
+    "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
+    "resolved_by", "resolved_at", "resolution", "reopened",
+    "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
+)
+_EXPORTED = ", ".join({"time_to_acknowledge_seconds": "time_to_acknowledge", "time_to_resolve_seconds":
+                       "time_to_resolve"}.get(column, column) for column in EXPORT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -290,11 +300,11 @@ class Store:
                                 [user, title, to_iso(since), RESOLVED], order="id DESC", limit=1)
         return twins[0] if twins else None
 
-    def incidents_opened_since(self, since: datetime | None) -> Iterator[Incident]:
-        """Every incident opened since `since` (all when None), by number, read as they are consumed."""
+    def incident_rows(self, since: datetime | None) -> Iterator[tuple[Any, ...]]:
+        """Every incident opened since `since` (all when None), by number, as rows of EXPORT_COLUMNS:
+        plain values (times as ISO 8601 UTC text), straight from the query as they are consumed."""
         where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
-        for row in self._db.query(f"SELECT * FROM incidents WHERE {where} ORDER BY id", params):
-            yield Incident.from_row(row)
+        yield from self._db.execute(f"SELECT {_EXPORTED} FROM incidents WHERE {where} ORDER BY id", params)
 
     # -- what /mttr and the weekly report count --------------------------------------------------
 
