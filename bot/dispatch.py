@@ -63,13 +63,16 @@ class Dispatcher:
         if invocation.text.strip().lower() in HELP_WORDS:
             data = {**command.help_data(self.config), "command": command, "config": self.config}
             return Reply(command.help_template, data)
+        access = self.access
+
+        def may_run(other: str) -> bool:
+            return access is None or access.check(other, invocation.user, invocation.channel) is None
+
         context = Context(
             user=invocation.user, channel=invocation.channel, store=self.store, config=self.config,
             request_id=invocation.request_id, clock=self.clock,
-            deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS,
+            deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS, may_run=may_run,
             **({"progress": progress} if progress else {}),
-            **({"may_run": lambda other: self.access.check(other, invocation.user, invocation.channel) is None}
-               if self.access is not None else {}),
         )
         try:
             return command.run(context, command.parse(invocation.text))

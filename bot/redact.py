@@ -259,7 +259,7 @@ def _literals(items: Iterable[tuple[Any, Any]]) -> frozenset[str] | None:
         elif op is sre_constants.BRANCH:
             branches = [_literals(branch.data) for branch in argument[1]]
             if all(branches):
-                consider(frozenset().union(*branches))
+                consider(frozenset(literal for branch in branches if branch for literal in branch))
         elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT) \
                 and argument[0] >= 1:
             consider(_literals(argument[2].data))
@@ -312,8 +312,9 @@ class _ScannerRule(Rule):
 
 def _scanner_rules() -> tuple[Rule, ...]:
     """Every regex rule of detect-secrets, but the public IP one (an address is evidence, not a secret)."""
-    rules = []
-    for secret_type, plugin in sorted(get_mapping_from_secret_type_to_class().items()):
+    rules: list[Rule] = []
+    plugins: dict[str, Any] = get_mapping_from_secret_type_to_class()
+    for secret_type, plugin in sorted(plugins.items()):
         if not issubclass(plugin, RegexBasedDetector) or plugin is IPPublicDetector:
             continue
         kind = re.sub(r"[^a-z0-9]+", "_", secret_type.lower()).strip("_")

@@ -33,7 +33,7 @@ import dataclasses
 import html
 import importlib.resources
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,7 +122,7 @@ def clean_data(value: Any) -> Any:
 
 class _CleanTemplate(jinja2.Template):
     def new_context(self, vars: dict[str, Any] | None = None, shared: bool = False,   # noqa: A002 (jinja's name)
-                    locals: dict[str, Any] | None = None) -> jinja2.runtime.Context:   # noqa: A002
+                    locals: Mapping[str, Any] | None = None) -> jinja2.runtime.Context:   # noqa: A002
         return super().new_context(clean_data(vars) if vars else vars, shared, locals)
 
 
