@@ -108,6 +108,15 @@ def test_private_key_blocks_are_removed_whole_even_when_cut():
     "KeyError: 'user_id' and max_tokens=100",   # a key mentioned, no secret assigned
     "Traceback (most recent call last):",
     "/api/users/1187 took 12ms",
+    "Access denied for user 'root'@'localhost' (using password: YES)",
+    "Access denied for user 'app'@'10.0.0.7' (using password: NO)",
+    '{"password": null, "token": true}',
+    "cache key=user_profile_1234 hit",
+    "auth_method=client_credentials_v2",
+    "bypass=true passenger=bob",
+    "request from 8.8.8.8 and 10.0.0.7 took 12ms",
+    "GET /users/bob@example.com 200",
+    "deploy a1b2c3d4e5f6 by bob: bump sk-learn to 1.5",
 ])
 def test_ordinary_text_is_left_alone(text):
     assert redact.redact(text) == text
@@ -336,21 +345,6 @@ def test_kinds_without_a_scanner_rule_are_redacted_too(text, secret, kind):
     redacted = redact.redact(text)
     assert secret not in redacted and f"[redacted:{kind}]" in redacted
     assert redact.redact(redacted) == redacted
-
-
-@pytest.mark.parametrize("text", [
-    "Access denied for user 'root'@'localhost' (using password: YES)",
-    "Access denied for user 'app'@'10.0.0.7' (using password: NO)",
-    '{"password": null, "token": true}',
-    "cache key=user_profile_1234 hit",
-    "auth_method=client_credentials_v2",
-    "bypass=true passenger=bob",
-    "request from 8.8.8.8 and 10.0.0.7 took 12ms",
-    "GET /users/bob@example.com 200",
-    "deploy a1b2c3d4e5f6 by bob: bump sk-learn to 1.5",
-])
-def test_what_only_looks_like_a_secret_is_left_alone(text):
-    assert redact.redact(text) == text
 
 
 @pytest.mark.parametrize("secret_text", [
