@@ -378,3 +378,4 @@ def test_a_long_text_is_searched_only_where_keywords_are_but_all_of_it():
     redacted = redact.redact("\n".join(lines)).splitlines()
     assert redacted[3] == "password=[redacted:password]" and redacted[1999] == "late [redacted:slack_token]"
     assert redacted[4] == lines[4] and len(redacted) == 2000
+

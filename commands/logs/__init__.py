@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.redact import excerpt
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.logs import causes
@@ -272,7 +273,7 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any], now: datetim
     """The paste is a timeline event of the incident: what was asked and what came back."""
     events = data["events"]
     summary = (f"/logs {data['service']}: " + (
-        "; ".join(f"{event.exception[:120]}" + (f" ×{event.count}" if event.count > 1 else "") for event in events)
+        "; ".join(excerpt(event.exception, 120) + (f" ×{event.count}" if event.count > 1 else "") for event in events)
         if events else "nothing matched"))
     ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="logs", text=summary, data={
         "service": data["service"], "mode": data["mode"], "query": data["query"],
