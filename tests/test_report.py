@@ -13,6 +13,8 @@ from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.schedule import WeeklyReport, due_week
 from commands import registry
+from commands.mttr import distinct_commits
+from git_repo import GitRepo
 
 CONFIG = """
     timezone = "Europe/Berlin"
@@ -45,7 +47,8 @@ def test_the_report_of_a_week(local, store, clock, make_config):
     assert data["window"]["label"] == "2026-W47" and data["resolved"] == 2
     assert data["mttr"]["median"] == 60 * 60 and data["previous"]["resolved"] == 1
     assert data["by_service"] == [{"service": "api", "resolved": 2}]
-    assert data["change_failure"] == {"deploy_caused": 1, "share_of_incidents": 50.0, "deploys": None, "rate": None}
+    assert data["change_failure"] == {"deploy_caused": 1, "failed_deploys": 1, "share_of_incidents": 50.0,
+                                      "deploys": None, "rate": None}
     assert [w["week"] for w in data["series"]][-3:] == ["2026-W45", "2026-W46", "2026-W47"]
     assert len(data["series"]) == 12 and data["series"][-1]["resolved"] == 2
     (chart,) = reply.files
@@ -151,13 +154,18 @@ def test_summary_shows_or_posts_once_from_a_shell(tmp_path, slack_double):
 
 
 def test_export_csv_and_json(tmp_path):
+    repo = GitRepo(tmp_path / "api")
+    sha = repo.commit("the deploy", datetime(2026, 11, 20, tzinfo=UTC))
+    (tmp_path / "oncall.toml").write_text(f'[services.api]\nrepo = "{repo.path}"\n')
     oncall(tmp_path, "run", "/incident open db down --sev 2")
     oncall(tmp_path, "run", "/incident ack #1")
-    oncall(tmp_path, "run", "/incident resolve #1 --cause deploy:abc1234")
+    refused = oncall(tmp_path, "run", "/incident resolve #1 --cause deploy:deadbeef")
+    assert refused.returncode == 1 and "There is no commit or tag 'deadbeef' in the repo of api" in refused.stderr
+    assert oncall(tmp_path, "run", f"/incident resolve #1 --cause deploy:{sha[:7]}").returncode == 0
     csv_out = oncall(tmp_path, "export")
     header, row = csv_out.stdout.strip().splitlines()
     assert header.startswith("id,title,severity,service,status,cause,opened_by,opened_at,started_at")
-    assert ",deploy:abc1234," in row and "resolved" in row
+    assert f",deploy:{sha}," in row and "resolved" in row
     (incident,) = json.loads(oncall(tmp_path, "export", "--format", "json").stdout)
     assert incident["time_to_resolve_seconds"] >= 0 and incident["opened_at"].endswith("Z")
     assert json.loads(oncall(tmp_path, "export", "--format", "json", "--since", "2099-01-01").stdout) == []
@@ -183,8 +191,30 @@ def test_the_change_failure_rate_counts_the_weeks_deploys(local, store, clock, m
     store.update_incident(2, cause=f"deploy:{shas[2]}")
     runner = local(make_config(f'[services.api]\nrepo = "{repo}"\ndeploy = "commits"\n'))
     reply = runner.invoke("/mttr report 2026-W47")
-    assert reply.data["change_failure"] == {"deploy_caused": 1, "share_of_incidents": 50.0, "deploys": 4, "rate": 25.0}
+    assert reply.data["change_failure"] == {"deploy_caused": 1, "failed_deploys": 1, "share_of_incidents": 50.0,
+                                            "deploys": 4, "rate": 25.0}
     assert "*25.0%*: 1 of 4 deploys caused an incident" in runner.renderer.text(reply.template, reply.data)
+
+
+def test_one_deploy_blamed_twice_however_typed_is_one_failed_deploy(local, store, clock, make_config, tmp_path):
+    repo = GitRepo(tmp_path / "api")
+    shas = [repo.commit(f"day {day}", datetime(2026, 11, day, 12, tzinfo=UTC)) for day in (16, 17, 19, 21)]
+    repo.tag("v2", ref=shas[1])
+    runner = local(make_config(f'timezone = "Europe/Berlin"\n[services.api]\nrepo = "{repo.path}"\ndeploy = "commits"\n'))
+    clock.now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)                  # in 2026-W47
+    for ref in (shas[1][:7], shas[1], "v2", shas[2][:12], "deadbeef"):
+        runner.invoke(f"/incident open blamed on {ref} --service api")
+        runner.invoke(f"/incident resolve --cause deploy:{ref}")
+    assert [i.cause for i in store.incidents()] == [f"deploy:{sha}" for sha in (shas[1], shas[1], shas[1], shas[2])] + [None]
+    clock.now = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+    reply = runner.invoke("/mttr report 2026-W47")
+    assert reply.data["change_failure"] == {"deploy_caused": 4, "failed_deploys": 2, "share_of_incidents": 100.0,
+                                            "deploys": 4, "rate": 50.0}
+    assert "*50.0%*: 2 of 4 deploys caused an incident" in runner.renderer.text(reply.template, reply.data)
+
+
+def test_short_shas_stored_before_they_were_looked_up_count_once():
+    assert distinct_commits(["a1b2c3d", "a1b2c3d4e5f6", "a1b2c3d4e5f6", "ffff000"]) == {"a1b2c3d4e5f6", "ffff000"}
 
 
 def test_access_rules_do_not_stop_the_bots_own_report(slack_bot, slack_double, store, make_config, clock):
