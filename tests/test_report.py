@@ -12,6 +12,7 @@ from bot.dispatch import Dispatcher
 from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.schedule import WeeklyReport, due_week
+from bot.store import Store
 from commands import registry
 from commands.mttr import distinct_commits
 from git_repo import GitRepo
@@ -151,6 +152,40 @@ def test_summary_shows_or_posts_once_from_a_shell(tmp_path, slack_double):
     assert len(slack_double.called("chat.postMessage")) == 1 and len(slack_double.uploads) == 1
     bad = oncall(tmp_path, "summary", "--week", "last", "--post", **env)
     assert bad.returncode == 2 and "not an ISO week" in bad.stderr
+
+
+def test_an_unfinished_week_is_shown_but_never_posted(tmp_path, slack_double):
+    (tmp_path / "oncall.toml").write_text('timezone = "Europe/Berlin"\n[slack]\nsummary_channel = "C0SUMMARY"\n')
+    env = {"SLACK_BOT_TOKEN": "xoxb-cron", "SLACK_API_URL": slack_double.api_url}
+    sunday_night = {"ONCALL_NOW": "2026-11-29T22:59:00Z"}                    # 23:59 Berlin, the last minute of W48
+    shown = oncall(tmp_path, "summary", "--week", "2026-W48", **sunday_night)
+    assert shown.returncode == 0 and "Weekly incident report · 2026-W48" in shown.stdout
+    for week in ("2026-W48", "2026-W49", "2027-W10"):
+        refused = oncall(tmp_path, "summary", "--week", week, "--post", **env, **sunday_night)
+        assert refused.returncode != 0 and "nothing was posted" in refused.stderr and refused.stdout == ""
+        assert refused.stderr.startswith(f"{week} is not over until")
+    assert "2027-W10 is not over until Mon 15 Mar 00:00 CET" in refused.stderr
+    assert slack_double.calls == [] and Store(tmp_path / "oncall.db").last_report() is None
+    bad = oncall(tmp_path, "summary", "--week", "2026-W60", "--post", **env, **sunday_night)
+    assert bad.returncode == 2 and "not a week" in bad.stderr
+    monday = {"ONCALL_NOW": "2026-11-29T23:00:00Z"}                          # 00:00 Berlin: W48 is over
+    posted = oncall(tmp_path, "summary", "--week", "2026-W48", "--post", **env, **monday)
+    assert posted.returncode == 0 and "Posted the report of 2026-W48" in posted.stdout, posted.stderr
+
+
+def test_summary_saves_the_chart_and_links_the_slowest_threads_when_posting(tmp_path, slack_double):
+    (tmp_path / "oncall.toml").write_text('[slack]\nsummary_channel = "C0SUMMARY"\n')
+    seed(Store(tmp_path / "oncall.db"), datetime(2026, 11, 24, 14, 0, tzinfo=UTC))
+    now = {"ONCALL_NOW": "2026-11-24T14:00:00Z"}
+    shown = oncall(tmp_path, "summary", "--png", "chart.png", **now)
+    assert shown.returncode == 0 and "Weekly incident report · 2026-W47" in shown.stdout
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and "chart.png" in shown.stderr
+    unwritable = oncall(tmp_path, "summary", "--png", "missing/dir/chart.png", **now)
+    assert unwritable.returncode == 1 and "missing/dir/chart.png: cannot write" in unwritable.stderr
+    env = {"SLACK_BOT_TOKEN": "xoxb-cron", "SLACK_API_URL": slack_double.api_url, **now}
+    assert oncall(tmp_path, "summary", "--post", **env).returncode == 0
+    (message,) = slack_double.called("chat.postMessage")
+    assert "<https://oncall-test.slack.com/archives/C1/p1700000000000100|#" in json.dumps(message.args["blocks"])
 
 
 def test_export_csv_and_json(tmp_path):
