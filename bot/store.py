@@ -246,6 +246,25 @@ class Store:
         return [Event(**{**row, "at": from_iso(row["at"]), "data": json.loads(row["data"] or "{}")})
                 for row in rows]
 
+    def signatures_seen(self, signatures: list[str], service: str, *, excluding: int | None) -> list[tuple[int, str]]:
+        """(incident id, signature) for each of `signatures` that a triage or logs event of another
+        incident recorded about `service`, newest incident first. A triage event recorded before it
+        named its service is taken as about its incident's service."""
+        marks = ",".join("?" * len(signatures))
+        this = -1 if excluding is None else excluding
+        return [tuple(row) for row in self.db.execute(
+            f"""SELECT DISTINCT e.incident_id, s.value FROM events AS e
+                JOIN incidents AS i ON i.id = e.incident_id, json_each(e.data, '$.signatures') AS s
+                WHERE e.kind = 'triage' AND e.incident_id != ? AND s.value IN ({marks})
+                  AND COALESCE(json_extract(e.data, '$.service'), i.service) = ?
+                UNION
+                SELECT DISTINCT e.incident_id, json_extract(l.value, '$.signature') FROM events AS e,
+                       json_each(e.data, '$.events') AS l
+                WHERE e.kind = 'logs' AND e.incident_id != ? AND json_extract(l.value, '$.signature') IN ({marks})
+                  AND json_extract(e.data, '$.service') = ?
+                ORDER BY 1 DESC""",
+            [this, *signatures, service, this, *signatures, service]).fetchall()]
+
     # -- deliveries (dedupe of redelivered requests) -----------------------------------------
 
     def claim_delivery(self, key: str, now: datetime) -> bool:

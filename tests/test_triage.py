@@ -285,3 +285,49 @@ def test_without_an_incident_it_answers_in_the_channel_and_asks_for_a_service(lo
     assert reply.outcome.value == "usage" and "configured: a, b" in reply.data["message"]
     reply = runner.invoke("/triage a")
     assert reply.audience is Audience.CHANNEL and reply.data["parts"]["deploys"]["state"] == "skipped"
+
+
+# -- what belongs in an incident ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_services(tmp_path, make_config, web):
+    """checkout and web, each with a repository, a log showing the same error, and a probe."""
+    config = ""
+    for name in ("checkout", "web"):
+        repo = repo_with(tmp_path / name, [(180, f"{name} initial", {"src/acme/payments/views.py": "x = 1\n"})])
+        log = tmp_path / f"{name}.log"
+        log.write_text(python_trace(4) + python_trace(2))
+        config += (f'[services.{name}]\nrepo = "{repo}"\nlogs = ["{log}"]\n'
+                   f'[services.{name}.probes.site]\nkind = "http"\nurl = "{web.url}/ok"\n')
+    return make_config(config + '[triage]\ndeadline = "5s"\n')
+
+
+def test_answers_about_another_service_are_given_but_not_recorded_in_the_incident(local, store, two_services, clock):
+    clock.now = NOW
+    runner = local(two_services)
+    runner.invoke("/incident open checkout 500s --service checkout --started 5m ago")
+    for line in ("/deploys web", "/probe web", "/probe all", "/triage web", "/deploys web #1", "/probe web site #1"):
+        reply = runner.invoke(line)
+        assert reply.outcome.value == "ok" and reply.incident_id is None, line
+        assert reply.audience in (Audience.CALLER, Audience.CHANNEL), line
+    assert [event.kind for event in store.events(1)] == ["opened"]
+    for line in ("/deploys", "/probe", "/probe checkout", "/deploys checkout #1"):
+        reply = runner.invoke(line)
+        assert reply.audience is Audience.THREAD and reply.incident_id == 1, line
+    assert [event.kind for event in store.events(1)] == ["opened", "deploys", "probe", "probe", "deploys"]
+
+
+def test_seen_before_only_for_the_same_service(local, store, two_services, clock):
+    clock.now = NOW
+    runner = local(two_services)
+    runner.invoke("/incident open web 500s --service web --started 5m ago")
+    runner.invoke("/triage #1")
+    runner.invoke("/incident resolve #1 restarted web")
+    runner.invoke("/incident open checkout 500s --service checkout --started 5m ago")
+    first = runner.invoke("/triage #2").data
+    assert first["logs"]["events"] and first["seen_before"] == []        # the same error, but web's
+    runner.invoke("/incident resolve #2 restarted checkout")
+    runner.invoke("/incident open checkout 500s again --service checkout --started 5m ago")
+    again = runner.invoke("/triage #3").data
+    assert [seen["incident"].id for seen in again["seen_before"]] == [2]

@@ -106,6 +106,7 @@ def parse(text: str) -> DeploysArgs:
 def run(ctx: Context, args: DeploysArgs) -> Reply:
     incident = ctx.incident(args.incident, required=False)
     services = _services(ctx, args, incident)
+    incident = ctx.incident_about(incident, [service.name for service in services])
     if args.branch is not None:
         if len(services) > 1:
             raise UsageError("--branch needs one service: /deploys <service> --branch <branch>.")

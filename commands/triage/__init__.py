@@ -67,6 +67,7 @@ def parse(text: str) -> TriageArgs:
 def run(ctx: Context, args: TriageArgs) -> Reply:
     incident = ctx.incident(args.incident, required=args.incident is not None)
     service = _service(ctx, args, incident)
+    incident = ctx.incident_about(incident, [service.name])
     started = time.monotonic()
     deadline = min(ctx.deadline - REPLY_MARGIN_SECONDS, started + ctx.config.triage.deadline.total_seconds())
     parts = {name: Part(name) for name in PARTS}
@@ -78,7 +79,8 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
 
     ctx.progress(reply(final=False))
     landed: queue.Queue[str] = queue.Queue()
-    part_ctx = dataclasses.replace(ctx, deadline=deadline, progress=lambda partial: None)
+    # The parts are told the incident by #N; without one they must not find the channel's (another service's).
+    part_ctx = dataclasses.replace(ctx, channel=None, deadline=deadline, progress=lambda partial: None)
     for name, work in _work(part_ctx, service, incident).items():
         if work is None:
             parts[name].state, parts[name].note = SKIPPED, _NOT_CONFIGURED[name]
@@ -185,7 +187,7 @@ def _data(ctx: Context, service: ServiceConfig, incident: Incident | None, parts
                   for name, part in parts.items()},
         "verdicts": verdicts,
         "impact_start": _impact_start(incident, first_error),
-        "seen_before": _seen_before(ctx.store, incident, errors) if final else [],
+        "seen_before": _seen_before(ctx.store, service.name, incident, errors) if final else [],
         "deploys": deploys, "probes": probes, "logs": logs, "host": host,
     }
 
@@ -201,24 +203,15 @@ def _impact_start(incident: Incident | None, first_error: datetime | None) -> di
     return {"at": first_error, "set_started": offer}
 
 
-def _seen_before(store: Store, incident: Incident | None, errors: list[Any]) -> list[dict[str, Any]]:
-    """Earlier incidents in whose triage or logs one of these errors' signatures was recorded."""
+def _seen_before(store: Store, service: str, incident: Incident | None, errors: list[Any]) -> list[dict[str, Any]]:
+    """Earlier incidents in whose triage or logs of this same service one of these errors'
+    signatures was recorded."""
     signatures = {event.signature: event for event in errors}
     if not signatures:
         return []
-    marks = ",".join("?" * len(signatures))
-    this = incident.id if incident else -1
-    rows = store.db.execute(
-        f"""SELECT DISTINCT e.incident_id, s.value FROM events AS e, json_each(e.data, '$.signatures') AS s
-            WHERE e.kind = 'triage' AND e.incident_id != ? AND s.value IN ({marks})
-            UNION
-            SELECT DISTINCT e.incident_id, json_extract(l.value, '$.signature') FROM events AS e,
-                   json_each(e.data, '$.events') AS l
-            WHERE e.kind = 'logs' AND e.incident_id != ? AND json_extract(l.value, '$.signature') IN ({marks})
-            ORDER BY 1 DESC""",
-        [this, *signatures, this, *signatures]).fetchall()
     seen, found = [], set()
-    for incident_id, signature in rows:
+    for incident_id, signature in store.signatures_seen(list(signatures), service,
+                                                        excluding=incident.id if incident else None):
         earlier = store.incident(incident_id)
         if earlier is None or incident_id in found:
             continue
@@ -235,6 +228,7 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
     top: Verdict = data["verdicts"][0]
     ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="triage",
                         text=f"/triage {data['service']}: {top.summary}", data={
+                            "service": data["service"],
                             "verdicts": data["verdicts"],
                             "parts": data["parts"],
                             "impact_start": data["impact_start"]["at"] if data["impact_start"] else None,
