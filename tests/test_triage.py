@@ -180,7 +180,8 @@ def test_pool_exhausted(world):
     text, data = triage_in_slack(world, "orders", "C0TRIORD1")
     top = data["verdicts"][0]
     assert top["kind"] == "dependency" and top["summary"].startswith("Postgres pool exhausted: ")
-    assert "connections" in top["summary"] and "the errors in the logs name it" in top["evidence"]
+    assert "connections" in top["summary"] and "name it" not in top["evidence"]   # knex's errors name no host
+    assert "node.pool_exhausted" in [v["summary"].split("(")[-1].split(")")[0] for v in data["verdicts"]]
     assert "Postgres pool exhausted" in text
 
 
@@ -196,6 +197,8 @@ def test_upstream_502s(world):
     text, data = triage_in_slack(world, "web", "C0TRIWEB1")
     kinds = [(v["kind"], v["summary"]) for v in data["verdicts"]]
     assert kinds[0] == ("dependency", "HTTP (web app) is down") and data["verdicts"][0]["score"] == 90
+    assert "the logs name it: “" in data["verdicts"][0]["evidence"] and ':' in data["verdicts"][0]["evidence"]
+    assert text.count("Probe again") == 1
     assert "infra.upstream_nginx" in json.dumps(data["logs"]["events"][0]["cause"])
 
 
@@ -331,3 +334,34 @@ def test_seen_before_only_for_the_same_service(local, store, two_services, clock
     runner.invoke("/incident open checkout 500s again --service checkout --started 5m ago")
     again = runner.invoke("/triage #3").data
     assert [seen["incident"].id for seen in again["seen_before"]] == [2]
+
+
+def test_one_probe_again_button_and_every_lead_listed(local, tmp_path, make_config):
+    probes = "".join(f'[services.shop.probes.p{n}]\nkind = "tcp"\naddress = "127.0.0.1:{closed_port()}"\n'
+                     'timeout = "1s"\n' for n in range(7))
+    calm_host = ('[services.shop.probes.box]\nkind = "host"\nload_per_cpu = 1000\nmemory_pct = 100\ndisk_pct = 100\n'
+                 f'files_pct = 100\nmounts = ["{tmp_path}"]\n')       # thresholds this machine cannot reach
+    runner = local(make_config(f"[services.shop]\n{probes}{calm_host}"))
+    data = runner.invoke("/triage shop").data
+    assert [v.kind for v in data["verdicts"]] == ["dependency"] * 7
+    text = runner.renderer.text("triage", data)
+    assert text.count("[Probe again: /probe shop]") == 1
+    assert "oncall-bot run" not in text and "Weaker leads" in text
+    assert all(v.summary in text for v in data["verdicts"])
+
+
+def test_a_first_error_at_the_edge_of_what_was_read_may_be_earlier(local, tmp_path, make_config, clock):
+    clock.now = NOW
+    log = tmp_path / "pay.log"
+    log.write_text("".join(python_trace(m / 3) for m in range(90, 0, -1)))     # every 20 s for the last 30 minutes
+    runner = local(make_config(f'[services.pay]\nlogs = ["{log}"]\napp_paths = ["src/acme/"]\n'))
+    runner.invoke("/incident open checkout 500s --service pay --started 5m ago")
+    data = runner.invoke("/triage").data
+    assert data["impact_start"]["may_be_earlier"] is True
+    read_from = data["impact_start"]["read_from"]
+    assert data["impact_start"]["at"] - read_from < timedelta(minutes=1)
+    text = runner.renderer.text("triage", data)
+    assert f"It may be earlier: the logs were read from {runner.renderer.when(read_from)} on" in text
+    runner.invoke("/incident open later --service pay --started 1m ago")
+    log.write_text(python_trace(4) + python_trace(2))
+    assert runner.invoke("/triage #2").data["impact_start"]["may_be_earlier"] is False

@@ -7,6 +7,10 @@ import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from bot.config import ProbeConfig
 from commands.probe.errors import DnsFailure, Phase, Timeout
@@ -72,6 +76,32 @@ class Check:
             socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
             raise DnsFailure(f"cannot resolve {host}: {error.strerror or error}") from None
+
+
+def endpoint(probe: ProbeConfig) -> tuple[str | None, int | None]:
+    """The host a probe connects to, and the port its config writes (None when implied, or for a
+    socket or a probe that connects nowhere)."""
+    if probe.address:
+        host, _, port = probe.address.rpartition(":")
+        return host.strip("[]"), int(port) if port.isdigit() else None
+    if probe.kind == "postgres" and probe.dsn:
+        try:
+            params = conninfo_to_dict(probe.dsn)
+        except psycopg.ProgrammingError:
+            return None, None
+        host, port = str(params.get("host") or ""), str(params.get("port") or "")
+        if "," in host or host.startswith("/"):
+            return None, None
+        return host or None, int(port) if port.isdigit() else None
+    written = probe.url or probe.dsn
+    if not written:
+        return None, None
+    parts = urlsplit(written)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname, port
 
 
 def host_port(host: str, port: int | str) -> str:

@@ -30,10 +30,10 @@ from bot.store import Incident, Store
 from bot.times import to_iso
 from commands.deploys import COMMAND as DEPLOYS
 from commands.logs import COMMAND as LOGS
-from commands.logs import causes
 from commands.probe import COMMAND as PROBE
+from commands.probe.check import endpoint
 from commands.probe.runner import Target, run_probes
-from commands.triage.verdicts import Verdict, rank
+from commands.triage.verdicts import Endpoint, Verdict, rank
 
 PARTS = ("deploys", "probes", "logs", "host")
 RUNNING, DONE, FAILED, TIMED_OUT, SKIPPED = "running", "done", "failed", "timed out", "skipped"
@@ -173,7 +173,7 @@ def _data(ctx: Context, service: ServiceConfig, incident: Incident | None, parts
         deploys=deploys["deploys"] if deploys else [], deploy_files=deploys["suspect_files"] if deploys else {},
         probes=[r for r in probes["results"] if r.kind != "host"] if probes else [],
         host=host["results"] if host else [], errors=errors,
-        cause_kinds={cause.id: cause.probe_kinds for cause in causes.catalog()},
+        endpoints={name: Endpoint(*endpoint(probe), name) for name, probe in service.probes.items()},
         first_error=first_error, started=incident.started_at if incident else None,
         suspect_window=service.suspect_window, incident_id=incident.id if incident else None,
     ) if final or any(part.state == DONE for part in parts.values()) else []
@@ -186,21 +186,27 @@ def _data(ctx: Context, service: ServiceConfig, incident: Incident | None, parts
         "parts": {name: {"state": part.state, "note": part.note, "took_ms": part.took_ms}
                   for name, part in parts.items()},
         "verdicts": verdicts,
-        "impact_start": _impact_start(incident, first_error),
+        "impact_start": _impact_start(incident, first_error, logs["query"]["since"] if logs else None),
         "seen_before": _seen_before(ctx.store, service.name, incident, errors) if final else [],
         "deploys": deploys, "probes": probes, "logs": logs, "host": host,
     }
 
 
-def _impact_start(incident: Incident | None, first_error: datetime | None) -> dict[str, Any] | None:
-    """The logs' first error, offered as the incident's start when it is a minute or more off."""
+def _impact_start(incident: Incident | None, first_error: datetime | None,
+                  read_from: datetime | None) -> dict[str, Any] | None:
+    """The logs' first error, offered as the incident's start when it is a minute or more off.
+
+    `read_from`: where the logs were read from; a first error that close to it may only be the
+    first one read (`earlier_than_read` says so, and from when they were read).
+    """
     if first_error is None:
         return None
     offer = None
     if incident is not None and abs(first_error - incident.started_at) >= IMPACT_OFFER_AFTER \
             and (incident.resolved_at is None or first_error <= incident.resolved_at):
         offer = f"/incident update #{incident.id} --started {to_iso(first_error)}"
-    return {"at": first_error, "set_started": offer}
+    cut = read_from is not None and first_error - read_from < IMPACT_OFFER_AFTER
+    return {"at": first_error, "set_started": offer, "read_from": read_from, "may_be_earlier": cut}
 
 
 def _seen_before(store: Store, service: str, incident: Incident | None, errors: list[Any]) -> list[dict[str, Any]]:
