@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.command import Audience, Command
+from bot.command import Audience, Command, Reply
 from bot.dispatch import Invocation
 from commands import triage
 from probe_servers import WebServer, closed_port
@@ -365,3 +365,23 @@ def test_a_first_error_at_the_edge_of_what_was_read_may_be_earlier(local, tmp_pa
     runner.invoke("/incident open later --service pay --started 1m ago")
     log.write_text(python_trace(4) + python_trace(2))
     assert runner.invoke("/triage #2").data["impact_start"]["may_be_earlier"] is False
+
+
+def test_every_button_that_changes_an_incident_asks_first(local, store, pay_config, clock):
+    """Whatever template shows it: a button that resolves, reopens or corrects an incident has a
+    confirm dialog; acknowledging and probing again do not need one."""
+    clock.now = NOW
+    runner = local(pay_config)
+    messages = [runner.invoke("/incident open checkout 500s --service pay --started 1m ago")]
+    messages.append(runner.invoke("/triage"))
+    messages.append(runner.invoke("/incident ack"))
+    messages.append(Reply("home", {"incident": runner.invoke("/incident list").data, "mttr": None, "last_report": None}))
+    messages.append(runner.invoke("/incident resolve"))
+    buttons = [element for reply in messages for target in (reply, reply.card) if target
+               for block in runner.renderer.slack(target.template, target.data).blocks if block["type"] == "actions"
+               for element in block["elements"]]
+    changing = [b for b in buttons if b["value"].startswith(("/incident resolve", "/incident reopen", "/incident update"))]
+    assert {b["value"].split()[1] for b in changing} == {"resolve", "reopen", "update"}
+    assert any("--cause deploy:" in b["value"] for b in changing) and any("--started" in b["value"] for b in changing)
+    assert len(changing) >= 5 and all(b["confirm"]["text"]["text"] and b["confirm"]["deny"]["text"] for b in changing)
+    assert all("confirm" not in b for b in buttons if b not in changing)
