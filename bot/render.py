@@ -212,7 +212,7 @@ def _split_blocks(rendered: str) -> Iterable[Block]:
         yield from _section(rendered[position:match.start()])
         kind, payload = match.group(1), match.group(2)
         if kind in ("context", "buttons"):
-            items = tuple(tuple(item.split(_FIELD)) for item in payload.split(_ITEM) if item)
+            items = tuple(_fields(item) for item in payload.split(_ITEM) if item)
             if items:
                 yield Block(kind, items=items)
         elif kind == "divider":
@@ -221,6 +221,19 @@ def _split_blocks(rendered: str) -> Iterable[Block]:
             yield Block(kind, text=payload.strip("\n") if kind == "code" else payload.strip())
         position = match.end()
     yield from _section(rendered[position:])
+
+
+def _fields(item: str) -> tuple[str, ...]:
+    """An item's fields, split at _FIELD except inside an inline marker (a channel, a link), whose
+    own fields are its parts."""
+    fields, inside = [""], False
+    for piece in re.split(f"([{_INLINE}{_FIELD}])", item):
+        if piece == _FIELD and not inside:
+            fields.append("")
+            continue
+        inside ^= piece == _INLINE
+        fields[-1] += piece
+    return tuple(fields)
 
 
 def _section(text: str) -> Iterable[Block]:
