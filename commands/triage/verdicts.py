@@ -189,7 +189,7 @@ def _dependency_verdicts(failing: Sequence[Any], named: dict[str, tuple[list[Any
 
 
 def _resource_verdicts(host: Sequence[Any]) -> list[Verdict]:
-    return [Verdict(RESOURCE, f"This host: {result.detail.split(';')[0]}", result.detail,
+    return [Verdict(RESOURCE, f"This host: {re.split(r'; | · ', result.detail)[0]}", result.detail,
                     65 if result.status == "down" else 50) for result in host if result.status != "ok"]
 
 
