@@ -492,7 +492,7 @@ def test_host_says_each_figure_once(probe, monkeypatch, tmp_path):
         for figure in ("load ", "memory ", "(system)", "(this process)"):
             assert sum(figure in part for part in parts) == 1, (figure, result.detail)
         assert sum(f"{tmp_path} " in part for part in parts) == 1, result.detail
-    assert strained.detail.startswith("load 4.50 per CPU (2 CPUs; warning at 1)")
+    assert strained.detail.startswith("load 4.50 per CPU of 2 (warning at 1)")
     assert calm.detail.startswith("load 4.50/CPU (2 CPUs)")
 
 

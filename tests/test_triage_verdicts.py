@@ -100,8 +100,8 @@ def test_a_known_cause_without_a_failing_dependency_is_its_own_verdict():
 def test_host_resources():
     host = [probe("host", "degraded", target="host", detail="disk / 97% full; load 0.1/CPU")]
     assert [(v.kind, v.summary, v.score) for v in verdicts(host=host)] == [("resource", "This host: disk / 97% full", 50)]
-    host = [probe("host", "degraded", target="host", detail="load 4.50 per CPU (2 CPUs; warning at 2) · memory 40%")]
-    assert verdicts(host=host)[0].summary == "This host: load 4.50 per CPU (2 CPUs; warning at 2)"
+    host = [probe("host", "degraded", target="host", detail="load 4.50 per CPU of 2 (warning at 2) · memory 40%")]
+    assert verdicts(host=host)[0].summary == "This host: load 4.50 per CPU of 2 (warning at 2)"
 
 
 def test_with_no_evidence_it_says_so_rather_than_guessing():

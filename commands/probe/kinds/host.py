@@ -26,7 +26,7 @@ def probe(check: Check) -> Finding:
     load = psutil.getloadavg()[0] / cpus
     metrics.update(load_per_cpu=round(load, 2), cpus=cpus)
     if load >= settings.load_per_cpu:
-        warnings.append(f"load {load:.2f} per CPU ({cpus} CPUs; warning at {settings.load_per_cpu:g})")
+        warnings.append(f"load {load:.2f} per CPU of {cpus} (warning at {settings.load_per_cpu:g})")
     else:
         facts.append(f"load {load:.2f}/CPU ({cpus} CPUs)")
 
