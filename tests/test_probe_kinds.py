@@ -18,6 +18,7 @@ import pymysql
 import pytest
 import trustme
 
+from bot.redact import redact as frame_redact
 from commands.probe import errors
 from commands.probe.kinds import host as host_kind
 from commands.probe.kinds import http as http_kind
@@ -401,6 +402,7 @@ def test_mysql_wrong_password_and_it_stays_secret(probe):
     assert (result.status, result.error) == ("down", "AuthenticationFailed")
     assert result.detail.startswith("127.0.0.1:3306: login refused: Access denied for user 'root'")
     assert "wr0ng" not in str(result)
+    assert result.detail.endswith("(using password: YES)") and frame_redact(result.detail) == result.detail
 
 
 def test_mysql_unknown_database(probe):
