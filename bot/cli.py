@@ -16,7 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 from bot import config as config_module
@@ -31,7 +31,7 @@ from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.schedule import WeeklyReport, WeekNotOver, check_over
 from bot.store import Store
-from bot.times import TimeParseError, clock_starting_at, parse_when, utc_now
+from bot.times import TimeParseError, clock_starting_at, parse_since, utc_now
 from commands import registry
 
 DEFAULT_PORT = 3000
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     summary.set_defaults(handler=_summary)
 
     export = sub.add_parser("export", help="every incident with its timestamps and durations")
-    export.add_argument("--since", help="only incidents opened since DATE (2026-11-01, or ISO 8601 with a time)")
+    export.add_argument("--since", help="only incidents opened since DATE (2026-11-01, ISO 8601 with a time, or 7d)")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.set_defaults(handler=_export)
     return parser
@@ -224,10 +224,15 @@ def _export(args: argparse.Namespace) -> int:
     since = None
     if args.since:
         try:
-            since = parse_when(args.since if "T" in args.since or " " in args.since else f"{args.since}T00:00",
-                               args.clock(), config.timezone)
-        except TimeParseError as error:
-            raise StartupError(f"--since: {error}") from None
+            day = date.fromisoformat(args.since.strip())
+        except ValueError:
+            try:
+                since = parse_since(args.since, args.clock(), config.timezone)
+            except TimeParseError:
+                raise StartupError(f"--since: {args.since!r} is not a date; write it like 2026-11-01, "
+                                   "2026-11-01T14:00, or a duration back from now like 7d") from None
+        else:
+            since = datetime.combine(day, time(), config.timezone)
     export.write(_store(paths), since, args.format, sys.stdout)
     return 0
 

@@ -206,6 +206,11 @@ def test_export_csv_and_json(tmp_path):
     assert json.loads(oncall(tmp_path, "export", "--format", "json", "--since", "2099-01-01").stdout) == []
     bad = oncall(tmp_path, "export", "--since", "someday")
     assert bad.returncode == 2 and "--since" in bad.stderr
+    for word in ("yesterday", "last week"):
+        bad = oncall(tmp_path, "export", "--since", word)
+        assert bad.returncode == 2 and f"--since: {word!r} is not a date" in bad.stderr and "T00:00" not in bad.stderr
+    assert len(json.loads(oncall(tmp_path, "export", "--format", "json", "--since", "7d").stdout)) == 1
+    assert len(json.loads(oncall(tmp_path, "export", "--format", "json", "--since", "2020-01-01").stdout)) == 1
 
 
 def test_the_change_failure_rate_counts_the_weeks_deploys(local, store, clock, make_config, tmp_path):
