@@ -325,3 +325,19 @@ def test_a_command_cut_short_by_a_restart_is_told_so(slack_bot, slack_double):
     assert time.monotonic() - started < 3
     (told,) = slack_double.wait_for("response_url")
     assert "`/slow` was cut short" in blocks_text(told)
+
+
+def test_a_private_answer_too_long_for_slack_says_where_its_file_went(slack_bot, slack_double):
+    def huge(ctx, args):
+        return Reply("error", {"command": "huge", "message": "\n".join(f"line {i} " + "x" * 2900 for i in range(60)),
+                               "usage": None, "incidents": []})
+
+    bot, client = slack_bot(commands={"huge": Command("huge", "", "", lambda text: text, huge)})
+    client.command("/huge", "")
+    (answer,) = slack_double.wait_for("response_url")
+    note = answer.args["blocks"][-1]["elements"][0]["text"]
+    assert "in your direct messages with the bot" in note and "attached" not in note
+    (opened,) = slack_double.wait_for("conversations.open")
+    assert opened.args["users"] == "U0ALICE01"
+    (upload,) = slack_double.wait_for("files.completeUploadExternal")
+    assert upload.args["channel_id"] == "D0ALICE01"
