@@ -348,3 +348,14 @@ class _Capture:
 
     def flush(self) -> None:
         pass
+
+
+def test_the_list_says_how_long_an_incident_has_been_going_not_how_long_it_was_acknowledged(local, clock):
+    runner = local()
+    runner.invoke("/incident open db down --started 30m ago")
+    clock.advance(minutes=50)
+    runner.invoke("/incident ack")
+    clock.advance(minutes=10)
+    listed = runner.invoke("/incident list")
+    text = runner.renderer.text(listed.template, listed.data)
+    assert "acknowledged · ongoing for 1 h 30 m" in text and "acknowledged for" not in text

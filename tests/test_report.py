@@ -7,11 +7,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from bot.command import Audience
 from bot.dispatch import Dispatcher
 from bot.outbox import Outbox
 from bot.render import Renderer
-from bot.schedule import WeeklyReport, due_week
+from bot.schedule import WeeklyReport, WeekNotOver, due_week
 from bot.store import Store
 from commands import registry
 from commands.mttr import distinct_commits
@@ -109,6 +111,17 @@ def test_the_scheduler_posts_once_per_week_whatever_restarts_or_replicas(store, 
     clock.now = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)            # next Monday 09:00 Berlin
     assert restarted.tick() == "2026-W48"
     assert store.last_report()["week"] == "2026-W48"
+
+
+def test_the_scheduler_itself_never_posts_a_week_that_is_not_over(store, clock, make_config, slack_double):
+    config = make_config(CONFIG)
+    clock.now = datetime(2026, 11, 29, 22, 59, tzinfo=UTC)          # Sunday 23:59 Berlin, still 2026-W48
+    scheduler, outbox = reporter(store, config, clock, slack_double)
+    with pytest.raises(WeekNotOver, match="2026-W48 is not over until Mon 30 Nov 00:00 CET"):
+        scheduler.post("2026-W48")
+    assert store.report_claimed("2026-W48") is None and store.outbox_pending() == 0
+    clock.advance(minutes=1)
+    assert scheduler.post("2026-W48") == "2026-W48"
 
 
 def test_a_missed_week_is_not_posted_late(store, clock, make_config, slack_double):
