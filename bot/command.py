@@ -101,11 +101,12 @@ class Context:
 
 
     @staticmethod
-    def incident_about(incident: Incident | None, services: Iterable[str]) -> Incident | None:
-        """`incident`, when an answer about `services` belongs in it: it has no service, or that is
-        the only one. Else None: the answer is given, but not recorded in the incident's timeline
-        nor posted in its thread (`/deploys web` typed in checkout's incident channel)."""
-        if incident is None or incident.service is None:
+    def incident_about(incident: Incident | None, services: Iterable[str], ref: int | None) -> Incident | None:
+        """`incident`, when an answer about `services` belongs in it: it was named (`ref`, the #N
+        typed), it has no service, or that is the only one. Else None: the answer is given, but not
+        recorded in the channel's incident nor posted in its thread (`/deploys web` typed in
+        checkout's incident channel)."""
+        if incident is None or ref is not None or incident.service is None:
             return incident
         return incident if set(services) == {incident.service} else None
 
@@ -117,7 +118,7 @@ class Command:
     usage: str                                 # the usage hint: what may follow the command
     parse: Callable[[str], Any]                # text -> arguments, or UsageError
     run: Callable[[Context, Any], Reply]       # arguments -> reply, or UsageError / CommandError
-    help_data: dict[str, Any] = field(default_factory=dict)   # constants the help template shows
+    help_data: Callable[[Config], dict[str, Any]] = lambda config: {}   # what the help template shows
 
     @property
     def help_template(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -148,6 +148,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Resolutions:
+    """Incidents resolved in a window, column by column (one tuple each, in the same order):
+    cheap to build for 100,000 of them, and what the statistics read."""
+
+    ids: tuple[int, ...]
+    severities: tuple[int, ...]
+    to_resolve: tuple[float, ...]                 # seconds, resolved - started
+    to_acknowledge: tuple[float | None, ...]      # seconds, acknowledged - opened; None: never acknowledged
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     id: int
     kind: str
@@ -165,11 +176,11 @@ class Store:
     def __init__(self, path: Path | str):
         self.path = str(path)
         self._local = threading.local()
-        with self.write() as db:
+        with self._transaction() as db:
             migrations.apply(db)
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def _db(self) -> sqlite_utils.Database:
         """This thread's connection, in autocommit mode: each read sees the latest commit."""
         db = getattr(self._local, "db", None)
         if db is None:
@@ -183,9 +194,16 @@ class Store:
         return db
 
     @contextmanager
-    def write(self) -> Iterator[sqlite_utils.Database]:
+    def write(self) -> Iterator[None]:
+        """One unit of work: what is read in it is current and nobody writes until it ends
+        (re-entrant within a thread, so operations nest in a caller's unit)."""
+        with self._transaction():
+            yield
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite_utils.Database]:
         """One immediate transaction; re-entrant within a thread."""
-        db = self.db
+        db = self._db
         if db.conn.in_transaction:
             yield db
             return
@@ -206,53 +224,96 @@ class Store:
     # -- incidents -------------------------------------------------------------------------
 
     def incident(self, incident_id: int) -> Incident | None:
-        rows = list(self.db.query("SELECT * FROM incidents WHERE id = ?", [incident_id]))
+        rows = list(self._db.query("SELECT * FROM incidents WHERE id = ?", [incident_id]))
         return Incident.from_row(rows[0]) if rows else None
 
-    def incidents(self, where: str = "1", params: list[Any] | None = None, *,
-                  order: str = "id", limit: int | None = None) -> list[Incident]:
+    def _incidents(self, where: str, params: list[Any], *, order: str = "id",
+                   limit: int | None = None) -> list[Incident]:
         sql = f"SELECT * FROM incidents WHERE {where} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [Incident.from_row(row) for row in self.db.query(sql, params or [])]
+        return [Incident.from_row(row) for row in self._db.query(sql, params)]
 
-    def open_incidents(self, channel: str | None = None) -> list[Incident]:
+    def open_incidents(self, channel: str | None = None, *, service: str | None = None,
+                       severity: int | None = None) -> list[Incident]:
+        """Every incident not resolved, oldest first: of `channel` (where it was opened or announced),
+        of `service`, of `severity`, when given."""
+        where, params = "status != ?", [RESOLVED]
+        if channel is not None:
+            where, params = where + " AND (channel = ? OR announce_channel = ?)", [*params, channel, channel]
+        filters, more = _filters(service, severity)
+        return self._incidents(where + filters, params + more)
+
+    def recent_incidents(self, limit: int) -> list[Incident]:
+        return self._incidents("1", [], order="id DESC", limit=limit)
+
+    def last_resolved(self, channel: str | None = None, *, limit: int = 1) -> list[Incident]:
+        """The most recently resolved incidents (of `channel`, when given), newest first."""
         if channel is None:
-            return self.incidents("status != ?", [RESOLVED])
-        return self.incidents("status != ? AND (channel = ? OR announce_channel = ?)",
-                              [RESOLVED, channel, channel])
+            return self._incidents("status = ?", [RESOLVED], order="resolved_at DESC", limit=limit)
+        return self._incidents("status = ? AND (channel = ? OR announce_channel = ?)", [RESOLVED, channel, channel],
+                               order="resolved_at DESC", limit=limit)
 
-    def insert_incident(self, **fields: Any) -> int:
-        with self.write() as db:
-            return db["incidents"].insert(_stored(fields)).last_pk
+    def open_twin(self, user: str, title: str, since: datetime) -> Incident | None:
+        """An open incident `user` opened with the same title (any case) since `since`: a double submit."""
+        twins = self._incidents("opened_by = ? AND lower(title) = lower(?) AND opened_at >= ? AND status != ?",
+                                [user, title, to_iso(since), RESOLVED], order="id DESC", limit=1)
+        return twins[0] if twins else None
 
-    def update_incident(self, incident_id: int, **fields: Any) -> None:
-        with self.write() as db:
-            db["incidents"].update(incident_id, _stored(fields))
+    def incidents_opened_since(self, since: datetime | None) -> Iterator[Incident]:
+        """Every incident opened since `since` (all when None), by number, read as they are consumed."""
+        where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
+        for row in self._db.query(f"SELECT * FROM incidents WHERE {where} ORDER BY id", params):
+            yield Incident.from_row(row)
 
-    # -- timeline --------------------------------------------------------------------------
+    # -- what /mttr and the weekly report count --------------------------------------------------
 
-    def add_event(self, incident_id: int, *, at: datetime, user: str | None, kind: str,
-                  text: str | None = None, data: dict[str, Any] | None = None) -> None:
-        with self.write() as db:
-            db["events"].insert({
-                "incident_id": incident_id, "at": to_iso(at), "user": user, "kind": kind,
-                "text": redact(text) if text else text,
-                "data": to_json(redact_data(data or {}, default=json_default)),
-            })
+    def resolutions(self, start: datetime, end: datetime, *, service: str | None = None,
+                    severity: int | None = None) -> Resolutions:
+        """The incidents resolved in [start, end), as columns.
 
-    def events(self, incident_id: int) -> list[Event]:
-        rows = self.db.query("SELECT * FROM events WHERE incident_id = ? ORDER BY at, id", [incident_id])
-        return [Event(**{**row, "at": from_iso(row["at"]), "data": json.loads(row["data"] or "{}")})
-                for row in rows]
+        Only resolved incidents have resolved_at (reopening clears it), so the range on its
+        covering index is the whole filter, and no row is read from the table itself.
+        """
+        filters, params = _filters(service, severity)
+        rows = self._db.execute(
+            "SELECT id, severity, (julianday(resolved_at) - julianday(started_at)) * 86400.0,"
+            " (julianday(acknowledged_at) - julianday(opened_at)) * 86400.0"
+            f" FROM incidents WHERE resolved_at >= ? AND resolved_at < ?{filters}",
+            [to_iso(start), to_iso(end), *params]).fetchall()
+        if not rows:
+            return Resolutions((), (), (), ())
+        ids, severities, to_resolve, to_acknowledge = zip(*rows, strict=True)
+        return Resolutions(ids, severities, to_resolve, to_acknowledge)
 
-    def signatures_seen(self, signatures: list[str], service: str, *, excluding: int | None) -> list[tuple[int, str]]:
-        """(incident id, signature) for each of `signatures` that a triage or logs event of another
-        incident recorded about `service`, newest incident first. A triage event recorded before it
-        named its service is taken as about its incident's service."""
-        marks = ",".join("?" * len(signatures))
+    def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,
+                     severity: int | None = None) -> int:
+        filters, params = _filters(service, severity)
+        return self._db.execute(f"SELECT COUNT(*) FROM incidents WHERE opened_at >= ? AND opened_at < ?{filters}",
+                                [to_iso(start), to_iso(end), *params]).fetchone()[0]
+
+    def resolved_by_service(self, start: datetime, end: datetime) -> list[tuple[str | None, int]]:
+        """(service, incidents resolved in [start, end)), most first."""
+        return [(service or None, count) for service, count in self._db.execute(
+            "SELECT COALESCE(service, ''), COUNT(*) FROM incidents WHERE resolved_at >= ? AND resolved_at < ?"
+            " GROUP BY 1 ORDER BY 2 DESC, 1", [to_iso(start), to_iso(end)]).fetchall()]
+
+    def caused_by_deploys(self, start: datetime, end: datetime) -> list[Incident]:
+        """The incidents resolved in [start, end) with a deploy recorded as their cause."""
+        return self._incidents("resolved_at >= ? AND resolved_at < ? AND cause LIKE 'deploy:%'",
+                               [to_iso(start), to_iso(end)])
+
+    def earlier_signatures(self, signatures: Iterable[str], service: str,
+                           excluding: int | None) -> list[tuple[int, str]]:
+        """(incident, signature) for each of `signatures` that /triage or /logs recorded about `service`
+        in another incident's timeline, newest incident first. A triage event recorded before it named
+        its service is taken as about its incident's service."""
+        wanted = list(signatures)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
         this = -1 if excluding is None else excluding
-        return [tuple(row) for row in self.db.execute(
+        return self._db.execute(
             f"""SELECT DISTINCT e.incident_id, s.value FROM events AS e
                 JOIN incidents AS i ON i.id = e.incident_id, json_each(e.data, '$.signatures') AS s
                 WHERE e.kind = 'triage' AND e.incident_id != ? AND s.value IN ({marks})
@@ -263,13 +324,37 @@ class Store:
                 WHERE e.kind = 'logs' AND e.incident_id != ? AND json_extract(l.value, '$.signature') IN ({marks})
                   AND json_extract(e.data, '$.service') = ?
                 ORDER BY 1 DESC""",
-            [this, *signatures, service, this, *signatures, service]).fetchall()]
+            [this, *wanted, service, this, *wanted, service]).fetchall()
+
+    def insert_incident(self, **fields: Any) -> int:
+        with self._transaction() as db:
+            return db["incidents"].insert(_stored(fields)).last_pk
+
+    def update_incident(self, incident_id: int, **fields: Any) -> None:
+        with self._transaction() as db:
+            db["incidents"].update(incident_id, _stored(fields))
+
+    # -- timeline --------------------------------------------------------------------------
+
+    def add_event(self, incident_id: int, *, at: datetime, user: str | None, kind: str,
+                  text: str | None = None, data: dict[str, Any] | None = None) -> None:
+        with self._transaction() as db:
+            db["events"].insert({
+                "incident_id": incident_id, "at": to_iso(at), "user": user, "kind": kind,
+                "text": redact(text) if text else text,
+                "data": to_json(redact_data(data or {}, default=json_default)),
+            })
+
+    def events(self, incident_id: int) -> list[Event]:
+        rows = self._db.query("SELECT * FROM events WHERE incident_id = ? ORDER BY at, id", [incident_id])
+        return [Event(**{**row, "at": from_iso(row["at"]), "data": json.loads(row["data"] or "{}")})
+                for row in rows]
 
     # -- deliveries (dedupe of redelivered requests) -----------------------------------------
 
     def claim_delivery(self, key: str, now: datetime) -> bool:
         """True the first time `key` is seen; false for a redelivery of the same work."""
-        with self.write() as db:
+        with self._transaction() as db:
             cursor = db.execute("INSERT OR IGNORE INTO deliveries (key, received_at) VALUES (?, ?)",
                                 [key, to_iso(now)])
             db.execute("DELETE FROM deliveries WHERE received_at < ?", [to_iso(now - timedelta(days=1))])
@@ -281,7 +366,7 @@ class Store:
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
                 response_url: str | None = None) -> int:
         """Queue one item for Slack; returns its id."""
-        with self.write() as db:
+        with self._transaction() as db:
             return db["outbox"].insert({
                 "created_at": to_iso(now), "request_id": request_id, "kind": kind,
                 "incident_id": incident_id, "channel": channel, "user": user,
@@ -299,7 +384,7 @@ class Store:
         if self.outbox_pending() == 0:  # the common idle case, without taking the write lock
             return None
         stamp = to_iso(now)
-        with self.write() as db:
+        with self._transaction() as db:
             rows = list(db.query(
                 """
                 SELECT * FROM outbox AS o
@@ -325,27 +410,28 @@ class Store:
         )
 
     def next_outbox_due(self) -> datetime | None:
-        rows = list(self.db.query(
+        rows = list(self._db.query(
             "SELECT MIN(COALESCE(next_at, created_at)) AS due FROM outbox "
             "WHERE sent_at IS NULL AND failed_at IS NULL"))
         return from_iso(rows[0]["due"]) if rows and rows[0]["due"] else None
 
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
-        self.db.execute("UPDATE outbox SET sent_at = ?, lease_until = NULL, sent_channel = ?, sent_ts = ? WHERE id = ?",
-                        [to_iso(now), channel, ts, item_id])
+        self._db.execute(
+            "UPDATE outbox SET sent_at = ?, lease_until = NULL, sent_channel = ?, sent_ts = ? WHERE id = ?",
+            [to_iso(now), channel, ts, item_id])
 
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None:
         """Where an outbox message went (channel, ts), once Slack has taken it."""
-        row = self.db.execute("SELECT sent_channel, sent_ts FROM outbox WHERE id = ?", [item_id]).fetchone()
+        row = self._db.execute("SELECT sent_channel, sent_ts FROM outbox WHERE id = ?", [item_id]).fetchone()
         return (row[0], row[1]) if row and row[1] else None
 
     def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
-        self.db.execute(
+        self._db.execute(
             "UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, error = ? WHERE id = ?",
             [to_iso(at), error, item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
-        self.db.execute(
+        self._db.execute(
             "UPDATE outbox SET failed_at = ?, lease_until = NULL, error = ?, attempts = attempts + 1 WHERE id = ?",
             [to_iso(now), error, item_id])
 
@@ -358,32 +444,32 @@ class Store:
             "home": ("user = ?", item.user),
             "update_message": ("json_extract(payload, '$.target') = ?", item.payload.get("target")),
         }[item.kind]
-        rows = list(self.db.query(
+        rows = list(self._db.query(
             f"SELECT 1 FROM outbox WHERE kind = ? AND {same} AND id > ? "
             "AND sent_at IS NULL AND failed_at IS NULL LIMIT 1",
             [item.kind, value, item.id]))
         return bool(rows)
 
     def outbox_pending(self) -> int:
-        return self.db.execute(
+        return self._db.execute(
             "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL").fetchone()[0]
 
     # -- weekly reports ----------------------------------------------------------------------
 
     def claim_report(self, week: str, channel: str, now: datetime, claimed_by: str) -> bool:
         """True for the one caller that claims `week`'s report; everyone after finds it taken."""
-        with self.write() as db:
+        with self._transaction() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO reports (week, channel, claimed_at, claimed_by) VALUES (?, ?, ?, ?)",
                 [week, channel, to_iso(now), claimed_by])
             return cursor.rowcount == 1
 
     def report_claimed(self, week: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM reports WHERE week = ?", [week]))
+        rows = list(self._db.query("SELECT * FROM reports WHERE week = ?", [week]))
         return rows[0] if rows else None
 
     def last_report(self) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM reports ORDER BY week DESC LIMIT 1"))
+        rows = list(self._db.query("SELECT * FROM reports ORDER BY week DESC LIMIT 1"))
         return rows[0] if rows else None
 
     # -- health ----------------------------------------------------------------------------
@@ -397,6 +483,17 @@ class Store:
             conn.execute("COMMIT")
         finally:
             conn.close()
+
+
+def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]:
+    sql, params = "", []
+    if service is not None:
+        sql += " AND service = ?"
+        params.append(service)
+    if severity is not None:
+        sql += " AND severity = ?"
+        params.append(severity)
+    return sql, params
 
 
 def _stored(fields: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, Incident
-from bot.times import TimeParseError, parse_when, to_iso
+from bot.times import TimeParseError, parse_when
 from commands.deploys import find_deploy
 
 SEVERITIES = range(1, 5)
@@ -224,7 +224,7 @@ def _status(ctx: Context, args: IncidentArgs) -> Reply:
 def _list(ctx: Context, args: IncidentArgs) -> Reply:
     now = ctx.now()
     if args.text == "recent":
-        incidents = ctx.store.incidents(order="id DESC", limit=RECENT_LIMIT)
+        incidents = ctx.store.recent_incidents(RECENT_LIMIT)
     else:
         incidents = ctx.store.open_incidents()
     return Reply("incident_list", {
@@ -281,20 +281,14 @@ def _must_be_open(incident: Incident) -> Incident:
 def _last_resolved(ctx: Context, ref: int | None) -> Incident:
     if ref is not None:
         return ctx.incident(ref)
-    resolved = ctx.store.incidents("status = ? AND (channel = ? OR announce_channel = ?)",
-                                   [RESOLVED, ctx.channel, ctx.channel], order="resolved_at DESC", limit=1)
+    resolved = ctx.store.last_resolved(ctx.channel) if ctx.channel else []
     if not resolved:
-        recent = ctx.store.incidents("status = ?", [RESOLVED], order="resolved_at DESC", limit=5)
-        raise CommandError("No resolved incident in this channel; name one with #N.", recent)
+        raise CommandError("No resolved incident in this channel; name one with #N.", ctx.store.last_resolved(limit=5))
     return resolved[0]
 
 
 def _double_submit(ctx: Context, title: str, now: datetime) -> Incident | None:
-    twins = ctx.store.incidents(
-        "opened_by = ? AND lower(title) = lower(?) AND opened_at >= ? AND status != ?",
-        [ctx.user, title, to_iso(now - DOUBLE_SUBMIT_WINDOW), RESOLVED],
-        order="id DESC", limit=1)
-    return twins[0] if twins else None
+    return ctx.store.open_twin(ctx.user, title, now - DOUBLE_SUBMIT_WINDOW)
 
 
 def _service(ctx: Context, name: str | None) -> str | None:
@@ -370,5 +364,5 @@ COMMAND = Command(
           "timeline | help   (#N first picks an incident)",
     parse=parse,
     run=run,
-    help_data={"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},
+    help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},
 )

@@ -271,7 +271,7 @@ def test_near_misses_are_asked_about_and_change_nothing(local, store, line, mean
     runner.invoke("/incident open two")
     reply = runner.invoke(line)
     assert reply.outcome is Outcome.USAGE and meant in reply.data["message"]
-    assert [i.status for i in store.incidents()] == ["open", "open"] and len(store.events(1)) == 1
+    assert [store.incident(n).status for n in (1, 2)] == ["open", "open"] and len(store.events(1)) == 1
 
 
 # -- correcting times ------------------------------------------------------------------------------

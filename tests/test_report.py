@@ -258,7 +258,7 @@ def test_one_deploy_blamed_twice_however_typed_is_one_failed_deploy(local, store
     for ref in (shas[1][:7], shas[1], "v2", shas[2][:12], "deadbeef"):
         runner.invoke(f"/incident open blamed on {ref} --service api")
         runner.invoke(f"/incident resolve --cause deploy:{ref}")
-    assert [i.cause for i in store.incidents()] == [f"deploy:{sha}" for sha in (shas[1], shas[1], shas[1], shas[2])] + [None]
+    assert [store.incident(n).cause for n in range(1, 6)] == [f"deploy:{sha}" for sha in (shas[1], shas[1], shas[1], shas[2])] + [None]
     clock.now = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
     reply = runner.invoke("/mttr report 2026-W47")
     assert reply.data["change_failure"] == {"deploy_caused": 4, "failed_deploys": 2, "share_of_incidents": 100.0,

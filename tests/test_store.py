@@ -15,11 +15,11 @@ from commands import registry
 def test_schema_is_versioned_and_applied_once(tmp_path):
     Store(tmp_path / "a.db")
     store = Store(tmp_path / "a.db")
-    applied = list(store.db.query("SELECT migration_set, name FROM _sqlite_migrations"))
+    applied = list(sqlite_utils.Database(store.path).query("SELECT migration_set, name FROM _sqlite_migrations"))
     assert [row["name"] for row in applied] == ["0001_incidents_timeline_outbox",
                                                 "0002_incident_cause_and_weekly_reports",
                                                 "0003_outbox_remembers_where_messages_went"]
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sqlite_utils.Database(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_an_older_database_is_upgraded_in_place(tmp_path):
@@ -31,7 +31,7 @@ def test_an_older_database_is_upgraded_in_place(tmp_path):
     store = Store(tmp_path / "old.db")
     incident = store.incident(1)
     assert incident.title == "from before" and incident.cause is None
-    assert store.db["reports"].exists()
+    assert sqlite_utils.Database(store.path)["reports"].exists()
 
 
 def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock, local):
@@ -52,9 +52,9 @@ def _open_and_resolve(store: Store, index: int) -> None:
 def test_fifty_concurrent_opens_and_resolves_lose_nothing(store):
     with ThreadPoolExecutor(max_workers=50) as pool:
         list(pool.map(lambda i: _open_and_resolve(store, i), range(50)))
-    rows = list(store.db.query("SELECT status, count(*) AS n FROM incidents GROUP BY status"))
+    rows = list(sqlite_utils.Database(store.path).query("SELECT status, count(*) AS n FROM incidents GROUP BY status"))
     assert rows == [{"status": "resolved", "n": 50}]
-    assert store.db.execute("SELECT count(*) FROM events").fetchone()[0] == 100
+    assert sqlite_utils.Database(store.path).execute("SELECT count(*) FROM events").fetchone()[0] == 100
 
 
 def _process_worker(path: str, offset: int) -> None:
@@ -73,7 +73,7 @@ def test_several_processes_share_the_database(tmp_path):
     for process in processes:
         process.join(60)
         assert process.exitcode == 0
-    assert Store(path).db.execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[0] == 30
+    assert sqlite_utils.Database(Store(path).path).execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[0] == 30
 
 
 def test_a_delivery_is_claimed_once(store):

@@ -310,15 +310,15 @@ def test_answers_about_another_service_are_given_but_not_recorded_in_the_inciden
     clock.now = NOW
     runner = local(two_services)
     runner.invoke("/incident open checkout 500s --service checkout --started 5m ago")
-    for line in ("/deploys web", "/probe web", "/probe all", "/triage web", "/deploys web #1", "/probe web site #1"):
+    for line in ("/deploys web", "/probe web", "/probe all", "/triage web", "/deploys web --last 1"):
         reply = runner.invoke(line)
         assert reply.outcome.value == "ok" and reply.incident_id is None, line
         assert reply.audience in (Audience.CALLER, Audience.CHANNEL), line
     assert [event.kind for event in store.events(1)] == ["opened"]
-    for line in ("/deploys", "/probe", "/probe checkout", "/deploys checkout #1"):
-        reply = runner.invoke(line)
+    for line in ("/deploys", "/probe", "/probe checkout", "/deploys checkout #1", "/probe web site #1"):
+        reply = runner.invoke(line)                # the incident's service, or named with #N on purpose
         assert reply.audience is Audience.THREAD and reply.incident_id == 1, line
-    assert [event.kind for event in store.events(1)] == ["opened", "deploys", "probe", "probe", "deploys"]
+    assert [event.kind for event in store.events(1)] == ["opened", "deploys", "probe", "probe", "deploys", "probe"]
 
 
 def test_seen_before_only_for_the_same_service(local, store, two_services, clock):

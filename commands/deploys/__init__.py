@@ -24,7 +24,6 @@ from typing import Any
 
 from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.config import ServiceConfig
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.deploys import mirror
@@ -40,6 +39,9 @@ from commands.deploys.history import (
     opened,
 )
 from commands.deploys.mirror import Mirror
+from commands.deploys.settings import DeploySettings
+
+SETTINGS = (DeploySettings,)
 
 DEFAULT_WINDOW = timedelta(hours=24)
 INCIDENT_MARGIN = timedelta(minutes=15)   # an incident's start is typed by a human: look a bit past it
@@ -106,7 +108,7 @@ def parse(text: str) -> DeploysArgs:
 def run(ctx: Context, args: DeploysArgs) -> Reply:
     incident = ctx.incident(args.incident, required=False)
     services = _services(ctx, args, incident)
-    incident = ctx.incident_about(incident, [service.name for service in services])
+    incident = ctx.incident_about(incident, [service.name for service in services], args.incident)
     if args.branch is not None:
         if len(services) > 1:
             raise UsageError("--branch needs one service: /deploys <service> --branch <branch>.")
@@ -129,8 +131,8 @@ def run(ctx: Context, args: DeploysArgs) -> Reply:
 # -- which services, which window ---------------------------------------------------------------
 
 
-def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> list[ServiceConfig]:
-    configured = ctx.config.services
+def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> list[DeploySettings]:
+    configured = {name: DeploySettings.of(service) for name, service in ctx.config.services.items()}
     if args.service is not None:
         if args.service not in configured:
             known = ", ".join(configured) or "none (add [services.NAME] with a repo to oncall.toml)"
@@ -151,7 +153,7 @@ def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> lis
 
 
 def _window(ctx: Context, args: DeploysArgs, incident: Incident | None,
-            services: list[ServiceConfig]) -> tuple[Window, dict[str, Any]]:
+            services: list[DeploySettings]) -> tuple[Window, dict[str, Any]]:
     """The git window, and how to describe it."""
     now = ctx.now()
     if args.last is not None:
@@ -178,11 +180,11 @@ def _since(text: str, now: datetime, ctx: Context) -> datetime:
 # -- reading ----------------------------------------------------------------------------------------
 
 
-def _listing(ctx: Context, services: list[ServiceConfig], args: DeploysArgs,
+def _listing(ctx: Context, services: list[DeploySettings], args: DeploysArgs,
              incident: Incident | None) -> dict[str, Any]:
     window, described = _window(ctx, args, incident, services)
 
-    def report(service: ServiceConfig) -> tuple[ServiceReport, list[Deploy]]:
+    def report(service: DeploySettings) -> tuple[ServiceReport, list[Deploy]]:
         try:
             return _report(ctx, service, args.branch, window, incident)
         except DeployError as error:
@@ -216,7 +218,7 @@ def _listing(ctx: Context, services: list[ServiceConfig], args: DeploysArgs,
     return data
 
 
-def _report(ctx: Context, service: ServiceConfig, branch: str | None, window: Window,
+def _report(ctx: Context, service: DeploySettings, branch: str | None, window: Window,
             incident: Incident | None) -> tuple[ServiceReport, list[Deploy]]:
     branch = _branch(service, branch)
     with _history(ctx, service, branch) as (history, fetched):
@@ -233,7 +235,7 @@ def _report(ctx: Context, service: ServiceConfig, branch: str | None, window: Wi
     return report, deploys
 
 
-def count_deploys(ctx: Context, service: ServiceConfig, since: datetime, until: datetime) -> int | None:
+def count_deploys(ctx: Context, service: DeploySettings, since: datetime, until: datetime) -> int | None:
     """How many deploys `service` had from `since` to `until`; None when its repo cannot be read."""
     try:
         with _history(ctx, service, _branch(service, None)) as (history, _):
@@ -256,7 +258,7 @@ def find_deploy(ctx: Context, service: str | None, ref: str) -> Deploy:
     if service is not None:
         services = _services(ctx, DeploysArgs(service=service), None)
     else:
-        services = [s for s in ctx.config.services.values() if s.repo is not None]
+        services = [s for s in map(DeploySettings.of, ctx.config.services.values()) if s.repo is not None]
         if not services:
             raise UnknownRef(f"No service has a repo configured, so {ref!r} cannot be checked; add repo "
                              "to a [services.NAME] table of the config.")
@@ -282,7 +284,7 @@ def find_deploy(ctx: Context, service: str | None, ref: str) -> Deploy:
                      + (" " + " ".join(unreadable) if unreadable else ""))
 
 
-def _detail(ctx: Context, service: ServiceConfig, ref: str, incident: Incident | None) -> dict[str, Any]:
+def _detail(ctx: Context, service: DeploySettings, ref: str, incident: Incident | None) -> dict[str, Any]:
     branch = _branch(service, None)
     with _history(ctx, service, branch) as (history, fetched):
         detail: DeployDetail = history.detail(ref)
@@ -308,7 +310,7 @@ def _freshness(fetched: Mirror | None) -> dict[str, Any]:
     return {"fetched_at": fetched.fetched_at, "stale": fetched.fetch_error}
 
 
-def _branch(service: ServiceConfig, typed: str | None) -> str:
+def _branch(service: DeploySettings, typed: str | None) -> str:
     if typed is not None:
         return typed
     try:
@@ -318,7 +320,7 @@ def _branch(service: ServiceConfig, typed: str | None) -> str:
 
 
 @contextmanager
-def _history(ctx: Context, service: ServiceConfig, branch: str) -> Iterator[tuple[History, Mirror | None]]:
+def _history(ctx: Context, service: DeploySettings, branch: str) -> Iterator[tuple[History, Mirror | None]]:
     """The service's history, from its mirror (fetched first) when the repo is remote."""
     fetched = None
     path = service.repo
@@ -363,7 +365,7 @@ def _mark_suspects(deploys: list[Deploy], incident: Incident | None, window: tim
     return [replace(d, suspect=True) if start - window <= d.when <= start else d for d in deploys]
 
 
-def _rollback_hint(service: ServiceConfig, suspects: list[Deploy], last_known_good: Deploy | None) -> str | None:
+def _rollback_hint(service: DeploySettings, suspects: list[Deploy], last_known_good: Deploy | None) -> str | None:
     """What would undo the suspects: redeploy the last good tag, or revert them newest first."""
     if service.deploy.startswith("tags:"):
         return f"redeploy {last_known_good.tag}" if last_known_good else None
@@ -410,7 +412,7 @@ COMMAND = Command(
     usage="[service] [sha-or-tag] [--since 6h | --since 14:00 | --last N] [--branch B]",
     parse=parse,
     run=run,
-    help_data={"default_hours": int(DEFAULT_WINDOW.total_seconds() // 3600),
+    help_data=lambda config: {"default_hours": int(DEFAULT_WINDOW.total_seconds() // 3600),
                "margin_minutes": int(INCIDENT_MARGIN.total_seconds() // 60), "max_last": MAX_LAST,
                "shown": SHOWN, "shown_files": SHOWN_FILES},
 )

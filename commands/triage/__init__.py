@@ -25,15 +25,21 @@ from typing import Any
 
 from bot.args import parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.config import ProbeConfig, ServiceConfig
+from bot.config import Service
 from bot.store import Incident, Store
 from bot.times import to_iso
 from commands.deploys import COMMAND as DEPLOYS
+from commands.deploys.settings import DeploySettings
 from commands.logs import COMMAND as LOGS
+from commands.logs.settings import LogSettings
 from commands.probe import COMMAND as PROBE
 from commands.probe.check import endpoint
 from commands.probe.runner import Target, run_probes
+from commands.probe.settings import ProbeConfig, ProbeSettings
+from commands.triage.settings import TriageSettings
 from commands.triage.verdicts import Endpoint, Verdict, rank
+
+SETTINGS = (TriageSettings,)
 
 PARTS = ("deploys", "probes", "logs", "host")
 RUNNING, DONE, FAILED, TIMED_OUT, SKIPPED = "running", "done", "failed", "timed out", "skipped"
@@ -67,9 +73,10 @@ def parse(text: str) -> TriageArgs:
 def run(ctx: Context, args: TriageArgs) -> Reply:
     incident = ctx.incident(args.incident, required=args.incident is not None)
     service = _service(ctx, args, incident)
-    incident = ctx.incident_about(incident, [service.name])
+    incident = ctx.incident_about(incident, [service.name], args.incident)
     started = time.monotonic()
-    deadline = min(ctx.deadline - REPLY_MARGIN_SECONDS, started + ctx.config.triage.deadline.total_seconds())
+    allowed = TriageSettings.of(ctx.config).deadline
+    deadline = min(ctx.deadline - REPLY_MARGIN_SECONDS, started + allowed.total_seconds())
     parts = {name: Part(name) for name in PARTS}
     audience = Audience.THREAD if incident else Audience.CHANNEL
 
@@ -93,7 +100,7 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
         except queue.Empty:
             for part in parts.values():
                 if part.state == RUNNING:
-                    part.state, part.note = TIMED_OUT, f"no answer within {ctx.config.triage.deadline}"
+                    part.state, part.note = TIMED_OUT, f"no answer within {allowed}"
             break
         ctx.progress(reply(final=False))
     final = reply(final=True)
@@ -106,7 +113,7 @@ _NOT_CONFIGURED = {"deploys": "no repo configured", "probes": "no probes configu
                    "logs": "no logs configured", "host": None}
 
 
-def _service(ctx: Context, args: TriageArgs, incident: Incident | None) -> ServiceConfig:
+def _service(ctx: Context, args: TriageArgs, incident: Incident | None) -> Service:
     services = ctx.config.services
     name = args.service or (incident.service if incident else None)
     if name is None:
@@ -120,7 +127,7 @@ def _service(ctx: Context, args: TriageArgs, incident: Incident | None) -> Servi
     return services[name]
 
 
-def _work(ctx: Context, service: ServiceConfig, incident: Incident | None) -> dict[str, Callable[[], dict] | None]:
+def _work(ctx: Context, service: Service, incident: Incident | None) -> dict[str, Callable[[], dict] | None]:
     """What each part runs, or None when the service has nothing configured for it."""
     about = f"{service.name} #{incident.id}" if incident else service.name
 
@@ -133,14 +140,15 @@ def _work(ctx: Context, service: ServiceConfig, incident: Incident | None) -> di
         return {**data, "suspect_files": files}
 
     def host() -> dict[str, Any]:
-        configured = [probe for probe in service.probes.values() if probe.kind == "host"]
+        configured = [probe for probe in probes.values() if probe.kind == "host"]
         probe = configured[0] if configured else ProbeConfig(name="host", kind="host")
         return {"results": run_probes([Target(service.name, probe)], ctx.deadline)}
 
+    probes = ProbeSettings.of(service).probes
     return {
-        "deploys": deploys if service.repo else None,
-        "probes": (lambda: _command(ctx, PROBE, about)) if service.probes else None,
-        "logs": (lambda: _command(ctx, LOGS, about)) if service.logs or service.log_command else None,
+        "deploys": deploys if DeploySettings.of(service).repo else None,
+        "probes": (lambda: _command(ctx, PROBE, about)) if probes else None,
+        "logs": (lambda: _command(ctx, LOGS, about)) if LogSettings.of(service).configured else None,
         "host": host,
     }
 
@@ -164,7 +172,7 @@ def _run_part(part: Part, work: Callable[[], dict], landed: queue.Queue[str]) ->
     landed.put(part.name)
 
 
-def _data(ctx: Context, service: ServiceConfig, incident: Incident | None, parts: dict[str, Part], final: bool,
+def _data(ctx: Context, service: Service, incident: Incident | None, parts: dict[str, Part], final: bool,
           elapsed: float) -> dict[str, Any]:
     deploys, probes, logs, host = (parts[name].data if parts[name].state == DONE else None for name in PARTS)
     errors = logs["events"] if logs else []
@@ -173,16 +181,16 @@ def _data(ctx: Context, service: ServiceConfig, incident: Incident | None, parts
         deploys=deploys["deploys"] if deploys else [], deploy_files=deploys["suspect_files"] if deploys else {},
         probes=[r for r in probes["results"] if r.kind != "host"] if probes else [],
         host=host["results"] if host else [], errors=errors,
-        endpoints={name: Endpoint(*endpoint(probe), name) for name, probe in service.probes.items()},
+        endpoints={name: Endpoint(*endpoint(probe), name) for name, probe in ProbeSettings.of(service).probes.items()},
         first_error=first_error, started=incident.started_at if incident else None,
-        suspect_window=service.suspect_window, incident_id=incident.id if incident else None,
+        suspect_window=DeploySettings.of(service).suspect_window, incident_id=incident.id if incident else None,
     ) if final or any(part.state == DONE for part in parts.values()) else []
     return {
         "service": service.name,
         "incident": incident,
         "final": final,
         "elapsed_seconds": round(elapsed, 1),
-        "deadline_seconds": ctx.config.triage.deadline.total_seconds(),
+        "deadline_seconds": TriageSettings.of(ctx.config).deadline.total_seconds(),
         "parts": {name: {"state": part.state, "note": part.note, "took_ms": part.took_ms}
                   for name, part in parts.items()},
         "verdicts": verdicts,
@@ -216,8 +224,7 @@ def _seen_before(store: Store, service: str, incident: Incident | None, errors: 
     if not signatures:
         return []
     seen, found = [], set()
-    for incident_id, signature in store.signatures_seen(list(signatures), service,
-                                                        excluding=incident.id if incident else None):
+    for incident_id, signature in store.earlier_signatures(signatures, service, incident.id if incident else None):
         earlier = store.incident(incident_id)
         if earlier is None or incident_id in found:
             continue
@@ -249,4 +256,5 @@ COMMAND = Command(
     usage="[service]   (#N: an incident)",
     parse=parse,
     run=run,
+    help_data=lambda config: {"deadline": TriageSettings.of(config).deadline},
 )
