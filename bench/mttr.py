@@ -18,8 +18,6 @@ import timeit
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import sqlite_utils
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -54,8 +52,10 @@ def build(path: Path) -> None:
             "resolved_at": to_iso(resolved) if done else None, "channel": "C0BENCH01",
             "announce_channel": "C0BENCH01", "reopened": 0,
         })
+    with store.write():
+        for row in rows:
+            store.insert_incident(**row)
     store.close()
-    sqlite_utils.Database(path)["incidents"].insert_all(rows, batch_size=5000)
 
 
 def best_of(runs: int, action) -> float:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from bot.times import from_iso, to_iso
 BUSY_TIMEOUT_MS = 15_000
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
+SEVERITIES = (1, 2, 3, 4)     # SEV1 is the worst
 
 migrations = Migrations("oncall-bot")
 
@@ -94,6 +96,24 @@ def _sent_message_ids(db: sqlite_utils.Database) -> None:
     db["outbox"].add_column("sent_ts", str)
 
 
+_SECONDS = "CAST(round((julianday({end}) - julianday({start})) * 86400) AS INTEGER)"
+_DURATIONS = (f"time_to_resolve = {_SECONDS.format(start='started_at', end='resolved_at')}, "
+              f"time_to_acknowledge = {_SECONDS.format(start='opened_at', end='acknowledged_at')}")
+
+
+@migrations(name="0004_incident_durations")
+def _durations(db: sqlite_utils.Database) -> None:
+    # Kept beside the times they come from (the store sets them on every write), so /mttr reads
+    # numbers from one covering index per severity instead of parsing two dates per row.
+    db["incidents"].add_column("time_to_resolve", int)
+    db["incidents"].add_column("time_to_acknowledge", int)
+    db.execute(f"UPDATE incidents SET {_DURATIONS}")
+    db.execute("DROP INDEX incidents_resolution")
+    db["incidents"].create_index(["resolved_at"])
+    db["incidents"].create_index(["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service"],
+                                 index_name="incidents_durations")
+
+
 @dataclass(frozen=True)
 class Incident:
     id: int
@@ -117,9 +137,11 @@ class Incident:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Incident:
-        times = {key: from_iso(row[key]) for key in
-                 ("opened_at", "started_at", "acknowledged_at", "resolved_at")}
-        return cls(**{**row, **times})
+        """The incident of a row; the stored durations are left out (they follow from the times)."""
+        fields = {key: row[key] for key in cls.__dataclass_fields__}
+        for key in ("opened_at", "started_at", "acknowledged_at", "resolved_at"):
+            fields[key] = from_iso(row[key])
+        return cls(**fields)
 
     @property
     def is_open(self) -> bool:
@@ -149,13 +171,13 @@ class Event:
 
 @dataclass(frozen=True)
 class Resolutions:
-    """Incidents resolved in a window, column by column (one tuple each, in the same order):
-    cheap to build for 100,000 of them, and what the statistics read."""
+    """Incidents of one severity resolved in a window, column by column (one tuple each, in the
+    same order): cheap to build for 100,000 of them, and what the statistics read."""
 
-    ids: tuple[int, ...]
-    severities: tuple[int, ...]
-    to_resolve: tuple[float, ...]                 # seconds, resolved - started
-    to_acknowledge: tuple[float | None, ...]      # seconds, acknowledged - opened; None: never acknowledged
+    severity: int
+    to_resolve: tuple[int, ...]                   # seconds, resolved - started
+    to_acknowledge: tuple[int | None, ...]        # seconds, acknowledged - opened; None: never acknowledged
+    slowest: tuple[tuple[int, int], ...] = ()     # (seconds to resolve, id), the longest first, as many as asked
 
 
 @dataclass(frozen=True)
@@ -269,22 +291,29 @@ class Store:
     # -- what /mttr and the weekly report count --------------------------------------------------
 
     def resolutions(self, start: datetime, end: datetime, *, service: str | None = None,
-                    severity: int | None = None) -> Resolutions:
-        """The incidents resolved in [start, end), as columns.
+                    severity: int | None = None, slowest: int = 0) -> list[Resolutions]:
+        """The incidents resolved in [start, end), one group per severity (ascending), as columns,
+        with the ids of each group's `slowest` longest to resolve.
 
-        Only resolved incidents have resolved_at (reopening clears it), so the range on its
-        covering index is the whole filter, and no row is read from the table itself.
+        Only resolved incidents have resolved_at (reopening clears it), so the range is the whole
+        filter, and each severity is one range of the durations' covering index: no row of the
+        table itself is read, and no id unless asked for.
         """
-        filters, params = _filters(service, severity)
-        rows = self._db.execute(
-            "SELECT id, severity, (julianday(resolved_at) - julianday(started_at)) * 86400.0,"
-            " (julianday(acknowledged_at) - julianday(opened_at)) * 86400.0"
-            f" FROM incidents WHERE resolved_at >= ? AND resolved_at < ?{filters}",
-            [to_iso(start), to_iso(end), *params]).fetchall()
-        if not rows:
-            return Resolutions((), (), (), ())
-        ids, severities, to_resolve, to_acknowledge = zip(*rows, strict=True)
-        return Resolutions(ids, severities, to_resolve, to_acknowledge)
+        filters, params = _filters(service, None)
+        groups = []
+        for level in SEVERITIES if severity is None else (severity,):
+            where = f"WHERE severity = ? AND resolved_at >= ? AND resolved_at < ?{filters}"
+            values = [level, to_iso(start), to_iso(end), *params]
+            rows = self._db.execute(f"SELECT time_to_resolve, time_to_acknowledge FROM incidents {where}",
+                                    values).fetchall()
+            if not rows:
+                continue
+            longest = self._db.execute(
+                f"SELECT time_to_resolve, id FROM incidents {where} ORDER BY time_to_resolve DESC LIMIT ?",
+                [*values, slowest]).fetchall() if slowest else []
+            groups.append(Resolutions(level, tuple(map(itemgetter(0), rows)), tuple(map(itemgetter(1), rows)),
+                                      tuple(longest)))
+        return groups
 
     def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,
                      severity: int | None = None) -> int:
@@ -328,11 +357,14 @@ class Store:
 
     def insert_incident(self, **fields: Any) -> int:
         with self._transaction() as db:
-            return db["incidents"].insert(_stored(fields)).last_pk
+            incident_id = db["incidents"].insert(_stored(fields)).last_pk
+            db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id = ?", [incident_id])
+            return incident_id
 
     def update_incident(self, incident_id: int, **fields: Any) -> None:
         with self._transaction() as db:
             db["incidents"].update(incident_id, _stored(fields))
+            db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id = ?", [incident_id])
 
     # -- timeline --------------------------------------------------------------------------
 

@@ -13,8 +13,11 @@ severities are grouped in one pass, so a window of 100,000 incidents costs about
 
 from __future__ import annotations
 
+import functools
 import heapq
+import itertools
 import math
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -133,7 +136,7 @@ def _weekly_report(ctx: Context, window: Window) -> Reply:
     series = []
     for back in range(SERIES_WEEKS - 1, -1, -1):
         week = Window(_shift_weeks(window.start, -back, window.tz), 1, window.tz)
-        stats = _stats(ctx.store.resolutions(week.start, week.end).to_resolve)
+        stats = _Window(ctx.store.resolutions(week.start, week.end)).to_resolve
         series.append({"week": week.label, "resolved": stats.count, "median": stats.median, "p90": stats.p90})
     data["series"] = series
     chart = Upload(f"mttr-{window.label}.png", f"Time to resolve, 12 weeks to {window.label}",
@@ -189,54 +192,52 @@ def _iso_week(moment: datetime, tz: ZoneInfo) -> str:
 def report(store: Store, window: Window, now: datetime, *, service: str | None = None,
            severity: int | None = None) -> dict[str, Any]:
     """The numbers of one window, its previous window, and what is open now (durations in seconds)."""
-    current = store.resolutions(window.start, window.end, service=service, severity=severity)
+    current = _Window(store.resolutions(window.start, window.end, service=service, severity=severity,
+                                        slowest=SLOWEST))
     previous_window = window.before()
-    previous = store.resolutions(previous_window.start, previous_window.end, service=service, severity=severity)
-    ttr, tta = _stats(current.to_resolve), _stats(_acknowledged(current.to_acknowledge))
-    prev_ttr, prev_tta = _stats(previous.to_resolve), _stats(_acknowledged(previous.to_acknowledge))
-    slowest = heapq.nlargest(SLOWEST, zip(current.to_resolve, current.ids, strict=True))
+    previous = _Window(store.resolutions(previous_window.start, previous_window.end, service=service,
+                                         severity=severity))
+    ttr, tta = current.to_resolve, current.to_acknowledge
+    prev_ttr, prev_tta = previous.to_resolve, previous.to_acknowledge
     return {
         "window": {"label": window.label, "start": to_iso(window.start), "end": to_iso(window.end),
                    "last_second": to_iso(window.end - timedelta(seconds=1)), "weeks": window.weeks,
                    "timezone": window.tz.key},
         "filters": {"service": service, "severity": severity},
         "opened": store.opened_count(window.start, window.end, service=service, severity=severity),
-        "resolved": len(current.ids),
+        "resolved": ttr.count,
         "mttr": asdict(ttr),
         "mtta": asdict(tta),
-        "by_severity": _by_severity(current),
+        "by_severity": [{"severity": level, "resolved": to_resolve.count, "mttr": asdict(to_resolve),
+                         "mtta": asdict(to_acknowledge)}
+                        for level, (to_resolve, to_acknowledge) in current.by_severity.items()],
         "previous": {"label": previous_window.label,
                      "opened": store.opened_count(previous_window.start, previous_window.end, service=service,
                                                   severity=severity),
-                     "resolved": len(previous.ids), "mttr": asdict(prev_ttr), "mtta": asdict(prev_tta)},
-        "change": {"resolved": _change(len(current.ids), len(previous.ids)),
+                     "resolved": prev_ttr.count, "mttr": asdict(prev_ttr), "mtta": asdict(prev_tta)},
+        "change": {"resolved": _change(ttr.count, prev_ttr.count),
                    "mttr_mean": _change(ttr.mean, prev_ttr.mean),
                    "mttr_median": _change(ttr.median, prev_ttr.median),
                    "mttr_p90": _change(ttr.p90, prev_ttr.p90),
                    "mtta_mean": _change(tta.mean, prev_tta.mean)},
-        "slowest": [_incident_summary(store, incident_id, now) for _, incident_id in slowest],
+        "slowest": [_incident_summary(store, incident_id, now) for incident_id in current.slowest],
         "open": _open_now(store, now, service, severity),
     }
 
 
-def _acknowledged(durations: tuple[float | None, ...]) -> list[float]:
-    return [seconds for seconds in durations if seconds is not None]
+class _Window:
+    """The statistics of one window's resolutions: each severity's durations sorted once, and the
+    whole window's merged from them (a sort of a few sorted runs costs a pass)."""
 
-
-def _by_severity(resolved: Resolutions) -> list[dict[str, Any]]:
-    """MTTR and MTTA per severity, the durations grouped in one pass."""
-    groups: dict[int, tuple[list[float], list[float]]] = {}
-    for severity, to_resolve, to_acknowledge in zip(resolved.severities, resolved.to_resolve,
-                                                     resolved.to_acknowledge, strict=True):
-        group = groups.get(severity)
-        if group is None:
-            group = groups[severity] = ([], [])
-        group[0].append(to_resolve)
-        if to_acknowledge is not None:
-            group[1].append(to_acknowledge)
-    return [{"severity": severity, "resolved": len(to_resolve), "mttr": asdict(_stats(to_resolve)),
-             "mtta": asdict(_stats(to_acknowledge))}
-            for severity, (to_resolve, to_acknowledge) in sorted(groups.items())]
+    def __init__(self, groups: list[Resolutions]):
+        resolve = [sorted(group.to_resolve) for group in groups]
+        acknowledge = [sorted(filter(_is_known, group.to_acknowledge)) for group in groups]
+        self.by_severity = {group.severity: (_stats(r), _stats(a))
+                            for group, r, a in zip(groups, resolve, acknowledge, strict=True)}
+        self.to_resolve = _stats(sorted(itertools.chain.from_iterable(resolve)))
+        self.to_acknowledge = _stats(sorted(itertools.chain.from_iterable(acknowledge)))
+        longest = itertools.chain.from_iterable(group.slowest for group in groups)
+        self.slowest = [incident_id for _, incident_id in heapq.nlargest(SLOWEST, longest)]
 
 
 def _open_now(store: Store, now: datetime, service: str | None, severity: int | None) -> list[dict[str, Any]]:
@@ -254,15 +255,18 @@ def _incident_summary(store: Store, incident_id: int, now: datetime) -> dict[str
             "announce_channel": i.announce_channel, "thread_ts": i.thread_ts}
 
 
-def _stats(values: Sequence[float]) -> Stats:
-    if not values:
+_is_known = functools.partial(operator.is_not, None)
+
+
+def _stats(ordered: Sequence[float]) -> Stats:
+    """Count, mean, median and p90 of `ordered`, which is sorted."""
+    if not ordered:
         return Stats(0, None, None, None)
-    ordered = sorted(values)
-    return Stats(len(ordered), round(math.fsum(ordered) / len(ordered)),
+    return Stats(len(ordered), round(sum(ordered) / len(ordered)),
                  round(_quantile(ordered, 0.5)), round(_quantile(ordered, 0.9)))
 
 
-def _quantile(ordered: list[float], q: float) -> float:
+def _quantile(ordered: Sequence[float], q: float) -> float:
     position = (len(ordered) - 1) * q
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
