@@ -1,3 +1,4 @@
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -292,9 +293,9 @@ def test_acknowledged_and_resolved_times_can_be_corrected(local, clock, store):
     assert reply.card is not None
     text = runner.renderer.text(reply.template, reply.data)
     assert "• acknowledged: 14:05 UTC → *14:02 UTC*" in text and "• resolved: 17:05 UTC → *14:40 UTC*" in text
-    out, err = _Capture(), _Capture()
+    out, err = io.StringIO(), io.StringIO()
     assert runner.run("/incident status #1", as_json=True, out=out, err=err) == 0
-    assert json.loads(out.text)["time_to_resolve"] == 40 * 60
+    assert json.loads(out.getvalue())["time_to_resolve"] == 40 * 60
     mttr = runner.invoke("/mttr")
     assert mttr.data["mttr"]["median"] == 40 * 60 and mttr.data["mtta"]["median"] == 2 * 60
     timeline = runner.renderer.text("incident_timeline", runner.invoke("/incident timeline #1").data)
@@ -337,17 +338,6 @@ def test_a_start_after_resolution_is_refused(local, clock):
     assert reply.outcome is Outcome.USAGE and "after the incident was resolved" in reply.data["message"]
     fixed = runner.invoke("/incident update #1 --started 13:50")
     assert fixed.outcome is Outcome.OK and fixed.data["time_to_resolve"] == 40 * 60
-
-
-class _Capture:
-    def __init__(self):
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
 
 
 def test_the_list_says_how_long_an_incident_has_been_going_not_how_long_it_was_acknowledged(local, clock):

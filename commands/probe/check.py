@@ -82,26 +82,25 @@ def endpoint(probe: ProbeConfig) -> tuple[str | None, int | None]:
     """The host a probe connects to, and the port its config writes (None when implied, or for a
     socket or a probe that connects nowhere)."""
     if probe.address:
-        host, _, port = probe.address.rpartition(":")
-        return host.strip("[]"), int(port) if port.isdigit() else None
+        host, _, written = probe.address.rpartition(":")
+        return host.strip("[]"), int(written) if written.isdigit() else None
     if probe.kind == "postgres" and probe.dsn:
         try:
             params = conninfo_to_dict(probe.dsn)
         except psycopg.ProgrammingError:
             return None, None
-        host, port = str(params.get("host") or ""), str(params.get("port") or "")
-        if "," in host or host.startswith("/"):
+        server, written_port = str(params.get("host") or ""), str(params.get("port") or "")
+        if "," in server or server.startswith("/"):
             return None, None
-        return host or None, int(port) if port.isdigit() else None
-    written = probe.url or probe.dsn
-    if not written:
+        return server or None, int(written_port) if written_port.isdigit() else None
+    target = probe.url or probe.dsn
+    if not target:
         return None, None
-    parts = urlsplit(written)
+    parts = urlsplit(target)
     try:
-        port = parts.port
+        return parts.hostname, parts.port
     except ValueError:
-        port = None
-    return parts.hostname, port
+        return parts.hostname, None
 
 
 def host_port(host: str, port: int | str) -> str:

@@ -87,7 +87,8 @@ def naming_line(errors: Sequence[Any], endpoint: Endpoint) -> tuple[list[Any], s
     mention = _mention(endpoint)
     if mention is None:
         return None
-    naming, quoted = [], None
+    naming: list[Any] = []
+    quoted = ""
     for event in sorted(errors, key=lambda e: (e.first_seen is None, e.first_seen or datetime.min)):
         for line in event.text.splitlines():
             if found := mention.search(line):
