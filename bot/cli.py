@@ -18,21 +18,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import config as config_module
-from bot import export
-from bot.app import DEFAULT_API_URL, SlackBot, SlackEnv, web_client, workspace_url
 from bot.config import Config, ConfigError
-from bot.console import Local
-from bot.dispatch import Dispatcher
 from bot.jsonlog import configure as configure_logging
-from bot.manifest import manifest
-from bot.outbox import Outbox
-from bot.render import Renderer
-from bot.schedule import WeeklyReport, WeekNotOver, check_over
-from bot.store import Store
 from bot.times import TimeParseError, clock_starting_at, parse_since, utc_now
 from commands import registry, sections
+
+if TYPE_CHECKING:
+    from bot.app import SlackEnv
+    from bot.store import Store
+
+# Each mode imports what it needs when it runs (Slack's SDK, gunicorn, the renderer): `oncall-bot
+# run` and `export` are a fresh process per call, and start-up is most of what they cost.
 
 DEFAULT_PORT = 3000
 SOCKET_DRAIN_SECONDS = 8
@@ -106,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from bot.app import SlackBot
     from bot.server import Server
+    from bot.store import Store
 
     configure_logging()
     paths = _paths()
@@ -120,6 +121,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _socket(args: argparse.Namespace) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.app import SlackBot
 
     configure_logging()
     paths = _paths()
@@ -140,6 +143,8 @@ def _socket(args: argparse.Namespace) -> int:
 
 
 def _console(args: argparse.Namespace) -> int:
+    from bot.console import Local
+
     configure_logging(logging.WARNING)
     paths = _paths()
     local = Local(_store(paths), _config(paths), registry(), args.clock)
@@ -147,6 +152,8 @@ def _console(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bot.console import Local
+
     configure_logging(logging.WARNING)
     words = [word for word in args.text if word != "--json"]
     as_json = args.json or len(words) != len(args.text)
@@ -159,6 +166,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
+    from bot.manifest import manifest
+
     if args.http_url is not None and not re.match(r"^https?://[^\s/]+", args.http_url):
         raise StartupError(f"--http-url: {args.http_url!r} is not an http(s) URL, like "
                            "https://oncall.example.com/slack/events")
@@ -167,6 +176,13 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from bot.app import web_client, workspace_url
+    from bot.console import Local
+    from bot.dispatch import Dispatcher
+    from bot.outbox import Outbox
+    from bot.render import Renderer
+    from bot.schedule import WeeklyReport, WeekNotOver, check_over
+
     configure_logging(logging.WARNING)
     paths = _paths()
     config = _config(paths)
@@ -218,6 +234,8 @@ def _last_week(config: Config, now: datetime) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from bot import export
+
     configure_logging(logging.WARNING)
     paths = _paths()
     config = _config(paths)
@@ -254,6 +272,8 @@ def _config(paths: Paths) -> Config:
 
 
 def _store(paths: Paths) -> Store:
+    from bot.store import Store
+
     if not paths.db.parent.is_dir():
         raise StartupError(f"ONCALL_DB: {paths.db}: the directory {paths.db.parent} does not exist")
     try:
@@ -278,6 +298,8 @@ def _clock() -> Callable[[], datetime]:
 
 def _slack_env(*, mode: str) -> SlackEnv:
     """The Slack settings `mode` (serve, socket or post) needs, each checked."""
+    from bot.app import DEFAULT_API_URL, SlackEnv
+
     required = {"SLACK_BOT_TOKEN": "the bot token (xoxb-…) from your Slack app's OAuth & Permissions page"}
     if mode == "serve":
         required["SLACK_SIGNING_SECRET"] = "from your Slack app's Basic Information page"

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from bot.config import Config
 from bot.store import Incident, Store
+
+Args = TypeVar("Args")
 
 
 class Audience(StrEnum):
@@ -77,6 +79,12 @@ class Context:
     def now(self) -> datetime:
         return self.clock()
 
+    @overload
+    def incident(self, ref: int | None, *, required: Literal[True] = True) -> Incident: ...
+
+    @overload
+    def incident(self, ref: int | None, *, required: bool) -> Incident | None: ...
+
     def incident(self, ref: int | None, *, required: bool = True) -> Incident | None:
         """`#12` when given, else the open incident of this channel.
 
@@ -112,12 +120,12 @@ class Context:
 
 
 @dataclass(frozen=True)
-class Command:
+class Command(Generic[Args]):
     name: str                                  # typed as /name
     description: str                           # one line, shown in Slack's command picker
     usage: str                                 # the usage hint: what may follow the command
-    parse: Callable[[str], Any]                # text -> arguments, or UsageError
-    run: Callable[[Context, Any], Reply]       # arguments -> reply, or UsageError / CommandError
+    parse: Callable[[str], Args]               # text -> arguments, or UsageError
+    run: Callable[[Context, Args], Reply]      # arguments -> reply, or UsageError / CommandError
     help_data: Callable[[Config], dict[str, Any]] = lambda config: {}   # what the help template shows
 
     @property

@@ -1,44 +1,35 @@
-"""`oncall-bot export`: every incident with all its timestamps and durations, as CSV or JSON."""
+"""`oncall-bot export`: every incident with all its timestamps and durations, as CSV or JSON.
+
+Rows are streamed from the store's query to the output as they come (no incident objects, no
+list of all of them), so 100,000 incidents cost about what the sqlite3 shell takes for the same
+rows, and memory stays flat.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
-from bot.store import Store
-
-COLUMNS = (
-    "id", "title", "severity", "service", "status", "cause",
-    "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
-    "resolved_by", "resolved_at", "resolution", "reopened",
-    "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
-)
-
-
-def rows(store: Store, since: datetime | None) -> Iterable[dict[str, Any]]:
-    for incident in store.incidents_opened_since(since):
-        row = incident.to_dict()
-        row["time_to_acknowledge_seconds"] = (
-            int((incident.acknowledged_at - incident.opened_at).total_seconds()) if incident.acknowledged_at else None)
-        row["time_to_resolve_seconds"] = (
-            int((incident.resolved_at - incident.started_at).total_seconds()) if incident.resolved_at else None)
-        yield {column: row[column] for column in COLUMNS}
+from bot.store import EXPORT_COLUMNS, Store
 
 
 def write(store: Store, since: datetime | None, output_format: str, out: TextIO) -> int:
     """Writes the incidents to `out`; returns how many."""
+    rows = store.incident_rows(since)
     count = 0
     if output_format == "json":
-        incidents = list(rows(store, since))
-        json.dump(incidents, out, indent=2, ensure_ascii=False)
-        out.write("\n")
-        return len(incidents)
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows(store, since):
+        out.write("[")
+        for row in rows:
+            out.write(",\n  " if count else "\n  ")
+            out.write(json.dumps(dict(zip(EXPORT_COLUMNS, row, strict=True)), ensure_ascii=False))
+            count += 1
+        out.write("\n]\n" if count else "]\n")
+        return count
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for row in rows:
         writer.writerow(row)
         count += 1
     return count

@@ -38,7 +38,7 @@ migrations = Migrations("oncall-bot")
 
 @migrations(name="0001_incidents_timeline_outbox")
 def _initial_schema(db: sqlite_utils.Database) -> None:
-    db["incidents"].create(
+    db.table("incidents").create(
         {
             "id": int, "title": str, "severity": int, "service": str, "status": str,
             "opened_by": str, "opened_at": str, "started_at": str,
@@ -50,21 +50,21 @@ def _initial_schema(db: sqlite_utils.Database) -> None:
         not_null={"title", "severity", "status", "opened_by", "opened_at", "started_at"},
         defaults={"reopened": 0},
     )
-    db["incidents"].create_index(["status"])
-    # Covers the MTTR query, so a window of any size is read from the index alone.
-    db["incidents"].create_index(["resolved_at", "started_at", "acknowledged_at", "opened_at", "severity", "service"],
-                                 index_name="incidents_resolution")
-    db["incidents"].create_index(["opened_at"])
-    db["events"].create(
+    db.table("incidents").create_index(["status"])
+    db.table("incidents").create_index(
+        ["resolved_at", "started_at", "acknowledged_at", "opened_at", "severity", "service"],
+        index_name="incidents_resolution")
+    db.table("incidents").create_index(["opened_at"])
+    db.table("events").create(
         {"id": int, "incident_id": int, "at": str, "user": str, "kind": str, "text": str, "data": str},
         pk="id",
         not_null={"incident_id", "at", "kind"},
         foreign_keys=[("incident_id", "incidents", "id")],
     )
-    db["events"].create_index(["incident_id"])
-    db["deliveries"].create({"key": str, "received_at": str}, pk="key")
-    db["deliveries"].create_index(["received_at"])
-    db["outbox"].create(
+    db.table("events").create_index(["incident_id"])
+    db.table("deliveries").create({"key": str, "received_at": str}, pk="key")
+    db.table("deliveries").create_index(["received_at"])
+    db.table("outbox").create(
         {
             "id": int, "created_at": str, "request_id": str, "kind": str, "incident_id": int,
             "channel": str, "user": str, "response_url": str, "payload": str,
@@ -76,13 +76,13 @@ def _initial_schema(db: sqlite_utils.Database) -> None:
         defaults={"attempts": 0},
     )
     db.execute("CREATE INDEX outbox_pending ON outbox(id) WHERE sent_at IS NULL AND failed_at IS NULL")
-    db["heartbeat"].create({"id": int, "at": str}, pk="id")
+    db.table("heartbeat").create({"id": int, "at": str}, pk="id")
 
 
 @migrations(name="0002_incident_cause_and_weekly_reports")
 def _cause_and_reports(db: sqlite_utils.Database) -> None:
-    db["incidents"].add_column("cause", str)
-    db["reports"].create(
+    db.table("incidents").add_column("cause", str)
+    db.table("reports").create(
         {"week": str, "channel": str, "claimed_at": str, "claimed_by": str, "data": str},
         pk="week",
         not_null={"claimed_at"},
@@ -92,8 +92,8 @@ def _cause_and_reports(db: sqlite_utils.Database) -> None:
 @migrations(name="0003_outbox_remembers_where_messages_went")
 def _sent_message_ids(db: sqlite_utils.Database) -> None:
     # A message updated in place later (a command's progress) is found by the ts Slack gave it.
-    db["outbox"].add_column("sent_channel", str)
-    db["outbox"].add_column("sent_ts", str)
+    db.table("outbox").add_column("sent_channel", str)
+    db.table("outbox").add_column("sent_ts", str)
 
 
 _SECONDS = "CAST(round((julianday({end}) - julianday({start})) * 86400) AS INTEGER)"
@@ -105,13 +105,24 @@ _DURATIONS = (f"time_to_resolve = {_SECONDS.format(start='started_at', end='reso
 def _durations(db: sqlite_utils.Database) -> None:
     # Kept beside the times they come from (the store sets them on every write), so /mttr reads
     # numbers from one covering index per severity instead of parsing two dates per row.
-    db["incidents"].add_column("time_to_resolve", int)
-    db["incidents"].add_column("time_to_acknowledge", int)
+    db.table("incidents").add_column("time_to_resolve", int)
+    db.table("incidents").add_column("time_to_acknowledge", int)
     db.execute(f"UPDATE incidents SET {_DURATIONS}")
     db.execute("DROP INDEX incidents_resolution")
-    db["incidents"].create_index(["resolved_at"])
-    db["incidents"].create_index(["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service"],
+    db.table("incidents").create_index(["resolved_at"])
+    db.table("incidents").create_index(["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service"],
                                  index_name="incidents_durations")
+
+
+# What `oncall-bot export` gives of an incident, and the columns it comes from.
+EXPORT_COLUMNS = (
+    "id", "title", "severity", "service", "status", "cause",
+    "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
+    "resolved_by", "resolved_at", "resolution", "reopened",
+    "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
+)
+_EXPORTED = ", ".join({"time_to_acknowledge_seconds": "time_to_acknowledge", "time_to_resolve_seconds":
+                       "time_to_resolve"}.get(column, column) for column in EXPORT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -282,11 +293,11 @@ class Store:
                                 [user, title, to_iso(since), RESOLVED], order="id DESC", limit=1)
         return twins[0] if twins else None
 
-    def incidents_opened_since(self, since: datetime | None) -> Iterator[Incident]:
-        """Every incident opened since `since` (all when None), by number, read as they are consumed."""
+    def incident_rows(self, since: datetime | None) -> Iterator[tuple[Any, ...]]:
+        """Every incident opened since `since` (all when None), by number, as rows of EXPORT_COLUMNS:
+        plain values (times as ISO 8601 UTC text), straight from the query as they are consumed."""
         where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
-        for row in self._db.query(f"SELECT * FROM incidents WHERE {where} ORDER BY id", params):
-            yield Incident.from_row(row)
+        yield from self._db.execute(f"SELECT {_EXPORTED} FROM incidents WHERE {where} ORDER BY id", params)
 
     # -- what /mttr and the weekly report count --------------------------------------------------
 
@@ -357,13 +368,13 @@ class Store:
 
     def insert_incident(self, **fields: Any) -> int:
         with self._transaction() as db:
-            incident_id = db["incidents"].insert(_stored(fields)).last_pk
+            incident_id = _new_id(db.table("incidents").insert(_stored(fields)))
             db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id = ?", [incident_id])
             return incident_id
 
     def update_incident(self, incident_id: int, **fields: Any) -> None:
         with self._transaction() as db:
-            db["incidents"].update(incident_id, _stored(fields))
+            db.table("incidents").update(incident_id, _stored(fields))
             db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id = ?", [incident_id])
 
     # -- timeline --------------------------------------------------------------------------
@@ -371,7 +382,7 @@ class Store:
     def add_event(self, incident_id: int, *, at: datetime, user: str | None, kind: str,
                   text: str | None = None, data: dict[str, Any] | None = None) -> None:
         with self._transaction() as db:
-            db["events"].insert({
+            db.table("events").insert({
                 "incident_id": incident_id, "at": to_iso(at), "user": user, "kind": kind,
                 "text": redact(text) if text else text,
                 "data": to_json(redact_data(data or {}, default=json_default)),
@@ -399,11 +410,11 @@ class Store:
                 response_url: str | None = None) -> int:
         """Queue one item for Slack; returns its id."""
         with self._transaction() as db:
-            return db["outbox"].insert({
+            return _new_id(db.table("outbox").insert({
                 "created_at": to_iso(now), "request_id": request_id, "kind": kind,
                 "incident_id": incident_id, "channel": channel, "user": user,
                 "response_url": response_url, "payload": to_json(payload),
-            }).last_pk
+            }))
 
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
         """The oldest item that is due, not leased, and not behind an unsent item of its incident
@@ -517,8 +528,14 @@ class Store:
             conn.close()
 
 
+def _new_id(table: sqlite_utils.db.Table) -> int:
+    if table.last_pk is None:
+        raise sqlite3.DatabaseError("an insert made no row")
+    return int(table.last_pk)
+
+
 def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]:
-    sql, params = "", []
+    sql, params = "", list[Any]()
     if service is not None:
         sql += " AND service = ?"
         params.append(service)

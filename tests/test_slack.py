@@ -366,3 +366,13 @@ def test_a_refusal_never_tells_you_to_ask_yourself(store, clock, make_config):
     assert alice_mttr.template != "denied"
     carol = refusal("U0CAROL01", "mttr", "C0RANDOM1")
     assert "Ask @U0ALICE01, someone in @S0ONCALL1." in carol
+
+
+def test_a_private_answer_through_response_url_survives_slack_hiccups(slack_bot, slack_double):
+    slack_double.fail("response_url", status=429, retry_after=1)      # slack_sdk waits Retry-After
+    slack_double.fail("response_url", status=503)                      # the outbox retries later
+    bot, client = slack_bot()
+    client.command("/incident", "list")
+    (answer,) = slack_double.wait_for("response_url", timeout=20)
+    failed = [c for c in slack_double.called("response_url") if c.args.get("_failed")]
+    assert len(failed) == 2 and answer.at - failed[0].at >= 1.0 and "No incident is open" in blocks_text(answer)
