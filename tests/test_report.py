@@ -1,5 +1,7 @@
 """The weekly report: its content and chart, the schedule (with a controllable clock), exactly once."""
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -9,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot import export
 from bot.command import Audience
 from bot.dispatch import Dispatcher
 from bot.outbox import Outbox
@@ -276,3 +279,25 @@ def test_access_rules_do_not_stop_the_bots_own_report(slack_bot, slack_double, s
     slack_bot(make_config(CONFIG + '\n[access]\n"/mttr" = { users = ["U0ALICE01"] }\n'), use_clock=True)
     (message,) = slack_double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0SUMMARY")
     assert "Weekly incident report" in message.args["text"]
+
+
+def test_export_cells_are_safe_for_spreadsheets_and_parse_back(local, store):
+    titles = ['=HYPERLINK("http://x","y")', "+1+1", "-2", "@SUM(A1)", 'say "hi", then\nleave', "plain title"]
+    for title in titles:
+        local().invoke(f"/incident open '{title}'" if "\n" not in title else f"/incident open {title}")
+    out = io.StringIO(newline="")
+    export.write(store, None, "csv", out)
+    text = out.getvalue()
+    assert text.startswith("id,title,") and text.endswith("\r\n")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    shown = [row["title"] for row in rows]
+    assert shown[:4] == ["'" + title for title in titles[:4]]          # text in a spreadsheet, not formulas
+    assert shown[5] == "plain title" and "say" in shown[4] and "\"hi\"" in shown[4]
+    assert all(row["time_to_resolve_seconds"] == "" and row["severity"] == "3" for row in rows)
+    out = io.StringIO()
+    export.write(store, None, "json", out)
+    exported = json.loads(out.getvalue())
+    assert [item["title"] for item in exported][:4] == titles[:4] and exported[0]["reopened"] == 0
+    empty = io.StringIO()
+    export.write(store, datetime(2099, 1, 1, tzinfo=UTC), "json", empty)
+    assert json.loads(empty.getvalue()) == []
