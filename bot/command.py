@@ -8,7 +8,7 @@ where it goes). It never imports Slack; the frame turns the reply into Block Kit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -107,6 +107,17 @@ class Context:
                 raise CommandError("No incident is open in this channel; name one with #N.", everywhere)
             raise CommandError("No incident is open.")
         return None
+
+
+    @staticmethod
+    def incident_about(incident: Incident | None, services: Iterable[str], ref: int | None) -> Incident | None:
+        """`incident`, when an answer about `services` belongs in it: it was named (`ref`, the #N
+        typed), it has no service, or that is the only one. Else None: the answer is given, but not
+        recorded in the channel's incident nor posted in its thread (`/deploys web` typed in
+        checkout's incident channel)."""
+        if incident is None or ref is not None or incident.service is None:
+            return incident
+        return incident if set(services) == {incident.service} else None
 
 
 @dataclass(frozen=True)

@@ -1,43 +1,28 @@
 """`oncall-bot export`: every incident with all its timestamps and durations, as CSV or JSON.
 
-Rows are streamed from the store's query to the output as they come (no incident objects, no
-list of all of them), so 100,000 incidents cost about what the sqlite3 shell takes for the same
-rows, and memory stays flat.
-
-Text is redacted on the way out (rows stored before the store redacted what it keeps included), and
-a CSV cell that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a
-carriage return: OWASP's rule) is written with a leading `'`, which spreadsheets show as text.
+The store formats the rows as it reads them and hands them over a batch at a time; each batch is
+written at once, so memory stays flat and the output's buffering does not matter. What is
+exported was redacted when it was stored.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from datetime import datetime
 from typing import TextIO
 
-from bot.redact import redact
 from bot.store import EXPORT_COLUMNS, Store
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def write(store: Store, since: datetime | None, output_format: str, out: TextIO) -> int:
-    """Writes the incidents to `out`; returns how many."""
-    rows = ([redact(cell) if isinstance(cell, str) else cell for cell in row] for row in store.incident_rows(since))
-    count = 0
-    if output_format == "json":
-        out.write("[")
-        for row in rows:
-            out.write(",\n  " if count else "\n  ")
-            out.write(json.dumps(dict(zip(EXPORT_COLUMNS, row, strict=True)), ensure_ascii=False))
-            count += 1
-        out.write("\n]\n" if count else "]\n")
-        return count
-    writer = csv.writer(out)   # RFC 4180: CRLF lines, so a CR in a cell is quoted too
-    writer.writerow(EXPORT_COLUMNS)
-    for row in rows:
-        writer.writerow([f"'{cell}" if isinstance(cell, str) and cell.startswith(_FORMULA_START) else cell
-                         for cell in row])
-        count += 1
-    return count
+def write(store: Store, since: datetime | None, output_format: str, out: TextIO) -> None:
+    """Writes the incidents to `out`: CSV with a header (RFC 4180), or a JSON array of objects."""
+    batches = store.export(since, output_format)
+    if output_format == "csv":
+        out.write(",".join(EXPORT_COLUMNS) + "\r\n")
+        for lines in batches:
+            out.write("\r\n".join(lines) + "\r\n")
+        return
+    separator = "\n  "
+    out.write("[")
+    for objects in batches:
+        out.write(separator + ",\n  ".join(objects))
+        separator = ",\n  "
+    out.write("\n]\n" if separator != "\n  " else "]\n")

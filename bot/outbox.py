@@ -117,11 +117,15 @@ class Outbox:
                 "response_url": invocation.response_url}
 
     def _enqueue_message(self, kind: str, message: SlackMessage, *, target: int | None = None, **where: Any) -> None:
-        payload = {"text": message.text, "blocks": message.blocks, **({"target": target} if target else {})}
+        blocks = message.blocks
+        if message.overflow is not None and kind == "ephemeral":
+            # A private answer cannot carry a file: it goes to the asker's direct messages, and the answer says so.
+            blocks = blocks[:-1] + self.renderer.slack("overflow_private", {}).blocks
+        payload = {"text": message.text, "blocks": blocks, **({"target": target} if target else {})}
         self.store.enqueue(kind=kind, payload=payload, **where)
         if message.overflow is not None and kind != "update":
             upload = {"content": message.overflow, "filename": "oncall-bot.txt", "title": message.text[:100]}
-            if kind == "ephemeral":  # a private answer's file goes to the asker's direct messages
+            if kind == "ephemeral":
                 self.store.enqueue(kind="upload_dm", payload=upload, **{**where, "incident_id": None})
             else:
                 self.store.enqueue(kind="upload", payload=upload, **where)
