@@ -12,6 +12,7 @@ from typing import TextIO
 
 from bot.store import EXPORT_COLUMNS, Store
 
+
 def write(store: Store, since: datetime | None, output_format: str, out: TextIO) -> None:
     """Writes the incidents to `out`: CSV with a header (RFC 4180), or a JSON array of objects."""
     batches = store.export(since, output_format)
