@@ -25,7 +25,7 @@ from bot.command import Outcome
 from bot.console import Local
 from bot.redact import redact_data
 from bot.serialize import json_default, to_json
-from bot.store import Store
+from bot.store.sqlite import SqliteStore
 from commands import registry, sections
 from probe_servers import closed_port
 
@@ -80,7 +80,7 @@ def runner(tmp_path_factory) -> Local:
         deadline = "5s"
     """))
     config = config_module.load(path, registry(), sections(), required=True)
-    local = Local(Store(root / "oncall.db"), config, registry(), lambda: NOW)
+    local = Local(SqliteStore(root / "oncall.db"), config, registry(), lambda: NOW)
     local.invoke("/incident open db down --service api")
     local.invoke("/incident open checkout slow")
     local.invoke("/incident resolve #2 fixed")
