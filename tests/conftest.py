@@ -3,14 +3,18 @@ runner, the Slack Web API double and the bot's WSGI app served on loopback."""
 
 from __future__ import annotations
 
+import sqlite3
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import httpx
+import psycopg
 import pytest
 
 from bot import config as config_module
@@ -18,12 +22,13 @@ from bot.app import SlackBot, SlackEnv
 from bot.config import Config
 from bot.console import Local
 from bot.store import Store
+from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
 from bot.times import utc_now
 from commands import registry, sections
 from slack_double import SlackDouble, button_click, sign, slash_command
 
-pytest_plugins = ["probe_servers"]   # its `web` and `hanging` servers are fixtures for every test
+pytest_plugins = ["probe_servers", "postgres_servers"]   # their servers are fixtures for every test
 
 
 class Clock:
@@ -45,9 +50,46 @@ def clock() -> Clock:
     return Clock(datetime(2026, 11, 24, 14, 0, tzinfo=UTC))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return SqliteStore(tmp_path / "oncall.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path: Path) -> Iterator[Store]:
+    """The store, once on each backend: an SQLite file, and a PostgreSQL database of this test's own."""
+    if request.param == "sqlite":
+        yield SqliteStore(tmp_path / "oncall.db")
+        return
+    store = PostgresStore(request.getfixturevalue("postgres_url"), local_dir=tmp_path)
+    yield store
+    store.close()
+
+
+def table_rows(store: Store, table: str) -> list[tuple]:
+    """Every row of `table`, read past the store's operations (to check what it keeps)."""
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.path) as db:
+            return db.execute(f"SELECT * FROM {table}").fetchall()
+    with psycopg.connect(store.url) as db:
+        return db.execute(f"SELECT * FROM {table}").fetchall()
+
+
+@contextmanager
+def unwritable(store: Store) -> Iterator[str]:
+    """The store's database refusing writes for a while (SQLite: locked by another connection;
+    PostgreSQL: read-only for new sessions, as after a failover); yields what the refusal says."""
+    if isinstance(store, SqliteStore):
+        blocker = sqlite3.connect(store.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            yield "locked"
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        return
+    name = store.url.rpartition("/")[2]
+    with psycopg.connect(store.url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        try:
+            yield "read-only"
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
 
 
 @pytest.fixture
@@ -136,3 +178,4 @@ def slack_bot(slack_double, store, clock):
         server.shutdown()
         server.server_close()
         bot.drain(2)
+        bot.pool.shutdown(wait=True)   # nothing of this test may still use its store once the store closes

@@ -398,7 +398,7 @@ def test_a_remote_repo_is_mirrored_beside_the_database_and_fetched_before_each_r
     runner = local(service(f"file://{origin.path}"))
     data = runner.invoke("/deploys api").data
     assert shas(data) == [first] and data["services"][0].stale is None
-    mirrors = list((Path(store.path).parent / "git-mirrors").iterdir())
+    mirrors = list((store.local_dir / "git-mirrors").iterdir())
     assert [m.name for m in mirrors] == [mirror.mirror_path(Path("."), f"file://{origin.path}").name]
     assert mirrors[0].name.startswith("origin-") and (mirrors[0] / "HEAD").exists()
     second = work.commit("second", T - timedelta(hours=1))
@@ -448,7 +448,7 @@ def test_a_mirror_directory_that_cannot_be_made_is_an_error(remote, service, loc
     origin, work = remote
     work.commit("initial import", T - timedelta(hours=3))
     work.git("push", "-q", "origin", "main")
-    (Path(store.path).parent / "git-mirrors").write_text("a file where the mirrors should go")
+    (store.local_dir / "git-mirrors").write_text("a file where the mirrors should go")
     reply = local(service(f"file://{origin.path}")).invoke("/deploys api")
     assert reply.outcome is Outcome.FAILED and "git-mirrors: File exists" in reply.data["message"]
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.redact import redact
 from bot.times import from_iso, to_iso
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
@@ -32,6 +33,11 @@ SEVERITIES = (1, 2, 3, 4)     # SEV1 is the worst
 
 class StoreUnavailable(Exception):
     """The database cannot be reached, or does not take a write, right now."""
+
+
+def redacted(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` with their text redacted: what people typed (titles, notes) is stored without its secrets."""
+    return {key: redact(value) if isinstance(value, str) else value for key, value in fields.items()}
 
 
 # What `oncall-bot export` gives of an incident, and the columns it comes from.
@@ -64,10 +70,12 @@ class Incident:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Incident:
-        """The incident of a row; the stored durations are left out (they follow from the times)."""
+        """The incident of a row (times as ISO text or as datetimes); the stored durations are left
+        out (they follow from the times)."""
         fields = {key: row[key] for key in cls.__dataclass_fields__}
         for key in ("opened_at", "started_at", "acknowledged_at", "resolved_at"):
-            fields[key] = from_iso(row[key])
+            value = row[key]
+            fields[key] = value.astimezone(UTC) if isinstance(value, datetime) else from_iso(value)
         return cls(**fields)
 
     @property

@@ -36,6 +36,7 @@ from bot.store import (
     Report,
     Resolutions,
     StoreUnavailable,
+    redacted,
 )
 from bot.times import from_iso, to_iso, utc_now
 
@@ -522,8 +523,8 @@ class SqliteStore:
     def last_report(self) -> Report | None:
         return self._report("SELECT week, channel, claimed_at, claimed_by FROM reports ORDER BY week DESC LIMIT 1")
 
-    def _report(self, sql: str, params: list[Any] = ()) -> Report | None:
-        row = self._db.execute(sql, params).fetchone()
+    def _report(self, sql: str, params: Iterable[Any] = ()) -> Report | None:
+        row = self._db.execute(sql, list(params)).fetchone()
         return Report(row[0], row[1], from_iso(row[2]), row[3]) if row else None
 
     # -- health ----------------------------------------------------------------------------
@@ -574,6 +575,5 @@ def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]
 
 
 def _stored(fields: dict[str, Any]) -> dict[str, Any]:
-    """Times as ISO 8601 text; text redacted (titles and resolutions are typed by people: no secret is stored)."""
-    return {key: to_iso(value) if isinstance(value, datetime) else redact(value) if isinstance(value, str) else value
-            for key, value in fields.items()}
+    """Times as ISO 8601 text, text redacted."""
+    return {key: to_iso(value) if isinstance(value, datetime) else value for key, value in redacted(fields).items()}

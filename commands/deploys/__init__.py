@@ -327,7 +327,7 @@ def _history(ctx: Context, service: DeploySettings, branch: str) -> Iterator[tup
     path = service.repo
     if service.repo_is_remote:
         timeout = min(service.fetch_timeout.total_seconds(), max(0.0, ctx.deadline - time.monotonic()))
-        fetched = mirror.refresh(service.repo, mirror.mirrors_dir(ctx.store.path), timeout, service.name)
+        fetched = mirror.refresh(service.repo, mirror.mirrors_dir(ctx.store.local_dir), timeout, service.name)
         path = str(fetched.path)
     with opened(path, service, branch, ctx.deadline) as history:
         yield history, fetched

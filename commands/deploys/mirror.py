@@ -13,7 +13,6 @@ place, so a half-made mirror is never read.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import tempfile
@@ -41,9 +40,9 @@ class Mirror:
     fetch_error: str | None = None       # why this query's fetch failed: stale since fetched_at
 
 
-def mirrors_dir(database: str) -> Path:
-    """Where mirrors live: `git-mirrors/` in the database's directory."""
-    return Path(os.path.abspath(database)).parent / MIRRORS_DIR
+def mirrors_dir(local_dir: Path) -> Path:
+    """Where mirrors live: `git-mirrors/` in the store's local directory (an SQLite database's own)."""
+    return local_dir / MIRRORS_DIR
 
 
 def mirror_path(root: Path, url: str) -> Path:
