@@ -188,9 +188,11 @@ class Span:
 
     Their bytes are `block[start:newline]` and then `last`, the line that runs past the block's
     last newline, finished with what later blocks held of it (None at a file's final newline).
+    The block may be the reader's buffer, filled again for the next span: what a span gives
+    (`lines`, `iter_lines`) is copied out of it, and a span is used up before the next is read.
     """
 
-    def __init__(self, block: bytes, start: int, newline: int, last: bytes | None):
+    def __init__(self, block: bytes | bytearray, start: int, newline: int, last: bytes | None):
         self.block = block
         self.start = start
         self.newline = newline
@@ -199,7 +201,8 @@ class Span:
 
     def lines(self) -> list[bytes]:
         if self._lines is None:
-            inner = self.block[self.start:self.newline].split(b"\n") if self.newline >= self.start else []
+            inner = (bytes(memoryview(self.block)[self.start:self.newline]).split(b"\n")
+                     if self.newline >= self.start else [])
             self._lines = inner + ([self.last] if self.last is not None else [])
         return self._lines
 
@@ -219,10 +222,11 @@ class Span:
         if self._lines is not None:
             yield from self._lines
             return
+        view = memoryview(self.block)
         position = self.start
         while self.newline >= position:
             end = self.block.find(b"\n", position, self.newline + 1)
-            yield self.block[position:end]
+            yield bytes(view[position:end])
             position = end + 1
         if self.last is not None:
             yield self.last
@@ -232,7 +236,9 @@ class BackwardFile:
     """A file read from its end to its start in blocks, as whole lines.
 
     The size is taken when opened: lines appended later are not read. A file truncated while it is
-    read (copytruncate) ends the reading with a note instead of reading garbage.
+    read (copytruncate) ends the reading with a note instead of reading garbage. Blocks are read
+    into one buffer, filled again for each: a new megabyte for every block would cost more in page
+    faults than the reading itself.
     """
 
     def __init__(self, log: LogFile, stats: Stats):
@@ -240,9 +246,7 @@ class BackwardFile:
         self.stats = stats
         self.fd = open_regular(log)
         stats.read.add(log.name)
-        status = os.fstat(self.fd)
-        self.size = status.st_size
-        self.mtime = status.st_mtime
+        self.size = os.fstat(self.fd).st_size
         self.block_size = BLOCK
 
     def matched(self) -> None:
@@ -255,32 +259,35 @@ class BackwardFile:
     def spans(self) -> Iterator[Span]:
         """Newest block first. A line that began in an earlier block comes with that block."""
         unfinished = _Unfinished()          # the line whose beginning is not read yet
+        buffer = bytearray(min(MAX_BLOCK, self.size))
+        view = memoryview(buffer)
         offset = self.size
         while offset > 0:
             start = max(0, offset - self.block_size)
             self.block_size = min(self.block_size * 2, MAX_BLOCK)
+            length = offset - start
             try:
-                block = os.pread(self.fd, offset - start, start)
+                got = os.preadv(self.fd, [view[:length]], start)
             except OSError as error:
                 self.stats.notes.append(f"{self.log.name}: read failed ({error.strerror.lower()}); stopped there")
                 return
-            if len(block) < offset - start:
+            if got < length:
                 self.stats.notes.append(f"{self.log.name}: truncated while being read (rotated?); stopped there")
                 return
-            self.stats.bytes_read += len(block)
+            self.stats.bytes_read += length
             at_end = offset == self.size
             offset = start
-            body = block.find(b"\n") + 1 if start > 0 else 0
+            body = buffer.find(b"\n", 0, length) + 1 if start > 0 else 0
             if body == 0 and start > 0:
-                unfinished.prepend(block)
+                unfinished.prepend(bytes(view[:length]))
                 continue
-            newline = block.rfind(b"\n")
-            beginning = block[newline + 1:]
+            newline = buffer.rfind(b"\n", 0, length)
+            beginning = bytes(view[newline + 1:length])
             last = None if at_end and beginning == b"" else unfinished.finish(beginning)
             unfinished = _Unfinished()
             if body:
-                unfinished.prepend(block[:body - 1])
-            yield Span(block, body, newline, last)
+                unfinished.prepend(bytes(view[:body - 1]))
+            yield Span(buffer, body, newline, last)
 
 
 class _Unfinished:
