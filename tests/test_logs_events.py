@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,20 +17,23 @@ import pytest
 from commands.logs import causes, reading
 from commands.logs.events import analyse, collapsed, mask
 from commands.logs.reading import BackwardFile, LogFile, Stats
-from commands.logs.records import BackwardGrouper, decode, detect_format, forward_records
+from commands.logs.records import BackwardGrouper, Dialect, decode, detect, forward_records
 from commands.logs.report import CauseContext, Folder
 
 DATA = Path(__file__).parent / "data" / "logs"
 
 
-def forward(batches: list[list[bytes]], headed: bool) -> list[list[bytes]]:
-    return [lines for completed in forward_records(iter(batches), headed) for lines in completed]
+NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+
+
+def forward(batches: list[list[bytes]], dialect: Dialect) -> list[list[bytes]]:
+    return [lines for completed in forward_records(iter(batches), dialect) for lines in completed]
 
 
 def records_of(path: Path) -> list:
     data = path.read_bytes().split(b"\n")
-    fmt, headed = detect_format(data)
-    return [decode(lines, path.name, fmt) for lines in forward([data], headed)]
+    dialect = detect(data, Dialect(now=NOW))
+    return [decode(lines, path.name, dialect) for lines in forward([data], dialect)]
 
 
 def events_of(path: Path, *, app_paths: tuple[str, ...] = (), limit: int = 10, silenced=frozenset()):
@@ -178,14 +182,14 @@ def test_reading_backwards_groups_like_reading_forwards(name, monkeypatch):
     """Whatever the block size, the backward reader's entries are the forward reader's."""
     path = DATA / name
     data = path.read_bytes().split(b"\n")
-    fmt, headed = detect_format(data)
-    forwards = forward([data[:-1] if data[-1] == b"" else data], headed)
+    dialect = detect(data)
+    forwards = forward([data[:-1] if data[-1] == b"" else data], dialect)
     generator = random.Random(name)
     for _ in range(5):
         monkeypatch.setattr(reading, "BLOCK", generator.choice([16, 64, 300, 4096]))
         monkeypatch.setattr(reading, "MAX_BLOCK", reading.BLOCK * 4)
         reader = BackwardFile(LogFile(path, path.name), Stats())
-        grouper = BackwardGrouper(headed)
+        grouper = BackwardGrouper(dialect)
         backward = []
         for span in reader.spans():
             backward.extend(grouper.feed(span, generator.random() < 0.7)[0])
@@ -204,7 +208,8 @@ def test_reading_backwards_groups_like_reading_forwards(name, monkeypatch):
 def test_loghub_samples_parse_with_times_and_levels(name, headed, expected_errors):
     path = DATA / "loghub" / name
     records = records_of(path)
-    assert detect_format(path.read_bytes().split(b"\n")) == ("text", headed)
+    dialect = detect(path.read_bytes().split(b"\n"))
+    assert (dialect.fmt, dialect.headed) == ("text", headed)
     assert len(records) == 2000                         # one entry per line: none is a continuation
     assert all(record.timestamp is not None for record in records)
     assert all(record.level is not None for record in records)
@@ -233,13 +238,13 @@ def test_a_malformed_catalog_entry_is_named():
 
 def test_a_record_stays_bounded_whatever_its_lines(tmp_path):
     lines = [b"2026-11-24 14:00:00 ERROR app boom"] + [b"  " + b"z" * 20_000] * 450
-    record = forward([lines], True)[0]
+    record = forward([lines], Dialect(headed=True))[0]
     assert record[0] == lines[0] and len(record) == 401 and b"lines cut" in record[300]
     assert sum(len(line) for line in record) < 401 * 17_000
     path = tmp_path / "app.log"
     path.write_bytes(b"\n".join(lines) + b"\n")
     reader = BackwardFile(LogFile(path, "app.log"), Stats())
-    grouper = BackwardGrouper(True)
+    grouper = BackwardGrouper(Dialect(headed=True))
     backward = [records for span in reader.spans() for records in grouper.feed(span, True)[0]]
     backward += grouper.finish()
     assert len(backward) == 1 and sum(len(line) for line in backward[0]) < 401 * 17_000

@@ -31,7 +31,7 @@ from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.logs import causes
 from commands.logs.reading import Stats, discover
-from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS
+from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS, Dialect
 from commands.logs.report import CauseContext, Folder, StatusCounter, request_lines
 from commands.logs.search import Query, Scan, command_stream, file_stream, required_literal
 
@@ -126,9 +126,10 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     left = ctx.deadline - time.monotonic()
     deadline = ctx.deadline - min(DEADLINE_MARGIN_SECONDS, DEADLINE_MARGIN_SHARE * left)
     logs = discover(service.logs, stats)
-    streams = [file_stream(files, service.log_format, query, stats, deadline) for files in logs]
+    dialect = Dialect(fmt=service.log_format, now=now)
+    streams = [file_stream(files, dialect, query, stats, deadline) for files in logs]
     if service.log_command:
-        streams.append(command_stream(service.log_command, service.log_format, query, stats, deadline))
+        streams.append(command_stream(service.log_command, dialect, query, stats, deadline))
     context = CauseContext(service.name, service.app_paths, silenced,
                            {name: probe.kind for name, probe in service.probes.items()})
     data: dict[str, Any] = {

@@ -3,6 +3,13 @@
 A cause matches an event when one of its evidence patterns matches a line of the event: the
 pattern's keyword is looked up first (a substring test) and only then its regex, so the catalog
 costs little on events it does not match. Unknown errors get no cause: a guess is never forced.
+
+A cause may be limited to the stacks that can write its evidence (`Unknown column` means a
+missing migration in Django and an entity out of step in Hibernate). Evidence that is specific
+enough on its own (`alone`: ERR_HTTP_HEADERS_SENT, "No space left on device") shows its cause
+whatever the stack, also when the stack cannot be told (a bare line, a trace cut by its
+reporter); and an entry that shows it is an error whatever its level word says (gunicorn's
+"Reason: Worker failed to boot." is logged at INFO), unless that word is a warning.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-STACKS = ("python", "java", "node", "php", "go", "ruby", "nginx", "apache", "access")
+import ahocorasick_rs
+
+STACKS = ("python", "java", "node", "php", "go", "ruby", "dotnet", "nginx", "apache", "access")
 _ID = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$")
 
 
@@ -27,6 +36,7 @@ class CatalogError(Exception):
 class Pattern:
     keyword: str
     regex: re.Pattern[str] | None = None
+    alone: bool = False         # specific enough on its own: see the module's docstring
 
     def matches(self, line: str) -> bool:
         return self.keyword in line and (self.regex is None or self.regex.search(line) is not None)
@@ -46,16 +56,21 @@ class Cause:
     def evidence_line(self, lines: list[str], stack: str | None) -> str | None:
         """The line showing this cause, or None when the event does not match it: the first one after
         the entry's header when there is one (an exception line says it better than a header
-        quoting it), else the header."""
-        if self.stacks and stack not in self.stacks:
+        quoting it), else the header. Outside the cause's stacks only `alone` evidence counts."""
+        evidence = self.evidence if not self.stacks or stack in self.stacks else self.alone
+        if not evidence:
             return None
         if not all(any(pattern.matches(line) for line in lines) for pattern in self.requires):
             return None
-        showing = (index for index, line in enumerate(lines) if any(p.matches(line) for p in self.evidence))
+        showing = (index for index, line in enumerate(lines) if any(p.matches(line) for p in evidence))
         first = next(showing, None)
         if first == 0:
             first = next(showing, 0)
         return lines[first].strip() if first is not None else None
+
+    @property
+    def alone(self) -> tuple[Pattern, ...]:
+        return tuple(pattern for pattern in self.evidence if pattern.alone)
 
 
 @dataclass(frozen=True)
@@ -107,18 +122,50 @@ def parse_catalog(data: dict[str, Any]) -> tuple[Cause, ...]:
 def _patterns(entries: list[dict[str, str]], where: str) -> tuple[Pattern, ...]:
     patterns = []
     for entry in entries:
-        if not isinstance(entry, dict) or not entry.get("keyword") or set(entry) - {"keyword", "regex"}:
-            raise CatalogError(f"{where}: a pattern is {{ keyword = \"…\", regex = \"…\" }} (regex optional)")
+        if not isinstance(entry, dict) or not entry.get("keyword") or set(entry) - {"keyword", "regex", "alone"} \
+                or not isinstance(entry.get("alone", False), bool):
+            raise CatalogError(f"{where}: a pattern is {{ keyword = \"…\", regex = \"…\", alone = true }} "
+                               f"(regex and alone optional)")
         try:
             regex = re.compile(entry["regex"]) if entry.get("regex") else None
         except re.error as error:
             raise CatalogError(f"{where}: bad regex {entry['regex']!r}: {error}") from None
-        patterns.append(Pattern(entry["keyword"], regex))
+        patterns.append(Pattern(entry["keyword"], regex, entry.get("alone", False)))
     return tuple(patterns)
 
 
 def known_ids() -> list[str]:
     return [cause.id for cause in catalog()]
+
+
+@cache
+def alone_keywords() -> tuple[str, ...]:
+    """The keywords of the evidence that shows its cause on its own: an entry holding one may be
+    an error whatever its level word (a gate on raw bytes must let such blocks through)."""
+    return tuple(sorted({pattern.keyword for cause in catalog() for pattern in cause.alone}))
+
+
+def shows_alone(lines: list[bytes]) -> bool:
+    """Whether a line shows a cause's `alone` evidence (any cause, silenced or not). Lines are
+    bytes as read: only those holding a keyword are decoded."""
+    keywords, searcher = _alone_searcher()
+    for line in lines:
+        found = {keywords[index] for index, _, _ in searcher.find_matches_as_indexes(line)} if searcher else ()
+        if found:
+            text = line.decode("utf-8", "replace")
+            if any(pattern.matches(text) for cause in catalog() for pattern in cause.alone
+                   if pattern.keyword in found):
+                return True
+    return False
+
+
+@cache
+def _alone_searcher() -> tuple[tuple[str, ...], ahocorasick_rs.BytesAhoCorasick | None]:
+    keywords = alone_keywords()
+    if not keywords:
+        return keywords, None
+    return keywords, ahocorasick_rs.BytesAhoCorasick([keyword.encode() for keyword in keywords],
+                                                     matchkind=ahocorasick_rs.MatchKind.Standard)
 
 
 def match(lines: list[str], stack: str | None, *, silenced: frozenset[str], service: str,

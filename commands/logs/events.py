@@ -111,14 +111,16 @@ def fold_key(record: Record) -> tuple[object, ...]:
     """What two repeats of one event share, cheaply: records with one key have one signature (the
     signature may still join records of different keys). An access entry: its status, method and
     masked path; any other: its first line with every digit a 0 (finer than `mask`, which treats
-    all digits alike, and several times faster) and its other lines as written."""
+    all digits alike, and several times faster) and its other lines as written (all without their
+    transport prefixes, which hold the time of each line)."""
     if record.status is not None and record.method and len(record.lines) == 1:
         return record.status, record.method, mask(_path_only(record.path or ""))
-    return str(record.status), record.lines[0].translate(_DIGITS) if record.lines else "", *record.lines[1:]
+    lines = record.content
+    return str(record.status), lines[0].translate(_DIGITS) if lines else "", *lines[1:]
 
 
 def analyse(record: Record, app_paths: tuple[str, ...]) -> Analysis:
-    lines = record.lines
+    lines = record.content
     stack = _stack(record)
     frames = tuple(_frames(lines))
     exception = _exception(lines, stack) or _plain_message(record)
@@ -135,10 +137,10 @@ def analyse(record: Record, app_paths: tuple[str, ...]) -> Analysis:
 def _stack(record: Record) -> str | None:
     if record.fmt == "access" or (record.status is not None and record.method):
         return "access"
-    first = record.lines[0] if record.lines else ""
+    first = record.content[0] if record.content else ""
     if _NGINX_ERROR.match(first) and "FastCGI sent in stderr" not in first:
         return "nginx"
-    text = record.text
+    text = "\n".join(record.content)
     for name, marks in _STACK_MARKS:
         if marks.search(text):
             return name
@@ -211,9 +213,9 @@ def _plain_message(record: Record) -> str:
         return f"{record.status} {record.method} {record.path or ''}".strip()
     if record.fmt == "json":
         return record.message.strip()[:500]
-    message = _HEADER_PREFIX.sub("", record.lines[0] if record.lines else "", count=1).strip()
+    message = _HEADER_PREFIX.sub("", record.content[0] if record.content else "", count=1).strip()
     if not message or message.endswith(":"):
-        following = next((line.strip() for line in record.lines[1:] if re.search(r"[A-Za-z]{2}", line)), "")
+        following = next((line.strip() for line in record.content[1:] if re.search(r"[A-Za-z]{2}", line)), "")
         message = f"{message} {following}".strip()
     return message[:500]
 
@@ -248,8 +250,8 @@ def collapsed(record: Record, analysis: Analysis, app_paths: tuple[str, ...]) ->
         hidden.add(frame.index)
         if analysis.stack == "python":
             follow = frame.index + 1
-            while follow < len(record.lines) and record.lines[follow].startswith("    ") \
-                    and not _PY_FRAME.match(record.lines[follow]):
+            while follow < len(record.content) and record.content[follow].startswith("    ") \
+                    and not _PY_FRAME.match(record.content[follow]):
                 hidden.add(follow)
                 follow += 1
         if analysis.stack == "go" and frame.index > 0:

@@ -32,6 +32,9 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import ahocorasick_rs
+
+from commands.logs import causes
 from commands.logs.events import fold_key
 from commands.logs.reading import (
     BLOCK,
@@ -48,14 +51,16 @@ from commands.logs.records import (
     ERROR,
     WARN,
     BackwardGrouper,
+    Dialect,
     Record,
     decode,
-    detect_format,
+    detect,
     earliest,
     forward_records,
     holds_access_lines,
     quick_level,
     quick_time,
+    shown_level,
 )
 
 OUT_OF_ORDER = timedelta(minutes=2)      # entries may be written a little out of time order
@@ -66,38 +71,48 @@ _NEWEST = datetime.max.replace(tzinfo=UTC)
 _TOKEN_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") | frozenset(
     range(128, 256))                     # an id's characters: a match must not touch one on either side
 
-# Words that an entry which is an error holds in some line, once lowercased: every level word
-# records.LEVELS ranks as an error, and the words of the lines a headless stack starts with.
-# A gate need not be exact, only never miss: a false hit costs a parsed block.
-_ERROR_WORDS = (b"error", b"exception", b"fatal", b"crit", b"panic", b"severe", b"traceback", b"alert",
-                b"emerg")
-_WARN_WORDS = _ERROR_WORDS + (b"warn", b"deprecat")
-_JSON_ERROR_WORDS = (b'"level":5', b'"level":6', b'"level": 5', b'"level": 6', b'"stack', b'"exc_',
-                     b'"status":5', b'"status": 5', b'"status":"5', b'"status": "5', b'"status_code":5',
-                     b'"status_code": 5', b'"statuscode":5', b'"statuscode": 5')
-_JSON_WARN_WORDS = _JSON_ERROR_WORDS + (b'"level":4', b'"level": 4', b'"status":4', b'"status": 4',
-                                        b'"status":"4', b'"status": "4', b'"status_code":4', b'"status_code": 4',
-                                        b'"statuscode":4', b'"statuscode": 4')
+# The spellings an entry which is an error holds in some line: every level word that records.LEVELS
+# ranks as an error (as written: lower case, capitalised, upper case), the words of the lines a
+# headless stack starts with, PHP's runtime warnings, and the catalog's evidence that shows an error
+# on its own (added when the gate is built). A gate need not be exact, only never miss: a false hit
+# costs a parsed block.
+_ERROR_WORDS = tuple(spelling for word in ("error", "exception", "fatal", "crit", "panic", "severe", "alert",
+                                           "emerg", "traceback", "uncaught", "unhandled")
+                     for spelling in (word, word.capitalize(), word.upper())) + ("Warning:", "Warning (")
+_WARN_WORDS = _ERROR_WORDS + ("warn", "Warn", "WARN", "deprecat", "Deprecat", "DEPRECAT")
+_JSON_ERROR_WORDS = ('"level":5', '"level":6', '"level": 5', '"level": 6', '"stack', '"exc_',
+                     '"status":5', '"status": 5', '"status":"5', '"status": "5', '"status_code":5',
+                     '"status_code": 5', '"statusCode":5', '"statusCode": 5')
+_JSON_WARN_WORDS = _JSON_ERROR_WORDS + ('"level":4', '"level": 4', '"status":4', '"status": 4',
+                                        '"status":"4', '"status": "4', '"status_code":4', '"status_code": 4',
+                                        '"statusCode":4', '"statusCode": 4')
+_SEARCHER_PATTERNS = 60        # a multi-literal search past 64 literals loses its fast (SIMD) prefilter
 
 
-@dataclass(frozen=True)
 class Gate:
-    """A test on raw bytes that every block holding a match passes; no literal and no regex: all pass."""
+    """A test on raw bytes that every block holding a match passes; no literal and no regex: all pass.
 
-    literals: tuple[bytes, ...] = ()
-    lowered: bool = False
-    regex: re.Pattern[bytes] | None = None
+    Literals are looked for all at once (Aho-Corasick, with a SIMD prefilter: several GB/s), as
+    written: a literal that holds another is dropped, since the shorter one finds it too.
+    """
 
-    def hits(self, data: bytes, start: int = 0, end: int | None = None) -> bool:
+    def __init__(self, literals: tuple[bytes, ...] = (), regex: re.Pattern[bytes] | None = None):
+        self.regex = regex
+        kept = sorted(set(literals), key=len)
+        self.literals = tuple(literal for index, literal in enumerate(kept)
+                              if not any(shorter in literal for shorter in kept[:index]))
+        self._searchers = [ahocorasick_rs.BytesAhoCorasick(list(self.literals[at:at + _SEARCHER_PATTERNS]),
+                                                           matchkind=ahocorasick_rs.MatchKind.LeftmostFirst)
+                           for at in range(0, len(self.literals), _SEARCHER_PATTERNS)]
+
+    def hits(self, data: bytes | bytearray, start: int = 0, end: int | None = None) -> bool:
         end = len(data) if end is None else end
         if self.regex is not None:
             return self.regex.search(data, start, end) is not None
         if not self.literals:
             return True
-        if self.lowered:
-            data = (data[start:end] if start or end < len(data) else data).lower()
-            start, end = 0, len(data)
-        return any(data.find(literal, start, end) >= 0 for literal in self.literals)
+        view = memoryview(data)[start:end]
+        return any(searcher.find_matches_as_indexes(view) for searcher in self._searchers)
 
     def hits_span(self, span: Span) -> bool:
         """Whether the span's lines may hold a match (its last line runs past the block's end)."""
@@ -116,7 +131,7 @@ class Query:
     since: datetime | None = None
     until: datetime | None = None
 
-    def gate(self, fmt: str) -> Gate:
+    def gate(self, dialect: Dialect) -> Gate:
         literal = self.grep or self.request_id or self.pattern_literal
         if literal:
             return Gate((literal,))
@@ -131,18 +146,19 @@ class Query:
             return Gate(regex=re.compile(rf'" (?:{digits}) |"status(?:_?code)?"\s*:\s*"?(?:{digits})\b'.encode()))
         if self.min_level is None or self.min_level < WARN:
             return Gate()
-        if fmt == "access":
+        if dialect.fmt == "access":
             return Gate(regex=re.compile(rb'" 5\d\d ' if self.min_level >= ERROR else rb'" [45]\d\d '))
         words = _ERROR_WORDS if self.min_level >= ERROR else _WARN_WORDS
-        if fmt == "json":
+        if dialect.fmt == "json":
             words += _JSON_ERROR_WORDS if self.min_level >= ERROR else _JSON_WARN_WORDS
-        return Gate(words, lowered=True)
+        return Gate(tuple(word.encode() for word in words + causes.alone_keywords()))
 
-    def accept(self, lines: list[bytes], source: str, fmt: str) -> Record | None:
+    def accept(self, lines: list[bytes], source: str, dialect: Dialect) -> Record | None:
         """The decoded record when the entry matches, else None (decoding only what may match)."""
         if self.grep is not None and not any(self.grep in line for line in lines):
             return None
-        json_entry = fmt == "json" and lines[0][:1] == b"{"     # its request id is verified once decoded
+        # a JSON entry's request id is verified once decoded
+        json_entry = dialect.fmt == "json" and dialect.content(lines[0])[:1] == b"{"
         if self.request_id is not None and not any(
                 self.request_id in line if json_entry else holds_token(line, self.request_id) for line in lines):
             return None
@@ -150,13 +166,15 @@ class Query:
             return None
         if self.pattern is not None and not self.pattern.search(b"\n".join(lines).decode("utf-8", "replace")):
             return None
-        level = quick_level(lines[0], fmt)
+        level = quick_level(lines[0], dialect)
         if self.min_level is not None and (level is None or level < self.min_level) and self.statuses is None:
-            return None
-        moment = quick_time(lines[0], fmt)
+            level = shown_level(lines, level, dialect, causes.shows_alone)
+            if level is None or level < self.min_level:
+                return None
+        moment = quick_time(lines[0], dialect)
         if moment is not None and ((self.since and moment < self.since) or (self.until and moment > self.until)):
             return None
-        record = decode(lines, source, fmt, (moment, level))
+        record = decode(lines, source, dialect, (moment, level))
         if self.request_id is not None and json_entry and not _of_request(record, self.request_id):
             return None
         if self.statuses is not None:
@@ -171,7 +189,7 @@ def _of_request(record: Record, request_id: bytes) -> bool:
     field, when its message or stack holds the id as a whole token."""
     if record.fmt == "json" and record.request_id is not None:
         return record.request_id == request_id.decode("utf-8", "replace")
-    texts = [record.message, *record.lines[1:]] if record.fmt == "json" else record.lines
+    texts = [record.message, *record.lines[1:]] if record.fmt == "json" else record.content
     return any(holds_token(text.encode(), request_id) for text in texts)
 
 
@@ -273,7 +291,7 @@ class Scan:
 # -- streams ----------------------------------------------------------------------------------------
 
 
-def file_stream(files: list[LogFile], fmt: str, query: Query, stats: Stats,
+def file_stream(files: list[LogFile], dialect: Dialect, query: Query, stats: Stats,
                 deadline: float) -> Generator[_Step, None, None]:
     """One log, newest file first: plain files read backwards, gzip files streamed. A file that
     cannot be read is a note, and the older ones are still read."""
@@ -282,62 +300,63 @@ def file_stream(files: list[LogFile], fmt: str, query: Query, stats: Stats,
             if log.compressed:
                 if query.since and (modified := _mtime(log)) is not None and modified < query.since:
                     return
-                yield from _forward_stream(gzip_chunks(log, stats), log.name, fmt, query, stats, deadline)
+                yield from _forward_stream(gzip_chunks(log, stats), log.name, dialect, query, stats, deadline)
                 continue
             reader = BackwardFile(log, stats)
             try:
-                yield from _backward_stream(reader, fmt, query, stats)
+                yield from _backward_stream(reader, dialect, query, stats)
             finally:
                 reader.close()
         except SourceError as error:
             stats.failed(str(error))
 
 
-def command_stream(argv: tuple[str, ...], fmt: str, query: Query, stats: Stats,
+def command_stream(argv: tuple[str, ...], dialect: Dialect, query: Query, stats: Stats,
                    deadline: float) -> Generator[_Step, None, None]:
     name = argv[0].rsplit("/", 1)[-1]
-    yield from _forward_stream(command_chunks(argv, stats, deadline), name, fmt, query, stats, deadline)
+    yield from _forward_stream(command_chunks(argv, stats, deadline), name, dialect, query, stats, deadline)
 
 
-def _backward_stream(reader: BackwardFile, fmt: str, query: Query, stats: Stats) -> Iterator[_Step]:
+def _backward_stream(reader: BackwardFile, dialect: Dialect, query: Query, stats: Stats) -> Iterator[_Step]:
     grouper: BackwardGrouper | None = None
     gate = Gate()
     source = reader.log.name
     newest: datetime | None = None
     for span in reader.spans():
         if grouper is None:
-            fmt, headed = detect_format(span.lines(), fmt)
-            if holds_access_lines(span.lines(), fmt):
+            dialect = detect(span.lines(), dialect)
+            if holds_access_lines(span.lines(), dialect):
                 stats.with_access_lines.add(source)
-            grouper = BackwardGrouper(headed)
-            gate = query.gate(fmt)
-            newest = _newest_time(span.lines(), fmt)
+            grouper = BackwardGrouper(dialect)
+            gate = query.gate(dialect)
+            newest = _newest_time(span.lines(), dialect)
         if not gate.hits_span(span):
-            yield _matching(*grouper.feed(span, False), source, fmt, query, newest)
+            yield _matching(*grouper.feed(span, False), source, dialect, query, newest)
             continue
         # a match in a large block: look again in 64 KiB pieces, and assemble only the pieces that hit
         reader.matched()
         for piece in span.pieces(BLOCK):
-            yield _matching(*grouper.feed(piece, gate.hits_span(piece)), source, fmt, query, newest)
+            yield _matching(*grouper.feed(piece, gate.hits_span(piece)), source, dialect, query, newest)
     if grouper is not None:
-        yield _matching(grouper.finish(), None, source, fmt, query, newest)
+        yield _matching(grouper.finish(), None, source, dialect, query, newest)
 
 
-def _newest_time(lines: list[bytes], fmt: str) -> datetime | None:
+def _newest_time(lines: list[bytes], dialect: Dialect) -> datetime | None:
     """The time of the newest entry among a file's last lines that has one."""
-    return next((moment for line in reversed(lines[-50:]) if (moment := quick_time(line, fmt)) is not None), None)
+    return next((moment for line in reversed(lines[-50:]) if (moment := quick_time(line, dialect)) is not None),
+                None)
 
 
-def _matching(raw: list[list[bytes]], earliest_start: bytes | None, source: str, fmt: str, query: Query,
+def _matching(raw: list[list[bytes]], earliest_start: bytes | None, source: str, dialect: Dialect, query: Query,
               newest: datetime | None) -> _Step:
     """The matches among `raw` (newest first), and the time of the earliest entry reached."""
-    records = [record for lines in raw if (record := query.accept(lines, source, fmt)) is not None]
+    records = [record for lines in raw if (record := query.accept(lines, source, dialect)) is not None]
     first = earliest_start or (raw[-1][0] if raw else None)
-    return _Step(records, quick_time(first, fmt) if first is not None else None, source, newest)
+    return _Step(records, quick_time(first, dialect) if first is not None else None, source, newest)
 
 
-def _forward_stream(chunks: Generator[bytes, None, None], source: str, fmt: str, query: Query, stats: Stats,
-                    deadline: float) -> Iterator[_Step]:
+def _forward_stream(chunks: Generator[bytes, None, None], source: str, dialect: Dialect, query: Query,
+                    stats: Stats, deadline: float) -> Iterator[_Step]:
     """Read a forward-only source to its end, folding its matches as they come, then give them
     newest first. After every chunk a step without records lets the scan stop it (and closing this
     generator closes `chunks`, which kills a command)."""
@@ -347,10 +366,10 @@ def _forward_stream(chunks: Generator[bytes, None, None], source: str, fmt: str,
     try:
         batches = forward_lines(chunks)
         first = next(batches, [])
-        detected, headed = detect_format(first, fmt)
+        detected = detect(first, dialect)
         if holds_access_lines(first, detected):
             stats.with_access_lines.add(source)
-        for completed in forward_records(itertools.chain([first], batches), headed):
+        for completed in forward_records(itertools.chain([first], batches), detected):
             for lines in completed:
                 if oldest is None:
                     oldest = quick_time(lines[0], detected)
