@@ -37,9 +37,13 @@ class Pattern:
     keyword: str
     regex: re.Pattern[str] | None = None
     alone: bool = False         # specific enough on its own: see the module's docstring
+    given: Pattern | None = None    # another line of the event must show this (which driver refused)
 
     def matches(self, line: str) -> bool:
         return self.keyword in line and (self.regex is None or self.regex.search(line) is not None)
+
+    def shown_by(self, line: str, lines: list[str]) -> bool:
+        return self.matches(line) and (self.given is None or any(self.given.matches(other) for other in lines))
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class Cause:
             return None
         if not all(any(pattern.matches(line) for line in lines) for pattern in self.requires):
             return None
-        showing = (index for index, line in enumerate(lines) if any(p.matches(line) for p in evidence))
+        showing = (index for index, line in enumerate(lines) if any(p.shown_by(line, lines) for p in evidence))
         first = next(showing, None)
         if first == 0:
             first = next(showing, 0)
@@ -122,15 +126,16 @@ def parse_catalog(data: dict[str, Any]) -> tuple[Cause, ...]:
 def _patterns(entries: list[dict[str, str]], where: str) -> tuple[Pattern, ...]:
     patterns = []
     for entry in entries:
-        if not isinstance(entry, dict) or not entry.get("keyword") or set(entry) - {"keyword", "regex", "alone"} \
+        if not isinstance(entry, dict) or not entry.get("keyword") or set(entry) - {"keyword", "regex", "alone", "given"} \
                 or not isinstance(entry.get("alone", False), bool):
-            raise CatalogError(f"{where}: a pattern is {{ keyword = \"…\", regex = \"…\", alone = true }} "
-                               f"(regex and alone optional)")
+            raise CatalogError(f"{where}: a pattern is {{ keyword = \"…\", regex = \"…\", alone = true, "
+                               f"given = {{ keyword = \"…\", regex = \"…\" }} }} (all but keyword optional)")
         try:
             regex = re.compile(entry["regex"]) if entry.get("regex") else None
         except re.error as error:
             raise CatalogError(f"{where}: bad regex {entry['regex']!r}: {error}") from None
-        patterns.append(Pattern(entry["keyword"], regex, entry.get("alone", False)))
+        given = _patterns([entry["given"]], where)[0] if "given" in entry else None
+        patterns.append(Pattern(entry["keyword"], regex, entry.get("alone", False), given))
     return tuple(patterns)
 
 
@@ -153,10 +158,15 @@ def shows_alone(lines: list[bytes]) -> bool:
         found = {keywords[index] for index, _, _ in searcher.find_matches_as_indexes(line)} if searcher else ()
         if found:
             text = line.decode("utf-8", "replace")
-            if any(pattern.matches(text) for cause in catalog() for pattern in cause.alone
-                   if pattern.keyword in found):
+            if any(pattern.matches(text) and (pattern.given is None or _anywhere(pattern.given, lines))
+                   for cause in catalog() for pattern in cause.alone if pattern.keyword in found):
                 return True
     return False
+
+
+def _anywhere(pattern: Pattern, lines: list[bytes]) -> bool:
+    keyword = pattern.keyword.encode()
+    return any(pattern.matches(line.decode("utf-8", "replace")) for line in lines if keyword in line)
 
 
 @cache

@@ -50,19 +50,36 @@ _GO_FILE = re.compile(r"^\s+(?P<file>\S+\.go):(?P<line>\d+)(?: \+0x[0-9a-f]+)?$"
 _RUBY_FRAME = re.compile(r"^(?:\s*from )?(?:\[[\w-]+\] )?(?P<file>[^\s:]+\.(?:rb|erb|haml|slim)):(?P<line>\d+)"
                          r":in [`'](?P<func>[^']+)'")
 
-_STACK_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("java", re.compile(r"^\s+at [\w$./]+\([\w$]+\.(?:java|kt|scala|groovy):\d+\)|^\s+at [\w$./]+\((?:Native Method|"
-                        r"Unknown Source)\)|Exception in thread \"|\bjava\.lang\.\w+|org\.springframework\."
-                        r"|^\S+\s+(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+\d+ --- \[", re.M)),    # Spring Boot's header
-    ("python", re.compile(r"Traceback \(most recent call last\)|^\s*File \"[^\"]+\", line \d+"
-                          r"|\b(?:gunicorn|uwsgi|mod_wsgi|uvicorn|django|flask|sqlalchemy|psycopg2?|celery)\b", re.M)),
-    ("php", re.compile(r"PHP (?:Fatal|Parse|Warning|Notice)|\.php(?::\d+| on line \d+|\(\d+\))|\[stacktrace\]|"
-                       r"SQLSTATE\[|Illuminate\\", re.M)),
-    ("ruby", re.compile(r"\.rb:\d+:in [`']|ActiveRecord::|ActionController::|ActionView::|^[DIWEFA], \[\d{4}-",
-                        re.M)),
-    ("node", re.compile(r"^\s+at .*\.(?:[cm]?js|ts):\d+:\d+\)?$|^\s+at .*\(node:|\(node:\d+\)|node:internal|"
-                        r"UnhandledPromiseRejection|ERR_[A-Z_]+|\bKnex|Sequelize|Mongo\w*Error", re.M)),
-    ("go", re.compile(r"^goroutine \d+ \[|\.go:\d+ \+0x|^panic: ", re.M)),
+# Which stack wrote a trace is told by its frames first: each frame line counts for its language,
+# and the language with the most wins. Without frames (a trace cut short, a bare line) or between
+# equals, by the names only one stack writes (exception types, its libraries, its runtime's
+# phrases), in this order.
+_FRAME_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("python", re.compile(r'^\s*File "[^"]+", line \d+')),
+    ("java", re.compile(r"^\s*(?:at\s+)?[\w$./]+\((?:[\w$]+\.(?:java|kt|scala|groovy|clj)(?::\d+)?|Native Method"
+                        r"|Unknown Source)[()\w\s]*\)")),
+    ("dotnet", re.compile(r"^\s*at [\w.`<>+\[\],|]+\((?:|[^()]*[ ,][^()]*)\)(?: in .+:line \d+)?\s*$")),
+    ("node", re.compile(r"^['\s]*at (?:.+ \()?(?:\S+\.[cm]?[jt]sx?|node:\S+|internal/\S+)(?::\d+){1,2}\)?\s*$"
+                        r"|^['\s]*at .+ \((?:<anonymous>|native)\)\s*$")),
+    ("php", re.compile(r"^#\d+ (?:\S+\.php\(\d+\)|\[internal function\]|\{main\})|^\s*at \S+\.php:\d+\)?$")),
+    ("go", re.compile(r"\.go:\d+(?: \+0x[0-9a-f]+)?$|^goroutine \d+ \[")),
+    ("ruby", re.compile(r"\.(?:rb|erb|haml|slim):\d+:in [`']")),
+)
+_NAME_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("java", re.compile(r"\b(?:java|javax|jakarta|sun)\.[a-z]+\.\w+|\borg\.(?:springframework|hibernate|apache)\."
+                        r"|Exception in thread \"|^\S+\s+(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+\d+ --- \[", re.M)),
+    ("dotnet", re.compile(r"\bSystem\.(?:\w+\.)*\w+Exception\b|\bMicrosoft\.(?:AspNetCore|EntityFrameworkCore|Extensions)\."
+                          r"|^Unhandled [Ee]xception\. ", re.M)),
+    ("python", re.compile(r"Traceback \(most recent call last\)|\b(?:RecursionError|ModuleNotFoundError|ImportError"
+                          r"|AttributeError|KeyError|IndentationError)\b"
+                          r"|\b(?:gunicorn|uwsgi|mod_wsgi|uvicorn|django|flask|sqlalchemy|psycopg2?|celery|jinja2)\b", re.M)),
+    ("php", re.compile(r"PHP (?:Fatal|Parse|Warning|Notice)|\.php(?::\d+| on line \d+| line \d+|\(\d+\))|\[stacktrace\]|"
+                       r"SQLSTATE\[|Illuminate\\|Symfony\\|\bLaravel\b", re.M)),
+    ("ruby", re.compile(r"\.rb:\d+:in [`']|ActiveRecord::|ActionController::|ActionView::|\bNoMethodError\b|nil:NilClass"
+                        r"|^[DIWEFA], \[\d{4}-", re.M)),
+    ("node", re.compile(r"\(node:\d+\)|node:internal|UnhandledPromiseRejection|\bERR?_[A-Z_]{4,}|\bKnex|Sequelize"
+                        r"|Mongo\w*Error|_http_outgoing|\bnode_modules/", re.M)),
+    ("go", re.compile(r"^goroutine \d+ \[|^panic: |\bhttp: panic serving\b|\bruntime error: ", re.M)),
 )
 _NGINX_ERROR = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\w+\] \d+#\d+: ")
 _APACHE_ERROR = re.compile(r"^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4}\] \[[\w:]+\] ")
@@ -140,10 +157,18 @@ def _stack(record: Record) -> str | None:
     first = record.content[0] if record.content else ""
     if _NGINX_ERROR.match(first) and "FastCGI sent in stderr" not in first:
         return "nginx"
+    frames = {name: 0 for name, _ in _FRAME_MARKS}
+    for line in record.content:
+        name = next((name for name, mark in _FRAME_MARKS if mark.search(line)), None)
+        if name is not None:
+            frames[name] += 1
+    most = max(frames.values())
     text = "\n".join(record.content)
-    for name, marks in _STACK_MARKS:
-        if marks.search(text):
-            return name
+    named = [name for name, marks in _NAME_MARKS if (not most or frames[name] == most) and marks.search(text)]
+    if named:
+        return named[0]
+    if most:
+        return next(name for name, count in frames.items() if count == most)
     if _APACHE_ERROR.match(first):
         return "apache"
     return None
@@ -193,9 +218,9 @@ def _exception(lines: list[str], stack: str | None) -> str | None:
                 in_trace = False
         return found or next((line for line in reversed(lines) if _PY_EXCEPTION.match(line)
                               and ("Error" in line or "Exception" in line)), None)
-    if stack == "java":
+    if stack in ("java", "dotnet"):
         causes = [line.strip() for line in lines if _JAVA_EXCEPTION.match(line.strip())]
-        return causes[-1] if causes else None
+        return (causes[-1] if stack == "java" else causes[0]) if causes else None
     patterns = {"node": _JS_EXCEPTION, "php": _PHP_EXCEPTION, "go": _GO_EXCEPTION, "ruby": _RUBY_EXCEPTION}
     pattern = patterns.get(stack or "")
     if pattern is None:

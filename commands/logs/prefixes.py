@@ -47,10 +47,10 @@ def _prefix(name: str, pattern: bytes, *, stamp_only: bool = False) -> Prefix:
 
 
 PREFIXES = (
-    _prefix("cri", rb"\x20?" + _ISO + rb"\x20(?:stdout|stderr)\x20(?P<partial>[PF])(?:\x20|$)"),
-    _prefix("heroku", rb"\x20?" + _ISO + rb"\x20[\w-]+\[[\w.-]+\]:(?:\x20|$)"),
-    _prefix("cloudfoundry", rb"\x20?(?:" + _ISO + rb"\x20+\[[\w/.-]+\]\x20+)?(?:OUT|ERR)(?:\x20|$)"),
-    _prefix("syslog", rb"\x20?(?:" + _SYSLOG + rb"|" + _ISO + rb")\x20[\w.-]+\x20"
+    _prefix("cri", rb"\s*" + _ISO + rb"\x20(?:stdout|stderr)\x20(?P<partial>[PF])(?:\x20|$)"),
+    _prefix("heroku", rb"\s*" + _ISO + rb"\x20[\w-]+\[[\w.-]+\]:(?:\x20|$)"),
+    _prefix("cloudfoundry", rb"\s*(?:" + _ISO + rb"\x20+\[[\w/.-]+\]\x20+)?(?:OUT|ERR)(?:\x20|$)"),
+    _prefix("syslog", rb"\s*(?:" + _SYSLOG + rb"|" + _ISO + rb")\x20[\w.-]+\x20"
                       rb"(?:[\w./@-]+(?:\[\d+\])?:|[\w.-]+/[\w.-]+)(?:\x20|$)"),
     _prefix("compose", rb"(?:\d+\|)?[\w.@-]+\x20*\|(?:\x20|$)"),
     _prefix("kubectl", rb"\[(?!" + _LEVEL_WORD + rb"\])[\w.<>@:/-]+\]\x20?"),

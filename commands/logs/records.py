@@ -154,7 +154,8 @@ def starts_record(kind: Kind, before: Kind | None, before_line: bytes = b"", lin
     if before is Kind.CHAIN:
         return False
     if kind is Kind.STACK:
-        return True
+        # a bare message naming an error announces the trace under it ("Internal Server Error: /x")
+        return not (before is Kind.OTHER and bool(_ERRORISH.search(before_line)))
     if headed or before in (Kind.INDENTED, Kind.PYFRAME):
         return False
     # an exception's message may go on for lines (psycopg's "LINE 1: …"); "}" ends Node's error object
@@ -497,7 +498,7 @@ def shown_level(lines: list[bytes], level: int | None, dialect: Dialect,
     failure at INFO), or a failure that `shows_failure` knows on its own (the catalog's). A
     warning stays a warning, even with a stack: a handled error, a retry."""
     if level is not None and level >= WARN:
-        return level
+        return ERROR if level < ERROR and any(_CRASH.search(line) for line in lines[:MAX_RECORD_LINES]) else level
     if level is not None and len(lines) == 1:       # an ordinary line: no stack, no exception to see
         return ERROR if shows_failure(lines) else level
     kinds = dialect.kinds(lines[:MAX_RECORD_LINES])
@@ -509,6 +510,10 @@ def shown_level(lines: list[bytes], level: int | None, dialect: Dialect,
     return ERROR if shows_failure(lines[:MAX_RECORD_LINES]) else level
 
 
+# What a program writes when it, not one request, failed: an uncaught exception that ended a thread
+# or the process, an application context that could not start. A framework may log it as a warning.
+_CRASH = re.compile(rb'Exception in thread "|\bUncaught (?:[Ee]xception|\w*Error)\b|\bUnhandled [Ee]xception\b'
+                    rb"|\buncaughtException\b|cancelling refresh attempt|APPLICATION FAILED TO START")
 _EXCEPTION_ANYWHERE = re.compile(rb"(?<![\w.])(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)\b(?:: |$)"
                                  rb"|\bUncaught\b|\bpanic: ")
 
@@ -667,6 +672,7 @@ _PHP = re.compile(r"\[(\d\d)-(\w{3})-(\d{4}) (\d\d):(\d\d):(\d\d)(?: ([\w/+-]+))
 _SYSLOG = re.compile(r"^ ?(\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)\b")
 _LEVEL = re.compile(r"(?<![\w/-])(trace|debug|info|notice|deprecated|warn(?:ing)?|error|severe|crit(?:ical)?"
                     r"|fatal|alert|emerg(?:ency)?|panic)(?![\w/.-])", re.I)
+_DOTNET_LEVEL = {b"trce": 0, b"dbug": 10, b"info": 20, b"warn": 30, b"fail": 40, b"crit": 50}  # ASP.NET's console
 _RUBY_LEVEL = {b"D": 10, b"I": 20, b"W": 30, b"E": 40, b"F": 50, b"A": 50}
 
 
@@ -748,6 +754,8 @@ def parse_level(head: str, first: bytes) -> int | None:
         return _RUBY_LEVEL[first[:1]]
     if _PHP_WARNING.match(first):
         return ERROR
+    if first[4:6] == b": " and first[:4] in _DOTNET_LEVEL:
+        return _DOTNET_LEVEL[first[:4]]
     if match := _LEVEL.search(head):
         return LEVELS[match.group(1).lower()]
     if _STACK.match(first) or _EXCEPTION.match(first):
