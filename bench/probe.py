@@ -40,8 +40,9 @@ from bot.app import SlackBot, SlackEnv  # noqa: E402
 from bot.console import Local  # noqa: E402
 from bot.store import Store  # noqa: E402
 from bot.times import utc_now  # noqa: E402
-from commands import registry  # noqa: E402
+from commands import registry, sections  # noqa: E402
 from commands.probe.runner import Target, flights_in_the_air, run_probes  # noqa: E402
+from commands.probe.settings import ProbeSettings  # noqa: E402
 
 TIMEOUT_SECONDS = 2
 RUNS = 3
@@ -220,7 +221,7 @@ def main() -> None:
     listener, _held = hanging_server()
     work = Path(tempfile.mkdtemp(dir=CACHE))
     (work / "oncall.toml").write_text(config_text(health.server_address[1], listener.getsockname()[1]))
-    config = config_module.load(work / "oncall.toml", registry(), required=True)
+    config = config_module.load(work / "oncall.toml", registry(), sections(), required=True)
 
     local = Local(Store(work / "fanout.db"), config, registry(), utc_now)
     figures = fan_out(local, config)
@@ -249,7 +250,7 @@ def main() -> None:
         print(f"  {label:<24} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
     print(f"  ratio busy/idle          p50 {percentile(busy, 0.5) / percentile(idle, 0.5):6.2f}      "
           f"p99 {percentile(busy, 0.99) / percentile(idle, 0.99):6.2f}")
-    targets = sum(len(config.services[name].probes) for name in ("healthy", "hanging"))
+    targets = sum(len(ProbeSettings.of(config.services[name]).probes) for name in ("healthy", "hanging"))
     print(f"  probe threads at once, at most: {most_flights} (targets: {targets})")
 
 

@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot import config as config_module  # noqa: E402
-from bot.config import ProbeConfig  # noqa: E402
 from bot.console import Local  # noqa: E402
 from bot.store import Store  # noqa: E402
 from bot.times import utc_now  # noqa: E402
-from commands import registry  # noqa: E402
+from commands import registry, sections  # noqa: E402
 from commands.probe.runner import Target, run_probes  # noqa: E402
+from commands.probe.settings import ProbeConfig  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 COMMITS = 5_000
@@ -124,7 +124,7 @@ def main() -> None:
             kind = "http"
             url = "http://127.0.0.1:{health.server_address[1]}/healthz"
         """))
-        config = config_module.load(Path(tmp) / "oncall.toml", registry(), required=True)
+        config = config_module.load(Path(tmp) / "oncall.toml", registry(), sections(), required=True)
         runner = Local(Store(Path(tmp) / "bench.db"), config, registry(), utc_now)
         runner.invoke("/incident open checkout 500s --service api --started 5m ago")
         with_fresh_errors(log)

@@ -32,7 +32,7 @@ from bot.render import Renderer
 from bot.schedule import WeeklyReport
 from bot.store import Store
 from bot.times import TimeParseError, clock_starting_at, parse_when, utc_now
-from commands import registry
+from commands import registry, sections
 
 DEFAULT_PORT = 3000
 SOCKET_DRAIN_SECONDS = 8
@@ -229,7 +229,7 @@ def _paths() -> Paths:
 
 def _config(paths: Paths) -> Config:
     try:
-        return config_module.load(paths.config, registry(), required=paths.config_required)
+        return config_module.load(paths.config, registry(), sections(), required=paths.config_required)
     except ConfigError as error:
         raise StartupError(str(error)) from None
 

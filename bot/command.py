@@ -107,7 +107,7 @@ class Command:
     usage: str                                 # the usage hint: what may follow the command
     parse: Callable[[str], Any]                # text -> arguments, or UsageError
     run: Callable[[Context, Any], Reply]       # arguments -> reply, or UsageError / CommandError
-    help_data: dict[str, Any] = field(default_factory=dict)   # constants the help template shows
+    help_data: Callable[[Config], dict[str, Any]] = lambda config: {}   # what the help template shows
 
     @property
     def help_template(self) -> str:

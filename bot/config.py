@@ -1,8 +1,14 @@
-"""oncall.toml -> typed, validated settings.
+"""oncall.toml -> typed, validated settings: the frame's own sections, and each feature's.
 
 The file's shape is a contract (../shared/DESIGN.md): keys are added, never renamed. Every problem
 is one line naming the file, the key and what is wrong; an unknown key is an error, so a typo can
 never silently disable a probe.
+
+The frame reads `timezone`, `[slack]`, `[access]` and `[redaction]`. Everything else belongs to a
+feature: a feature declares `Section`s (commands.sections() finds them) and `load` hands each one
+its table: a `ServiceSection` reads its keys of every `[services.NAME]`, a `TableSection` its own
+top-level table (`[triage]`). A key no section read is unknown, and the error suggests the nearest
+key that was asked for, so features never list their keys twice.
 """
 
 from __future__ import annotations
@@ -11,36 +17,62 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, NoReturn, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.redact import RedactionSettings
 from bot.times import TimeParseError, parse_duration
 
-PROBE_KINDS = ("postgres", "mysql", "redis", "http", "tcp", "host")
-DEPLOY_KINDS = ("merges", "commits")
-LOG_FORMATS = ("auto", "json", "text", "access")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
-_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SUMMARY_AT = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)\s+(\d{1,2}):(\d{2})$")
-# A repo is remote when it is a URL ("https://…", "file://…") or scp-like ("git@host:org/repo.git").
-_REMOTE_REPO = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|[^/:]+:)")
-REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
-_CAUSE_ID = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$")
 _REDACTION_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class ConfigError(Exception):
     """A bad config, said in one line: `file: key: what is wrong`."""
+
+
+class Section:
+    """A feature's settings: a frozen dataclass whose fields all have defaults (the embedded
+    defaults, used when the file does not set them or there is no file)."""
+
+    @classmethod
+    def read(cls, table: Table) -> Self:
+        """The settings from `table`; every key read through `table`'s getters, problems via `table.fail`."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ServiceSection(Section):
+    """A feature's part of `[services.NAME]`: `Settings.of(service)` is that service's, `name` its name
+    (so a feature passes its own view of a service around)."""
+
+    name: str = ""
+
+    @classmethod
+    def of(cls, service: Service) -> Self:
+        found = service.parts.get(cls)
+        return found if isinstance(found, cls) else cls(name=service.name)
+
+
+class TableSection(Section):
+    """A feature's own top-level table (`TABLE`); `Settings.of(config)` is the configured one."""
+
+    TABLE: ClassVar[str]
+
+    @classmethod
+    def of(cls, config: Config) -> Self:
+        found = config.parts.get(cls)
+        return found if isinstance(found, cls) else cls()
 
 
 @dataclass(frozen=True)
@@ -49,11 +81,6 @@ class SlackSettings:
     summary_channel: str | None = None
     summary_weekday: int = 0
     summary_time: time = time(9, 0)
-
-
-@dataclass(frozen=True)
-class TriageSettings:
-    deadline: timedelta = timedelta(seconds=15)   # all of /triage's parts together
 
 
 @dataclass(frozen=True)
@@ -66,55 +93,11 @@ class AccessRule:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
-    """One probe target. Hashable, so a probe in flight is found by its settings (commands/probe)."""
+class Service:
+    """`[services.NAME]`: its name, and each feature's part of it (`Settings.of(service)`)."""
 
     name: str
-    kind: str
-    url: str | None = field(default=None, repr=False)          # may hold a password from ${VAR}
-    dsn: str | None = field(default=None, repr=False)
-    address: str | None = None
-    timeout: timedelta = timedelta(seconds=2)
-    expect_status: int | None = None
-    connect_timeout: timedelta | None = None                     # None: the timeout
-    method: str = "GET"
-    expect_body: str | None = None
-    expect_json: tuple[tuple[str, str | int | float | bool], ...] = ()    # (dotted path, value)
-    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    ca_file: str | None = None
-    degraded_ms: int | None = None                               # None: half the timeout
-    tls_days: int = 14
-    connections_pct: int = 80
-    query_age: timedelta = timedelta(minutes=5)
-    replica_lag: timedelta = timedelta(seconds=30)
-    memory_pct: int = 90
-    disk_pct: int = 90
-    files_pct: int = 80
-    load_per_cpu: float = 2.0
-    mounts: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    name: str
-    repo: str | None = None
-    branch: str = "main"
-    deploy: str = "merges"
-    paths: tuple[str, ...] = ()
-    suspect_window: timedelta = timedelta(minutes=60)
-    commit_url: str | None = None
-    fetch_timeout: timedelta = timedelta(seconds=10)
-    logs: tuple[str, ...] = ()
-    log_command: tuple[str, ...] = ()
-    log_format: str = "auto"
-    app_paths: tuple[str, ...] = ()
-    silence_causes: tuple[str, ...] = ()     # /logs cause ids (node.headers_sent) never suggested here
-    probes: dict[str, ProbeConfig] = field(default_factory=dict)
-
-    @property
-    def repo_is_remote(self) -> bool:
-        """A remote repo is mirrored before it is read; a local one is read in place."""
-        return self.repo is not None and bool(_REMOTE_REPO.match(self.repo))
+    parts: Mapping[type[ServiceSection], ServiceSection] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,15 +106,17 @@ class Config:
     timezone: ZoneInfo = ZoneInfo("UTC")
     slack: SlackSettings = SlackSettings()
     access: dict[str, AccessRule] = field(default_factory=dict)
-    services: dict[str, ServiceConfig] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
     redaction: RedactionSettings = RedactionSettings()
-    triage: TriageSettings = TriageSettings()
+    parts: Mapping[type[TableSection], TableSection] = field(default_factory=dict)
 
 
-def load(path: Path, commands: Iterable[str], *, required: bool = False) -> Config:
+def load(path: Path, commands: Iterable[str], sections: Iterable[type[Section]], *,
+         required: bool = False) -> Config:
     """Read and validate `path`; a missing optional file gives the embedded defaults.
 
-    `commands` are the registered command names ("incident"), which `[access]` keys must name.
+    `commands` are the registered command names ("incident"), which `[access]` keys must name;
+    `sections` the features' settings (commands.sections()).
     """
     if not path.exists():
         if required:
@@ -143,10 +128,10 @@ def load(path: Path, commands: Iterable[str], *, required: bool = False) -> Conf
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot be read: {error}") from None
-    return _parse(_Table(data, "", str(path)), set(commands))
+    return _parse(Table(data, "", str(path)), set(commands), tuple(sections))
 
 
-def _parse(root: _Table, commands: set[str]) -> Config:
+def _parse(root: Table, commands: set[str], sections: tuple[type[Section], ...]) -> Config:
     zone_name = root.string("timezone", "UTC")
     try:
         zone = ZoneInfo(zone_name)
@@ -161,25 +146,30 @@ def _parse(root: _Table, commands: set[str]) -> Config:
             access_table.fail(key, f"not a command; [access] keys are commands: {known}")
         access[key[1:]] = _parse_access(access_table.table(key))
     access_table.done()
+    service_sections = [section for section in sections if issubclass(section, ServiceSection)]
     services = {}
     services_table = root.table("services")
     for name in services_table.keys():
-        services[name] = _parse_service(name, services_table.table(name))
+        table = services_table.table(name)
+        services[name] = Service(name, {section: replace(section.read(table), name=name)
+                                        for section in service_sections})
+        table.done()
     services_table.done()
     redaction = _parse_redaction(root.table("redaction"))
-    triage_table = root.table("triage")
-    triage = TriageSettings(deadline=triage_table.duration("deadline", TriageSettings.deadline))
-    if triage.deadline > timedelta(seconds=25):
-        triage_table.fail("deadline", "at most 25s: a command's whole answer must come within 30 s")
-    triage_table.done()
+    parts: dict[type[TableSection], TableSection] = {}
+    for section in sections:
+        if issubclass(section, TableSection):
+            table = root.table(section.TABLE)
+            parts[section] = section.read(table)
+            table.done()
     root.done()
     return Config(source=root.file, timezone=zone, slack=slack, access=access, services=services,
-                  redaction=redaction, triage=triage)
+                  redaction=redaction, parts=parts)
 
 
-def _parse_slack(table: _Table) -> SlackSettings:
-    incident_channel = table.slack_id("incident_channel", _CHANNEL_ID, "channel ID like C0123ABCD")
-    summary_channel = table.slack_id("summary_channel", _CHANNEL_ID, "channel ID like C0123ABCD")
+def _parse_slack(table: Table) -> SlackSettings:
+    incident_channel = table.slack_id("incident_channel", CHANNEL_ID, "channel ID like C0123ABCD")
+    summary_channel = table.slack_id("summary_channel", CHANNEL_ID, "channel ID like C0123ABCD")
     summary_at = table.string("summary_at", "mon 09:00").strip().lower()
     match = _SUMMARY_AT.match(summary_at)
     if not match or int(match.group(2)) > 23 or int(match.group(3)) > 59:
@@ -193,17 +183,17 @@ def _parse_slack(table: _Table) -> SlackSettings:
     )
 
 
-def _parse_access(table: _Table) -> AccessRule:
+def _parse_access(table: Table) -> AccessRule:
     rule = AccessRule(
         users=table.slack_ids("users", _USER_ID, "user ID like U012AB3CD"),
         usergroups=table.slack_ids("usergroups", _USERGROUP_ID, "user group ID like S0123ABCD"),
-        channels=table.slack_ids("channels", _CHANNEL_ID, "channel ID like C0123ABCD"),
+        channels=table.slack_ids("channels", CHANNEL_ID, "channel ID like C0123ABCD"),
     )
     table.done()
     return rule
 
 
-def _parse_redaction(table: _Table) -> RedactionSettings:
+def _parse_redaction(table: Table) -> RedactionSettings:
     patterns_table = table.table("patterns")
     patterns = []
     for kind in patterns_table.keys():
@@ -222,266 +212,24 @@ def _parse_redaction(table: _Table) -> RedactionSettings:
     return settings
 
 
-def _parse_service(name: str, table: _Table) -> ServiceConfig:
-    deploy = table.string("deploy", "merges")
-    if deploy not in DEPLOY_KINDS and not (deploy.startswith("tags:") and len(deploy) > 5):
-        table.fail("deploy", f"{deploy!r} is not one of merges, commits, \"tags:<glob>\"")
-    probes_table = table.table("probes")
-    probes = {probe: _parse_probe(probe, probes_table.table(probe)) for probe in probes_table.keys()}
-    probes_table.done()
-    paths = table.strings("paths")
-    if any(path.startswith("/") for path in paths):
-        table.fail("paths", "paths are relative to the repository's root, without a leading /")
-    silence_causes = table.strings("silence_causes")
-    for cause in silence_causes:
-        if not _CAUSE_ID.match(cause):
-            table.fail("silence_causes", f"{cause!r} is not a cause id like node.headers_sent (see /logs help)")
-    service = ServiceConfig(
-        name=name,
-        repo=_parse_repo(table),
-        branch=table.string("branch", "main"),
-        deploy=deploy,
-        paths=paths,
-        suspect_window=table.duration("suspect_window", timedelta(minutes=60)),
-        commit_url=_parse_commit_url(table),
-        fetch_timeout=table.duration("fetch_timeout", timedelta(seconds=10)),
-        logs=table.strings("logs"),
-        log_command=table.strings("log_command"),
-        log_format=table.choice("log_format", LOG_FORMATS, "auto"),
-        app_paths=table.strings("app_paths"),
-        silence_causes=silence_causes,
-        probes=probes,
-    )
-    table.done()
-    return service
-
-
-def _parse_repo(table: _Table) -> str | None:
-    """A remote URL as written, or a local path made absolute (relative to the config file)."""
-    repo = table.string("repo", None, expand_env=True)
-    if repo is None:
-        return None
-    if repo.startswith("-") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", repo):
-        table.fail("repo", f"{repo!r} is neither a path nor a URL (remote helpers like ext:: are refused)")
-    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", repo)
-    if scheme and scheme.group(1).lower() not in REPO_SCHEMES:
-        table.fail("repo", f"{scheme.group(1)}:// is not supported; use one of {', '.join(REPO_SCHEMES)}, "
-                           "an scp-like git@host:path, or a local path")
-    if _REMOTE_REPO.match(repo):
-        return repo
-    return os.path.abspath(Path(table.file).parent / Path(repo).expanduser())
-
-
-def _parse_commit_url(table: _Table) -> str | None:
-    url = table.string("commit_url", None)
-    if url is not None and (not re.match(r"^https?://", url) or "{sha}" not in url):
-        table.fail("commit_url", f"{url!r} is not an http(s) URL with {{sha}} in it, "
-                                 "like https://github.com/acme/api/commit/{sha}")
-    return url
-
-
-_PROBE_TARGET_KEY = {"http": "url", "redis": "url", "postgres": "dsn", "mysql": "dsn", "tcp": "address"}
-# The optional keys each kind reads; `kind` and `timeout` are for all.
-_PROBE_KEYS: dict[str, tuple[str, ...]] = {
-    "http": ("connect_timeout", "method", "expect_status", "expect_body", "expect_json", "headers", "ca_file",
-             "degraded_ms", "tls_days"),
-    "postgres": ("connect_timeout", "degraded_ms", "connections_pct", "query_age", "replica_lag"),
-    "mysql": ("connect_timeout", "degraded_ms", "connections_pct"),
-    "redis": ("connect_timeout", "ca_file", "degraded_ms", "connections_pct", "memory_pct", "replica_lag"),
-    "tcp": ("connect_timeout", "degraded_ms"),
-    "host": ("load_per_cpu", "memory_pct", "disk_pct", "files_pct", "mounts"),
-}
-HTTP_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
-MAX_PROBE_TIMEOUT = timedelta(seconds=20)
-_URL_SCHEMES = {"http": ("http", "https"), "redis": ("redis", "rediss", "unix"),
-                "postgres": ("postgresql", "postgres"), "mysql": ("mysql",)}
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-
-
-def _parse_probe(name: str, table: _Table) -> ProbeConfig:
-    kind = table.choice("kind", PROBE_KINDS, None)
-    if kind is None:
-        table.fail("kind", f"missing; one of {', '.join(PROBE_KINDS)}")
-    target_key = _PROBE_TARGET_KEY.get(kind)
-    values: dict[str, Any] = {}
-    for key in ("url", "dsn", "address"):
-        if key == target_key:
-            values[key] = table.string(key, None, expand_env=True)
-            if values[key] is None:
-                table.fail(key, f"missing; a {kind} probe needs {key}")
-        elif key in table.data:
-            table.fail(key, f"not used by a {kind} probe" + (f" (it takes {target_key})" if target_key else ""))
-    for key in table.data:
-        if key in _ALL_PROBE_KEYS and key not in _PROBE_KEYS[kind]:
-            *others, last = [k for k, keys in _PROBE_KEYS.items() if key in keys]
-            takers = f"{', '.join(others)} and {last}" if others else last
-            table.fail(key, f"only {takers} probes take {key}, not {kind}")
-    timeout = table.duration("timeout", timedelta(seconds=2))
-    if timeout > MAX_PROBE_TIMEOUT:
-        table.fail("timeout", f"at most {MAX_PROBE_TIMEOUT.seconds}s: a probe answers in chat")
-    values.update(_probe_options(table, timeout))
-    probe = ProbeConfig(name=name, kind=kind, timeout=timeout, **values)
-    table.done()
-    _check_probe_target(table, probe)
-    return probe
-
-
-def _probe_options(table: _Table, timeout: timedelta) -> dict[str, Any]:
-    """The optional keys present in the table (the kind check has already refused foreign ones)."""
-    options: dict[str, Any] = {}
-    present = set(table.data)
-    if "connect_timeout" in present:
-        options["connect_timeout"] = table.duration("connect_timeout", timeout)
-        if options["connect_timeout"] > timeout:
-            table.fail("connect_timeout", f"longer than the timeout ({timeout.seconds}s), which bounds the whole probe")
-    if "method" in present:
-        options["method"] = table.choice("method", HTTP_METHODS, "GET")
-    if "expect_status" in present:
-        options["expect_status"] = table.integer("expect_status", 100, 599)
-    if "expect_body" in present:
-        options["expect_body"] = table.string("expect_body", None)
-    if "expect_json" in present:
-        options["expect_json"] = tuple(_flatten(table, "expect_json", table.table("expect_json").data))
-        if not options["expect_json"]:
-            table.fail("expect_json", 'must name at least one field, like { status = "ok" }')
-    if "headers" in present:
-        options["headers"] = _headers(table.table("headers"))
-    if "ca_file" in present:
-        options["ca_file"] = table.string("ca_file", None, expand_env=True)
-        if not Path(options["ca_file"]).is_file():
-            table.fail("ca_file", f"{options['ca_file']!r} is not a file")
-    if "degraded_ms" in present:
-        timeout_ms = int(timeout.total_seconds() * 1000)
-        options["degraded_ms"] = table.integer("degraded_ms", 1, timeout_ms - 1)
-    for key, low, high in (("tls_days", 1, 365), ("connections_pct", 1, 100), ("memory_pct", 1, 100),
-                           ("disk_pct", 1, 100), ("files_pct", 1, 100)):
-        if key in present:
-            options[key] = table.integer(key, low, high)
-    for key in ("query_age", "replica_lag"):
-        if key in present:
-            options[key] = table.duration(key, timedelta(0))
-    if "load_per_cpu" in present:
-        options["load_per_cpu"] = table.number("load_per_cpu", 0.01, 1000)
-    if "mounts" in present:
-        options["mounts"] = table.strings("mounts")
-        for mount in options["mounts"]:
-            if not mount.startswith("/"):
-                table.fail("mounts", f"{mount!r} is not an absolute path")
-    if options.get("method") == "HEAD":
-        for key in ("expect_body", "expect_json"):
-            if key in options:
-                table.fail(key, "a HEAD response has no body; use GET to check it")
-    return options
-
-
-def _flatten(table: _Table, key: str, data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """`{ checks = { db = "up" } }` and `{ "checks.db" = "up" }` -> [("checks.db", "up")]."""
-    fields = []
-    for name, value in data.items():
-        path = f"{prefix}{name}"
-        if isinstance(value, dict):
-            fields.extend(_flatten(table, key, value, f"{path}."))
-        elif isinstance(value, (str, int, float, bool)):
-            fields.append((path, value))
-        else:
-            table.fail(key, f"{path}: expected a string, number or boolean, not {_type_name(value)}")
-    return fields
-
-
-def _headers(table: _Table) -> tuple[tuple[str, str], ...]:
-    headers = []
-    for name in table.keys():
-        if not _HEADER_NAME.match(name):
-            table.fail(name, "is not a valid HTTP header name")
-        value = table.string(name, None, expand_env=True)
-        if "\n" in value or "\r" in value:
-            table.fail(name, "must be one line")
-        headers.append((name, value))
-    return tuple(headers)
-
-
-def _check_probe_target(table: _Table, probe: ProbeConfig) -> None:
-    """The target's shape. The value is never echoed: it may hold a password from the environment."""
-    if probe.kind == "tcp":
-        address = re.match(r"^\[?[^\s\]]+\]?:(\d{1,5})$", probe.address)
-        if not address:
-            table.fail("address", f"{probe.address!r} is not host:port")
-        if not _is_port(address[1]):
-            table.fail("address", f"port {address[1]} is not from 1 to 65535")
-        return
-    if probe.kind == "host":
-        return
-    key = _PROBE_TARGET_KEY[probe.kind]
-    value = getattr(probe, key)
-    schemes = _URL_SCHEMES[probe.kind]
-    scheme, separator, _ = value.partition("://")
-    is_libpq_keywords = probe.kind == "postgres" and not separator and "=" in value   # host=… dbname=…
-    if not is_libpq_keywords and (not separator or scheme.lower() not in schemes):
-        table.fail(key, f"must be a {' or '.join(s + '://' for s in schemes)} URL")
-    if probe.kind == "postgres":
-        _check_libpq_dsn(table, key, value)
-        return
-    if probe.ca_file and scheme.lower() not in ("https", "rediss"):
-        table.fail("ca_file", f"a CA is for TLS: the {key} must be https:// or rediss://")
-    parts = urlsplit(value)
-    if not parts.netloc.rpartition("@")[2] and scheme.lower() != "unix":
-        table.fail(key, f"the {scheme}:// URL names no host")
-    try:
-        port = parts.port
-    except ValueError:   # not a number, or over 65535
-        port = 0
-    if port is not None and not _is_port(port):
-        table.fail(key, "the port is not from 1 to 65535")
-
-
-# libpq's options that take one of a few words; conninfo_to_dict checks option names, not values
-_LIBPQ_CHOICES = {
-    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
-    "gssencmode": ("disable", "prefer", "require"),
-    "channel_binding": ("disable", "prefer", "require"),
-    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
-}
-
-
-def _check_libpq_dsn(table: _Table, key: str, dsn: str) -> None:
-    """Parsed as libpq will parse it, without connecting (libpq would check the values only then)."""
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        params = conninfo_to_dict(dsn)
-    except ProgrammingError as error:
-        table.fail(key, f"the DSN is invalid: {_libpq_complaint(error)}")
-    if not all(_is_port(port) for port in str(params.get("port") or "").split(",") if port):
-        table.fail(key, "the port is not from 1 to 65535")
-    for option, choices in _LIBPQ_CHOICES.items():
-        if option in params and params[option] not in choices:
-            table.fail(key, f"the DSN is invalid: {option} must be one of {', '.join(choices)}")
-
-
-def _libpq_complaint(error: Exception) -> str:
-    """libpq's words, without the part of the DSN it quotes (a value, or the whole URI with its password),
-    unless that part is the name of an option."""
-    text = str(error).strip().splitlines()[0]
-    if re.match(r"invalid (?:connection option|URI query parameter)", text):
-        return text
-    return re.sub(r'"([^"]*)"', lambda quoted: quoted[0] if len(quoted[1]) < 2 else '"…"', text)   # keeps "=", "]"
-
-
-def _is_port(port: int | str) -> bool:
+def is_port(port: int | str) -> bool:
     return str(port).isdigit() and 1 <= int(port) <= 65535
 
 
-class _Table:
-    """One TOML table being read: typed getters that fail with the key's full path."""
+class Table:
+    """One TOML table being read: typed getters that fail with the key's full path.
+
+    Every key a getter asks for is remembered, present or not: `done()` calls the keys nobody
+    asked for unknown, and suggests the nearest asked-for (or `known`) one.
+    """
 
     def __init__(self, data: Any, path: str, file: str):
         self.file = file
         self.path = path
         if not isinstance(data, dict):
-            raise ConfigError(f"{file}: {path}: must be a table, not {_type_name(data)}")
+            raise ConfigError(f"{file}: {path}: must be a table, not {type_name(data)}")
         self.data: dict[str, Any] = data
-        self._read: set[str] = set()
+        self._asked: set[str] = set()
 
     def where(self, key: str) -> str:
         quoted = key if re.match(r"^[A-Za-z0-9_-]+$", key) else f'"{key}"'
@@ -493,27 +241,42 @@ class _Table:
     def keys(self) -> list[str]:
         return list(self.data)
 
+    def has(self, key: str) -> bool:
+        self._asked.add(key)
+        return key in self.data
+
+    def known(self, *keys: str) -> None:
+        """Keys this table may hold that were not read (another kind's options): named in suggestions."""
+        self._asked.update(keys)
+
     def _get(self, key: str) -> Any:
-        self._read.add(key)
+        self._asked.add(key)
         return self.data.get(key)
 
-    def table(self, key: str) -> _Table:
+    def table(self, key: str) -> Table:
         value = self._get(key)
-        return _Table({} if value is None else value, self.where(key), self.file)
+        return Table({} if value is None else value, self.where(key), self.file)
 
     def string(self, key: str, default: str | None, *, expand_env: bool = False) -> str | None:
         value = self._get(key)
         if value is None:
             return default
         if not isinstance(value, str):
-            self.fail(key, f"must be a string, not {_type_name(value)}")
+            self.fail(key, f"must be a string, not {type_name(value)}")
         if not value.strip():
             self.fail(key, "must not be empty")
         return self._expand(key, value) if expand_env else value
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    def required_string(self, key: str, problem: str, *, expand_env: bool = False) -> str:
+        value = self.string(key, None, expand_env=expand_env)
+        if value is None:
+            self.fail(key, problem)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
         value = self.string(key, default)
-        if value is not None and value not in choices:
+        assert value is not None
+        if value not in choices:
             self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
@@ -530,7 +293,7 @@ class _Table:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(key, f"must be true or false, not {_type_name(value)}")
+            self.fail(key, f"must be true or false, not {type_name(value)}")
         return value
 
     def integer(self, key: str, low: int, high: int) -> int:
@@ -581,34 +344,12 @@ class _Table:
 
     def done(self) -> None:
         for key in self.data:
-            if key not in self._read:
-                known = [k for k in _KNOWN_KEYS.get(_shape(self.path), ()) if k not in self.data]
-                hint = difflib.get_close_matches(key, known, n=1)
+            if key not in self._asked:
+                hint = difflib.get_close_matches(key, sorted(self._asked - set(self.data)), n=1)
                 suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.fail(key, f"unknown key{suggestion}")
 
 
-def _shape(path: str) -> str:
-    """`services.api.probes.db` -> `services.*.probes.*`, to look up the keys a table may hold."""
-    parts = re.findall(r'"[^"]*"|[^.]+', path)
-    shape = []
-    for index, part in enumerate(parts):
-        shape.append("*" if index > 0 and parts[index - 1] in ("services", "probes", "access") else part)
-    return ".".join(shape)
-
-
-_KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("timezone", "slack", "access", "services", "redaction", "triage"),
-    "triage": ("deadline",),
-    "redaction": ("patterns", "emails"),
-    "slack": ("incident_channel", "summary_channel", "summary_at"),
-    "access.*": ("users", "usergroups", "channels"),
-    "services.*": tuple(f for f in ServiceConfig.__dataclass_fields__ if f != "name"),
-    "services.*.probes.*": tuple(f for f in ProbeConfig.__dataclass_fields__ if f != "name"),
-}
-_ALL_PROBE_KEYS = {key for keys in _PROBE_KEYS.values() for key in keys}
-
-
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     return {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "a number",
             float: "a number"}.get(type(value), type(value).__name__)

@@ -56,7 +56,8 @@ class Dispatcher:
                 log.info("denied /%s to %s in %s", name, invocation.user, invocation.channel)
                 return Reply("denied", asdict(denial), outcome=Outcome.FAILED)
         if invocation.text.strip().lower() in HELP_WORDS:
-            return Reply(command.help_template, {**command.help_data, "command": command, "config": self.config})
+            data = {**command.help_data(self.config), "command": command, "config": self.config}
+            return Reply(command.help_template, data)
         context = Context(
             user=invocation.user, channel=invocation.channel, store=self.store, config=self.config,
             request_id=invocation.request_id, clock=self.clock,

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from bot.store import Store
-from bot.times import to_iso
 
 COLUMNS = (
     "id", "title", "severity", "service", "status", "cause",
@@ -20,8 +19,7 @@ COLUMNS = (
 
 
 def rows(store: Store, since: datetime | None) -> Iterable[dict[str, Any]]:
-    where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
-    for incident in store.incidents(where, params, order="id"):
+    for incident in store.incidents_opened_since(since):
         row = incident.to_dict()
         row["time_to_acknowledge_seconds"] = (
             int((incident.acknowledged_at - incident.opened_at).total_seconds()) if incident.acknowledged_at else None)

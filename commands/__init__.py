@@ -1,24 +1,36 @@
-"""The features, one room each. Every module (or package) here that defines `COMMAND` is a command:
-adding one is adding its module and its templates, nothing else."""
+"""The features, one room each. Every module (or package) here that defines `COMMAND` is a command,
+and one that defines `SETTINGS` (its config sections, bot.config.Section) owns those settings:
+adding a feature is adding its module and its templates, nothing else."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 from functools import cache
+from types import ModuleType
 
 from bot.command import Command
+from bot.config import Section
+
+
+@cache
+def _features() -> tuple[ModuleType, ...]:
+    return tuple(importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)
+                 if not info.name.startswith("_"))
 
 
 @cache
 def registry() -> dict[str, Command]:
     """Command name -> Command, in name order."""
     found = {}
-    for module_info in pkgutil.iter_modules(__path__):
-        if module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
+    for module in _features():
         command = getattr(module, "COMMAND", None)
         if isinstance(command, Command):
             found[command.name] = command
     return dict(sorted(found.items()))
+
+
+@cache
+def sections() -> tuple[type[Section], ...]:
+    """Every feature's config sections, read by bot.config.load."""
+    return tuple(section for module in _features() for section in getattr(module, "SETTINGS", ()))

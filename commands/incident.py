@@ -14,10 +14,9 @@ from typing import Any
 
 from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, Incident
-from bot.times import TimeParseError, parse_when, to_iso
+from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
+from bot.times import TimeParseError, parse_when
 
-SEVERITIES = range(1, 5)
 DEFAULT_SEVERITY = 3
 DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
 RECENT_LIMIT = 15
@@ -188,7 +187,7 @@ def _status(ctx: Context, args: IncidentArgs) -> Reply:
 def _list(ctx: Context, args: IncidentArgs) -> Reply:
     now = ctx.now()
     if args.text == "recent":
-        incidents = ctx.store.incidents(order="id DESC", limit=RECENT_LIMIT)
+        incidents = ctx.store.recent_incidents(RECENT_LIMIT)
     else:
         incidents = ctx.store.open_incidents()
     return Reply("incident_list", {
@@ -245,20 +244,14 @@ def _must_be_open(incident: Incident) -> Incident:
 def _last_resolved(ctx: Context, ref: int | None) -> Incident:
     if ref is not None:
         return ctx.incident(ref)
-    resolved = ctx.store.incidents("status = ? AND (channel = ? OR announce_channel = ?)",
-                                   [RESOLVED, ctx.channel, ctx.channel], order="resolved_at DESC", limit=1)
+    resolved = ctx.store.last_resolved(ctx.channel) if ctx.channel else []
     if not resolved:
-        recent = ctx.store.incidents("status = ?", [RESOLVED], order="resolved_at DESC", limit=5)
-        raise CommandError("No resolved incident in this channel; name one with #N.", recent)
+        raise CommandError("No resolved incident in this channel; name one with #N.", ctx.store.last_resolved(limit=5))
     return resolved[0]
 
 
 def _double_submit(ctx: Context, title: str, now: datetime) -> Incident | None:
-    twins = ctx.store.incidents(
-        "opened_by = ? AND lower(title) = lower(?) AND opened_at >= ? AND status != ?",
-        [ctx.user, title, to_iso(now - DOUBLE_SUBMIT_WINDOW), RESOLVED],
-        order="id DESC", limit=1)
-    return twins[0] if twins else None
+    return ctx.store.open_twin(ctx.user, title, now - DOUBLE_SUBMIT_WINDOW)
 
 
 def _service(ctx: Context, name: str | None) -> str | None:
@@ -289,5 +282,5 @@ COMMAND = Command(
           "[--cause deploy:<sha>] | reopen | status | list [open|recent] | timeline | help   (#N picks an incident)",
     parse=parse,
     run=run,
-    help_data={"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},
+    help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},
 )

@@ -19,7 +19,7 @@ from bot.config import Config
 from bot.console import Local
 from bot.store import Store
 from bot.times import utc_now
-from commands import registry
+from commands import registry, sections
 from slack_double import SlackDouble, button_click, sign, slash_command
 
 pytest_plugins = ["probe_servers"]   # its `web` and `hanging` servers are fixtures for every test
@@ -56,7 +56,7 @@ def make_config(tmp_path: Path):
     def make(text: str = "") -> Config:
         path = tmp_path / "oncall.toml"
         path.write_text(textwrap.dedent(text), encoding="utf-8")
-        return config_module.load(path, registry(), required=True)
+        return config_module.load(path, registry(), sections(), required=True)
 
     return make
 

@@ -5,32 +5,36 @@ import pytest
 
 from bot import config as config_module
 from bot.config import ConfigError
-from commands import registry
+from commands import registry, sections
+from commands.deploys.settings import DeploySettings
+from commands.logs.settings import LogSettings
+from commands.probe.settings import ProbeSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_example_config_is_valid(monkeypatch):
     monkeypatch.setenv("API_DATABASE_URL", "postgresql://app:secret@db.internal/app")
-    config = config_module.load(ROOT / "oncall.example.toml", registry())
+    config = config_module.load(ROOT / "oncall.example.toml", registry(), sections())
     api = config.services["api"]
     assert config.timezone.key == "Europe/Berlin"
     assert config.slack.incident_channel == "C0123INC"
     assert (config.slack.summary_weekday, config.slack.summary_time.hour) == (0, 9)
-    assert api.suspect_window == timedelta(minutes=60)
-    assert api.log_command == ("journalctl", "-u", "api", "-o", "cat")
-    assert api.probes["db"].dsn == "postgresql://app:secret@db.internal/app"
-    assert api.probes["health"].expect_status == 200
+    assert DeploySettings.of(api).suspect_window == timedelta(minutes=60)
+    assert LogSettings.of(api).log_command == ("journalctl", "-u", "api", "-o", "cat")
+    probes = ProbeSettings.of(api).probes
+    assert probes["db"].dsn == "postgresql://app:secret@db.internal/app"
+    assert probes["health"].expect_status == 200
 
 
 def test_a_missing_optional_file_gives_embedded_defaults(tmp_path):
-    config = config_module.load(tmp_path / "absent.toml", registry())
+    config = config_module.load(tmp_path / "absent.toml", registry(), sections())
     assert config.timezone.key == "UTC" and config.services == {} and config.source == "embedded defaults"
 
 
 def test_a_missing_required_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="absent.toml: no such file"):
-        config_module.load(tmp_path / "absent.toml", registry(), required=True)
+        config_module.load(tmp_path / "absent.toml", registry(), sections(), required=True)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -74,5 +78,5 @@ def test_every_problem_is_one_line_naming_file_and_key(make_config, tmp_path, te
 def test_env_vars_are_expanded(make_config, monkeypatch):
     monkeypatch.setenv("ONCALL_TEST_DSN", "mysql://root:pw@127.0.0.1/test")
     config = make_config('[services.api.probes.db]\nkind = "mysql"\ndsn = "${ONCALL_TEST_DSN}"\ntimeout = "1s"')
-    probe = config.services["api"].probes["db"]
+    probe = ProbeSettings.of(config.services["api"]).probes["db"]
     assert probe.dsn == "mysql://root:pw@127.0.0.1/test" and probe.timeout == timedelta(seconds=1)

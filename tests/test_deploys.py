@@ -19,6 +19,7 @@ from bot.config import ConfigError
 from bot.render import MAX_BLOCKS, Renderer
 from bot.serialize import to_json
 from commands.deploys import history, mirror
+from commands.deploys.settings import DeploySettings
 
 T = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)   # the clock fixture's now
 ROOT = Path(__file__).resolve().parent.parent
@@ -398,7 +399,7 @@ def test_each_problem_gets_a_clear_private_message(tmp_path, repo, service, loca
 
 def test_git_is_stopped_at_the_deadline(repo, make_config):
     repo.commit("initial import", T - timedelta(hours=1))
-    api = make_config(f'[services.api]\nrepo = "{repo.path}"\n').services["api"]
+    api = DeploySettings.of(make_config(f'[services.api]\nrepo = "{repo.path}"\n').services["api"])
     window = history.Window(T - timedelta(days=1), None, 10)
     with history.opened(str(repo.path), api, "main", time.monotonic() + 5) as readable:
         assert len(readable.deploys(window).deploys) == 1
@@ -582,7 +583,7 @@ def test_the_cli_prints_the_json_the_issue_names(incident_repo, tmp_path):
 def test_config_keys_for_deploys_are_validated(make_config, tmp_path):
     config = make_config('[services.api]\nrepo = "repos/api"\nfetch_timeout = "30s"\n'
                          '[services.web]\nrepo = "git@github.com:acme/web.git"\n')
-    api, web = config.services["api"], config.services["web"]
+    api, web = (DeploySettings.of(config.services[name]) for name in ("api", "web"))
     assert api.repo == str(tmp_path / "repos" / "api") and not api.repo_is_remote
     assert api.fetch_timeout == timedelta(seconds=30) and web.repo_is_remote
     for text, says in [

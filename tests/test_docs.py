@@ -20,7 +20,7 @@ def test_every_command_has_help_a_readme_section_and_a_place_on_the_map(name):
     command = registry()[name]
     renderer = Renderer(Config().timezone, utc_now)
     assert renderer.has(command.help_template), f"templates/{command.help_template}.j2 is missing"
-    help_text = renderer.text(command.help_template, {**command.help_data, "command": command, "config": Config()})
+    help_text = renderer.text(command.help_template, {**command.help_data(Config()), "command": command, "config": Config()})
     assert f"/{name}" in help_text
     assert re.search(rf"^### /{name}\b", README, re.M), f"README.md has no '### /{name}' section"
     section = README.split(f"### /{name}", 1)[1].split("\n### ", 1)[0]

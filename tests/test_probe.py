@@ -20,6 +20,7 @@ from bot.command import Audience, Outcome
 from bot.render import MAX_BLOCKS, Renderer
 from commands.probe import parse, runner
 from commands.probe.runner import Target, run_probes
+from commands.probe.settings import ProbeSettings
 from probe_servers import WebServer, closed_port
 from slack_double import eventually
 
@@ -193,7 +194,7 @@ def test_hanging_targets_of_every_kind_take_one_timeout_not_their_sum(make_confi
     text = "".join(f'[services.h.probes.p{n}]\nkind = "{kind}"\n{target}\ntimeout = "1s"\n'
                    for n, (kind, target) in enumerate(targets))
     config = make_config(text)
-    targets = [Target("h", probe) for probe in config.services["h"].probes.values()]
+    targets = [Target("h", probe) for probe in ProbeSettings.of(config.services["h"]).probes.values()]
     started = time.monotonic()
     results = run_probes(targets, time.monotonic() + 30)
     took = time.monotonic() - started
@@ -205,14 +206,14 @@ def test_hanging_targets_of_every_kind_take_one_timeout_not_their_sum(make_confi
 def test_the_command_deadline_caps_every_probe(make_config, hanging):
     config = make_config(f'[services.h.probes.p]\nkind = "http"\nurl = "http://{hanging.address}/"\ntimeout = "10s"')
     started = time.monotonic()
-    (result,) = run_probes([Target("h", config.services["h"].probes["p"])], time.monotonic() + 0.5)
+    (result,) = run_probes([Target("h", ProbeSettings.of(config.services["h"]).probes["p"])], time.monotonic() + 0.5)
     assert time.monotonic() - started < 1.0 and result.error == "ReadTimeout"
 
 
 def test_asking_again_joins_the_probe_in_flight_instead_of_piling_up(make_config, hanging):
     config = make_config(f'[services.h.probes.p]\nkind = "postgres"\n'
                          f'dsn = "postgresql://postgres@{hanging.address}/test"\ntimeout = "1s"')
-    target = Target("h", config.services["h"].probes["p"])
+    target = Target("h", ProbeSettings.of(config.services["h"]).probes["p"])
     results = []
     askers = [threading.Thread(target=lambda: results.extend(run_probes([target], time.monotonic() + 30)))
               for _ in range(10)]
@@ -235,7 +236,7 @@ def test_a_crashing_probe_is_a_down_line_and_a_log_line_without_secrets(make_con
     config = make_config('[services.h.probes.p]\nkind = "postgres"\n'
                          'dsn = "postgresql://app:s3cret-pg-pw@db.internal/app"')
     with caplog.at_level(logging.WARNING, logger="commands.probe.runner"):
-        (result,) = run_probes([Target("h", config.services["h"].probes["p"])], time.monotonic() + 30)
+        (result,) = run_probes([Target("h", ProbeSettings.of(config.services["h"]).probes["p"])], time.monotonic() + 30)
     assert (result.status, result.error) == ("down", "ProbeCrashed")
     assert result.detail == "the probe itself failed (KeyError); the bot's log has the details"
     (record,) = [r for r in caplog.records if "crashed" in r.getMessage()]

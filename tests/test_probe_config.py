@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from bot.config import ConfigError, ProbeConfig
+from bot.config import ConfigError
+from commands.probe.settings import ProbeConfig, ProbeSettings
 
 
 def test_every_probe_key(make_config, monkeypatch, tmp_path):
@@ -47,7 +48,7 @@ def test_every_probe_key(make_config, monkeypatch, tmp_path):
         files_pct = 60
         mounts = ["/", "/var/lib/postgresql"]
     """)
-    probes = config.services["api"].probes
+    probes = ProbeSettings.of(config.services["api"]).probes
     health = probes["health"]
     assert (health.method, health.expect_status, health.expect_body) == ("POST", 204, "ok")
     assert health.expect_json == (("status", "ok"), ("checks.db", "up"), ("checks.replicas", 2), ("build.green", True))
@@ -63,14 +64,14 @@ def test_every_probe_key(make_config, monkeypatch, tmp_path):
 
 
 def test_defaults(make_config):
-    probe = make_config('[services.api.probes.db]\nkind = "postgres"\ndsn = "postgresql:///app"').services["api"].probes["db"]
+    probe = ProbeSettings.of(make_config('[services.api.probes.db]\nkind = "postgres"\ndsn = "postgresql:///app"').services["api"]).probes["db"]
     assert (probe.timeout, probe.degraded_ms, probe.connections_pct, probe.query_age, probe.replica_lag) == (
         timedelta(seconds=2), None, 80, timedelta(minutes=5), timedelta(seconds=30))
 
 
 def test_secrets_are_not_in_the_repr(make_config):
-    probe = make_config('[services.api.probes.h]\nkind = "http"\nurl = "https://u:pw-123@x/"\n'
-                        'headers = { X-Key = "key-456" }').services["api"].probes["h"]
+    probe = ProbeSettings.of(make_config('[services.api.probes.h]\nkind = "http"\nurl = "https://u:pw-123@x/"\n'
+                        'headers = { X-Key = "key-456" }').services["api"]).probes["h"]
     assert "pw-123" not in repr(probe) and "key-456" not in repr(probe)
     assert hash(probe) == hash(ProbeConfig(**{f: getattr(probe, f) for f in ProbeConfig.__dataclass_fields__}))
 

@@ -25,6 +25,7 @@ from commands.probe.kinds import mysql as mysql_kind
 from commands.probe.kinds import postgres as postgres_kind
 from commands.probe.kinds import redis as redis_kind
 from commands.probe.runner import Target, flights_in_the_air, run_probes
+from commands.probe.settings import ProbeSettings
 from probe_servers import TOKEN, FullBacklogServer, WebServer, closed_port
 from slack_double import eventually
 
@@ -40,7 +41,7 @@ def probe(make_config):
 
     def run(settings: str):
         config = make_config(f"[services.t.probes.p]\n{settings}")
-        target = Target("t", config.services["t"].probes["p"])
+        target = Target("t", ProbeSettings.of(config.services["t"]).probes["p"])
         started = time.monotonic()
         (result,) = run_probes([target], time.monotonic() + 30)
         return result, time.monotonic() - started, target
@@ -234,7 +235,7 @@ def test_http_latency_is_the_request_not_the_bot_setting_up_even_with_ten_at_onc
     http_kind._built_tls_context.cache_clear()     # as in a bot just started
     config = make_config("".join(f'[services.t.probes.p{n}]\nkind = "http"\nurl = "{web.url}/ok"\ndegraded_ms = 100\n'
                                  for n in range(10)))
-    results = run_probes([Target("t", probe) for probe in config.services["t"].probes.values()],
+    results = run_probes([Target("t", probe) for probe in ProbeSettings.of(config.services["t"]).probes.values()],
                          time.monotonic() + 30)
     assert [r.status for r in results] == ["ok"] * 10, results
     assert max(r.latency_ms for r in results) < 50, [r.latency_ms for r in results]
@@ -454,7 +455,7 @@ def test_timeout_redis_is_not_multiplied_by_retries(probe, hanging):
 
 def test_redis_memory_clients_and_replication_judged(make_config):
     config = make_config('[services.t.probes.p]\nkind = "redis"\nurl = "redis://x:6379"\nreplica_lag = "10s"')
-    check = type("Check", (), {"probe": config.services["t"].probes["p"]})()
+    check = type("Check", (), {"probe": ProbeSettings.of(config.services["t"]).probes["p"]})()
     finding = redis_kind._judge(check, 0.01, {
         "used_memory": 950, "maxmemory": 1000, "maxmemory_policy": "noeviction", "connected_clients": 90,
         "maxclients": 100, "evicted_keys": 12, "role": "slave", "master_host": "10.0.0.1", "master_port": 6379,

@@ -74,7 +74,7 @@ def test_bad_signatures_get_401_and_change_nothing(slack_bot, slack_double, stor
                               headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 401
     time.sleep(0.3)
-    assert store.incidents() == [] and [c.method for c in slack_double.calls] in ([], ["auth.test"])
+    assert store.recent_incidents(10) == [] and [c.method for c in slack_double.calls] in ([], ["auth.test"])
 
 
 def test_a_redelivery_is_acked_and_dropped(slack_bot, slack_double, store):
@@ -85,7 +85,7 @@ def test_a_redelivery_is_acked_and_dropped(slack_bot, slack_double, store):
     assert first.status_code == again.status_code == 200
     slack_double.wait_for("chat.postMessage")
     time.sleep(0.3)
-    assert len(store.incidents()) == 1 and len(slack_double.called("chat.postMessage")) == 1
+    assert len(store.recent_incidents(10)) == 1 and len(slack_double.called("chat.postMessage")) == 1
 
 
 def test_a_double_submit_answers_with_the_incident_already_open(slack_bot, slack_double, store):
@@ -94,7 +94,7 @@ def test_a_double_submit_answers_with_the_incident_already_open(slack_bot, slack
     client.command("/incident", "open checkout down")
     (private,) = slack_double.wait_for("response_url")
     assert private.args["response_type"] == "ephemeral" and "No second incident was opened" in blocks_text(private)
-    assert len(store.incidents()) == 1
+    assert len(store.recent_incidents(10)) == 1
 
 
 def test_user_text_cannot_ping_or_link(slack_bot, slack_double):
@@ -116,7 +116,7 @@ def test_access_rules_for_commands_and_buttons(slack_bot, slack_double, store, m
     (denied,) = slack_double.wait_for("response_url")
     text = blocks_text(denied)
     assert "not allowed to run `/incident`" in text and "<@U0ALICE01>" in text and "<!subteam^S0ONCALL1>" in text
-    assert store.incidents() == []
+    assert store.recent_incidents(10) == []
 
     client.command("/incident", "open db down", user="U0CAROL01")  # a member of the group
     slack_double.wait_for("chat.postMessage")
@@ -161,7 +161,7 @@ def test_when_slack_is_down_the_incident_exists_and_the_post_follows(slack_bot, 
     slack_double.fail("chat.postMessage", times=2, status=503)
     bot, client = slack_bot()
     client.command("/incident", "open db down")
-    eventually(store.incidents)
+    eventually(lambda: store.recent_incidents(10))
     assert store.incident(1).title == "db down" and store.incident(1).thread_ts is None
     client.command("/incident", "ack #1")
     posts = slack_double.wait_for("chat.postMessage", 2, timeout=20)
@@ -248,7 +248,7 @@ def test_a_resent_socket_mode_envelope_opens_one_incident(slack_bot, slack_doubl
     assert first.status == again.status == 200
     slack_double.wait_for("chat.postMessage")
     time.sleep(0.3)
-    assert len(store.incidents()) == 1 and len(slack_double.called("chat.postMessage")) == 1
+    assert len(store.recent_incidents(10)) == 1 and len(slack_double.called("chat.postMessage")) == 1
 
 
 def test_the_app_home_shows_open_incidents_and_its_buttons_work(slack_bot, slack_double, store, make_config):

@@ -15,11 +15,12 @@ from commands import registry
 def test_schema_is_versioned_and_applied_once(tmp_path):
     Store(tmp_path / "a.db")
     store = Store(tmp_path / "a.db")
-    applied = list(store.db.query("SELECT migration_set, name FROM _sqlite_migrations"))
+    applied = list(sqlite_utils.Database(store.path).query("SELECT migration_set, name FROM _sqlite_migrations"))
     assert [row["name"] for row in applied] == ["0001_incidents_timeline_outbox",
                                                 "0002_incident_cause_and_weekly_reports",
-                                                "0003_outbox_remembers_where_messages_went"]
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+                                                "0003_outbox_remembers_where_messages_went",
+                                                "0004_incident_durations"]
+    assert sqlite_utils.Database(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_an_older_database_is_upgraded_in_place(tmp_path):
@@ -27,11 +28,16 @@ def test_an_older_database_is_upgraded_in_place(tmp_path):
     migrations.apply(old, stop_before="0002_incident_cause_and_weekly_reports")
     old["incidents"].insert({"title": "from before", "severity": 2, "status": "open", "opened_by": "U1",
                              "opened_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z"})
+    old["incidents"].insert({"title": "resolved before", "severity": 2, "status": "resolved", "opened_by": "U1",
+                             "opened_at": "2026-01-01T00:00:00Z", "started_at": "2025-12-31T23:50:00Z",
+                             "acknowledged_at": "2026-01-01T00:02:00Z", "resolved_at": "2026-01-01T01:00:00Z"})
     old.close()
     store = Store(tmp_path / "old.db")
     incident = store.incident(1)
     assert incident.title == "from before" and incident.cause is None
-    assert store.db["reports"].exists()
+    assert sqlite_utils.Database(store.path)["reports"].exists()
+    (resolved,) = store.resolutions(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), slowest=1)
+    assert resolved.to_resolve == (4200,) and resolved.to_acknowledge == (120,) and resolved.slowest == ((4200, 2),)
 
 
 def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock, local):
@@ -52,9 +58,9 @@ def _open_and_resolve(store: Store, index: int) -> None:
 def test_fifty_concurrent_opens_and_resolves_lose_nothing(store):
     with ThreadPoolExecutor(max_workers=50) as pool:
         list(pool.map(lambda i: _open_and_resolve(store, i), range(50)))
-    rows = list(store.db.query("SELECT status, count(*) AS n FROM incidents GROUP BY status"))
+    rows = list(sqlite_utils.Database(store.path).query("SELECT status, count(*) AS n FROM incidents GROUP BY status"))
     assert rows == [{"status": "resolved", "n": 50}]
-    assert store.db.execute("SELECT count(*) FROM events").fetchone()[0] == 100
+    assert sqlite_utils.Database(store.path).execute("SELECT count(*) FROM events").fetchone()[0] == 100
 
 
 def _process_worker(path: str, offset: int) -> None:
@@ -73,7 +79,7 @@ def test_several_processes_share_the_database(tmp_path):
     for process in processes:
         process.join(60)
         assert process.exitcode == 0
-    assert Store(path).db.execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[0] == 30
+    assert sqlite_utils.Database(Store(path).path).execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[0] == 30
 
 
 def test_a_delivery_is_claimed_once(store):

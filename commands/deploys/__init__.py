@@ -24,12 +24,14 @@ from typing import Any
 
 from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.config import ServiceConfig
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.deploys import mirror
 from commands.deploys.history import Deploy, DeployDetail, DeployError, History, Listing, Window, checked_ref, opened
 from commands.deploys.mirror import Mirror
+from commands.deploys.settings import DeploySettings
+
+SETTINGS = (DeploySettings,)
 
 DEFAULT_WINDOW = timedelta(hours=24)
 INCIDENT_MARGIN = timedelta(minutes=15)   # an incident's start is typed by a human: look a bit past it
@@ -118,8 +120,8 @@ def run(ctx: Context, args: DeploysArgs) -> Reply:
 # -- which services, which window ---------------------------------------------------------------
 
 
-def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> list[ServiceConfig]:
-    configured = ctx.config.services
+def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> list[DeploySettings]:
+    configured = {name: DeploySettings.of(service) for name, service in ctx.config.services.items()}
     if args.service is not None:
         if args.service not in configured:
             known = ", ".join(configured) or "none (add [services.NAME] with a repo to oncall.toml)"
@@ -140,7 +142,7 @@ def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> lis
 
 
 def _window(ctx: Context, args: DeploysArgs, incident: Incident | None,
-            services: list[ServiceConfig]) -> tuple[Window, dict[str, Any]]:
+            services: list[DeploySettings]) -> tuple[Window, dict[str, Any]]:
     """The git window, and how to describe it."""
     now = ctx.now()
     if args.last is not None:
@@ -167,11 +169,11 @@ def _since(text: str, now: datetime, ctx: Context) -> datetime:
 # -- reading ----------------------------------------------------------------------------------------
 
 
-def _listing(ctx: Context, services: list[ServiceConfig], args: DeploysArgs,
+def _listing(ctx: Context, services: list[DeploySettings], args: DeploysArgs,
              incident: Incident | None) -> dict[str, Any]:
     window, described = _window(ctx, args, incident, services)
 
-    def report(service: ServiceConfig) -> tuple[ServiceReport, list[Deploy]]:
+    def report(service: DeploySettings) -> tuple[ServiceReport, list[Deploy]]:
         try:
             return _report(ctx, service, args.branch, window, incident)
         except DeployError as error:
@@ -205,7 +207,7 @@ def _listing(ctx: Context, services: list[ServiceConfig], args: DeploysArgs,
     return data
 
 
-def _report(ctx: Context, service: ServiceConfig, branch: str | None, window: Window,
+def _report(ctx: Context, service: DeploySettings, branch: str | None, window: Window,
             incident: Incident | None) -> tuple[ServiceReport, list[Deploy]]:
     branch = _branch(service, branch)
     with _history(ctx, service, branch) as (history, fetched):
@@ -222,7 +224,7 @@ def _report(ctx: Context, service: ServiceConfig, branch: str | None, window: Wi
     return report, deploys
 
 
-def count_deploys(ctx: Context, service: ServiceConfig, since: datetime, until: datetime) -> int | None:
+def count_deploys(ctx: Context, service: DeploySettings, since: datetime, until: datetime) -> int | None:
     """How many deploys `service` had from `since` to `until`; None when its repo cannot be read."""
     try:
         with _history(ctx, service, _branch(service, None)) as (history, _):
@@ -231,7 +233,7 @@ def count_deploys(ctx: Context, service: ServiceConfig, since: datetime, until: 
         return None
 
 
-def _detail(ctx: Context, service: ServiceConfig, ref: str, incident: Incident | None) -> dict[str, Any]:
+def _detail(ctx: Context, service: DeploySettings, ref: str, incident: Incident | None) -> dict[str, Any]:
     branch = _branch(service, None)
     with _history(ctx, service, branch) as (history, fetched):
         detail: DeployDetail = history.detail(ref)
@@ -257,7 +259,7 @@ def _freshness(fetched: Mirror | None) -> dict[str, Any]:
     return {"fetched_at": fetched.fetched_at, "stale": fetched.fetch_error}
 
 
-def _branch(service: ServiceConfig, typed: str | None) -> str:
+def _branch(service: DeploySettings, typed: str | None) -> str:
     if typed is not None:
         return typed
     try:
@@ -267,7 +269,7 @@ def _branch(service: ServiceConfig, typed: str | None) -> str:
 
 
 @contextmanager
-def _history(ctx: Context, service: ServiceConfig, branch: str) -> Iterator[tuple[History, Mirror | None]]:
+def _history(ctx: Context, service: DeploySettings, branch: str) -> Iterator[tuple[History, Mirror | None]]:
     """The service's history, from its mirror (fetched first) when the repo is remote."""
     fetched = None
     path = service.repo
@@ -312,7 +314,7 @@ def _mark_suspects(deploys: list[Deploy], incident: Incident | None, window: tim
     return [replace(d, suspect=True) if start - window <= d.when <= start else d for d in deploys]
 
 
-def _rollback_hint(service: ServiceConfig, suspects: list[Deploy], last_known_good: Deploy | None) -> str | None:
+def _rollback_hint(service: DeploySettings, suspects: list[Deploy], last_known_good: Deploy | None) -> str | None:
     """What would undo the suspects: redeploy the last good tag, or revert them newest first."""
     if service.deploy.startswith("tags:"):
         return f"redeploy {last_known_good.tag}" if last_known_good else None
@@ -359,7 +361,7 @@ COMMAND = Command(
     usage="[service] [sha-or-tag] [--since 6h | --since 14:00 | --last N] [--branch B]",
     parse=parse,
     run=run,
-    help_data={"default_hours": int(DEFAULT_WINDOW.total_seconds() // 3600),
+    help_data=lambda config: {"default_hours": int(DEFAULT_WINDOW.total_seconds() // 3600),
                "margin_minutes": int(INCIDENT_MARGIN.total_seconds() // 60), "max_last": MAX_LAST,
                "shown": SHOWN, "shown_files": SHOWN_FILES},
 )

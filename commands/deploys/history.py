@@ -34,7 +34,7 @@ from git import Repo
 from git.exc import InvalidGitRepositoryError, NoSuchPathError
 
 from bot.command import CommandError
-from bot.config import ServiceConfig
+from commands.deploys.settings import DeploySettings
 
 
 class DeployError(CommandError):
@@ -150,7 +150,7 @@ def checked_ref(name: str) -> str:
 
 
 @contextmanager
-def opened(path: str, service: ServiceConfig, branch: str, deadline: float) -> Iterator[History]:
+def opened(path: str, service: DeploySettings, branch: str, deadline: float) -> Iterator[History]:
     """The service's history in the repository at `path`, closed (with any git child) on exit."""
     try:
         repo = Repo(path)
@@ -166,7 +166,7 @@ def opened(path: str, service: ServiceConfig, branch: str, deadline: float) -> I
 
 
 class History:
-    def __init__(self, repo: Repo, service: ServiceConfig, branch: str, deadline: float):
+    def __init__(self, repo: Repo, service: DeploySettings, branch: str, deadline: float):
         self.repo = repo
         self.service = service
         self.branch = branch

@@ -26,7 +26,6 @@ from typing import Any
 
 from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.config import ServiceConfig
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.logs import causes
@@ -34,6 +33,10 @@ from commands.logs.reading import Stats, discover
 from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS, Dialect
 from commands.logs.report import CauseContext, Folder, StatusCounter, request_lines
 from commands.logs.search import Query, Scan, command_stream, file_stream, required_literal
+from commands.logs.settings import LogSettings
+from commands.probe.settings import ProbeSettings
+
+SETTINGS = (LogSettings,)
 
 DEFAULT_EVENTS = 5
 MAX_EVENTS = 20
@@ -111,7 +114,6 @@ def parse(text: str) -> LogsArgs:
 def run(ctx: Context, args: LogsArgs) -> Reply:
     incident = ctx.incident(args.incident, required=args.incident is not None)
     service = _service(ctx, args, incident)
-    silenced = _silenced(service)
     now = ctx.now()
     since, until, window = _window(ctx, args, incident, now)
     mode = ("request" if args.request_id else "status" if args.status else "grep" if args.grep or args.regex
@@ -130,8 +132,9 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     streams = [file_stream(files, dialect, query, stats, deadline) for files in logs]
     if service.log_command:
         streams.append(command_stream(service.log_command, dialect, query, stats, deadline))
-    context = CauseContext(service.name, service.app_paths, silenced,
-                           {name: probe.kind for name, probe in service.probes.items()})
+    probes = ProbeSettings.of(ctx.config.services[service.name]).probes
+    context = CauseContext(service.name, service.app_paths, frozenset(service.silence_causes),
+                           {name: probe.kind for name, probe in probes.items()})
     data: dict[str, Any] = {
         "service": service.name, "mode": mode,
         "incident": {"id": incident.id, "title": incident.title} if incident else None,
@@ -167,18 +170,9 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     return Reply("logs", data, Audience.THREAD, incident_id=incident.id)
 
 
-def _silenced(service: ServiceConfig) -> frozenset[str]:
-    silenced = frozenset(service.silence_causes)
-    unknown = sorted(silenced - set(causes.known_ids()))
-    if unknown:
-        raise CommandError(f"services.{service.name}.silence_causes: {unknown[0]!r} is not a known cause; "
-                           f"see /logs help for the ids.")
-    return silenced
-
-
-def _service(ctx: Context, args: LogsArgs, incident: Incident | None) -> ServiceConfig:
-    services = ctx.config.services
-    with_logs = [name for name, service in services.items() if service.logs or service.log_command]
+def _service(ctx: Context, args: LogsArgs, incident: Incident | None) -> LogSettings:
+    services = {name: LogSettings.of(service) for name, service in ctx.config.services.items()}
+    with_logs = [name for name, service in services.items() if service.configured]
     name = args.service or (incident.service if incident else None)
     if name is None:
         if len(with_logs) == 1:
@@ -190,7 +184,7 @@ def _service(ctx: Context, args: LogsArgs, incident: Incident | None) -> Service
         known = ", ".join(with_logs) or "none has logs configured"
         raise UsageError(f"Unknown service {name!r} (services with logs: {known}).")
     service = services[name]
-    if not (service.logs or service.log_command):
+    if not service.configured:
         raise CommandError(f"{name} has no logs configured: set logs or log_command in [services.{name}].")
     return service
 
@@ -297,6 +291,6 @@ COMMAND = Command(
           "[--request-id ID] [--status 5xx]   (#N: an incident)",
     parse=parse,
     run=run,
-    help_data={"default_events": DEFAULT_EVENTS, "max_events": MAX_EVENTS,
+    help_data=lambda config: {"default_events": DEFAULT_EVENTS, "max_events": MAX_EVENTS,
                "incident_lead": int(INCIDENT_LEAD.total_seconds() // 60), "causes": causes.catalog()},
 )

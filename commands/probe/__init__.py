@@ -18,9 +18,12 @@ from dataclasses import dataclass
 
 from bot.args import parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.config import PROBE_KINDS, Config
+from bot.config import Config
 from bot.store import Incident
 from commands.probe.runner import DEGRADED, DOWN, OK, Target, run_probes
+from commands.probe.settings import PROBE_KINDS, ProbeConfig, ProbeSettings
+
+SETTINGS = (ProbeSettings,)
 
 ALL = "all"
 REPLY_MARGIN_SECONDS = 1.0  # left of the command's deadline to render and post the answer
@@ -96,10 +99,10 @@ def _targets(config: Config, service: str, target: str | None) -> list[Target]:
     if not probed:
         raise CommandError("No probes are configured; add [services.NAME.probes.TARGET] to the config.")
     if service == ALL:
-        return [Target(name, probe) for name in probed for probe in config.services[name].probes.values()]
+        return [Target(name, probe) for name in probed for probe in _probes(config, name).values()]
     if service not in config.services:
         raise UsageError(f"There is no service {service!r}; probed services: {', '.join(probed)}.")
-    probes = config.services[service].probes
+    probes = _probes(config, service)
     if not probes:
         raise CommandError(f"{service} has no probes; add [services.{service}.probes.TARGET] to the config.")
     if target is None:
@@ -109,8 +112,12 @@ def _targets(config: Config, service: str, target: str | None) -> list[Target]:
     return [Target(service, probes[target])]
 
 
+def _probes(config: Config, service: str) -> dict[str, ProbeConfig]:
+    return ProbeSettings.of(config.services[service]).probes
+
+
 def _probed(config: Config) -> list[str]:
-    return [name for name, service in config.services.items() if service.probes]
+    return [name for name in config.services if _probes(config, name)]
 
 
 COMMAND = Command(
@@ -119,5 +126,6 @@ COMMAND = Command(
     usage="[<service> [<target>] | all]",
     parse=parse,
     run=run,
-    help_data={"kinds": PROBE_KINDS},
+    help_data=lambda config: {"kinds": PROBE_KINDS,
+                              "probed": {name: _probes(config, name) for name in _probed(config)}},
 )

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.config import ProbeConfig
 from commands.probe.errors import DnsFailure, Phase, Timeout
+from commands.probe.settings import ProbeConfig
 
 # Drivers get the time left plus this, so that on a hang the runner's deadline fires first and
 # names the phase; the driver's own timeout then ends the abandoned thread just after.

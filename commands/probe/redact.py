@@ -15,7 +15,7 @@ import threading
 from functools import cache
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from bot.config import ProbeConfig
+from commands.probe.settings import ProbeConfig
 
 MASK = "***"
 MIN_HEADER_SECRET = 6

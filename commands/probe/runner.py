@@ -24,11 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.config import ProbeConfig
 from commands.probe.check import Check, Finding
 from commands.probe.errors import ProbeCrashed, ProbeError, Timeout
 from commands.probe.kinds import KINDS
 from commands.probe.redact import guard_driver_logs, redact, secrets_of
+from commands.probe.settings import ProbeConfig
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 STATUS_ORDER = {DOWN: 0, DEGRADED: 1, OK: 2}

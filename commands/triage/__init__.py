@@ -25,15 +25,21 @@ from typing import Any
 
 from bot.args import parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.config import ProbeConfig, ServiceConfig
+from bot.config import Service
 from bot.store import Incident, Store
 from bot.times import to_iso
 from commands.deploys import COMMAND as DEPLOYS
+from commands.deploys.settings import DeploySettings
 from commands.logs import COMMAND as LOGS
 from commands.logs import causes
+from commands.logs.settings import LogSettings
 from commands.probe import COMMAND as PROBE
 from commands.probe.runner import Target, run_probes
+from commands.probe.settings import ProbeConfig, ProbeSettings
+from commands.triage.settings import TriageSettings
 from commands.triage.verdicts import Verdict, rank
+
+SETTINGS = (TriageSettings,)
 
 PARTS = ("deploys", "probes", "logs", "host")
 RUNNING, DONE, FAILED, TIMED_OUT, SKIPPED = "running", "done", "failed", "timed out", "skipped"
@@ -68,7 +74,8 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
     incident = ctx.incident(args.incident, required=args.incident is not None)
     service = _service(ctx, args, incident)
     started = time.monotonic()
-    deadline = min(ctx.deadline - REPLY_MARGIN_SECONDS, started + ctx.config.triage.deadline.total_seconds())
+    allowed = TriageSettings.of(ctx.config).deadline
+    deadline = min(ctx.deadline - REPLY_MARGIN_SECONDS, started + allowed.total_seconds())
     parts = {name: Part(name) for name in PARTS}
     audience = Audience.THREAD if incident else Audience.CHANNEL
 
@@ -91,7 +98,7 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
         except queue.Empty:
             for part in parts.values():
                 if part.state == RUNNING:
-                    part.state, part.note = TIMED_OUT, f"no answer within {ctx.config.triage.deadline}"
+                    part.state, part.note = TIMED_OUT, f"no answer within {allowed}"
             break
         ctx.progress(reply(final=False))
     final = reply(final=True)
@@ -104,7 +111,7 @@ _NOT_CONFIGURED = {"deploys": "no repo configured", "probes": "no probes configu
                    "logs": "no logs configured", "host": None}
 
 
-def _service(ctx: Context, args: TriageArgs, incident: Incident | None) -> ServiceConfig:
+def _service(ctx: Context, args: TriageArgs, incident: Incident | None) -> Service:
     services = ctx.config.services
     name = args.service or (incident.service if incident else None)
     if name is None:
@@ -118,7 +125,7 @@ def _service(ctx: Context, args: TriageArgs, incident: Incident | None) -> Servi
     return services[name]
 
 
-def _work(ctx: Context, service: ServiceConfig, incident: Incident | None) -> dict[str, Callable[[], dict] | None]:
+def _work(ctx: Context, service: Service, incident: Incident | None) -> dict[str, Callable[[], dict] | None]:
     """What each part runs, or None when the service has nothing configured for it."""
     about = f"{service.name} #{incident.id}" if incident else service.name
 
@@ -131,14 +138,15 @@ def _work(ctx: Context, service: ServiceConfig, incident: Incident | None) -> di
         return {**data, "suspect_files": files}
 
     def host() -> dict[str, Any]:
-        configured = [probe for probe in service.probes.values() if probe.kind == "host"]
+        configured = [probe for probe in probes.values() if probe.kind == "host"]
         probe = configured[0] if configured else ProbeConfig(name="host", kind="host")
         return {"results": run_probes([Target(service.name, probe)], ctx.deadline)}
 
+    probes = ProbeSettings.of(service).probes
     return {
-        "deploys": deploys if service.repo else None,
-        "probes": (lambda: _command(ctx, PROBE, about)) if service.probes else None,
-        "logs": (lambda: _command(ctx, LOGS, about)) if service.logs or service.log_command else None,
+        "deploys": deploys if DeploySettings.of(service).repo else None,
+        "probes": (lambda: _command(ctx, PROBE, about)) if probes else None,
+        "logs": (lambda: _command(ctx, LOGS, about)) if LogSettings.of(service).configured else None,
         "host": host,
     }
 
@@ -162,7 +170,7 @@ def _run_part(part: Part, work: Callable[[], dict], landed: queue.Queue[str]) ->
     landed.put(part.name)
 
 
-def _data(ctx: Context, service: ServiceConfig, incident: Incident | None, parts: dict[str, Part], final: bool,
+def _data(ctx: Context, service: Service, incident: Incident | None, parts: dict[str, Part], final: bool,
           elapsed: float) -> dict[str, Any]:
     deploys, probes, logs, host = (parts[name].data if parts[name].state == DONE else None for name in PARTS)
     errors = logs["events"] if logs else []
@@ -173,14 +181,14 @@ def _data(ctx: Context, service: ServiceConfig, incident: Incident | None, parts
         host=host["results"] if host else [], errors=errors,
         cause_kinds={cause.id: cause.probe_kinds for cause in causes.catalog()},
         first_error=first_error, started=incident.started_at if incident else None,
-        suspect_window=service.suspect_window, incident_id=incident.id if incident else None,
+        suspect_window=DeploySettings.of(service).suspect_window, incident_id=incident.id if incident else None,
     ) if final or any(part.state == DONE for part in parts.values()) else []
     return {
         "service": service.name,
         "incident": incident,
         "final": final,
         "elapsed_seconds": round(elapsed, 1),
-        "deadline_seconds": ctx.config.triage.deadline.total_seconds(),
+        "deadline_seconds": TriageSettings.of(ctx.config).deadline.total_seconds(),
         "parts": {name: {"state": part.state, "note": part.note, "took_ms": part.took_ms}
                   for name, part in parts.items()},
         "verdicts": verdicts,
@@ -206,17 +214,7 @@ def _seen_before(store: Store, incident: Incident | None, errors: list[Any]) -> 
     signatures = {event.signature: event for event in errors}
     if not signatures:
         return []
-    marks = ",".join("?" * len(signatures))
-    this = incident.id if incident else -1
-    rows = store.db.execute(
-        f"""SELECT DISTINCT e.incident_id, s.value FROM events AS e, json_each(e.data, '$.signatures') AS s
-            WHERE e.kind = 'triage' AND e.incident_id != ? AND s.value IN ({marks})
-            UNION
-            SELECT DISTINCT e.incident_id, json_extract(l.value, '$.signature') FROM events AS e,
-                   json_each(e.data, '$.events') AS l
-            WHERE e.kind = 'logs' AND e.incident_id != ? AND json_extract(l.value, '$.signature') IN ({marks})
-            ORDER BY 1 DESC""",
-        [this, *signatures, this, *signatures]).fetchall()
+    rows = store.earlier_signatures(signatures, incident.id if incident else None)
     seen, found = [], set()
     for incident_id, signature in rows:
         earlier = store.incident(incident_id)
@@ -249,4 +247,5 @@ COMMAND = Command(
     usage="[service]   (#N: an incident)",
     parse=parse,
     run=run,
+    help_data=lambda config: {"deadline": TriageSettings.of(config).deadline},
 )
