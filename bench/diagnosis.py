@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot import config as config_module  # noqa: E402
 from bot.console import Local  # noqa: E402
 from bot.store import Store  # noqa: E402
-from commands import registry  # noqa: E402
+from commands import registry, sections  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "diagnosis"
 NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
@@ -81,7 +81,7 @@ def samples(corpus: Path) -> list[Sample]:
 def diagnose(sample: Sample, work: Path) -> Outcome:
     config_path = work / "oncall.toml"
     config_path.write_text(f"[services.api]\nlogs = [{json.dumps(str(sample.path))}]\n", encoding="utf-8")
-    config = config_module.load(config_path, registry(), required=True)
+    config = config_module.load(config_path, registry(), sections(), required=True)
     runner = Local(Store(work / "oncall.db"), config, registry(), lambda: NOW)
     reply = runner.invoke("/logs api --last 20")
     if reply.outcome.value != "ok":

@@ -155,7 +155,8 @@ def shows_alone(lines: list[bytes]) -> bool:
     bytes as read: only those holding a keyword are decoded."""
     keywords, searcher = _alone_searcher()
     for line in lines:
-        found = {keywords[index] for index, _, _ in searcher.find_matches_as_indexes(line)} if searcher else ()
+        found = ({keywords[index] for index, _, _ in searcher.find_matches_as_indexes(line, overlapping=True)}
+                 if searcher else ())
         if found:
             text = line.decode("utf-8", "replace")
             if any(pattern.matches(text) and (pattern.given is None or _anywhere(pattern.given, lines))

@@ -54,7 +54,7 @@ PREFIXES = (
                       rb"(?:[\w./@-]+(?:\[\d+\])?:|[\w.-]+/[\w.-]+)(?:\x20|$)"),
     _prefix("compose", rb"(?:\d+\|)?[\w.@-]+\x20*\|(?:\x20|$)"),
     _prefix("kubectl", rb"\[(?!" + _LEVEL_WORD + rb"\])[\w.<>@:/-]+\]\x20?"),
-    _prefix("timestamp", rb"\x20?(?:" + _ISO + rb"|" + _SYSLOG + rb")(?:\x20*\|)?(?:\x20+|$)", stamp_only=True),
+    _prefix("timestamp", rb"\x20?(?:" + _ISO + rb"|" + _SYSLOG + rb")(?:\x20*\|)?(?:\x20|$)", stamp_only=True),
 )
 _CRI = PREFIXES[0]
 

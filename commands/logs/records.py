@@ -56,7 +56,7 @@ class Kind(IntEnum):
 
 
 _HEADER = re.compile(rb"""(?x)
-    \d{4}-\d\d-\d\d[T\x20]\d\d:\d\d                   # ISO 8601, Python logging, Spring, Zookeeper
+    \d{4}-\d\d-\d\d(?:[T\x20]\d|\x20\x20)\d:\d\d          # ISO 8601, Python logging, Spring; MariaDB's " 4:26"
   | \d{4}/\d\d/\d\d\x20\d\d:\d\d                      # nginx error log, Go's log
   | \[\d{4}-\d\d-\d\d[T\x20]\d\d:\d\d                 # [2026-11-24 14:02:07] Laravel, gunicorn
   | \[\w{3}\x20\w{3}\x20[\x20\d]\d\x20\d\d:\d\d       # [Tue Nov 24 14:02:07.123 2026] Apache
@@ -664,7 +664,7 @@ def _string(value: Any) -> str | None:
 
 _MONTHS = {name: index for index, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
-_ISO = re.compile(r"(\d{4})[-/](\d\d)[-/](\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?\s?"
+_ISO = re.compile(r"(\d{4})[-/](\d\d)[-/](\d\d)(?:[T ]|  )(\d?\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?\s?"
                   r"(Z|[+-]\d\d:?\d\d|UTC)?")
 _CLF = re.compile(r"(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d)(?: ([+-]\d{4}))?")
 _APACHE = re.compile(r"\[\w{3} (\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d+))? (\d{4})\]")
