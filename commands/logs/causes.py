@@ -25,6 +25,23 @@ from typing import Any
 import ahocorasick_rs
 
 STACKS = ("python", "java", "node", "php", "go", "ruby", "dotnet", "nginx", "apache", "access")
+
+# The words an entry that fails is written with, besides level words and exception names: every
+# `alone` keyword holds one of them (checked when the catalog is read), so a scan that looks for
+# these few words (search.Gate) never skips a block holding lone evidence. Each is a spelling as
+# written ("ailed to" finds failed to and Failed to), and none is frequent in a healthy log.
+FAILURE_WORDS = (
+    "ailed to", "ailure", "FAILED", "refused", "REFUSED", "denied", "imeout", "imed out", "IMEDOUT", "Time-out",
+    "eadlock", "40P01", "OOM", "oom-kill", "container oom", "of memory", "heap limit", "CALL_AND_RETRY",
+    "space left", "disk space", "disk is full", "ENOSPC", "open files", "file descriptors", "EMFILE", "ENFILE",
+    "ENOTFOUND", "EAI_AGAIN", "getaddrinfo", "not known", "no such host", "resolve host", "servname",
+    "ertificate", "CERT", "PKIX", "SSL routines", "nil pointer", "ndefined", "Object reference", "propert",
+    "HEADERS_SENT", "headers after", "NotFound", "DoesNotExist", "Improperly", "NotReady", "python application",
+    "load app", "loaded as Python", "recursion depth", "SQLSTATE", "encryption key", "supported ciphers",
+    "append mode", "cache path", "vendor/autoload", "Target class", "Schema-validation", "bean of type",
+    "not received", "not connect", "t connect", "t reach", "ConnectionBad", "prematurely", "live upstreams",
+    "write against", "rror", "RROR", "xception",
+)
 _ID = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$")
 
 
@@ -123,10 +140,13 @@ def parse_catalog(data: dict[str, Any]) -> tuple[Cause, ...]:
     return tuple(causes)
 
 
+_PATTERN_KEYS = {"keyword", "regex", "alone", "given"}
+
+
 def _patterns(entries: list[dict[str, str]], where: str) -> tuple[Pattern, ...]:
     patterns = []
     for entry in entries:
-        if not isinstance(entry, dict) or not entry.get("keyword") or set(entry) - {"keyword", "regex", "alone", "given"} \
+        if not isinstance(entry, dict) or not entry.get("keyword") or set(entry) - _PATTERN_KEYS \
                 or not isinstance(entry.get("alone", False), bool):
             raise CatalogError(f"{where}: a pattern is {{ keyword = \"…\", regex = \"…\", alone = true, "
                                f"given = {{ keyword = \"…\", regex = \"…\" }} }} (all but keyword optional)")
@@ -135,6 +155,9 @@ def _patterns(entries: list[dict[str, str]], where: str) -> tuple[Pattern, ...]:
         except re.error as error:
             raise CatalogError(f"{where}: bad regex {entry['regex']!r}: {error}") from None
         given = _patterns([entry["given"]], where)[0] if "given" in entry else None
+        if entry.get("alone") and not any(word in entry["keyword"] for word in FAILURE_WORDS):
+            raise CatalogError(f"{where}: an alone keyword must hold one of the failure words, "
+                               f"not {entry['keyword']!r} (see FAILURE_WORDS)")
         patterns.append(Pattern(entry["keyword"], regex, entry.get("alone", False), given))
     return tuple(patterns)
 
@@ -146,7 +169,7 @@ def known_ids() -> list[str]:
 @cache
 def alone_keywords() -> tuple[str, ...]:
     """The keywords of the evidence that shows its cause on its own: an entry holding one may be
-    an error whatever its level word (a gate on raw bytes must let such blocks through)."""
+    an error whatever its level word."""
     return tuple(sorted({pattern.keyword for cause in catalog() for pattern in cause.alone}))
 
 

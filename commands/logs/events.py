@@ -68,15 +68,17 @@ _FRAME_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _NAME_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("java", re.compile(r"\b(?:java|javax|jakarta|sun)\.[a-z]+\.\w+|\borg\.(?:springframework|hibernate|apache)\."
                         r"|Exception in thread \"|^\S+\s+(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+\d+ --- \[", re.M)),
-    ("dotnet", re.compile(r"\bSystem\.(?:\w+\.)*\w+Exception\b|\bMicrosoft\.(?:AspNetCore|EntityFrameworkCore|Extensions)\."
-                          r"|^Unhandled [Ee]xception\. ", re.M)),
+    ("dotnet", re.compile(r"\bSystem\.(?:\w+\.)*\w+Exception\b"
+                          r"|\bMicrosoft\.(?:AspNetCore|EntityFrameworkCore|Extensions)\.|^Unhandled [Ee]xception\. ",
+                          re.M)),
     ("python", re.compile(r"Traceback \(most recent call last\)|\b(?:RecursionError|ModuleNotFoundError|ImportError"
                           r"|AttributeError|KeyError|IndentationError)\b"
-                          r"|\b(?:gunicorn|uwsgi|mod_wsgi|uvicorn|django|flask|sqlalchemy|psycopg2?|celery|jinja2)\b", re.M)),
-    ("php", re.compile(r"PHP (?:Fatal|Parse|Warning|Notice)|\.php(?::\d+| on line \d+| line \d+|\(\d+\))|\[stacktrace\]|"
-                       r"SQLSTATE\[|Illuminate\\|Symfony\\|\bLaravel\b", re.M)),
-    ("ruby", re.compile(r"\.rb:\d+:in [`']|ActiveRecord::|ActionController::|ActionView::|\bNoMethodError\b|nil:NilClass"
-                        r"|^[DIWEFA], \[\d{4}-", re.M)),
+                          r"|\b(?:gunicorn|uwsgi|mod_wsgi|uvicorn|django|flask|sqlalchemy|psycopg2?|celery|jinja2)\b",
+                          re.M)),
+    ("php", re.compile(r"PHP (?:Fatal|Parse|Warning|Notice)|\.php(?::\d+| on line \d+| line \d+|\(\d+\))"
+                       r"|\[stacktrace\]|SQLSTATE\[|Illuminate\\|Symfony\\|\bLaravel\b", re.M)),
+    ("ruby", re.compile(r"\.rb:\d+:in [`']|ActiveRecord::|ActionController::|ActionView::|\bNoMethodError\b"
+                        r"|nil:NilClass|^[DIWEFA], \[\d{4}-", re.M)),
     ("node", re.compile(r"\(node:\d+\)|node:internal|UnhandledPromiseRejection|\bERR?_[A-Z_]{4,}|\bKnex|Sequelize"
                         r"|Mongo\w*Error|_http_outgoing|\bnode_modules/", re.M)),
     ("go", re.compile(r"^goroutine \d+ \[|^panic: |\bhttp: panic serving\b|\bruntime error: ", re.M)),

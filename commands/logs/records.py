@@ -218,6 +218,8 @@ def detect(lines: list[bytes], configured: Dialect = Dialect()) -> Dialect:
     """
     sample = [line for line in lines[-200:] if line.strip()]
     framing = prefixes.detect(sample)
+    joined, unfinished = framing.join_partials(sample)
+    sample = joined + unfinished
     dialect = replace(configured, framing=framing)
     kinds = dialect.kinds(sample)
     starting = [kind for kind in kinds if kind not in (Kind.FRAME, Kind.PYFRAME, Kind.INDENTED, Kind.BLANK)]

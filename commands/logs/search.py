@@ -73,9 +73,9 @@ _TOKEN_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 
 # The spellings an entry which is an error holds in some line: every level word that records.LEVELS
 # ranks as an error (as written: lower case, capitalised, upper case), the words of the lines a
-# headless stack starts with, PHP's runtime warnings, and the catalog's evidence that shows an error
-# on its own (added when the gate is built). A gate need not be exact, only never miss: a false hit
-# costs a parsed block.
+# headless stack starts with, PHP's runtime warnings, and the words the catalog's lone evidence is
+# written with (causes.FAILURE_WORDS). A gate need not be exact, only never miss: a false hit costs a
+# parsed block.
 # Each word is looked for by a part that all its spellings but the upper-case one share ("rror" finds
 # error and Error), and that part in upper case.
 _ERROR_WORDS = tuple(spelling for part in ("rror", "xception", "atal", "anic", "evere", "lert", "merg", "raceback",
@@ -154,7 +154,7 @@ class Query:
         words = _ERROR_WORDS if self.min_level >= ERROR else _WARN_WORDS
         if dialect.fmt == "json":
             words += _JSON_ERROR_WORDS if self.min_level >= ERROR else _JSON_WARN_WORDS
-        return Gate(tuple(word.encode() for word in words + causes.alone_keywords()))
+        return Gate(tuple(word.encode() for word in words + causes.FAILURE_WORDS))
 
     def accept(self, lines: list[bytes], source: str, dialect: Dialect) -> Record | None:
         """The decoded record when the entry matches, else None (decoding only what may match)."""
