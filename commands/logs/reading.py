@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import os
 import re
 import selectors
@@ -45,6 +46,7 @@ BLOCK = 64 * 1024                  # the first blocks read from a file's end
 MAX_BLOCK = 1024 * 1024            # blocks double up to this while nothing in them matches
 MAX_LINE = MAX_BLOCK               # longer lines are cut, keeping their beginning
 MAX_ROTATED = 30                   # rotated siblings of one file considered, newest first
+MAX_LOGS = 64                      # logs (a file and its rotations) read at once, the newest written first
 COMMAND_OUTPUT_LIMIT = 256 * 1024 * 1024
 COMMAND_TIMEOUT_SECONDS = 20
 _ROTATED = re.compile(r"^(?P<base>.+?)(?:[.-](?P<number>\d{1,3})|[.-](?P<date>\d{8}|\d{4}-\d\d-\d\d))?"
@@ -69,7 +71,8 @@ class Stats:
 
     bytes_read: int = 0
     notes: list[str] = field(default_factory=list)
-    read: set[str] = field(default_factory=set)             # the sources that could be read (even empty)
+    read: set[str] = field(default_factory=set)             # the sources that yielded something
+    not_read: list[str] = field(default_factory=list)       # logs left unread (too many files): said in the reply
     unreadable: list[str] = field(default_factory=list)     # why the others could not (also in notes)
     with_access_lines: set[str] = field(default_factory=set)   # sources holding HTTP access entries
 
@@ -88,18 +91,24 @@ class LogFile:
         return self.path.suffix == ".gz"
 
 
-def discover(patterns: tuple[str, ...], stats: Stats) -> list[list[LogFile]]:
-    """The configured globs -> one list per log, newest file first (app.log, app.log.1, app.log.2.gz)."""
+def discover(patterns: tuple[str, ...], stats: Stats, *, links_outside: bool = False) -> list[list[LogFile]]:
+    """The configured globs -> one list per log, newest file first (app.log, app.log.1, app.log-20261124.gz),
+    the logs most recently written first, at most MAX_LOGS of them (the others are named in
+    `stats.not_read`). A file that resolves outside the directories the globs name (a symlink to
+    /etc/passwd in a log directory) is refused, unless `links_outside`."""
+    directories = [_directory_of(pattern) for pattern in patterns]
     families: dict[Path, list[tuple[tuple[int, str], Path]]] = {}
     for pattern in patterns:
         matches = sorted(Path(p) for p in glob(os.path.expanduser(pattern)))
         if not matches:
             stats.failed(f"{pattern}: {'no file matches' if _has_magic(pattern) else 'no such file'}")
         for path in matches:
-            if (problem := _not_a_log_file(path)) is not None:
+            if (problem := _not_a_log_file(path, directories, links_outside)) is not None:
                 stats.failed(f"{path}: {problem}")
                 continue
             for sibling in _with_rotated(path):
+                if sibling != path and _outside(sibling, directories, links_outside):
+                    continue
                 base, order = _rotation(sibling)
                 families.setdefault(base, [])
                 if all(existing != sibling for _, existing in families[base]):
@@ -108,7 +117,35 @@ def discover(patterns: tuple[str, ...], stats: Stats) -> list[list[LogFile]]:
     for _, members in sorted(families.items()):
         members.sort(key=lambda item: item[0])
         logs.append([LogFile(path, path.name) for _, path in members[:MAX_ROTATED]])
+    if len(logs) > MAX_LOGS:
+        logs.sort(key=lambda files: _modified(files[0].path), reverse=True)
+        stats.not_read = [files[0].name for files in logs[MAX_LOGS:]]
+        stats.notes.append(f"{len(logs) - MAX_LOGS:,} more logs match {', '.join(patterns)} and were not read: only "
+                           f"the {MAX_LOGS} written most recently were (narrow the glob in logs to read others)")
+        logs = logs[:MAX_LOGS]
     return logs
+
+
+def _directory_of(pattern: str) -> str:
+    """The directory a glob names: its path up to the first part with a wildcard, resolved."""
+    parts = Path(os.path.expanduser(pattern)).parts
+    fixed = list(itertools.takewhile(lambda part: not _has_magic(part), parts[:-1]))
+    return os.path.realpath(os.path.join(*fixed)) if fixed else os.path.realpath(".")
+
+
+def _outside(path: Path, directories: list[str], links_outside: bool) -> bool:
+    if links_outside:
+        return False
+    real = os.path.realpath(path)
+    return not any(real == directory or real.startswith(directory.rstrip(os.sep) + os.sep)
+                   for directory in directories)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _has_magic(pattern: str) -> bool:
@@ -119,12 +156,16 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCH
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _not_a_log_file(path: Path) -> str | None:
-    """Why `path` cannot be read as a log (it is missing or not a regular file), or None."""
+def _not_a_log_file(path: Path, directories: list[str], links_outside: bool) -> str | None:
+    """Why `path` cannot be read as a log (missing, not a regular file, a link out of the log
+    directories), or None."""
     try:
         mode = path.stat().st_mode
     except OSError as error:
         return error.strerror.lower() if error.strerror else str(error)
+    if _outside(path, directories, links_outside):
+        return ("a link to a file outside the directories in logs; not read "
+                "(set log_links_outside = true to allow it)")
     return _kind_problem(mode)
 
 
@@ -245,8 +286,9 @@ class BackwardFile:
         self.log = log
         self.stats = stats
         self.fd = open_regular(log)
-        stats.read.add(log.name)
         self.size = os.fstat(self.fd).st_size
+        if self.size:
+            stats.read.add(log.name)
         self.block_size = BLOCK
 
     def matched(self) -> None:
@@ -353,11 +395,10 @@ def gzip_chunks(log: LogFile, stats: Stats) -> Generator[bytes, None, None]:
                     raise SourceUnreadable(f"{log.name}: {_gzip_problem(error)}") from None
                 stats.notes.append(f"{log.name}: {_gzip_problem(error)}; read up to there")
                 return
-            if not started:
-                started = True
-                stats.read.add(log.name)
+            started = True
             if not chunk:
                 return
+            stats.read.add(log.name)
             stats.bytes_read += len(chunk)
             yield chunk
 
@@ -434,4 +475,5 @@ def _output(process: subprocess.Popen[bytes], name: str, stats: Stats, deadline:
     if code != 0:
         last = errors.decode("utf-8", "replace").strip().splitlines()
         raise CommandFailed(f"{name} exited with code {code}" + (f": {last[-1][:300]}" if last else ""))
-    stats.read.add(name)
+    if not total:       # `journalctl -u <typo>` exits 0 having printed nothing: not an all-clear
+        raise CommandFailed(f"{name}: printed nothing (exit code 0)")

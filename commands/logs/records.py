@@ -236,6 +236,24 @@ def detect(lines: list[bytes], configured: Dialect = Dialect()) -> Dialect:
 # -- grouping ---------------------------------------------------------------------------------------
 
 
+_KEY_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY")
+_KEY_END = re.compile(rb"-----END [A-Z0-9 ]*PRIVATE KEY")
+
+
+def _open_key(cut: list[bytes]) -> bytes | None:
+    """The BEGIN line of a private key that starts in `cut` (lines in file order) and does not end
+    there. A cut must keep it: the lines after the cut are that key's body, and redaction (which
+    masks from BEGIN to END, or to the end of the text) can only see a key whose BEGIN it is shown.
+    Redact first, then cut: a cut key body is still a key."""
+    begin = None
+    for line in cut:
+        if _KEY_BEGIN.search(line):
+            begin = line
+        elif begin is not None and _KEY_END.search(line):
+            begin = None
+    return begin
+
+
 class _Lines:
     """A record's lines while it is assembled, bounded: the first and the last lines are kept."""
 
@@ -250,13 +268,18 @@ class _Lines:
             return
         self.tail.append(line)
         if len(self.tail) > 2 * _KEEP_TAIL:
-            self.dropped += len(self.tail) - _KEEP_TAIL
-            del self.tail[:-_KEEP_TAIL]
+            self._cut()
+
+    def _cut(self) -> None:
+        cut, self.tail = self.tail[:-_KEEP_TAIL], self.tail[-_KEEP_TAIL:]
+        begin = _open_key(cut)
+        self.dropped += len(cut) - (begin is not None)
+        if begin is not None:
+            self.tail.insert(0, begin)
 
     def lines(self) -> list[bytes]:
-        if len(self.tail) > _KEEP_TAIL:
-            self.dropped += len(self.tail) - _KEEP_TAIL
-            del self.tail[:-_KEEP_TAIL]
+        if len(self.tail) > _KEEP_TAIL + 1:
+            self._cut()
         middle = [f"    … {self.dropped:,} lines cut …".encode()] if self.dropped else []
         return self.head + middle + self.tail
 
@@ -350,8 +373,10 @@ class BackwardGrouper:
     def _bound_after(self) -> None:
         if len(self.after) > 2 * MAX_RECORD_LINES:
             # newest first: keep the record's last lines (the front) and its first ones (the end)
-            dropped = len(self.after) - MAX_RECORD_LINES
-            self.after = (self.after[:_KEEP_TAIL] + [f"    … {dropped:,} lines cut …".encode()]
+            cut = self.after[_KEEP_TAIL:-(MAX_RECORD_LINES - _KEEP_TAIL)]
+            begin = _open_key(cut[::-1])
+            self.after = (self.after[:_KEEP_TAIL] + ([begin] if begin is not None else [])
+                          + [f"    … {len(cut) - (begin is not None):,} lines cut …".encode()]
                           + self.after[-(MAX_RECORD_LINES - _KEEP_TAIL):])
 
     def finish(self) -> list[list[bytes]]:
@@ -606,7 +631,7 @@ def _json_level(data: dict[str, Any]) -> int | None:
 def _json_status(data: dict[str, Any]) -> int | None:
     """An HTTP status, written as a number or as digits (nginx's JSON log_format quotes it)."""
     status = _first(data, _JSON_STATUS_KEYS)
-    if isinstance(status, str) and status.isdigit():
+    if isinstance(status, str) and status.isascii() and status.isdigit():     # "²" is a digit int() refuses
         status = int(status)
     return status if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599 else None
 

@@ -24,6 +24,7 @@ time looks that much ahead of UTC, and its windows are off by as much.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import time
@@ -31,8 +32,10 @@ from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import ahocorasick_rs
+import re2
 
 from commands.logs import causes
 from commands.logs.events import fold_key
@@ -88,7 +91,18 @@ _JSON_ERROR_WORDS = ('"level":5', '"level":6', '"level": 5', '"level": 6', '"sta
 _JSON_WARN_WORDS = _JSON_ERROR_WORDS + ('"level":4', '"level": 4', '"status":4', '"status": 4',
                                         '"status":"4', '"status": "4', '"status_code":4', '"status_code": 4',
                                         '"statusCode":4', '"statusCode": 4')
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False         # a pattern RE2 refuses is the user's to hear about, not stderr's
+_RE2_BYTES = re2.Options()              # byte by byte: an id may hold any byte (one not valid UTF-8 too)
+_RE2_BYTES.log_errors = False
+_RE2_BYTES.encoding = re2.Options.Encoding.LATIN1
 _SEARCHER_PATTERNS = 40        # past about 50 literals a search loses its fast (SIMD) prefilter: split them
+
+
+class _Regex(Protocol):
+    """A compiled bytes regex, Python's or RE2's."""
+
+    def search(self, data: Any, pos: int = ..., endpos: int = ...) -> Any: ...
 
 
 class Gate:
@@ -98,7 +112,7 @@ class Gate:
     written: a literal that holds another is dropped, since the shorter one finds it too.
     """
 
-    def __init__(self, literals: tuple[bytes, ...] = (), regex: re.Pattern[bytes] | None = None):
+    def __init__(self, literals: tuple[bytes, ...] = (), regex: _Regex | None = None):
         self.regex = regex
         kept = sorted(set(literals), key=len)
         self.literals = tuple(literal for index, literal in enumerate(kept)
@@ -123,11 +137,59 @@ class Gate:
                                                                        and self.hits(span.last))
 
 
+class RegexError(ValueError):
+    """A --grep /regex/ that RE2 does not accept (lookarounds, backreferences, bad syntax)."""
+
+
+@dataclass(frozen=True)
+class UserRegex:
+    """A user's --grep /regex/[i], run by RE2: time linear in the text, whatever the pattern
+    (`/(a+)+$/` cannot backtrack for minutes). Lines are matched with ^ and $ at each line."""
+
+    text: str                      # as typed, between the slashes
+    ignore_case: bool = False
+
+    def __post_init__(self) -> None:
+        self.compiled(str)          # refuse at once what RE2 cannot run
+
+    def _source(self) -> str:
+        return ("(?i)" if self.ignore_case else "") + "(?m)" + self.text
+
+    def compiled(self, kind: type) -> Any:
+        try:
+            return _compile(self._source() if kind is str else to_bytes(self._source()))
+        except (re2.error, TypeError, ValueError, UnicodeError) as error:
+            raise RegexError(_re2_reason(error)) from None
+
+    def search(self, text: str) -> bool:
+        return self.compiled(str).search(text) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(source: str | bytes) -> Any:
+    return re2.compile(source, _RE2_OPTIONS)
+
+
+def _re2_reason(error: Exception) -> str:
+    reason = error.args[0] if error.args else str(error)
+    text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    return text + " (regexes run in linear time: no lookarounds or backreferences)"
+
+
+def to_bytes(text: str) -> bytes:
+    """Text typed by a user as the bytes a log holds: an invalid byte given on a command line comes
+    back as itself (surrogateescape), any other lone surrogate never matches but never raises."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 @dataclass(frozen=True)
 class Query:
     min_level: int | None = ERROR
     grep: bytes | None = None                      # a literal (case as typed)
-    pattern: re.Pattern[str] | None = None         # a regex, on the entry's lines as written
+    pattern: UserRegex | None = None               # a regex, on the entry's lines as written
     pattern_literal: bytes | None = None           # a literal every match of `pattern` contains
     request_id: bytes | None = None
     statuses: tuple[int, int] | None = None        # access entries with a status in [low, high]
@@ -135,13 +197,17 @@ class Query:
     until: datetime | None = None
 
     def gate(self, dialect: Dialect) -> Gate:
-        literal = self.grep or self.request_id or self.pattern_literal
+        if self.request_id is not None:
+            # the whole id: not where it is the start of a longer one (req-1000 in req-10001)
+            after = rb"(?:[^A-Za-z0-9_\-\x80-\xff]|$)" if self.request_id[-1] in _TOKEN_BYTES else b""
+            return Gate(regex=re2.compile(b"(?m)" + re2.escape(self.request_id) + after, _RE2_BYTES))
+        literal = self.grep or self.pattern_literal
         if literal:
             return Gate((literal,))
         if self.pattern is not None:
             try:
-                return Gate(regex=re.compile(self.pattern.pattern.encode(), self.pattern.flags & (re.I | re.M)))
-            except re.error:        # a pattern that only makes sense on text: every block is read
+                return Gate(regex=self.pattern.compiled(bytes))
+            except RegexError:      # a pattern that only makes sense on text: every block is read
                 return Gate()
         if self.statuses is not None:
             low, high = self.statuses
@@ -217,6 +283,16 @@ class _Step:
     position: datetime | None        # the oldest time reached, if this step saw one
     source: str = ""
     newest: datetime | None = None   # the newest time seen, when the step knows it
+    done: bool = False               # the stream's last step: its source was read to its start
+
+
+@dataclass(frozen=True)
+class Bound:
+    """How far back a scan without a window reads by default: this much of the log's time, counted
+    from its newest entry, or this many bytes, whichever comes first."""
+
+    age: timedelta
+    bytes: int
 
 
 class Scan:
@@ -227,16 +303,20 @@ class Scan:
     """
 
     def __init__(self, streams: list[Generator[_Step, None, None]], query: Query, deadline: float, stats: Stats,
-                 now: datetime):
+                 now: datetime, bound: Bound | None = None):
         self.streams = streams
         self.query = query
         self.deadline = deadline
         self.stats = stats
         self.now = now
+        self.bound = bound
         self.positions: list[datetime] = [_NEWEST] * len(streams)
         self.live = [True] * len(streams)
+        self.done = [False] * len(streams)        # read to its start (or, with a window, to the window's)
         self.reached: datetime | None = None     # the oldest time any stream reached
+        self.newest: datetime | None = None      # the newest entry any stream holds
         self.timed_out = False
+        self.bounded: str | None = None          # "time" or "bytes": the default bound stopped the reading
         self.ahead: dict[str, timedelta] = {}     # source -> how far past now its newest entry is
 
     def close(self) -> None:
@@ -258,35 +338,53 @@ class Scan:
 
     @property
     def complete(self) -> bool:
-        return not any(self.live)
+        """Whether every source was read to its start (or to the window's start): nothing older was left."""
+        return all(self.done)
 
     def __iter__(self) -> Iterator[Record | None]:
         while any(self.live):
             if time.monotonic() > self.deadline:
                 self.timed_out = True
                 return
+            if self.bound is not None and self.stats.bytes_read >= self.bound.bytes:
+                self.bounded = "bytes"
+                return
             index = max((i for i, live in enumerate(self.live) if live), key=lambda i: self.positions[i])
             try:
                 step = next(self.streams[index])
             except StopIteration:
                 self.live[index] = False
+                self.done[index] = True
                 continue
             except SourceError as error:
                 self.stats.failed(str(error))
                 self.live[index] = False
+                self.done[index] = True
                 continue
             self._note_ahead(step)
+            if step.done:
+                self.done[index] = True
             if step.position is not None:
                 self.positions[index] = min(self.positions[index], step.position)
                 self.reached = min(self.reached or _NEWEST, step.position)
                 if self.query.since and step.position < self.query.since - OUT_OF_ORDER:
-                    self.streams[index].close()
-                    self.live[index] = False
+                    self._stop(index, done=True)
+                elif (self.bound is not None and self.newest is not None
+                      and step.position < self.newest - self.bound.age - OUT_OF_ORDER):
+                    self._stop(index, done=False)
+                    self.bounded = self.bounded or "time"
             yield from step.records or [None]
+
+    def _stop(self, index: int, *, done: bool) -> None:
+        self.streams[index].close()
+        self.live[index] = False
+        self.done[index] = done
 
     def _note_ahead(self, step: _Step) -> None:
         newest = max((moment for moment in (step.newest, step.position, *(r.timestamp for r in step.records))
                       if moment is not None), default=None)
+        if newest is not None and newest <= self.now + CLOCK_SKEW:
+            self.newest = max(self.newest or newest, newest)
         if newest is not None and newest > self.now + CLOCK_SKEW:
             self.ahead[step.source] = max(self.ahead.get(step.source, timedelta(0)), newest - self.now)
 
@@ -298,11 +396,12 @@ def file_stream(files: list[LogFile], dialect: Dialect, query: Query, stats: Sta
                 deadline: float) -> Generator[_Step, None, None]:
     """One log, newest file first: plain files read backwards, gzip files streamed. A file that
     cannot be read is a note, and the older ones are still read."""
+    before = stats.bytes_read
     for log in files:
         try:
             if log.compressed:
                 if query.since and (modified := _mtime(log)) is not None and modified < query.since:
-                    return
+                    break
                 yield from _forward_stream(gzip_chunks(log, stats), log.name, dialect, query, stats, deadline)
                 continue
             reader = BackwardFile(log, stats)
@@ -312,12 +411,16 @@ def file_stream(files: list[LogFile], dialect: Dialect, query: Query, stats: Sta
                 reader.close()
         except SourceError as error:
             stats.failed(str(error))
+    if stats.bytes_read == before and not any(log.name in stats.read for log in files):
+        stats.failed(f"{files[0].name}: empty, nothing to read")
+    yield _Step([], None, done=True)
 
 
 def command_stream(argv: tuple[str, ...], dialect: Dialect, query: Query, stats: Stats,
                    deadline: float) -> Generator[_Step, None, None]:
     name = argv[0].rsplit("/", 1)[-1]
     yield from _forward_stream(command_chunks(argv, stats, deadline), name, dialect, query, stats, deadline)
+    yield _Step([], None, done=True)
 
 
 def _backward_stream(reader: BackwardFile, dialect: Dialect, query: Query, stats: Stats) -> Iterator[_Step]:
