@@ -669,3 +669,74 @@ def test_the_timeline_keeps_a_cut_of_an_error_only_after_redaction(local, api, l
     runner.invoke("/logs")
     event = [e for e in runner.dispatcher.store.events(incident_id) if e.kind == "logs"][-1]
     assert "S3cr3t" not in event.text and "S3cr3t" not in json.dumps(event.data)
+
+
+# -- log sources: a small public interface ------------------------------------------------------------
+
+
+def test_files_and_a_command_are_the_two_sources_and_source_picks_one(local, api, logs_dir, make_config, tmp_path):
+    from commands.logs import sources
+    assert set(sources.kinds()) >= {"files", "command"}
+    (logs_dir / "app.log").write_text(python_error(3, "RuntimeError: from the file"))
+    script = tmp_path / "journal.py"
+    script.write_text(f"print({python_error(2, 'RuntimeError: from the command')!r}, end='')\n")
+    both = f'logs = ["{logs_dir}/*.log"]\nlog_command = ["{sys.executable}", "{script}"]\n'
+    runner = local(make_config(f"[services.api]\n{both}"))
+    assert {e.exception for e in runner.invoke("/logs api").data["events"]} == {
+        "RuntimeError: from the file", "RuntimeError: from the command"}
+    only = local(make_config(f'[services.api]\n{both}source = "command"\n')).invoke("/logs api").data
+    assert [e.exception for e in only["events"]] == ["RuntimeError: from the command"]
+    with pytest.raises(ConfigError, match="services.api.source: 'loki' is not one of command, files"):
+        make_config('[services.api]\nlogs = ["/x"]\nsource = "loki"\n')
+    with pytest.raises(ConfigError, match="services.api.source: 'command' needs its settings"):
+        make_config('[services.api]\nlogs = ["/x"]\nsource = "command"\n')
+
+
+def test_a_new_backend_is_one_module_and_one_setting(local, make_config, monkeypatch):
+    """What a backend module provides, and nothing else: its settings, its logs, their parts."""
+    from commands.logs import sources
+    from commands.logs.reading import Span
+    from commands.logs.sources import Backward, Forward, SourceKind
+
+    class Remote:                   # a backend that can only give its newest lines first, in pages
+        name = "remote"
+
+        def __init__(self, lines, pushdown):
+            self.lines, self.pushdown = lines, pushdown
+
+        def parts(self):
+            newest = "\n".join(self.lines[len(self.lines) // 2:]).encode()
+            oldest = "\n".join(self.lines[:len(self.lines) // 2]).encode()
+            yield Backward("remote (recent)", lambda: Pages([newest]))
+            yield Forward("remote (archive)", lambda: (chunk for chunk in [oldest]))
+
+    class Pages:
+        def __init__(self, pages):
+            self.pages = pages
+
+        def spans(self):
+            for page in self.pages:
+                yield Span(page, 0, page.rfind(b"\n"), page[page.rfind(b"\n") + 1:])
+
+        def matched(self):
+            pass
+
+        def close(self):
+            pass
+
+    seen = {}
+
+    def logs(settings, pushdown, stats, deadline):
+        seen["pushdown"] = pushdown
+        stats.read.add("remote")
+        return [Remote(list(settings), pushdown)]
+
+    remote = SourceKind("remote", lambda table: table.strings("remote_lines") or None, logs)
+    known = sources.kinds()
+    monkeypatch.setattr(sources, "kinds", lambda: {**known, "remote": remote})
+    lines = [python_error(30, "RuntimeError: archived").rstrip("\n"), info(20).rstrip("\n"),
+             python_error(5, "RuntimeError: recent").rstrip("\n")]
+    config = make_config(f'[services.api]\nsource = "remote"\nremote_lines = {json.dumps(lines)}\n')
+    data = local(config).invoke("/logs api --grep RuntimeError --since 1h").data
+    assert [e.exception for e in data["events"]] == ["RuntimeError: recent", "RuntimeError: archived"]
+    assert seen["pushdown"].literals == (b"RuntimeError",) and seen["pushdown"].since == NOW - timedelta(hours=1)

@@ -21,7 +21,6 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bot.args import Option, parse_args
@@ -29,8 +28,8 @@ from bot.command import Audience, Command, CommandError, Context, Reply, UsageEr
 from bot.redact import redact
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
-from commands.logs import causes
-from commands.logs.reading import Stats, discover
+from commands.logs import causes, sources
+from commands.logs.reading import Stats
 from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS, Dialect
 from commands.logs.report import CauseContext, Folder, StatusCounter, request_lines
 from commands.logs.search import (
@@ -39,8 +38,8 @@ from commands.logs.search import (
     RegexError,
     Scan,
     UserRegex,
-    command_stream,
-    file_stream,
+    log_stream,
+    pushdown,
     required_literal,
     to_bytes,
 )
@@ -143,11 +142,11 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     stats = Stats()
     left = ctx.deadline - time.monotonic()
     deadline = ctx.deadline - min(DEADLINE_MARGIN_SECONDS, DEADLINE_MARGIN_SHARE * left)
-    logs = discover(service.logs, stats, links_outside=service.log_links_outside)
+    kinds = sources.kinds()
+    logs = [log for name, settings in service.sources.items()
+            for log in kinds[name].logs(settings, pushdown(query), stats, deadline)]
     dialect = Dialect(fmt=service.log_format, zone=service.log_timezone, now=now)
-    streams = [file_stream(files, dialect, query, stats, deadline) for files in logs]
-    if service.log_command:
-        streams.append(command_stream(service.log_command, dialect, query, stats, deadline))
+    streams = [log_stream(log, dialect, query, stats, deadline) for log in logs]
     probes = ProbeSettings.of(ctx.config.services[service.name]).probes
     context = CauseContext(service.name, service.app_paths, frozenset(service.silence_causes),
                            {name: probe.kind for name, probe in probes.items()})
@@ -173,13 +172,13 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
             data["distinct"] = len(folder.groups)
     if not stats.read and not scan.timed_out:
         raise CommandError(f"Could not read any log of {service.name}: {'; '.join(stats.unreadable)}. "
-                           f"Check logs and log_command in [services.{service.name}].")
+                           f"Check its sources ({', '.join(service.sources)}) in [services.{service.name}].")
     data["read"] = {"bytes": stats.bytes_read, "back_to": scan.reached,
                     "complete": scan.complete and not stats.not_read and not stats.unreadable,
                     "timed_out": scan.timed_out, "bounded": scan.bounded,
                     "bound": {"hours": int(DEFAULT_BOUND.age.total_seconds() // 3600),
                               "megabytes": DEFAULT_BOUND.bytes >> 20}}
-    data["sources"] = [files[0].name for files in logs] + [Path(argv).name for argv in service.log_command[:1]]
+    data["sources"] = [log.name for log in logs]
     data["access_logs"] = sorted(stats.with_access_lines)
     data["ahead"] = ({"seconds": round(max(scan.ahead.values()).total_seconds() / 60) * 60,
                       "sources": sorted(scan.ahead)} if scan.ahead else None)

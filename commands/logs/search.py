@@ -39,17 +39,7 @@ import re2
 
 from commands.logs import causes
 from commands.logs.events import fold_key
-from commands.logs.reading import (
-    BLOCK,
-    BackwardFile,
-    LogFile,
-    SourceError,
-    Span,
-    Stats,
-    command_chunks,
-    forward_lines,
-    gzip_chunks,
-)
+from commands.logs.reading import BLOCK, SourceError, Span, Stats, forward_lines
 from commands.logs.records import (
     ERROR,
     WARN,
@@ -65,6 +55,7 @@ from commands.logs.records import (
     quick_time,
     shown_level,
 )
+from commands.logs.sources import BackwardReader, Forward, Log, Pushdown
 
 OUT_OF_ORDER = timedelta(minutes=2)      # entries may be written a little out of time order
 CLOCK_SKEW = timedelta(minutes=5)        # entries this far past now are not yet "in the future"
@@ -392,41 +383,39 @@ class Scan:
 # -- streams ----------------------------------------------------------------------------------------
 
 
-def file_stream(files: list[LogFile], dialect: Dialect, query: Query, stats: Stats,
-                deadline: float) -> Generator[_Step, None, None]:
-    """One log, newest file first: plain files read backwards, gzip files streamed. A file that
-    cannot be read is a note, and the older ones are still read."""
-    before = stats.bytes_read
-    for log in files:
+def log_stream(log: Log, dialect: Dialect, query: Query, stats: Stats,
+               deadline: float) -> Generator[_Step, None, None]:
+    """One log of a source, its parts newest first: a part read backwards steps span by span, one
+    read forwards is folded as it streams. A part that cannot be read is a note, and the older ones
+    are still read; a log that yields nothing at all is said to be empty."""
+    before, failures = stats.bytes_read, len(stats.unreadable)
+    for part in log.parts():
         try:
-            if log.compressed:
-                if query.since and (modified := _mtime(log)) is not None and modified < query.since:
-                    break
-                yield from _forward_stream(gzip_chunks(log, stats), log.name, dialect, query, stats, deadline)
+            if isinstance(part, Forward):
+                yield from _forward_stream(part.chunks(), part.name, dialect, query, stats, deadline)
                 continue
-            reader = BackwardFile(log, stats)
+            reader = part.open()
             try:
-                yield from _backward_stream(reader, dialect, query, stats)
+                yield from _backward_stream(reader, part.name, dialect, query, stats)
             finally:
                 reader.close()
         except SourceError as error:
             stats.failed(str(error))
-    if stats.bytes_read == before and not any(log.name in stats.read for log in files):
-        stats.failed(f"{files[0].name}: empty, nothing to read")
+    if stats.bytes_read == before and len(stats.unreadable) == failures:
+        stats.failed(f"{log.name}: empty, nothing to read")
     yield _Step([], None, done=True)
 
 
-def command_stream(argv: tuple[str, ...], dialect: Dialect, query: Query, stats: Stats,
-                   deadline: float) -> Generator[_Step, None, None]:
-    name = argv[0].rsplit("/", 1)[-1]
-    yield from _forward_stream(command_chunks(argv, stats, deadline), name, dialect, query, stats, deadline)
-    yield _Step([], None, done=True)
+def pushdown(query: Query) -> Pushdown:
+    """What a source may do on its side for this query (see commands/logs/sources)."""
+    literal = query.grep or query.request_id or query.pattern_literal
+    return Pushdown(since=query.since, until=query.until, literals=(literal,) if literal else ())
 
 
-def _backward_stream(reader: BackwardFile, dialect: Dialect, query: Query, stats: Stats) -> Iterator[_Step]:
+def _backward_stream(reader: BackwardReader, source: str, dialect: Dialect, query: Query,
+                     stats: Stats) -> Iterator[_Step]:
     grouper: BackwardGrouper | None = None
     gate = Gate()
-    source = reader.log.name
     newest: datetime | None = None
     for span in reader.spans():
         if grouper is None:
@@ -536,13 +525,6 @@ class _Kept:
 
     def newest_first(self) -> list[Record]:
         return [record for record, _ in reversed(self.records.values())]
-
-
-def _mtime(log: LogFile) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(log.path.stat().st_mtime, UTC)
-    except OSError:
-        return None
 
 
 def required_literal(pattern: str) -> str | None:
