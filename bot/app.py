@@ -73,6 +73,15 @@ def web_client(env: SlackEnv) -> WebClient:
     )
 
 
+def workspace_url(client: WebClient) -> str | None:
+    """The workspace's URL (auth.test), for links to threads; None, logged, when Slack does not say."""
+    try:
+        return client.auth_test()["url"]
+    except Exception as error:
+        log.warning("auth.test failed (%s): links to threads are left out", error)
+        return None
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -130,10 +139,7 @@ class SlackBot:
         threading.Thread(target=self._learn_workspace_url, name="auth-test", daemon=True).start()
 
     def _learn_workspace_url(self) -> None:
-        try:
-            self.renderer.workspace_url = self.client.auth_test()["url"]
-        except Exception as error:
-            log.warning("auth.test failed (%s): links to threads are left out until the next start", error)
+        self.renderer.workspace_url = workspace_url(self.client)
 
     def drain(self, seconds: float) -> None:
         """Finish queued and running commands, then send what is due, all within `seconds`."""

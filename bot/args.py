@@ -44,8 +44,13 @@ class Args:
         return _join(self.source, self.kept[skip:])
 
 
-def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = True) -> Args:
-    """Split `text`; `#12` names an incident when `incident_refs`, unknown options are errors."""
+def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = True,
+               prose: bool = False) -> Args:
+    """Split `text`; `#12` names an incident when `incident_refs`, unknown options are errors.
+
+    With `prose` (the words are a note), only an `#12` before the first word names the incident:
+    "see PR #1 for the fix" is text, kept whole.
+    """
     tokens = [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(text)]
     args = Args()
     kept: list[tuple[str, int, int]] = []
@@ -75,7 +80,8 @@ def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = T
                 if not values:
                     raise UsageError(f"--{name} needs a value")
                 args.options[name] = " ".join(values)
-        elif incident_refs and args.incident is None and (ref := _INCIDENT_REF.match(token)):
+        elif (incident_refs and args.incident is None and not (prose and kept)
+              and (ref := _INCIDENT_REF.match(token))):
             args.incident = int(ref.group(1))
         else:
             kept.append((token, start, end))

@@ -16,23 +16,22 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import config as config_module
-from bot import export
-from bot.app import DEFAULT_API_URL, SlackBot, SlackEnv, web_client
 from bot.config import Config, ConfigError
-from bot.console import Local
-from bot.dispatch import Dispatcher
 from bot.jsonlog import configure as configure_logging
-from bot.manifest import manifest
-from bot.outbox import Outbox
-from bot.render import Renderer
-from bot.schedule import WeeklyReport
-from bot.store import Store
-from bot.times import TimeParseError, clock_starting_at, parse_when, utc_now
+from bot.times import TimeParseError, clock_starting_at, parse_since, utc_now
 from commands import registry, sections
+
+if TYPE_CHECKING:
+    from bot.app import SlackEnv
+    from bot.store import Store
+
+# Each mode imports what it needs when it runs (Slack's SDK, gunicorn, the renderer): `oncall-bot
+# run` and `export` are a fresh process per call, and start-up is most of what they cost.
 
 DEFAULT_PORT = 3000
 SOCKET_DRAIN_SECONDS = 8
@@ -90,11 +89,13 @@ def _parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", help="show the weekly report, or post it (once per week)")
     summary.add_argument("--week", help="ISO week like 2026-W47 (default: last week)")
-    summary.add_argument("--post", action="store_true", help="post it to [slack] summary_channel")
+    shown_or_posted = summary.add_mutually_exclusive_group()
+    shown_or_posted.add_argument("--post", action="store_true", help="post it to [slack] summary_channel")
+    shown_or_posted.add_argument("--png", metavar="FILE", help="save its chart (PNG) to FILE")
     summary.set_defaults(handler=_summary)
 
     export = sub.add_parser("export", help="every incident with its timestamps and durations")
-    export.add_argument("--since", help="only incidents opened since DATE (2026-11-01, or ISO 8601 with a time)")
+    export.add_argument("--since", help="only incidents opened since DATE (2026-11-01, ISO 8601 with a time, or 7d)")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.set_defaults(handler=_export)
     return parser
@@ -104,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from bot.app import SlackBot
     from bot.server import Server
+    from bot.store import Store
 
     configure_logging()
     paths = _paths()
@@ -118,6 +121,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _socket(args: argparse.Namespace) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.app import SlackBot
 
     configure_logging()
     paths = _paths()
@@ -138,6 +143,8 @@ def _socket(args: argparse.Namespace) -> int:
 
 
 def _console(args: argparse.Namespace) -> int:
+    from bot.console import Local
+
     configure_logging(logging.WARNING)
     paths = _paths()
     local = Local(_store(paths), _config(paths), registry(), args.clock)
@@ -145,6 +152,8 @@ def _console(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bot.console import Local
+
     configure_logging(logging.WARNING)
     words = [word for word in args.text if word != "--json"]
     as_json = args.json or len(words) != len(args.text)
@@ -157,6 +166,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
+    from bot.manifest import manifest
+
     if args.http_url is not None and not re.match(r"^https?://[^\s/]+", args.http_url):
         raise StartupError(f"--http-url: {args.http_url!r} is not an http(s) URL, like "
                            "https://oncall.example.com/slack/events")
@@ -165,6 +176,13 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from bot.app import web_client, workspace_url
+    from bot.console import Local
+    from bot.dispatch import Dispatcher
+    from bot.outbox import Outbox
+    from bot.render import Renderer
+    from bot.schedule import WeeklyReport, WeekNotOver, check_over
+
     configure_logging(logging.WARNING)
     paths = _paths()
     config = _config(paths)
@@ -173,17 +191,29 @@ def _summary(args: argparse.Namespace) -> int:
     if week and not re.match(r"^\d{4}-W\d{2}$", week):
         raise StartupError(f"--week: {args.week!r} is not an ISO week like 2026-W47")
     if not args.post:
-        return Local(store, config, registry(), args.clock).run(f"/mttr report {week or 'last-week'}",
-                                                             as_json=False, out=sys.stdout, err=sys.stderr)
+        return Local(store, config, registry(), args.clock).run(
+            f"/mttr report {week or 'last-week'}", as_json=False, out=sys.stdout, err=sys.stderr,
+            save_file=Path(args.png) if args.png else None)
     channel = config.slack.summary_channel
     if not channel:
         raise StartupError(f"{config.source}: slack.summary_channel: not set; the report has nowhere to go")
+    week = week or _last_week(config, args.clock())
+    try:
+        check_over(week, args.clock(), config.timezone)
+    except (ValueError, OverflowError):
+        raise StartupError(f"--week: {week} is not a week") from None
+    except WeekNotOver as error:
+        print(f"{error}: its report is posted once, when it is over, so nothing was posted "
+              "(without --post it is shown).", file=sys.stderr)
+        return 1
     env = _slack_env(mode="post")
     renderer = Renderer(config.timezone, args.clock)
-    outbox = Outbox(store, web_client(env), renderer, args.clock)
+    client = web_client(env)
+    renderer.workspace_url = workspace_url(client)   # the slowest incidents link to their threads
+    outbox = Outbox(store, client, renderer, args.clock)
     report = WeeklyReport(store, config, Dispatcher(store, config, registry(), args.clock), outbox, args.clock)
-    week = week or _last_week(config, args.clock())
-    if report.post(week) is None:
+    posted = report.post(week)
+    if posted is None:
         claimed = store.report_claimed(week)
         print(f"The report of {week} was already posted to {claimed['channel']} ({claimed['claimed_at']}); "
               "nothing was posted.", file=sys.stderr)
@@ -204,16 +234,23 @@ def _last_week(config: Config, now: datetime) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from bot import export
+
     configure_logging(logging.WARNING)
     paths = _paths()
     config = _config(paths)
     since = None
     if args.since:
         try:
-            since = parse_when(args.since if "T" in args.since or " " in args.since else f"{args.since}T00:00",
-                               args.clock(), config.timezone)
-        except TimeParseError as error:
-            raise StartupError(f"--since: {error}") from None
+            day = date.fromisoformat(args.since.strip())
+        except ValueError:
+            try:
+                since = parse_since(args.since, args.clock(), config.timezone)
+            except TimeParseError:
+                raise StartupError(f"--since: {args.since!r} is not a date; write it like 2026-11-01, "
+                                   "2026-11-01T14:00, or a duration back from now like 7d") from None
+        else:
+            since = datetime.combine(day, time(), config.timezone)
     export.write(_store(paths), since, args.format, sys.stdout)
     return 0
 
@@ -235,6 +272,8 @@ def _config(paths: Paths) -> Config:
 
 
 def _store(paths: Paths) -> Store:
+    from bot.store import Store
+
     if not paths.db.parent.is_dir():
         raise StartupError(f"ONCALL_DB: {paths.db}: the directory {paths.db.parent} does not exist")
     try:
@@ -259,6 +298,8 @@ def _clock() -> Callable[[], datetime]:
 
 def _slack_env(*, mode: str) -> SlackEnv:
     """The Slack settings `mode` (serve, socket or post) needs, each checked."""
+    from bot.app import DEFAULT_API_URL, SlackEnv
+
     required = {"SLACK_BOT_TOKEN": "the bot token (xoxb-…) from your Slack app's OAuth & Permissions page"}
     if mode == "serve":
         required["SLACK_SIGNING_SECRET"] = "from your Slack app's Basic Information page"

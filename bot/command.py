@@ -8,14 +8,16 @@ where it goes). It never imports Slack; the frame turns the reply into Block Kit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from bot.config import Config
 from bot.store import Incident, Store
+
+Args = TypeVar("Args")
 
 
 class Audience(StrEnum):
@@ -77,6 +79,12 @@ class Context:
     def now(self) -> datetime:
         return self.clock()
 
+    @overload
+    def incident(self, ref: int | None, *, required: Literal[True] = True) -> Incident: ...
+
+    @overload
+    def incident(self, ref: int | None, *, required: bool) -> Incident | None: ...
+
     def incident(self, ref: int | None, *, required: bool = True) -> Incident | None:
         """`#12` when given, else the open incident of this channel.
 
@@ -100,13 +108,24 @@ class Context:
         return None
 
 
+    @staticmethod
+    def incident_about(incident: Incident | None, services: Iterable[str], ref: int | None) -> Incident | None:
+        """`incident`, when an answer about `services` belongs in it: it was named (`ref`, the #N
+        typed), it has no service, or that is the only one. Else None: the answer is given, but not
+        recorded in the channel's incident nor posted in its thread (`/deploys web` typed in
+        checkout's incident channel)."""
+        if incident is None or ref is not None or incident.service is None:
+            return incident
+        return incident if set(services) == {incident.service} else None
+
+
 @dataclass(frozen=True)
-class Command:
+class Command(Generic[Args]):
     name: str                                  # typed as /name
     description: str                           # one line, shown in Slack's command picker
     usage: str                                 # the usage hint: what may follow the command
-    parse: Callable[[str], Any]                # text -> arguments, or UsageError
-    run: Callable[[Context, Any], Reply]       # arguments -> reply, or UsageError / CommandError
+    parse: Callable[[str], Args]               # text -> arguments, or UsageError
+    run: Callable[[Context, Args], Reply]      # arguments -> reply, or UsageError / CommandError
     help_data: Callable[[Config], dict[str, Any]] = lambda config: {}   # what the help template shows
 
     @property

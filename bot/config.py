@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn, Self
+from typing import Any, ClassVar, NoReturn, Self, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.redact import RedactionSettings
@@ -199,7 +199,7 @@ def _parse_redaction(table: Table) -> RedactionSettings:
     for kind in patterns_table.keys():
         if not _REDACTION_KIND.match(kind):
             patterns_table.fail(kind, "a kind is lowercase letters, digits and _ (it is shown as [redacted:kind])")
-        pattern = patterns_table.string(kind, None)
+        pattern = patterns_table.required_string(kind, "must not be empty")
         try:
             compiled = re.compile(pattern)
         except re.error as error:
@@ -257,6 +257,12 @@ class Table:
         value = self._get(key)
         return Table({} if value is None else value, self.where(key), self.file)
 
+    @overload
+    def string(self, key: str, default: str, *, expand_env: bool = False) -> str: ...
+
+    @overload
+    def string(self, key: str, default: None, *, expand_env: bool = False) -> str | None: ...
+
     def string(self, key: str, default: str | None, *, expand_env: bool = False) -> str | None:
         value = self._get(key)
         if value is None:
@@ -275,7 +281,6 @@ class Table:
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
         value = self.string(key, default)
-        assert value is not None
         if value not in choices:
             self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
         return value

@@ -10,6 +10,7 @@ import getpass
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
 from bot import redact
@@ -41,9 +42,19 @@ class Local:
         return self.dispatcher.run(Invocation(command=name, text=text, user=self.user, channel=CHANNEL,
                                               request_id=f"local-{self._count}"))
 
-    def run(self, line: str, *, as_json: bool, out: TextIO, err: TextIO) -> int:
-        """`oncall-bot run`: one command; the text (or the data as JSON) on stdout, errors on stderr."""
+    def run(self, line: str, *, as_json: bool, out: TextIO, err: TextIO, save_file: Path | None = None) -> int:
+        """`oncall-bot run`: one command; the text (or the data as JSON) on stdout, errors on stderr.
+
+        `save_file`: where the file the reply carries (a chart) is written.
+        """
         reply = self.invoke(line)
+        if save_file is not None and reply.files:
+            try:
+                save_file.write_bytes(reply.files[0].content)
+            except OSError as error:
+                print(f"{save_file}: cannot write: {error.strerror}", file=err)
+                return EXIT_CODES[Outcome.FAILED]
+            print(f"Saved {reply.files[0].filename} as {save_file}.", file=err)
         if as_json:
             print(to_json(redact.redact_data(reply.data, default=json_default), indent=2), file=out)
         else:

@@ -54,7 +54,7 @@ class Dispatcher:
             denial = self.access.check(name, invocation.user, invocation.channel)
             if denial is not None:
                 log.info("denied /%s to %s in %s", name, invocation.user, invocation.channel)
-                return Reply("denied", asdict(denial), outcome=Outcome.FAILED)
+                return Reply("denied", {**asdict(denial), "user": invocation.user}, outcome=Outcome.FAILED)
         if invocation.text.strip().lower() in HELP_WORDS:
             data = {**command.help_data(self.config), "command": command, "config": self.config}
             return Reply(command.help_template, data)

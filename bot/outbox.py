@@ -18,15 +18,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
 
 from bot.command import Audience, Reply
 from bot.dispatch import Invocation
 from bot.jsonlog import request_id
 from bot.render import Renderer, SlackMessage
-from bot.store import OutboxItem, Store
+from bot.store import Incident, OutboxItem, Store
 
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF_SECONDS = 60
@@ -56,7 +56,6 @@ class Outbox:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._http = httpx.Client(timeout=RESPONSE_URL_TIMEOUT)
 
     def progress(self, reply: Reply, invocation: Invocation, message_id: int | None) -> int:
         """Show a command's progress: the first time as a message (in the incident thread or the
@@ -113,11 +112,15 @@ class Outbox:
                 "response_url": invocation.response_url}
 
     def _enqueue_message(self, kind: str, message: SlackMessage, *, target: int | None = None, **where: Any) -> None:
-        payload = {"text": message.text, "blocks": message.blocks, **({"target": target} if target else {})}
+        blocks = message.blocks
+        if message.overflow is not None and kind == "ephemeral":
+            # A private answer cannot carry a file: it goes to the asker's direct messages, and the answer says so.
+            blocks = blocks[:-1] + self.renderer.slack("overflow_private", {}).blocks
+        payload = {"text": message.text, "blocks": blocks, **({"target": target} if target else {})}
         self.store.enqueue(kind=kind, payload=payload, **where)
         if message.overflow is not None and kind != "update":
             upload = {"content": message.overflow, "filename": "oncall-bot.txt", "title": message.text[:100]}
-            if kind == "ephemeral":  # a private answer's file goes to the asker's direct messages
+            if kind == "ephemeral":
                 self.store.enqueue(kind="upload_dm", payload=upload, **{**where, "incident_id": None})
             else:
                 self.store.enqueue(kind="upload", payload=upload, **where)
@@ -192,8 +195,9 @@ class Outbox:
         incident = self.store.incident(item.incident_id) if item.incident_id else None
         if item.kind == "announce":
             response = self._call("chat_postMessage", channel=item.channel, **payload)
-            self.store.update_incident(item.incident_id, thread_ts=response["ts"],
-                                       announce_channel=response["channel"])
+            if item.incident_id is not None:
+                self.store.update_incident(item.incident_id, thread_ts=response["ts"],
+                                           announce_channel=response["channel"])
             return response
         if item.kind == "message":
             return self._call("chat_postMessage", **self._where(item, incident), **payload)
@@ -223,7 +227,7 @@ class Outbox:
         raise PermanentFailure(f"unknown outbox item kind {item.kind!r}")
 
     @staticmethod
-    def _where(item: OutboxItem, incident: object | None) -> dict[str, str]:
+    def _where(item: OutboxItem, incident: Incident | None) -> dict[str, str | None]:
         if incident is None:
             return {"channel": item.channel}
         where = {"channel": incident.announce_channel or incident.channel}
@@ -234,14 +238,16 @@ class Outbox:
     def _ephemeral(self, item: OutboxItem) -> None:
         if item.response_url:
             body = {"response_type": "ephemeral", "replace_original": False, **item.payload}
+            webhook = WebhookClient(item.response_url, timeout=RESPONSE_URL_TIMEOUT,
+                                    retry_handlers=self.client.retry_handlers)
             try:
-                response = self._http.post(item.response_url, json=body)
-            except httpx.HTTPError as error:
+                response = webhook.send_dict(body)
+            except (OSError, http.client.HTTPException) as error:
                 raise TransientFailure(f"response_url: {type(error).__name__}: {error}") from None
             if response.status_code == 429 or response.status_code >= 500:
                 raise TransientFailure(f"response_url answered {response.status_code}")
             if response.status_code >= 400:
-                raise PermanentFailure(f"response_url answered {response.status_code}: {response.text[:200]}")
+                raise PermanentFailure(f"response_url answered {response.status_code}: {response.body[:200]}")
             return
         if item.channel is None:  # asked from the App Home: no channel to whisper in, so a direct message
             direct = self._call("conversations_open", users=item.user)["channel"]["id"]
@@ -255,7 +261,7 @@ class Outbox:
             try:
                 return getattr(self.client, method)(**arguments).data
             except SlackApiError as error:
-                if error.response.get("error") != "not_in_channel" or not channel:
+                if error.response.get("error") != "not_in_channel" or not isinstance(channel, str):
                     raise
                 self.client.conversations_join(channel=channel)
                 return getattr(self.client, method)(**arguments).data

@@ -57,7 +57,7 @@ def _around(kind: str) -> Callable[[re.Match[str]], str]:
     return replace
 
 
-def _secret_value(match: re.Match[str]) -> str:
+def _secret_value(match: re.Match[str], closing: str = "") -> str:
     key = match.group("key").lower()
     kind = ("password" if "pass" in key or "pwd" in key else
             "api_key" if "api" in key or "access" in key else
@@ -65,15 +65,21 @@ def _secret_value(match: re.Match[str]) -> str:
     value = match.group("value")
     quote = next((q for q in ('\\"', '"', "'") if value.startswith(q) and value.endswith(q) and len(value) > len(q)),
                  "")
-    return f"{match.group('key')}{match.group('sep')}{quote}[redacted:{kind}]{quote}"
+    return f"{match.group('key')}{match.group('sep')}{quote}[redacted:{kind}]{quote}{closing}"
 
 
 def _unquoted_secret_value(match: re.Match[str]) -> str:
-    """`password: x` and `password = x` also occur in prose ("token: 3 of 5 used"): short values are left."""
-    value = match.group("value")
-    if match.group("sep") != "=" and value[0] not in "\"'" and len(value) < MIN_LOOSE_SECRET:
+    """`password: x` and `password = x` also occur in prose ("token: 3 of 5 used"): short values are left.
+
+    Inside parentheses the last `)` closes them, not the value: MySQL's "(using password: YES)".
+    """
+    value, closing = match.group("value"), ""
+    before = match.string[:match.start()]
+    if value.endswith(")") and before.count("(") > before.count(")"):
+        value, closing = value[:-1], ")"
+    if match.group("sep") != "=" and value[:1] not in "\"'" and len(value) < MIN_LOOSE_SECRET:
         return match.group(0)
-    return _secret_value(match)
+    return _secret_value(match, closing)
 
 
 def _card(match: re.Match[str]) -> str:

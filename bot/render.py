@@ -173,8 +173,9 @@ def _context(*items: Any) -> Markup:
     return _mark("context", *(item for item in items if item))
 
 
-def _buttons(*buttons: tuple[str, str] | tuple[str, str, str]) -> Markup:
-    """Each button is (label, command text it runs[, "primary" | "danger"])."""
+def _buttons(*buttons: tuple[str, ...]) -> Markup:
+    """Each button is (label, command text it runs[, "primary" | "danger" | ""[, question, no]]):
+    with a question, Slack asks it first (a confirm dialog: the label says yes, `no` says no)."""
     return _mark("buttons", *buttons)
 
 
@@ -211,7 +212,7 @@ def _split_blocks(rendered: str) -> Iterable[Block]:
         yield from _section(rendered[position:match.start()])
         kind, payload = match.group(1), match.group(2)
         if kind in ("context", "buttons"):
-            items = tuple(tuple(item.split(_FIELD)) for item in payload.split(_ITEM) if item)
+            items = tuple(_fields(item) for item in payload.split(_ITEM) if item)
             if items:
                 yield Block(kind, items=items)
         elif kind == "divider":
@@ -220,6 +221,19 @@ def _split_blocks(rendered: str) -> Iterable[Block]:
             yield Block(kind, text=payload.strip("\n") if kind == "code" else payload.strip())
         position = match.end()
     yield from _section(rendered[position:])
+
+
+def _fields(item: str) -> tuple[str, ...]:
+    """An item's fields, split at _FIELD except inside an inline marker (a channel, a link), whose
+    own fields are its parts."""
+    fields, inside = [""], False
+    for piece in re.split(f"([{_INLINE}{_FIELD}])", item):
+        if piece == _FIELD and not inside:
+            fields.append("")
+            continue
+        inside ^= piece == _INLINE
+        fields[-1] += piece
+    return tuple(fields)
 
 
 def _section(text: str) -> Iterable[Block]:
@@ -275,11 +289,13 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
                 for i in range(0, len(elements), MAX_CONTEXT)]
     if block.kind == "buttons":
         buttons = []
-        for index, (label, value, *style) in enumerate(block.items):
+        for index, (label, value, *extra) in enumerate(block.items):
             button = {"type": "button", "action_id": f"run:{index}", "value": html.unescape(value),
                       "text": {"type": "plain_text", "text": _slack_inline(label)[:75], "emoji": True}}
-            if style and style[0] in ("primary", "danger"):
-                button["style"] = style[0]
+            if extra and extra[0] in ("primary", "danger"):
+                button["style"] = extra[0]
+            if len(extra) == 3:
+                button["confirm"] = _confirm(label, question=extra[1], no=extra[2])
             buttons.append(button)
         return [{"type": "actions", "elements": buttons[i:i + MAX_BUTTONS]}
                 for i in range(0, len(buttons), MAX_BUTTONS)]
@@ -287,6 +303,15 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
         body = _slack_inline(block.text).replace("```", "`\u200b``")
         return [_mrkdwn_section(f"```\n{chunk}\n```") for chunk in _chunks(body, MAX_SECTION - 8)]
     return [_mrkdwn_section(chunk) for chunk in _chunks(_slack_inline(block.text), MAX_SECTION)]
+
+
+def _confirm(label: str, *, question: str, no: str) -> dict[str, Any]:
+    """Slack's confirm dialog for a button: its label is the title and the yes."""
+    def plain(text: str, size: int) -> dict[str, Any]:
+        return {"type": "plain_text", "text": _slack_inline(text)[:size], "emoji": True}
+
+    return {"title": plain(label, 100), "text": {"type": "mrkdwn", "text": _slack_inline(question)[:300]},
+            "confirm": plain(label, 30), "deny": plain(no, 30)}
 
 
 def _mrkdwn_section(text: str) -> dict[str, Any]:

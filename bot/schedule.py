@@ -16,7 +16,8 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from bot.command import Outcome
 from bot.config import Config
@@ -42,6 +43,25 @@ def due_week(now: datetime, config: Config) -> str | None:
         return None
     year, week, _ = (monday - timedelta(days=7)).isocalendar()
     return f"{year}-W{week:02d}"
+
+
+class WeekNotOver(Exception):
+    """A week's report is posted once, so never before the week is over: it would claim the week
+    with partial numbers, and the real report would never go out."""
+
+
+def week_end(week: str, tz: ZoneInfo) -> datetime:
+    """The Monday 00:00 (in `tz`) after the ISO week "2026-W47", in UTC; ValueError for no such week."""
+    year, number = (int(part) for part in week.upper().split("-W"))
+    monday = datetime.fromisocalendar(year, number, 1) + timedelta(days=7)
+    return monday.replace(tzinfo=tz).astimezone(UTC)
+
+
+def check_over(week: str, now: datetime, tz: ZoneInfo) -> None:
+    """WeekNotOver unless the ISO week `week` has ended at `now`; ValueError for no such week."""
+    ends = week_end(week, tz)
+    if now < ends:
+        raise WeekNotOver(f"{week} is not over until {ends.astimezone(tz):%a %d %b %H:%M %Z}")
 
 
 class WeeklyReport:
@@ -81,7 +101,11 @@ class WeeklyReport:
         return self.post(week)
 
     def post(self, week: str) -> str | None:
-        """Write `week`'s report to the outbox unless its week was claimed; the week, if posted."""
+        """Write `week`'s report to the outbox unless its week was claimed; the week, if posted.
+
+        WeekNotOver (nothing claimed, nothing written) for a week that has not ended yet.
+        """
+        check_over(week, self.clock(), self.config.timezone)
         channel = self.config.slack.summary_channel
         invocation = Invocation(REPORT_COMMAND, REPORT_TEXT.format(week=week), BOT_USER, channel,
                                 request_id=f"report-{week}")

@@ -1,9 +1,13 @@
-"""SQLite through sqlite-utils: incidents, their timeline, deliveries seen, the outbox, migrations.
+"""SQLite: incidents, their timeline, deliveries seen, the outbox, weekly reports; each a named operation.
 
 Concurrency: one connection per thread, WAL, a busy timeout, and every read-then-write unit in a
 `BEGIN IMMEDIATE` transaction (`Store.write()`): with threads, deferred read-then-write
 transactions fail with "database is locked" even under a busy timeout, immediate ones wait their
-turn. sqlite-utils nests its own writes inside ours as savepoints.
+turn.
+
+The schema is versioned with sqlite-utils' migrations, imported only when one is still to be
+applied (a process that finds the schema current, like every `oncall-bot run`, does not load it);
+the operations are plain SQL on the standard library's driver.
 
 The file stays friendly to outside tools: plain columns, times as ISO 8601 UTC text.
 """
@@ -19,26 +23,26 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from typing import TYPE_CHECKING, Any
 
 from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.times import from_iso, to_iso
+
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
 
 BUSY_TIMEOUT_MS = 15_000
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 SEVERITIES = (1, 2, 3, 4)     # SEV1 is the worst
 
-migrations = Migrations("oncall-bot")
+MIGRATION_SET = "oncall-bot"
 
 
-@migrations(name="0001_incidents_timeline_outbox")
 def _initial_schema(db: sqlite_utils.Database) -> None:
-    db["incidents"].create(
+    db.table("incidents").create(
         {
             "id": int, "title": str, "severity": int, "service": str, "status": str,
             "opened_by": str, "opened_at": str, "started_at": str,
@@ -50,21 +54,21 @@ def _initial_schema(db: sqlite_utils.Database) -> None:
         not_null={"title", "severity", "status", "opened_by", "opened_at", "started_at"},
         defaults={"reopened": 0},
     )
-    db["incidents"].create_index(["status"])
-    # Covers the MTTR query, so a window of any size is read from the index alone.
-    db["incidents"].create_index(["resolved_at", "started_at", "acknowledged_at", "opened_at", "severity", "service"],
-                                 index_name="incidents_resolution")
-    db["incidents"].create_index(["opened_at"])
-    db["events"].create(
+    db.table("incidents").create_index(["status"])
+    db.table("incidents").create_index(
+        ["resolved_at", "started_at", "acknowledged_at", "opened_at", "severity", "service"],
+        index_name="incidents_resolution")
+    db.table("incidents").create_index(["opened_at"])
+    db.table("events").create(
         {"id": int, "incident_id": int, "at": str, "user": str, "kind": str, "text": str, "data": str},
         pk="id",
         not_null={"incident_id", "at", "kind"},
         foreign_keys=[("incident_id", "incidents", "id")],
     )
-    db["events"].create_index(["incident_id"])
-    db["deliveries"].create({"key": str, "received_at": str}, pk="key")
-    db["deliveries"].create_index(["received_at"])
-    db["outbox"].create(
+    db.table("events").create_index(["incident_id"])
+    db.table("deliveries").create({"key": str, "received_at": str}, pk="key")
+    db.table("deliveries").create_index(["received_at"])
+    db.table("outbox").create(
         {
             "id": int, "created_at": str, "request_id": str, "kind": str, "incident_id": int,
             "channel": str, "user": str, "response_url": str, "payload": str,
@@ -76,24 +80,22 @@ def _initial_schema(db: sqlite_utils.Database) -> None:
         defaults={"attempts": 0},
     )
     db.execute("CREATE INDEX outbox_pending ON outbox(id) WHERE sent_at IS NULL AND failed_at IS NULL")
-    db["heartbeat"].create({"id": int, "at": str}, pk="id")
+    db.table("heartbeat").create({"id": int, "at": str}, pk="id")
 
 
-@migrations(name="0002_incident_cause_and_weekly_reports")
 def _cause_and_reports(db: sqlite_utils.Database) -> None:
-    db["incidents"].add_column("cause", str)
-    db["reports"].create(
+    db.table("incidents").add_column("cause", str)
+    db.table("reports").create(
         {"week": str, "channel": str, "claimed_at": str, "claimed_by": str, "data": str},
         pk="week",
         not_null={"claimed_at"},
     )
 
 
-@migrations(name="0003_outbox_remembers_where_messages_went")
 def _sent_message_ids(db: sqlite_utils.Database) -> None:
     # A message updated in place later (a command's progress) is found by the ts Slack gave it.
-    db["outbox"].add_column("sent_channel", str)
-    db["outbox"].add_column("sent_ts", str)
+    db.table("outbox").add_column("sent_channel", str)
+    db.table("outbox").add_column("sent_ts", str)
 
 
 _SECONDS = "CAST(round((julianday({end}) - julianday({start})) * 86400) AS INTEGER)"
@@ -101,17 +103,57 @@ _DURATIONS = (f"time_to_resolve = {_SECONDS.format(start='started_at', end='reso
               f"time_to_acknowledge = {_SECONDS.format(start='opened_at', end='acknowledged_at')}")
 
 
-@migrations(name="0004_incident_durations")
 def _durations(db: sqlite_utils.Database) -> None:
     # Kept beside the times they come from (the store sets them on every write), so /mttr reads
     # numbers from one covering index per severity instead of parsing two dates per row.
-    db["incidents"].add_column("time_to_resolve", int)
-    db["incidents"].add_column("time_to_acknowledge", int)
+    db.table("incidents").add_column("time_to_resolve", int)
+    db.table("incidents").add_column("time_to_acknowledge", int)
     db.execute(f"UPDATE incidents SET {_DURATIONS}")
     db.execute("DROP INDEX incidents_resolution")
-    db["incidents"].create_index(["resolved_at"])
-    db["incidents"].create_index(["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service"],
-                                 index_name="incidents_durations")
+    db.table("incidents").create_index(["resolved_at"])
+    db.table("incidents").create_index(
+        ["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service"],
+        index_name="incidents_durations")
+
+
+_MIGRATIONS = (
+    ("0001_incidents_timeline_outbox", _initial_schema),
+    ("0002_incident_cause_and_weekly_reports", _cause_and_reports),
+    ("0003_outbox_remembers_where_messages_went", _sent_message_ids),
+    ("0004_incident_durations", _durations),
+)
+
+
+def migrations() -> Migrations:
+    """The schema's migrations, in order, as sqlite-utils applies them."""
+    from sqlite_utils.migrations import Migrations
+
+    versions = Migrations(MIGRATION_SET)
+    for name, migration in _MIGRATIONS:
+        versions(name=name)(migration)
+    return versions
+
+
+# What `oncall-bot export` gives of an incident, and the columns it comes from.
+EXPORT_COLUMNS = (
+    "id", "title", "severity", "service", "status", "cause",
+    "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
+    "resolved_by", "resolved_at", "resolution", "reopened",
+    "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
+)
+_EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
+                     "time_to_resolve_seconds": "time_to_resolve"}.get(name, name)) for name in EXPORT_COLUMNS]
+# Columns whose text came from people (the others are numbers, times, ids and states the bot wrote).
+_TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by"}
+_FORMULA_START = "'[=+@\t\r-]*'"
+_NEEDS_QUOTES = "'*[\",\r\n]*'"
+
+
+def _csv_cell(column: str) -> str:
+    """SQL for one CSV cell of `column` (NULL is printed empty)."""
+    escaped = f"""replace({column}, '"', '""')"""
+    return (f"""CASE WHEN {column} GLOB {_FORMULA_START} THEN '"''' || {escaped} || '"' """
+            f"""WHEN {column} GLOB {_NEEDS_QUOTES} THEN '"' || {escaped} || '"' ELSE {column} END""")
 
 
 @dataclass(frozen=True)
@@ -198,22 +240,38 @@ class Store:
     def __init__(self, path: Path | str):
         self.path = str(path)
         self._local = threading.local()
-        with self._transaction() as db:
-            migrations.apply(db)
+        if not self._schema_is_current():
+            import sqlite_utils
+
+            with self._transaction() as db:
+                migrations().apply(sqlite_utils.Database(db))
+
+    def _schema_is_current(self) -> bool:
+        try:
+            applied = {row[0] for row in self._db.execute(
+                "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET])}
+        except sqlite3.OperationalError:   # no such table: a new database
+            return False
+        return applied >= {name for name, _ in _MIGRATIONS}
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> sqlite3.Connection:
         """This thread's connection, in autocommit mode: each read sees the latest commit."""
-        db = getattr(self._local, "db", None)
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            db = self._local.db = sqlite_utils.Database(conn)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            self._local.db = db
         return db
+
+    def _rows(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        cursor = self._db.execute(sql, params if isinstance(params, dict) else list(params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -223,22 +281,22 @@ class Store:
             yield
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite_utils.Database]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One immediate transaction; re-entrant within a thread."""
         db = self._db
-        if db.conn.in_transaction:
+        if db.in_transaction:
             yield db
             return
-        db.conn.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")
         try:
             yield db
         except BaseException:
-            db.conn.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        db.conn.execute("COMMIT")
+        db.execute("COMMIT")
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is not None:
             db.close()
             self._local.db = None
@@ -246,7 +304,7 @@ class Store:
     # -- incidents -------------------------------------------------------------------------
 
     def incident(self, incident_id: int) -> Incident | None:
-        rows = list(self._db.query("SELECT * FROM incidents WHERE id = ?", [incident_id]))
+        rows = self._rows("SELECT * FROM incidents WHERE id = ?", [incident_id])
         return Incident.from_row(rows[0]) if rows else None
 
     def _incidents(self, where: str, params: list[Any], *, order: str = "id",
@@ -254,7 +312,7 @@ class Store:
         sql = f"SELECT * FROM incidents WHERE {where} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [Incident.from_row(row) for row in self._db.query(sql, params)]
+        return [Incident.from_row(row) for row in self._rows(sql, params)]
 
     def open_incidents(self, channel: str | None = None, *, service: str | None = None,
                        severity: int | None = None) -> list[Incident]:
@@ -282,11 +340,26 @@ class Store:
                                 [user, title, to_iso(since), RESOLVED], order="id DESC", limit=1)
         return twins[0] if twins else None
 
-    def incidents_opened_since(self, since: datetime | None) -> Iterator[Incident]:
-        """Every incident opened since `since` (all when None), by number, read as they are consumed."""
+    def export(self, since: datetime | None, output_format: str) -> Iterator[list[str]]:
+        """Every incident opened since `since` (all when None), by number, formatted as CSV lines
+        (RFC 4180, without their line ends) or JSON objects, one per row of EXPORT_COLUMNS, in
+        batches.
+
+        SQLite formats the rows as it reads them (printf, json_object), so 100,000 incidents cost
+        a small multiple of what the sqlite3 shell takes, and no cell becomes a Python value. A CSV
+        cell people typed is quoted when it holds a quote, comma or line break; one a spreadsheet
+        would run as a formula (starting with =, +, -, @, tab or CR) is quoted behind a ' that
+        keeps it text (OWASP's rule).
+        """
         where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
-        for row in self._db.query(f"SELECT * FROM incidents WHERE {where} ORDER BY id", params):
-            yield Incident.from_row(row)
+        if output_format == "json":
+            row = "json_object(" + ", ".join(f"'{name}', {column}" for name, column in _EXPORTED) + ")"
+        else:
+            cells = [_csv_cell(column) if column in _TYPED_BY_PEOPLE else column for _, column in _EXPORTED]
+            row = "printf('" + ",".join("%s" for _ in cells) + "', " + ", ".join(cells) + ")"
+        cursor = self._db.execute(f"SELECT {row} FROM incidents WHERE {where} ORDER BY id", params)
+        while rows := cursor.fetchmany(1000):
+            yield [text for (text,) in rows]
 
     # -- what /mttr and the weekly report count --------------------------------------------------
 
@@ -332,33 +405,40 @@ class Store:
         return self._incidents("resolved_at >= ? AND resolved_at < ? AND cause LIKE 'deploy:%'",
                                [to_iso(start), to_iso(end)])
 
-    def earlier_signatures(self, signatures: Iterable[str], excluding: int | None) -> list[tuple[int, str]]:
-        """(incident, signature) for each of `signatures` recorded by /triage or /logs in another
-        incident's timeline, newest incident first."""
+    def earlier_signatures(self, signatures: Iterable[str], service: str,
+                           excluding: int | None) -> list[tuple[int, str]]:
+        """(incident, signature) for each of `signatures` that /triage or /logs recorded about `service`
+        in another incident's timeline, newest incident first. A triage event recorded before it named
+        its service is taken as about its incident's service."""
         wanted = list(signatures)
         if not wanted:
             return []
         marks = ",".join("?" * len(wanted))
         this = -1 if excluding is None else excluding
         return self._db.execute(
-            f"""SELECT DISTINCT e.incident_id, s.value FROM events AS e, json_each(e.data, '$.signatures') AS s
+            f"""SELECT DISTINCT e.incident_id, s.value FROM events AS e
+                JOIN incidents AS i ON i.id = e.incident_id, json_each(e.data, '$.signatures') AS s
                 WHERE e.kind = 'triage' AND e.incident_id != ? AND s.value IN ({marks})
+                  AND COALESCE(json_extract(e.data, '$.service'), i.service) = ?
                 UNION
                 SELECT DISTINCT e.incident_id, json_extract(l.value, '$.signature') FROM events AS e,
                        json_each(e.data, '$.events') AS l
                 WHERE e.kind = 'logs' AND e.incident_id != ? AND json_extract(l.value, '$.signature') IN ({marks})
+                  AND json_extract(e.data, '$.service') = ?
                 ORDER BY 1 DESC""",
-            [this, *wanted, this, *wanted]).fetchall()
+            [this, *wanted, service, this, *wanted, service]).fetchall()
 
     def insert_incident(self, **fields: Any) -> int:
         with self._transaction() as db:
-            incident_id = db["incidents"].insert(_stored(fields)).last_pk
+            incident_id = _insert(db, "incidents", _stored(fields))
             db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id = ?", [incident_id])
             return incident_id
 
     def update_incident(self, incident_id: int, **fields: Any) -> None:
+        stored = _stored(fields)
         with self._transaction() as db:
-            db["incidents"].update(incident_id, _stored(fields))
+            db.execute(f"UPDATE incidents SET {', '.join(f'{_column(key)} = ?' for key in stored)} WHERE id = ?",
+                       [*stored.values(), incident_id])
             db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id = ?", [incident_id])
 
     # -- timeline --------------------------------------------------------------------------
@@ -366,14 +446,14 @@ class Store:
     def add_event(self, incident_id: int, *, at: datetime, user: str | None, kind: str,
                   text: str | None = None, data: dict[str, Any] | None = None) -> None:
         with self._transaction() as db:
-            db["events"].insert({
+            _insert(db, "events", {
                 "incident_id": incident_id, "at": to_iso(at), "user": user, "kind": kind,
                 "text": redact(text) if text else text,
                 "data": to_json(redact_data(data or {}, default=json_default)),
             })
 
     def events(self, incident_id: int) -> list[Event]:
-        rows = self._db.query("SELECT * FROM events WHERE incident_id = ? ORDER BY at, id", [incident_id])
+        rows = self._rows("SELECT * FROM events WHERE incident_id = ? ORDER BY at, id", [incident_id])
         return [Event(**{**row, "at": from_iso(row["at"]), "data": json.loads(row["data"] or "{}")})
                 for row in rows]
 
@@ -394,11 +474,11 @@ class Store:
                 response_url: str | None = None) -> int:
         """Queue one item for Slack; returns its id."""
         with self._transaction() as db:
-            return db["outbox"].insert({
+            return _insert(db, "outbox", {
                 "created_at": to_iso(now), "request_id": request_id, "kind": kind,
                 "incident_id": incident_id, "channel": channel, "user": user,
                 "response_url": response_url, "payload": to_json(payload),
-            }).last_pk
+            })
 
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
         """The oldest item that is due, not leased, and not behind an unsent item of its incident
@@ -411,8 +491,8 @@ class Store:
         if self.outbox_pending() == 0:  # the common idle case, without taking the write lock
             return None
         stamp = to_iso(now)
-        with self._transaction() as db:
-            rows = list(db.query(
+        with self._transaction():
+            rows = self._rows(
                 """
                 SELECT * FROM outbox AS o
                 WHERE sent_at IS NULL AND failed_at IS NULL
@@ -425,11 +505,11 @@ class Store:
                 ORDER BY id LIMIT 1
                 """,
                 {"now": stamp},
-            ))
+            )
             if not rows:
                 return None
             row = rows[0]
-            db.execute("UPDATE outbox SET lease_until = ? WHERE id = ?", [to_iso(now + lease), row["id"]])
+            self._db.execute("UPDATE outbox SET lease_until = ? WHERE id = ?", [to_iso(now + lease), row["id"]])
         return OutboxItem(
             id=row["id"], kind=row["kind"], request_id=row["request_id"], incident_id=row["incident_id"],
             channel=row["channel"], user=row["user"], response_url=row["response_url"],
@@ -437,10 +517,9 @@ class Store:
         )
 
     def next_outbox_due(self) -> datetime | None:
-        rows = list(self._db.query(
-            "SELECT MIN(COALESCE(next_at, created_at)) AS due FROM outbox "
-            "WHERE sent_at IS NULL AND failed_at IS NULL"))
-        return from_iso(rows[0]["due"]) if rows and rows[0]["due"] else None
+        (due,) = self._db.execute("SELECT MIN(COALESCE(next_at, created_at)) FROM outbox "
+                                  "WHERE sent_at IS NULL AND failed_at IS NULL").fetchone()
+        return from_iso(due)
 
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
         self._db.execute(
@@ -471,11 +550,10 @@ class Store:
             "home": ("user = ?", item.user),
             "update_message": ("json_extract(payload, '$.target') = ?", item.payload.get("target")),
         }[item.kind]
-        rows = list(self._db.query(
+        return self._db.execute(
             f"SELECT 1 FROM outbox WHERE kind = ? AND {same} AND id > ? "
             "AND sent_at IS NULL AND failed_at IS NULL LIMIT 1",
-            [item.kind, value, item.id]))
-        return bool(rows)
+            [item.kind, value, item.id]).fetchone() is not None
 
     def outbox_pending(self) -> int:
         return self._db.execute(
@@ -492,11 +570,11 @@ class Store:
             return cursor.rowcount == 1
 
     def report_claimed(self, week: str) -> dict[str, Any] | None:
-        rows = list(self._db.query("SELECT * FROM reports WHERE week = ?", [week]))
+        rows = self._rows("SELECT * FROM reports WHERE week = ?", [week])
         return rows[0] if rows else None
 
     def last_report(self) -> dict[str, Any] | None:
-        rows = list(self._db.query("SELECT * FROM reports ORDER BY week DESC LIMIT 1"))
+        rows = self._rows("SELECT * FROM reports ORDER BY week DESC LIMIT 1")
         return rows[0] if rows else None
 
     # -- health ----------------------------------------------------------------------------
@@ -512,8 +590,24 @@ class Store:
             conn.close()
 
 
+def _insert(db: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
+    """Inserts `row` (column -> value) into `table`; returns the new row's id."""
+    columns = ", ".join(map(_column, row))
+    cursor = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    if cursor.lastrowid is None:
+        raise sqlite3.DatabaseError(f"an insert into {table} made no row")
+    return cursor.lastrowid
+
+
+def _column(name: str) -> str:
+    """A column named by our own code, quoted (`user` is a keyword)."""
+    if not name.isidentifier():
+        raise ValueError(f"{name!r} is not a column name")
+    return f'"{name}"'
+
+
 def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]:
-    sql, params = "", []
+    sql, params = "", list[Any]()
     if service is not None:
         sql += " AND service = ?"
         params.append(service)

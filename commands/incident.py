@@ -7,8 +7,9 @@ open opens one incident.
 
 from __future__ import annotations
 
+import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,17 +17,40 @@ from bot.args import Option, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
+from commands.deploys import find_deploy
 
 DEFAULT_SEVERITY = 3
 DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
 RECENT_LIMIT = 15
+FUTURE_SLACK = timedelta(seconds=5)      # "now" typed a moment after the clock was read
 ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline")
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """A moment in an incident's life that a user may correct with `--<option> WHEN`."""
+
+    option: str
+    field: str                        # the incident's column
+    reached_by: str | None = None     # the action that reaches it; it cannot be corrected before
+    measured_from: str | None = None  # the column its duration counts from, which it may not precede
+
+
+# In the order they happen: each may not precede the ones above it (nor what it is measured from).
+MILESTONES = (
+    Milestone("started", "started_at"),
+    Milestone("acked", "acknowledged_at", reached_by="ack", measured_from="opened_at"),
+    Milestone("resolved", "resolved_at", reached_by="resolve", measured_from="started_at"),
+)
+_MILESTONE_OPTIONS = {milestone.option: Option.WORDS for milestone in MILESTONES}
 _OPTIONS = {
     "open": {"sev": Option.VALUE, "service": Option.VALUE, "started": Option.WORDS},
-    "update": {"sev": Option.VALUE, "service": Option.VALUE, "started": Option.WORDS, "cause": Option.VALUE},
+    "update": {"sev": Option.VALUE, "service": Option.VALUE, **_MILESTONE_OPTIONS, "cause": Option.VALUE},
     "resolve": {"cause": Option.VALUE},
 }
-_CAUSE = re.compile(r"^deploy:[0-9a-f]{7,40}$")
+_LEADING_REF = re.compile(r"\s*(#\d+)(?=\s|$)")
+_CAUSE = re.compile(r"^deploy:(\S+)$", re.I)
+_HEX = re.compile(r"^[0-9a-f]{4,64}$", re.I)
 
 
 @dataclass(frozen=True)
@@ -36,39 +60,50 @@ class IncidentArgs:
     text: str = ""
     severity: int | None = None
     service: str | None = None
-    started: str | None = None
-    cause: str | None = None
+    times: dict[str, str] = field(default_factory=dict)   # milestone option -> WHEN as typed
+    cause: str | None = None                              # the deploy's ref as typed (a sha or a tag)
 
 
 def parse(text: str) -> IncidentArgs:
+    # `/incident #12 resolve …` names the incident before the action; `/incident resolve #12 …` after it.
+    leading = _LEADING_REF.match(text)
+    ref, text = (leading.group(1), text[leading.end():]) if leading else ("", text)
     match = re.match(r"\s*(\S*)(.*)", text, re.S)
-    action, rest = match.group(1).lower(), match.group(2)
+    action, rest = match.group(1).lower(), f"{ref} {match.group(2)}" if ref else match.group(2)
     if not action:
         raise UsageError("Say what to do: " + ", ".join(ACTIONS) + ".")
     if action not in ACTIONS:
-        raise UsageError(f"Unknown action {action!r}; one of " + ", ".join(ACTIONS) + ".")
+        close = difflib.get_close_matches(action, ACTIONS, n=1)
+        meant = f"Did you mean {close[0]}? " if close else ""
+        raise UsageError(f"Unknown action {action!r}. {meant}One of " + ", ".join(ACTIONS) + ".")
     action = "resolve" if action == "close" else action
-    args = parse_args(rest, _OPTIONS.get(action, {}), incident_refs=action != "open")
+    args = parse_args(rest, _OPTIONS.get(action, {}), incident_refs=action != "open", prose=True)
     severity = None
     if "sev" in args.options:
         value = str(args.options["sev"]).upper().removeprefix("SEV")
         if not value.isdigit() or int(value) not in SEVERITIES:
             raise UsageError(f"--sev must be 1, 2, 3 or 4 (1 is the worst), not {args.options['sev']!r}.")
         severity = int(value)
-    cause = args.options.get("cause")
-    if cause is not None:
-        cause = str(cause).lower()
-        if not _CAUSE.match(cause):
-            raise UsageError(f"--cause is deploy:<sha> (the commit that caused it), not {args.options['cause']!r}.")
+    cause = None
+    if "cause" in args.options:
+        typed = _CAUSE.match(str(args.options["cause"]))
+        if not typed:
+            raise UsageError(f"--cause is deploy:<sha or tag> (the deploy that caused it), "
+                             f"not {args.options['cause']!r}.")
+        cause = typed.group(1).lower() if _HEX.match(typed.group(1)) else typed.group(1)
     parsed = IncidentArgs(
         action=action, incident=args.incident, text=args.text, severity=severity,
-        service=args.options.get("service"), started=args.options.get("started"), cause=cause,
+        service=args.options.get("service"), cause=cause,
+        times={m.option: str(args.options[m.option]) for m in MILESTONES if m.option in args.options},
     )
+    if action not in ("open", "list") and parsed.incident is None and parsed.text.isdigit():
+        raise UsageError(f"Did you mean #{parsed.text}? An incident is named with #, like "
+                         f"/incident {action} #{parsed.text}.")
     if action == "open" and not parsed.text:
         raise UsageError("An incident needs a title: /incident open <title>.")
-    if action == "update" and not (parsed.text or severity or parsed.service or parsed.started or cause):
+    if action == "update" and not (parsed.text or severity or parsed.service or parsed.times or cause):
         raise UsageError("Say what changed: /incident update <note> [--sev N] [--service S] [--started WHEN] "
-                         "[--cause deploy:<sha>].")
+                         "[--acked WHEN] [--resolved WHEN] [--cause deploy:<sha>].")
     if action == "list" and parsed.text not in ("", "open", "recent"):
         raise UsageError(f"list takes open or recent, not {parsed.text!r}.")
     if action in ("status", "timeline") and parsed.text:
@@ -86,7 +121,7 @@ def run(ctx: Context, args: IncidentArgs) -> Reply:
 def _open(ctx: Context, args: IncidentArgs) -> Reply:
     now = ctx.now()
     service = _service(ctx, args.service)
-    started = _started(ctx, args.started, now, resolved_at=None) if args.started else now
+    started = _when(ctx, "started", args.times["started"], now) if "started" in args.times else now
     title = " ".join(args.text.split()) if "\n" not in args.text else args.text.strip()
     with ctx.store.write():
         twin = _double_submit(ctx, title, now)
@@ -116,6 +151,7 @@ def _ack(ctx: Context, args: IncidentArgs) -> Reply:
 
 
 def _update(ctx: Context, args: IncidentArgs) -> Reply:
+    cause = _cause(ctx, ctx.incident(args.incident), args) if args.cause else None
     now = ctx.now()
     with ctx.store.write():
         incident = ctx.incident(args.incident)
@@ -129,14 +165,13 @@ def _update(ctx: Context, args: IncidentArgs) -> Reply:
             if service != incident.service:
                 fields["service"] = service
                 changes.append({"field": "service", "old": incident.service, "new": service})
-        if args.started is not None:
-            started = _started(ctx, args.started, now, resolved_at=incident.resolved_at)
-            if started != incident.started_at:
-                fields["started_at"] = started
-                changes.append({"field": "started_at", "old": incident.started_at, "new": started})
-        if args.cause is not None and args.cause != incident.cause:
-            fields["cause"] = args.cause
-            changes.append({"field": "cause", "old": incident.cause, "new": args.cause})
+        for column, moment in _corrected_times(ctx, incident, args.times, now).items():
+            if moment != getattr(incident, column):
+                fields[column] = moment
+                changes.append({"field": column, "old": getattr(incident, column), "new": moment})
+        if cause is not None and cause != incident.cause:
+            fields["cause"] = cause
+            changes.append({"field": "cause", "old": incident.cause, "new": cause})
         if fields:
             ctx.store.update_incident(incident.id, **fields)
         for change in changes:
@@ -150,12 +185,13 @@ def _update(ctx: Context, args: IncidentArgs) -> Reply:
 
 
 def _resolve(ctx: Context, args: IncidentArgs) -> Reply:
+    cause = _cause(ctx, ctx.incident(args.incident), args) if args.cause else None
     now = ctx.now()
     with ctx.store.write():
         incident = ctx.incident(args.incident)
         if incident.status == RESOLVED:
             return _notice(incident, "already_resolved")
-        fields = {"cause": args.cause} if args.cause else {}
+        fields = {"cause": cause} if cause else {}
         ctx.store.update_incident(incident.id, status=RESOLVED, resolved_at=now, resolved_by=ctx.user,
                                   resolution=args.text or None, **fields)
         ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="resolved", text=args.text or None,
@@ -262,24 +298,69 @@ def _service(ctx: Context, name: str | None) -> str | None:
     return name
 
 
-def _started(ctx: Context, text: str, now: datetime, *, resolved_at: datetime | None) -> datetime:
+def _cause(ctx: Context, incident: Incident, args: IncidentArgs) -> str:
+    """`deploy:<full sha>` of the deploy `args.cause` names in the service's repository (the
+    service being set by this same update, else the incident's; every repository without one).
+    Read before the write transaction: git may take seconds, the store's lock must not."""
+    service = _service(ctx, args.service) if args.service is not None else incident.service
+    if service is not None and service not in ctx.config.services:
+        service = None      # a service named before it was configured: check every repository
+    return f"deploy:{find_deploy(ctx, service, args.cause).sha}"
+
+
+def _when(ctx: Context, option: str, text: str, now: datetime) -> datetime:
     try:
-        started = parse_when(text, now, ctx.config.timezone)
+        moment = parse_when(text, now, ctx.config.timezone)
     except TimeParseError as error:
-        raise UsageError(f"--started: {error}.") from None
-    local = started.astimezone(ctx.config.timezone).strftime("%Y-%m-%d %H:%M %Z")
-    if started > now + timedelta(seconds=5):
-        raise UsageError(f"--started {text}: {local} is in the future.")
-    if resolved_at is not None and started > resolved_at:
-        raise UsageError(f"--started {text}: {local} is after the incident was resolved.")
-    return started
+        raise UsageError(f"--{option}: {error}.") from None
+    if moment > now + FUTURE_SLACK:
+        raise UsageError(f"--{option} {text}: {_local(ctx, moment)} is in the future.")
+    return moment
+
+
+def _corrected_times(ctx: Context, incident: Incident, typed: dict[str, str], now: datetime) -> dict[str, datetime]:
+    """The milestones `typed` corrects (column -> time), each checked against the incident's others."""
+    times = {m.field: getattr(incident, m.field) for m in MILESTONES}
+    corrected: dict[str, datetime] = {}
+    for milestone in MILESTONES:
+        if milestone.option not in typed:
+            continue
+        if milestone.reached_by and times[milestone.field] is None:
+            raise UsageError(f"--{milestone.option}: #{incident.id} is not {_past(milestone.field)} yet; "
+                             f"/incident {milestone.reached_by} #{incident.id} first.")
+        corrected[milestone.field] = times[milestone.field] = _when(ctx, milestone.option, typed[milestone.option], now)
+    for index, later in enumerate(MILESTONES):
+        bounds = [(m.field, times[m.field]) for m in MILESTONES[:index]]
+        if later.measured_from and later.measured_from not in times:
+            bounds.append((later.measured_from, getattr(incident, later.measured_from)))
+        for column, bound in bounds:
+            moment = times[later.field]
+            if moment is None or bound is None or moment >= bound:
+                continue
+            if later.field in corrected:
+                raise UsageError(f"--{later.option} {typed[later.option]}: {_local(ctx, moment)} is before the "
+                                 f"incident was {_past(column)} ({_local(ctx, bound)}).")
+            if column in corrected:
+                earlier = next(m for m in MILESTONES if m.field == column)
+                raise UsageError(f"--{earlier.option} {typed[earlier.option]}: {_local(ctx, bound)} is after the "
+                                 f"incident was {_past(later.field)} ({_local(ctx, moment)}).")
+    return corrected
+
+
+def _past(column: str) -> str:
+    return column.removesuffix("_at")
+
+
+def _local(ctx: Context, moment: datetime) -> str:
+    return moment.astimezone(ctx.config.timezone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 COMMAND = Command(
     name="incident",
     description="Open, acknowledge, update and resolve incidents",
-    usage="open <title> [--sev 1-4] [--service S] [--started WHEN] | ack | update <note> | resolve [note] "
-          "[--cause deploy:<sha>] | reopen | status | list [open|recent] | timeline | help   (#N picks an incident)",
+    usage="open <title> [--sev 1-4] [--service S] [--started WHEN] | ack | update <note> [--acked WHEN] "
+          "[--resolved WHEN] | resolve [note] [--cause deploy:<sha>] | reopen | status | list [open|recent] | "
+          "timeline | help   (#N first picks an incident)",
     parse=parse,
     run=run,
     help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},

@@ -19,7 +19,7 @@ import itertools
 import math
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,9 +125,10 @@ def _weekly_report(ctx: Context, window: Window) -> Reply:
     with_repo = [settings for settings in map(DeploySettings.of, ctx.config.services.values()) if settings.repo]
     counted = [count_deploys(ctx, settings, window.start, window.end) for settings in with_repo]
     deploys = sum(n for n in counted if n is not None) if any(n is not None for n in counted) else None
-    failed_deploys = len({item["sha"] for item in data["deploy_caused"]})
+    failed_deploys = len(distinct_commits(item["sha"] for item in data["deploy_caused"]))
     data["change_failure"] = {
         "deploy_caused": caused,
+        "failed_deploys": failed_deploys,
         "share_of_incidents": round(caused / data["resolved"] * 100, 1) if data["resolved"] else None,
         "deploys": deploys,
         "rate": round(failed_deploys / deploys * 100, 1) if deploys else None,
@@ -141,6 +142,16 @@ def _weekly_report(ctx: Context, window: Window) -> Reply:
     chart = Upload(f"mttr-{window.label}.png", f"Time to resolve, 12 weeks to {window.label}",
                    chart_png(series, f"Time to resolve and incidents, {series[0]['week']} – {window.label}"))
     return Reply("weekly_report", data, Audience.CHANNEL, files=(chart,))
+
+
+def distinct_commits(shas: Iterable[str]) -> set[str]:
+    """The commits among `shas`, a sha that begins another (a short one, stored before causes were
+    looked up in git) being the same commit."""
+    distinct: set[str] = set()
+    for sha in sorted(set(shas), key=len, reverse=True):
+        if not any(longer.startswith(sha) for longer in distinct):
+            distinct.add(sha)
+    return distinct
 
 
 def window_for(args: MttrArgs, now: datetime, tz: ZoneInfo) -> Window:

@@ -2,6 +2,7 @@ import pytest
 
 from bot.args import Option, parse_args
 from bot.command import UsageError
+from commands import registry
 
 OPTIONS = {"sev": Option.VALUE, "started": Option.WORDS, "force": Option.FLAG}
 
@@ -48,3 +49,33 @@ def test_single_quotes_group_too_but_not_inside_a_word():
     assert args.options == {"started": "25m ago for real", "force": True}
     assert args.words == ["it's", "down"]
     assert parse_args("'can't' 'x y'", {}).words == ["can't", "x y"]
+
+
+def test_in_prose_only_an_incident_ref_before_the_first_word_names_the_incident():
+    args = parse_args("see PR #1 for the fix", OPTIONS, prose=True)
+    assert args.incident is None and args.text == "see PR #1 for the fix"
+    args = parse_args("--sev 2 #4 see PR #1", OPTIONS, prose=True)
+    assert args.incident == 4 and args.text == "see PR #1" and args.options == {"sev": "2"}
+
+
+@pytest.mark.parametrize("name, text, incident, words", [
+    ("incident", "ack #3", 3, ""),
+    ("incident", "#3 ack on it", 3, "on it"),
+    ("incident", "ack on it, see #3", None, "on it, see #3"),
+    ("incident", "update #3 see #4", 3, "see #4"),
+    ("incident", "resolve fixed by reverting #5", None, "fixed by reverting #5"),
+    ("incident", "open #3 is back", None, "#3 is back"),
+    ("deploys", "api #3", 3, ["api"]),
+    ("deploys", "#3 api", 3, ["api"]),
+    ("probe", "api #3", 3, ["api"]),
+    ("logs", "api #3", 3, ["api"]),
+    ("triage", "api #3", 3, ["api"]),
+    ("triage", "#3", 3, []),
+])
+def test_every_command_reads_the_incident_number_its_way(name, text, incident, words):
+    args = registry()[name].parse(text)
+    assert args.incident == incident
+    if name == "incident":
+        assert args.text == words
+    else:
+        assert [value for value in (getattr(args, "service", None), getattr(args, "target", None)) if value] == words

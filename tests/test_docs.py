@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Config
+from bot.config import Config, Table
 from bot.render import Renderer
 from bot.times import utc_now
 from commands import registry
@@ -36,3 +36,24 @@ def test_readme_quickstart_is_two_one_line_commands_that_ci_runs():
     assert blocks[0].endswith("oncall-bot console")
     ci = (ROOT / ".ci" / "run").read_text()
     assert blocks[1] in ci, ".ci/run must run the README's test command"
+
+
+def test_every_config_key_the_code_reads_is_in_the_readme(make_config, monkeypatch):
+    """Reads a config with a probe of every kind, noting each key any table asked for, present or
+    not: each must be documented in README.md, so a setting cannot exist without its line."""
+    asked: set[str] = set()
+    original = Table.done
+
+    def noting(table: Table) -> None:
+        asked.update(table._asked)
+        original(table)
+
+    monkeypatch.setattr(Table, "done", noting)
+    targets = {"http": 'url = "http://x"', "redis": 'url = "redis://x"', "postgres": 'dsn = "postgresql://x/db"',
+               "mysql": 'dsn = "mysql://x/db"', "tcp": 'address = "x:1"', "host": ""}
+    probes = "\n".join(f'[services.api.probes.{kind}]\nkind = "{kind}"\n{target}' for kind, target in targets.items())
+    make_config(f'[access]\n"/incident" = {{ users = ["U012AB3CD"] }}\n[redaction.patterns]\nx = "y"\n{probes}')
+    names = {"api", "/incident", "x", *targets}     # chosen by the user: a service, a command, a kind of secret
+    documented = set(re.findall(r"[\w/]+", " ".join(re.findall(r"`([^`\n]+)`", README))))
+    undocumented = sorted(asked - names - documented)
+    assert not undocumented, f"config keys missing from README.md: {undocumented}"

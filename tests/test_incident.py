@@ -1,5 +1,7 @@
+import io
+import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -8,6 +10,7 @@ from bot.config import Config
 from bot.console import Local
 from bot.dispatch import Invocation
 from commands import registry
+from git_repo import GitRepo
 
 
 def test_open_announces_with_buttons_and_records_the_event(local, store):
@@ -68,7 +71,7 @@ def test_update_changes_fields_and_refreshes_the_card(local, store):
     ("/incident open db down --started yesterday", "is not a time"),
     ("/incident open db down --sev 7", "--sev must be 1, 2, 3 or 4"),
     ("/incident open --sev 1", "needs a title"),
-    ("/incident frobnicate", "Unknown action 'frobnicate'"),
+    ("/incident frobnicate", "Unknown action 'frobnicate'. One of open"),
     ("/incident", "Say what to do"),
     ("/incident update", "Say what changed"),
     ("/incident list old", "list takes open or recent"),
@@ -79,18 +82,6 @@ def test_bad_text_gets_the_usage_line(local, command, message):
     assert reply.outcome is Outcome.USAGE and reply.audience is Audience.CALLER
     assert message in reply.data["message"]
     assert "Usage: `/incident open <title>" in runner.renderer.text(reply.template, reply.data)
-
-
-def test_a_start_after_resolution_is_refused(local, clock):
-    runner = local()
-    runner.invoke("/incident open db down")
-    clock.advance(minutes=30)
-    runner.invoke("/incident resolve")
-    clock.advance(minutes=30)
-    reply = runner.invoke("/incident update #1 --started 14:45")
-    assert reply.outcome is Outcome.USAGE and "after the incident was resolved" in reply.data["message"]
-    fixed = runner.invoke("/incident update #1 --started 13:50")
-    assert fixed.outcome is Outcome.OK and fixed.data["time_to_resolve"] == 40 * 60
 
 
 def test_which_incident(local, store):
@@ -180,14 +171,181 @@ def test_announcement_goes_to_the_configured_incident_channel(local, make_config
     assert reply.data["incident"].channel == "console"
 
 
-def test_resolve_with_a_deploy_cause(local, store):
+T = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)   # the clock fixture's now
+
+
+@pytest.fixture
+def repos(tmp_path, make_config):
+    """Two services with repositories: api (a tag v1.4 on its second commit) and web."""
+    api, web = GitRepo(tmp_path / "api"), GitRepo(tmp_path / "web")
+    shas = {"api1": api.commit("first", T - timedelta(days=2)), "api2": api.commit("second", T - timedelta(hours=2)),
+            "web1": web.commit("web's", T - timedelta(hours=3))}
+    api.tag("v1.4")
+    config = make_config(f'[services.api]\nrepo = "{api.path}"\n[services.web]\nrepo = "{web.path}"\n'
+                         '[services.docs]\n')
+    return config, shas
+
+
+def test_a_deploy_cause_is_the_whole_sha_of_a_commit_in_the_services_repository(local, store, repos):
+    config, shas = repos
+    runner = local(config)
+    runner.invoke("/incident open bad deploy --service api")
+    reply = runner.invoke(f"/incident resolve reverted --cause deploy:{shas['api2'][:7].upper()}")
+    assert reply.outcome is Outcome.OK and reply.data["incident"].cause == f"deploy:{shas['api2']}"
+    assert store.events(1)[-1].data == {"cause": f"deploy:{shas['api2']}"}
+    text = runner.renderer.text(reply.template, reply.data)
+    assert f"Cause: `deploy {shas['api2'][:10]}`" in text and shas["api2"] not in text   # shown short
+    assert runner.invoke(f"/incident update #1 --cause deploy:{shas['api1']}").data["changes"] == [
+        {"field": "cause", "old": f"deploy:{shas['api2']}", "new": f"deploy:{shas['api1']}"}]
+    assert store.incident(1).cause == f"deploy:{shas['api1']}"
+    runner.invoke("/incident update #1 --cause deploy:v1.4")                 # a tag: its commit
+    assert store.incident(1).cause == f"deploy:{shas['api2']}"
+    for ref in ("deadbeef", shas["web1"], "v9.9"):                          # web's commit is not api's
+        refused = runner.invoke(f"/incident update #1 --cause deploy:{ref}")
+        assert refused.outcome is Outcome.FAILED and "no commit or tag" in refused.data["message"]
+    assert store.incident(1).cause == f"deploy:{shas['api2']}" and runner.invoke(
+        "/incident update #1 --cause the-intern").outcome is Outcome.USAGE
+
+
+def test_a_deploy_cause_without_a_service_is_looked_up_in_every_repository(local, store, repos):
+    config, shas = repos
+    runner = local(config)
+    runner.invoke("/incident open bad deploy")
+    assert runner.invoke("/incident resolve --cause deploy:deadbeef").outcome is Outcome.FAILED
+    assert store.incident(1).status == "open"                               # refused: nothing changed
+    assert runner.invoke(f"/incident resolve --cause deploy:{shas['web1'][:8]}").outcome is Outcome.OK
+    assert store.incident(1).cause == f"deploy:{shas['web1']}"
+    runner.invoke("/incident open docs down --service docs")                # a service without a repo
+    refused = runner.invoke(f"/incident resolve #2 --cause deploy:{shas['web1']}")
+    assert refused.outcome is Outcome.FAILED and "docs has no repo" in refused.data["message"]
+
+
+def test_a_deploy_cause_cannot_be_checked_without_any_repository(local):
     runner = local()
     runner.invoke("/incident open bad deploy")
-    reply = runner.invoke("/incident resolve reverted --cause deploy:A1B2C3D4")
-    assert reply.data["incident"].cause == "deploy:a1b2c3d4"
-    assert "Cause: `deploy:a1b2c3d4`" in runner.renderer.text(reply.template, reply.data)
-    assert store.events(1)[-1].data == {"cause": "deploy:a1b2c3d4"}
-    bad = runner.invoke("/incident update #1 --cause the-intern")
-    assert bad.outcome is Outcome.USAGE and "--cause is deploy:<sha>" in bad.data["message"]
-    changed = runner.invoke("/incident update #1 --cause deploy:ffffffff")
-    assert changed.data["changes"] == [{"field": "cause", "old": "deploy:a1b2c3d4", "new": "deploy:ffffffff"}]
+    reply = runner.invoke("/incident resolve --cause deploy:a1b2c3d4")
+    assert reply.outcome is Outcome.FAILED and "No service has a repo" in reply.data["message"]
+
+
+# -- #N inside prose -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line, target, note", [
+    ("/incident update see PR #1 for the fix", 2, "see PR #1 for the fix"),
+    ("/incident update #1 see PR #2", 1, "see PR #2"),
+    ("/incident #1 update see PR #2", 1, "see PR #2"),
+    ("/incident update --sev 1 #1 tidy", 1, "tidy"),
+    ("/incident update fixed in #1, see #2", 2, "fixed in #1, see #2"),
+])
+def test_only_a_leading_incident_number_names_the_incident(local, store, line, target, note):
+    runner = local()
+    runner.invoke("/incident open one")
+    runner.invoke("/incident resolve #1")
+    runner.invoke("/incident open two")
+    reply = runner.invoke(line)
+    assert reply.outcome is Outcome.OK and reply.incident_id == target and reply.data["note"] == note
+    assert store.events(target)[-1].text == note
+
+
+def test_a_resolution_that_mentions_another_incident_resolves_this_one(local, store):
+    runner = local()
+    for title in ("one", "two", "three", "four", "five"):
+        runner.invoke(f"/incident open {title}")
+    for n in (1, 2, 3, 4):
+        runner.invoke(f"/incident resolve #{n}")
+    reply = runner.invoke("/incident resolve fixed by reverting #5 of last week")
+    assert reply.incident_id == 5 and store.incident(5).resolution == "fixed by reverting #5 of last week"
+    runner.invoke("/incident open six")
+    runner.invoke("/incident ack waiting on #5's fix")
+    assert store.incident(6).status == "acknowledged" and store.events(6)[-1].text == "waiting on #5's fix"
+
+
+@pytest.mark.parametrize("line, meant", [("/incident ack 1", "Did you mean #1?"),
+                                         ("/incident resolve 12", "Did you mean #12?"),
+                                         ("/incident status 3", "Did you mean #3?"),
+                                         ("/incident opne db down", "Did you mean open?"),
+                                         ("/incident reslove", "Did you mean resolve?"),
+                                         ("/incident timelime #1", "Did you mean timeline?")])
+def test_near_misses_are_asked_about_and_change_nothing(local, store, line, meant):
+    runner = local()
+    runner.invoke("/incident open one")
+    runner.invoke("/incident open two")
+    reply = runner.invoke(line)
+    assert reply.outcome is Outcome.USAGE and meant in reply.data["message"]
+    assert [store.incident(n).status for n in (1, 2)] == ["open", "open"] and len(store.events(1)) == 1
+
+
+# -- correcting times ------------------------------------------------------------------------------
+
+
+def test_acknowledged_and_resolved_times_can_be_corrected(local, clock, store):
+    runner = local()
+    runner.invoke("/incident open db down")                                  # 14:00
+    clock.advance(minutes=5)
+    runner.invoke("/incident ack")
+    clock.advance(hours=3)
+    runner.invoke("/incident resolve")                                       # forgotten until 17:05
+    reply = runner.invoke("/incident update #1 --acked 14:02 --resolved 14:40")
+    assert reply.outcome is Outcome.OK
+    assert [c["field"] for c in reply.data["changes"]] == ["acknowledged_at", "resolved_at"]
+    assert [e.kind for e in store.events(1)][-2:] == ["acknowledged_at", "resolved_at"]
+    assert (reply.data["time_to_resolve"], reply.data["time_to_acknowledge"]) == (40 * 60, 2 * 60)
+    assert reply.card is not None
+    text = runner.renderer.text(reply.template, reply.data)
+    assert "• acknowledged: 14:05 UTC → *14:02 UTC*" in text and "• resolved: 17:05 UTC → *14:40 UTC*" in text
+    out, err = io.StringIO(), io.StringIO()
+    assert runner.run("/incident status #1", as_json=True, out=out, err=err) == 0
+    assert json.loads(out.getvalue())["time_to_resolve"] == 40 * 60
+    mttr = runner.invoke("/mttr")
+    assert mttr.data["mttr"]["median"] == 40 * 60 and mttr.data["mtta"]["median"] == 2 * 60
+    timeline = runner.renderer.text("incident_timeline", runner.invoke("/incident timeline #1").data)
+    assert "*resolved time*: 17:05 UTC → 14:40 UTC" in timeline
+
+
+@pytest.mark.parametrize("line, message", [
+    ("/incident update #1 --acked 13:55", "--acked 13:55: 2026-11-24 13:55 UTC is before the incident was opened"),
+    ("/incident update #1 --resolved 14:03", "--resolved 14:03: 2026-11-24 14:03 UTC is before the incident was acknowledged"),
+    ("/incident update #1 --acked 14:40", "--acked 14:40: 2026-11-24 14:40 UTC is after the incident was resolved"),
+    ("/incident update #1 --started 14:45", "--started 14:45: 2026-11-24 14:45 UTC is after the incident was acknowledged"),
+    ("/incident update #1 --resolved 14:30 --acked 14:31", "is before the incident was acknowledged"),
+    ("/incident update #1 --resolved 15:40", "is in the future"),
+    ("/incident update #1 --resolved someday", "--resolved: 'someday' is not a time"),
+    ("/incident update #2 --acked 14:10", "#2 is not acknowledged yet; /incident ack #2 first"),
+    ("/incident update #2 --resolved 14:10", "#2 is not resolved yet; /incident resolve #2 first"),
+])
+def test_corrected_times_keep_their_order(local, clock, store, line, message):
+    runner = local()
+    runner.invoke("/incident open db down --started 13:50")                  # opened 14:00
+    clock.advance(minutes=5)
+    runner.invoke("/incident ack #1")
+    clock.advance(minutes=30)
+    runner.invoke("/incident resolve #1")                                    # 14:35
+    runner.invoke("/incident open another")
+    clock.advance(hours=1)                                                   # 15:35
+    before = (store.incident(1), store.incident(2), len(store.events(1)))
+    reply = runner.invoke(line)
+    assert reply.outcome is Outcome.USAGE and message in reply.data["message"]
+    assert (store.incident(1), store.incident(2), len(store.events(1))) == before
+
+
+def test_a_start_after_resolution_is_refused(local, clock):
+    runner = local()
+    runner.invoke("/incident open db down")
+    clock.advance(minutes=30)
+    runner.invoke("/incident resolve")
+    clock.advance(minutes=30)
+    reply = runner.invoke("/incident update #1 --started 14:45")
+    assert reply.outcome is Outcome.USAGE and "after the incident was resolved" in reply.data["message"]
+    fixed = runner.invoke("/incident update #1 --started 13:50")
+    assert fixed.outcome is Outcome.OK and fixed.data["time_to_resolve"] == 40 * 60
+
+
+def test_the_list_says_how_long_an_incident_has_been_going_not_how_long_it_was_acknowledged(local, clock):
+    runner = local()
+    runner.invoke("/incident open db down --started 30m ago")
+    clock.advance(minutes=50)
+    runner.invoke("/incident ack")
+    clock.advance(minutes=10)
+    listed = runner.invoke("/incident list")
+    text = runner.renderer.text(listed.template, listed.data)
+    assert "acknowledged · ongoing for 1 h 30 m" in text and "acknowledged for" not in text

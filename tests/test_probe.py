@@ -232,7 +232,7 @@ def test_a_crashing_probe_is_a_down_line_and_a_log_line_without_secrets(make_con
     def broken(check):
         raise KeyError(f"oops {check.probe.dsn}")
 
-    monkeypatch.setitem(runner.KINDS, "postgres", broken)
+    monkeypatch.setattr(runner, "kind", lambda name: broken)
     config = make_config('[services.h.probes.p]\nkind = "postgres"\n'
                          'dsn = "postgresql://app:s3cret-pg-pw@db.internal/app"')
     with caplog.at_level(logging.WARNING, logger="commands.probe.runner"):

@@ -18,6 +18,7 @@ import pymysql
 import pytest
 import trustme
 
+from bot.redact import redact as frame_redact
 from commands.probe import errors
 from commands.probe.kinds import host as host_kind
 from commands.probe.kinds import http as http_kind
@@ -402,6 +403,7 @@ def test_mysql_wrong_password_and_it_stays_secret(probe):
     assert (result.status, result.error) == ("down", "AuthenticationFailed")
     assert result.detail.startswith("127.0.0.1:3306: login refused: Access denied for user 'root'")
     assert "wr0ng" not in str(result)
+    assert result.detail.endswith("(using password: YES)") and frame_redact(result.detail) == result.detail
 
 
 def test_mysql_unknown_database(probe):
@@ -477,8 +479,24 @@ def test_host_ok(probe):
 def test_host_thresholds_make_it_degraded(probe):
     result, *_ = probe('kind = "host"\nmounts = ["/"]\nload_per_cpu = 0.01\nmemory_pct = 1\ndisk_pct = 1\nfiles_pct = 1')
     assert result.status == "degraded"
-    for warning in ("per CPU (warning at 0.01)", "memory ", "disk / ", "open files "):
+    for warning in ("warning at 0.01)", "memory ", "disk / ", "open files "):
         assert warning in result.detail
+
+
+def test_host_says_each_figure_once(probe, monkeypatch, tmp_path):
+    monkeypatch.setattr(host_kind.psutil, "getloadavg", lambda: (9.0, 8.0, 7.0))
+    monkeypatch.setattr(host_kind.psutil, "cpu_count", lambda: 2)
+    strained, *_ = probe(f'kind = "host"\nmounts = ["/", "{tmp_path}"]\nload_per_cpu = 1\nmemory_pct = 1\n'
+                         'disk_pct = 1\nfiles_pct = 1')
+    calm, *_ = probe(f'kind = "host"\nmounts = ["/", "{tmp_path}"]\nload_per_cpu = 1000\nmemory_pct = 100\n'
+                     'disk_pct = 100\nfiles_pct = 100')
+    for result in (strained, calm):
+        parts = result.detail.split(" · ")
+        for figure in ("load ", "memory ", "(system)", "(this process)"):
+            assert sum(figure in part for part in parts) == 1, (figure, result.detail)
+        assert sum(f"{tmp_path} " in part for part in parts) == 1, result.detail
+    assert strained.detail.startswith("load 4.50 per CPU of 2 (warning at 1)")
+    assert calm.detail.startswith("load 4.50/CPU (2 CPUs)")
 
 
 def test_host_a_missing_or_unreadable_mount_is_a_warning_and_the_rest_is_reported(probe, monkeypatch):

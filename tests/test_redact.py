@@ -18,6 +18,7 @@ from bot.config import ConfigError
 from bot.jsonlog import JsonFormatter
 from bot.redact import RedactionSettings, Redactor
 from bot.render import Renderer
+from commands.probe.redact import redact as probe_redact
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SLACK_TOKEN = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"
@@ -127,6 +128,25 @@ def test_ordinary_text_is_left_alone(text):
 ])
 def test_ordinary_log_lines_mentioning_secrets_are_left_alone(text):
     assert redact.redact(text) == text
+
+
+MYSQL_REFUSALS = [
+    "(1045, \"Access denied for user 'app'@'10.0.3.12' (using password: YES)\")",
+    "SQLSTATE[HY000] [1045] Access denied for user 'forge'@'10.0.3.12' (using password: NO) (Connection: mysql)",
+    "127.0.0.1:3306: login refused: Access denied for user 'root'@'localhost' (using password: YES)",
+]
+
+
+@pytest.mark.parametrize("text", MYSQL_REFUSALS)
+def test_mysql_says_whether_a_password_was_used_and_that_is_no_secret(text):
+    """Whatever rules the redactor is made of (the frame's, and each probe's own), these stay whole."""
+    assert redact.redact(text) == text
+    assert probe_redact(text, frozenset({"hunter22"})) == text
+
+
+def test_a_secret_in_parentheses_keeps_its_closing_parenthesis():
+    assert redact.redact("login failed (using password: hunter22)") == "login failed (using password: [redacted:password])"
+    assert redact.redact("retry (password=ab)") == "retry (password=[redacted:password])"
 
 
 def test_redacting_twice_changes_nothing():

@@ -44,6 +44,29 @@ def test_buttons_carry_the_command_they_run(renderer):
     assert text == "[Ack & go: /incident ack #3]  [Resolve: /incident resolve #3]"
 
 
+def test_a_button_may_ask_first(renderer):
+    message, text = slack(renderer, "{{ buttons(('Resolve', '/incident resolve #3', '', q, 'Not yet'), ('Probe', '/probe api')) }}",
+                          q="Resolve #3 <!channel> \ue000header\ue001x\ue000?")
+    resolve, probe = message.blocks[0]["elements"]
+    assert resolve["confirm"] == {
+        "title": {"type": "plain_text", "text": "Resolve", "emoji": True},
+        "text": {"type": "mrkdwn", "text": "Resolve #3 &lt;!channel&gt; headerx?"},
+        "confirm": {"type": "plain_text", "text": "Resolve", "emoji": True},
+        "deny": {"type": "plain_text", "text": "Not yet", "emoji": True}}
+    assert "style" not in resolve and "confirm" not in probe
+    assert text == "[Resolve: /incident resolve #3]  [Probe: /probe api]"
+
+
+def test_mentions_and_links_inside_context_and_buttons_stay_whole(renderer):
+    message, text = slack(renderer, "{{ context('posted in ' ~ channel('C0SUM'), 'by ' ~ mention('U1') ~ ', see ' ~ link('https://x.io/a', 'the doc')) }}"
+                                    "{{ buttons(('Go to ' ~ channel('C0SUM'), '/incident status #1')) }}")
+    context, actions = message.blocks
+    assert [e["text"] for e in context["elements"]] == ["posted in <#C0SUM>", "by <@U1>, see <https://x.io/a|the doc>"]
+    assert actions["elements"][0]["text"]["text"] == "Go to <#C0SUM>" and actions["elements"][0]["value"] == "/incident status #1"
+    assert not any("\ue000" <= ch <= "\ue0ff" for ch in json.dumps(message.blocks, ensure_ascii=False) + text)
+    assert text.splitlines()[0] == "posted in #C0SUM  ·  by @U1, see the doc (https://x.io/a)"
+
+
 def test_a_long_header_becomes_a_bold_section_not_a_cut_one(renderer):
     title = "x" * 200
     message, _ = slack(renderer, "{{ header(t) }}", t=title)

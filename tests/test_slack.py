@@ -325,3 +325,54 @@ def test_a_command_cut_short_by_a_restart_is_told_so(slack_bot, slack_double):
     assert time.monotonic() - started < 3
     (told,) = slack_double.wait_for("response_url")
     assert "`/slow` was cut short" in blocks_text(told)
+
+
+def test_a_private_answer_too_long_for_slack_says_where_its_file_went(slack_bot, slack_double):
+    def huge(ctx, args):
+        return Reply("error", {"command": "huge", "message": "\n".join(f"line {i} " + "x" * 2900 for i in range(60)),
+                               "usage": None, "incidents": []})
+
+    bot, client = slack_bot(commands={"huge": Command("huge", "", "", lambda text: text, huge)})
+    client.command("/huge", "")
+    (answer,) = slack_double.wait_for("response_url")
+    note = answer.args["blocks"][-1]["elements"][0]["text"]
+    assert "in your direct messages with the bot" in note and "attached" not in note
+    (opened,) = slack_double.wait_for("conversations.open")
+    assert opened.args["users"] == "U0ALICE01"
+    (upload,) = slack_double.wait_for("files.completeUploadExternal")
+    assert upload.args["channel_id"] == "D0ALICE01"
+
+
+def test_a_refusal_never_tells_you_to_ask_yourself(store, clock, make_config):
+    from bot.access import Access
+    from bot.dispatch import Dispatcher
+    from bot.render import Renderer
+    from commands import registry
+
+    config = make_config('[access]\n"/incident" = { users = ["U0ALICE01", "U0BOB0001"], channels = ["C0INCIDNT"] }\n'
+                         '"/mttr" = { users = ["U0ALICE01"], usergroups = ["S0ONCALL1"] }\n')
+    dispatcher = Dispatcher(store, config, registry(), clock, Access(config.access, lambda group: set()))
+    renderer = Renderer(config.timezone, clock)
+
+    def refusal(user, command, channel):
+        reply = dispatcher.run(Invocation(command, "list", user, channel, "t"))
+        return renderer.text(reply.template, reply.data)
+
+    alice_elsewhere = refusal("U0ALICE01", "incident", "C0RANDOM1")
+    assert "in this channel" in alice_elsewhere and "Ask" not in alice_elsewhere and "#C0INCIDNT" in alice_elsewhere
+    mallory = refusal("U0MALLORY", "incident", "C0RANDOM1")
+    assert "Ask @U0ALICE01, @U0BOB0001." in mallory
+    alice_mttr = dispatcher.run(Invocation("mttr", "", "U0ALICE01", "C0RANDOM1", "t"))
+    assert alice_mttr.template != "denied"
+    carol = refusal("U0CAROL01", "mttr", "C0RANDOM1")
+    assert "Ask @U0ALICE01, someone in @S0ONCALL1." in carol
+
+
+def test_a_private_answer_through_response_url_survives_slack_hiccups(slack_bot, slack_double):
+    slack_double.fail("response_url", status=429, retry_after=1)      # slack_sdk waits Retry-After
+    slack_double.fail("response_url", status=503)                      # the outbox retries later
+    bot, client = slack_bot()
+    client.command("/incident", "list")
+    (answer,) = slack_double.wait_for("response_url", timeout=20)
+    failed = [c for c in slack_double.called("response_url") if c.args.get("_failed")]
+    assert len(failed) == 2 and answer.at - failed[0].at >= 1.0 and "No incident is open" in blocks_text(answer)

@@ -25,7 +25,7 @@ def test_schema_is_versioned_and_applied_once(tmp_path):
 
 def test_an_older_database_is_upgraded_in_place(tmp_path):
     old = sqlite_utils.Database(tmp_path / "old.db")
-    migrations.apply(old, stop_before="0002_incident_cause_and_weekly_reports")
+    migrations().apply(old, stop_before="0002_incident_cause_and_weekly_reports")
     old["incidents"].insert({"title": "from before", "severity": 2, "status": "open", "opened_by": "U1",
                              "opened_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z"})
     old["incidents"].insert({"title": "resolved before", "severity": 2, "status": "resolved", "opened_by": "U1",

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.command import Audience, Command
+from bot.command import Audience, Command, Reply
 from bot.dispatch import Invocation
 from commands import triage
 from probe_servers import WebServer, closed_port
@@ -180,7 +180,8 @@ def test_pool_exhausted(world):
     text, data = triage_in_slack(world, "orders", "C0TRIORD1")
     top = data["verdicts"][0]
     assert top["kind"] == "dependency" and top["summary"].startswith("Postgres pool exhausted: ")
-    assert "connections" in top["summary"] and "the errors in the logs name it" in top["evidence"]
+    assert "connections" in top["summary"] and "name it" not in top["evidence"]   # knex's errors name no host
+    assert "node.pool_exhausted" in [v["summary"].split("(")[-1].split(")")[0] for v in data["verdicts"]]
     assert "Postgres pool exhausted" in text
 
 
@@ -196,6 +197,8 @@ def test_upstream_502s(world):
     text, data = triage_in_slack(world, "web", "C0TRIWEB1")
     kinds = [(v["kind"], v["summary"]) for v in data["verdicts"]]
     assert kinds[0] == ("dependency", "HTTP (web app) is down") and data["verdicts"][0]["score"] == 90
+    assert "the logs name it: “" in data["verdicts"][0]["evidence"] and ':' in data["verdicts"][0]["evidence"]
+    assert text.count("Probe again") == 1
     assert "infra.upstream_nginx" in json.dumps(data["logs"]["events"][0]["cause"])
 
 
@@ -285,3 +288,100 @@ def test_without_an_incident_it_answers_in_the_channel_and_asks_for_a_service(lo
     assert reply.outcome.value == "usage" and "configured: a, b" in reply.data["message"]
     reply = runner.invoke("/triage a")
     assert reply.audience is Audience.CHANNEL and reply.data["parts"]["deploys"]["state"] == "skipped"
+
+
+# -- what belongs in an incident ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_services(tmp_path, make_config, web):
+    """checkout and web, each with a repository, a log showing the same error, and a probe."""
+    config = ""
+    for name in ("checkout", "web"):
+        repo = repo_with(tmp_path / name, [(180, f"{name} initial", {"src/acme/payments/views.py": "x = 1\n"})])
+        log = tmp_path / f"{name}.log"
+        log.write_text(python_trace(4) + python_trace(2))
+        config += (f'[services.{name}]\nrepo = "{repo}"\nlogs = ["{log}"]\n'
+                   f'[services.{name}.probes.site]\nkind = "http"\nurl = "{web.url}/ok"\n')
+    return make_config(config + '[triage]\ndeadline = "5s"\n')
+
+
+def test_answers_about_another_service_are_given_but_not_recorded_in_the_incident(local, store, two_services, clock):
+    clock.now = NOW
+    runner = local(two_services)
+    runner.invoke("/incident open checkout 500s --service checkout --started 5m ago")
+    for line in ("/deploys web", "/probe web", "/probe all", "/triage web", "/deploys web --last 1"):
+        reply = runner.invoke(line)
+        assert reply.outcome.value == "ok" and reply.incident_id is None, line
+        assert reply.audience in (Audience.CALLER, Audience.CHANNEL), line
+    assert [event.kind for event in store.events(1)] == ["opened"]
+    for line in ("/deploys", "/probe", "/probe checkout", "/deploys checkout #1", "/probe web site #1"):
+        reply = runner.invoke(line)                # the incident's service, or named with #N on purpose
+        assert reply.audience is Audience.THREAD and reply.incident_id == 1, line
+    assert [event.kind for event in store.events(1)] == ["opened", "deploys", "probe", "probe", "deploys", "probe"]
+
+
+def test_seen_before_only_for_the_same_service(local, store, two_services, clock):
+    clock.now = NOW
+    runner = local(two_services)
+    runner.invoke("/incident open web 500s --service web --started 5m ago")
+    runner.invoke("/triage #1")
+    runner.invoke("/incident resolve #1 restarted web")
+    runner.invoke("/incident open checkout 500s --service checkout --started 5m ago")
+    first = runner.invoke("/triage #2").data
+    assert first["logs"]["events"] and first["seen_before"] == []        # the same error, but web's
+    runner.invoke("/incident resolve #2 restarted checkout")
+    runner.invoke("/incident open checkout 500s again --service checkout --started 5m ago")
+    again = runner.invoke("/triage #3").data
+    assert [seen["incident"].id for seen in again["seen_before"]] == [2]
+
+
+def test_one_probe_again_button_and_every_lead_listed(local, tmp_path, make_config):
+    probes = "".join(f'[services.shop.probes.p{n}]\nkind = "tcp"\naddress = "127.0.0.1:{closed_port()}"\n'
+                     'timeout = "1s"\n' for n in range(7))
+    calm_host = ('[services.shop.probes.box]\nkind = "host"\nload_per_cpu = 1000\nmemory_pct = 100\ndisk_pct = 100\n'
+                 f'files_pct = 100\nmounts = ["{tmp_path}"]\n')       # thresholds this machine cannot reach
+    runner = local(make_config(f"[services.shop]\n{probes}{calm_host}"))
+    data = runner.invoke("/triage shop").data
+    assert [v.kind for v in data["verdicts"]] == ["dependency"] * 7
+    text = runner.renderer.text("triage", data)
+    assert text.count("[Probe again: /probe shop]") == 1
+    assert "oncall-bot run" not in text and "Weaker leads" in text
+    assert all(v.summary in text for v in data["verdicts"])
+
+
+def test_a_first_error_at_the_edge_of_what_was_read_may_be_earlier(local, tmp_path, make_config, clock):
+    clock.now = NOW
+    log = tmp_path / "pay.log"
+    log.write_text("".join(python_trace(m / 3) for m in range(90, 0, -1)))     # every 20 s for the last 30 minutes
+    runner = local(make_config(f'[services.pay]\nlogs = ["{log}"]\napp_paths = ["src/acme/"]\n'))
+    runner.invoke("/incident open checkout 500s --service pay --started 5m ago")
+    data = runner.invoke("/triage").data
+    assert data["impact_start"]["may_be_earlier"] is True
+    read_from = data["impact_start"]["read_from"]
+    assert data["impact_start"]["at"] - read_from < timedelta(minutes=1)
+    text = runner.renderer.text("triage", data)
+    assert f"It may be earlier: the logs were read from {runner.renderer.when(read_from)} on" in text
+    runner.invoke("/incident open later --service pay --started 1m ago")
+    log.write_text(python_trace(4) + python_trace(2))
+    assert runner.invoke("/triage #2").data["impact_start"]["may_be_earlier"] is False
+
+
+def test_every_button_that_changes_an_incident_asks_first(local, store, pay_config, clock):
+    """Whatever template shows it: a button that resolves, reopens or corrects an incident has a
+    confirm dialog; acknowledging and probing again do not need one."""
+    clock.now = NOW
+    runner = local(pay_config)
+    messages = [runner.invoke("/incident open checkout 500s --service pay --started 1m ago")]
+    messages.append(runner.invoke("/triage"))
+    messages.append(runner.invoke("/incident ack"))
+    messages.append(Reply("home", {"incident": runner.invoke("/incident list").data, "mttr": None, "last_report": None}))
+    messages.append(runner.invoke("/incident resolve"))
+    buttons = [element for reply in messages for target in (reply, reply.card) if target
+               for block in runner.renderer.slack(target.template, target.data).blocks if block["type"] == "actions"
+               for element in block["elements"]]
+    changing = [b for b in buttons if b["value"].startswith(("/incident resolve", "/incident reopen", "/incident update"))]
+    assert {b["value"].split()[1] for b in changing} == {"resolve", "reopen", "update"}
+    assert any("--cause deploy:" in b["value"] for b in changing) and any("--started" in b["value"] for b in changing)
+    assert len(changing) >= 5 and all(b["confirm"]["text"]["text"] and b["confirm"]["deny"]["text"] for b in changing)
+    assert all("confirm" not in b for b in buttons if b not in changing)

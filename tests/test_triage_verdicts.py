@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from commands.triage.verdicts import frame_paths, rank, touches
+from commands.triage.verdicts import Endpoint, frame_paths, naming_line, rank, touches
 
 START = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
 PY_TRACE = '''Traceback (most recent call last):
@@ -30,12 +30,11 @@ def probe(kind, status, *, target="db", detail="detail", error_class=None, **met
                            metrics=metrics)
 
 
-CAUSE_KINDS = {"infra.db_unreachable": ("postgres", "mysql"), "infra.redis_unreachable": ("redis",),
-               "node.pool_exhausted": ("postgres", "mysql")}
+ENDPOINTS = {"db": Endpoint("db.internal", 5432, "db"), "cache": Endpoint("cache", 6379, "cache")}
 
 
 def verdicts(**parts):
-    defaults = dict(deploys=[], deploy_files={}, probes=[], host=[], errors=[], cause_kinds=CAUSE_KINDS,
+    defaults = dict(deploys=[], deploy_files={}, probes=[], host=[], errors=[], endpoints=ENDPOINTS,
                     first_error=None, started=START, suspect_window=timedelta(minutes=60), incident_id=12)
     return rank(**{**defaults, **parts})
 
@@ -63,14 +62,18 @@ def test_a_down_dependency_named_in_the_errors_ranks_high():
     result = verdicts(probes=[probe("redis", "down", target="cache", detail="cache:6379 refused the connection")],
                       errors=[redis_error], deploys=[deploy("ccccccc1", 20)])
     top = result[0]
-    assert (top.kind, top.score) == ("dependency", 90) and "the errors in the logs name it" in top.evidence
+    assert (top.kind, top.score) == ("dependency", 90)
+    assert top.evidence == ("cache:6379 refused the connection — the logs name it: “redis.exceptions.ConnectionError: "
+                            "Error 111 connecting to cache:6379. Connection refused.”")
     assert top.since == redis_error.first_seen and top.summary == "Redis (api cache) is down"
     # the errors are explained by the dependency: not counted again as a known cause of their own
     assert [v.kind for v in result] == ["dependency", "deploy"]
 
 
 def test_a_down_dependency_the_errors_do_not_name_ranks_lower_than_one_they_do():
-    named = verdicts(probes=[probe("postgres", "down")], errors=[error("x", cause="infra.db_unreachable")])[0]
+    named = verdicts(probes=[probe("postgres", "down")], errors=[error(
+        'psycopg.OperationalError: connection to server at "db.internal" (10.0.0.5), port 5432 failed',
+        cause="infra.db_unreachable")])[0]
     unnamed = verdicts(probes=[probe("postgres", "down")])[0]
     degraded = verdicts(probes=[probe("postgres", "degraded")])[0]
     assert named.score > unnamed.score > degraded.score >= 40
@@ -80,7 +83,10 @@ def test_pool_exhaustion_is_named_with_its_numbers():
     exhausted = probe("postgres", "degraded", detail="97/100 connections in use (97%): the pool is nearly exhausted",
                       connections=97, max_connections=100)
     result = verdicts(probes=[exhausted], errors=[error("TimeoutError: ResourceRequest timed out", cause="node.pool_exhausted")])
-    assert (result[0].kind, result[0].summary, result[0].score) == ("dependency", "Postgres pool exhausted: 97/100 connections", 90)
+    assert (result[0].kind, result[0].summary, result[0].score) == ("dependency", "Postgres pool exhausted: 97/100 connections", 80)
+    assert "name it" not in result[0].evidence and result[1].kind == "known_cause"   # its error names no host
+    named = verdicts(probes=[exhausted], errors=[error("FATAL: sorry, too many clients already (db.internal:5432)")])
+    assert named[0].score == 90 and "the logs name it: “FATAL: sorry, too many clients already (db.internal:5432)”" in named[0].evidence
     refused = probe("postgres", "down", detail="no connection slot left", error_class="TooManyConnections")
     assert verdicts(probes=[refused])[0].summary == "Postgres pool exhausted"
 
@@ -94,6 +100,8 @@ def test_a_known_cause_without_a_failing_dependency_is_its_own_verdict():
 def test_host_resources():
     host = [probe("host", "degraded", target="host", detail="disk / 97% full; load 0.1/CPU")]
     assert [(v.kind, v.summary, v.score) for v in verdicts(host=host)] == [("resource", "This host: disk / 97% full", 50)]
+    host = [probe("host", "degraded", target="host", detail="load 4.50 per CPU of 2 (warning at 2) · memory 40%")]
+    assert verdicts(host=host)[0].summary == "This host: load 4.50 per CPU of 2 (warning at 2)"
 
 
 def test_with_no_evidence_it_says_so_rather_than_guessing():
@@ -116,3 +124,50 @@ def test_with_no_evidence_it_says_so_rather_than_guessing():
 ])
 def test_frames_and_changed_files(stack, changed, hit):
     assert touches(changed, frame_paths(stack)) is hit
+
+
+NGINX = ('2026/11/24 14:01:{:02d} [error] 311#311: *{} upstream prematurely closed connection while reading response '
+         'header from upstream, client: 10.0.0.7, server: shop, request: "GET /api/orders HTTP/1.1", '
+         'upstream: "http://10.0.0.12:8080/api/orders", host: "shop.example.com"')
+
+
+def test_probes_the_errors_do_not_mention_are_not_claimed_and_the_known_cause_keeps_its_rank():
+    probes = [probe("http", "down", target="app", detail="127.0.0.1:18080 refused the connection"),
+              probe("tcp", "down", target="socket", detail="127.0.0.1:19090 refused the connection"),
+              probe("http", "down", target="health", detail="localhost:17070 timed out")]
+    endpoints = {"app": Endpoint("127.0.0.1", 18080, "app"), "socket": Endpoint("127.0.0.1", 19090, "socket"),
+                 "health": Endpoint("localhost", 17070, "health")}
+    upstream = error(NGINX.format(5, 41), cause="infra.upstream_nginx", count=30)
+    result = verdicts(probes=probes, endpoints=endpoints, errors=[upstream])
+    assert [(v.kind, v.score) for v in result] == [("dependency", 70)] * 3 + [("known_cause", 61)]
+    assert not any("name it" in v.evidence for v in result) and all(v.since is None for v in result[:3])
+    assert result[3].summary == "title of infra.upstream_nginx (infra.upstream_nginx) ×30"
+    # the same errors, when the upstream they name is a probe's: that probe is named, with the line
+    endpoints["app"] = Endpoint("10.0.0.12", 8080, "app")
+    named = verdicts(probes=probes, endpoints=endpoints, errors=[upstream])
+    assert [(v.summary, v.score) for v in named][0] == ("HTTP (api app) is down", 90)
+    assert named[0].evidence.startswith("127.0.0.1:18080 refused the connection — the logs name it: “…")
+    assert 'upstream: "http://10.0.0.12:8080/api/orders"' in named[0].evidence and named[0].since == upstream.first_seen
+    assert [v.kind for v in named] == ["dependency"] * 3     # its errors are the named probe's evidence now
+
+
+@pytest.mark.parametrize("endpoint, line, named", [
+    (Endpoint("127.0.0.1", 5432, "db"), 'connection to server at "127.0.0.1", port 5432 failed: Connection refused', True),
+    (Endpoint("127.0.0.1", 5432, "db"), "port 54321 is in use", False),
+    (Endpoint("127.0.0.1", 6379, "cache"), "Error 111 connecting to localhost:6379. Connection refused.", True),
+    (Endpoint("::1", 6379, "cache"), "Error 111 connecting to [::1]:6379.", True),
+    (Endpoint("127.0.0.1", 22, "ssh"), "2026-11-24 10:22:01 ERROR worker died at 10:22", False),
+    (Endpoint("127.0.0.1", 8080, "app"), "client: 127.0.0.1, server: shop, upstream: http://10.0.0.9:9000/", False),
+    (Endpoint("localhost", None, "app"), "GET http://localhost/app failed", False),
+    (Endpoint("db.internal", None, "db"), 'could not translate host name "db.internal" to address', True),
+    (Endpoint("db.internal", None, "db"), "connected to db.internal.example.com", False),
+    (Endpoint("10.0.0.12", 9000, "api"), 'upstream: "http://10.0.0.12:8080/x"', True),
+    (Endpoint(None, None, "orders-db"), "pool orders-db: timeout acquiring a connection", True),
+    (Endpoint(None, None, "app"), "at Client (/app/node_modules/knex/lib/client.js:312:26)", False),
+    (Endpoint(None, None, "db"), "db error: the db is down", False),
+])
+def test_what_names_a_probe(endpoint, line, named):
+    found = naming_line([error(f"Error: boom\n{line}")], endpoint)
+    assert (found is not None) is named
+    if named:
+        assert found[1] == line

@@ -27,7 +27,17 @@ from bot.command import Audience, Command, CommandError, Context, Reply, UsageEr
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.deploys import mirror
-from commands.deploys.history import Deploy, DeployDetail, DeployError, History, Listing, Window, checked_ref, opened
+from commands.deploys.history import (
+    Deploy,
+    DeployDetail,
+    DeployError,
+    History,
+    Listing,
+    UnknownRef,
+    Window,
+    checked_ref,
+    opened,
+)
 from commands.deploys.mirror import Mirror
 from commands.deploys.settings import DeploySettings
 
@@ -98,6 +108,7 @@ def parse(text: str) -> DeploysArgs:
 def run(ctx: Context, args: DeploysArgs) -> Reply:
     incident = ctx.incident(args.incident, required=False)
     services = _services(ctx, args, incident)
+    incident = ctx.incident_about(incident, [service.name for service in services], args.incident)
     if args.branch is not None:
         if len(services) > 1:
             raise UsageError("--branch needs one service: /deploys <service> --branch <branch>.")
@@ -231,6 +242,46 @@ def count_deploys(ctx: Context, service: DeploySettings, since: datetime, until:
             return len(history.deploys(Window(since, until, MAX_DEPLOYS)).deploys)
     except DeployError:
         return None
+
+
+def find_deploy(ctx: Context, service: str | None, ref: str) -> Deploy:
+    """The commit `ref` (a short or full sha, or a tag) names in `service`'s repository, or, with
+    no service, in the repository of every service that has one.
+
+    A DeployError when no repository has it, when one that might cannot be read, or when it names
+    different commits in different repositories.
+    """
+    try:
+        checked_ref(ref)
+    except ValueError as error:
+        raise UsageError(f"{error}.") from None
+    if service is not None:
+        services = _services(ctx, DeploysArgs(service=service), None)
+    else:
+        services = [s for s in map(DeploySettings.of, ctx.config.services.values()) if s.repo is not None]
+        if not services:
+            raise UnknownRef(f"No service has a repo configured, so {ref!r} cannot be checked; add repo "
+                             "to a [services.NAME] table of the config.")
+    found: dict[str, Deploy] = {}
+    failures: list[DeployError] = []
+    for each in services:
+        try:
+            with _history(ctx, each, _branch(each, None)) as (history, _):
+                deploy = history.detail(ref).deploy
+            found.setdefault(deploy.sha, deploy)
+        except DeployError as error:
+            failures.append(error)
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if len(found) > 1:
+        where = ", ".join(f"{d.short_sha} in {d.service}" for d in found.values())
+        raise UnknownRef(f"{ref!r} names different commits ({where}); give the whole sha.")
+    if len(failures) == 1:
+        raise failures[0]
+    unreadable = [str(error) for error in failures if not isinstance(error, UnknownRef)]
+    names = ", ".join(s.name for s in services)
+    raise UnknownRef(f"There is no commit or tag {ref!r} in the repo of {names}."
+                     + (" " + " ".join(unreadable) if unreadable else ""))
 
 
 def _detail(ctx: Context, service: DeploySettings, ref: str, incident: Incident | None) -> dict[str, Any]:

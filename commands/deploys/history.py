@@ -29,12 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from git import Repo
-from git.exc import InvalidGitRepositoryError, NoSuchPathError
+from typing import TYPE_CHECKING
 
 from bot.command import CommandError
 from commands.deploys.settings import DeploySettings
+
+if TYPE_CHECKING:
+    from git import Repo
 
 
 class DeployError(CommandError):
@@ -152,6 +153,9 @@ def checked_ref(name: str) -> str:
 @contextmanager
 def opened(path: str, service: DeploySettings, branch: str, deadline: float) -> Iterator[History]:
     """The service's history in the repository at `path`, closed (with any git child) on exit."""
+    from git import Repo  # gitpython costs its import only to the commands that read a repository
+    from git.exc import InvalidGitRepositoryError, NoSuchPathError
+
     try:
         repo = Repo(path)
     except (NoSuchPathError, InvalidGitRepositoryError):

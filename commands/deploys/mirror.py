@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from git import Repo
-
 from commands.deploys.history import MirrorError, git_reason
 
 MIRRORS_DIR = "git-mirrors"
@@ -84,6 +82,8 @@ def _fetched_at(path: Path) -> datetime | None:
 
 def _fetch(url: str, path: Path, timeout: float) -> str | None:
     """None when fetched; else what went wrong, in a few words."""
+    from git import Repo
+
     started = time.monotonic()
     with Repo(path) as repo:
         status, _, error = repo.git.fetch(
@@ -103,6 +103,8 @@ def _create(url: str, path: Path, timeout: float, service: str) -> None:
         building = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     except OSError as error:
         raise MirrorError(f"Could not mirror the repo of {service}: {path.parent}: {error.strerror}.") from None
+    from git import Repo
+
     try:
         Repo.init(building, bare=True).close()
         error = _fetch(url, building, timeout)

@@ -51,6 +51,7 @@ def run(ctx: Context, args: ProbeArgs) -> Reply:
     incident = _incident(ctx, args)
     service = args.service or _incident_service(ctx.config, incident)
     targets = _targets(ctx.config, service, args.target)
+    incident = ctx.incident_about(incident, [target.service for target in targets], args.incident)
     scope = " ".join(part for part in (service, args.target) if part)
     started = time.monotonic()
     results = run_probes(targets, ctx.deadline - REPLY_MARGIN_SECONDS)

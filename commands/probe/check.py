@@ -7,6 +7,10 @@ import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from commands.probe.errors import DnsFailure, Phase, Timeout
 from commands.probe.settings import ProbeConfig
@@ -72,6 +76,31 @@ class Check:
             socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
             raise DnsFailure(f"cannot resolve {host}: {error.strerror or error}") from None
+
+
+def endpoint(probe: ProbeConfig) -> tuple[str | None, int | None]:
+    """The host a probe connects to, and the port its config writes (None when implied, or for a
+    socket or a probe that connects nowhere)."""
+    if probe.address:
+        host, _, written = probe.address.rpartition(":")
+        return host.strip("[]"), int(written) if written.isdigit() else None
+    if probe.kind == "postgres" and probe.dsn:
+        try:
+            params = conninfo_to_dict(probe.dsn)
+        except psycopg.ProgrammingError:
+            return None, None
+        server, written_port = str(params.get("host") or ""), str(params.get("port") or "")
+        if "," in server or server.startswith("/"):
+            return None, None
+        return server or None, int(written_port) if written_port.isdigit() else None
+    target = probe.url or probe.dsn
+    if not target:
+        return None, None
+    parts = urlsplit(target)
+    try:
+        return parts.hostname, parts.port
+    except ValueError:
+        return parts.hostname, None
 
 
 def host_port(host: str, port: int | str) -> str:

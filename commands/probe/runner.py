@@ -26,7 +26,7 @@ from typing import Any
 
 from commands.probe.check import Check, Finding
 from commands.probe.errors import ProbeCrashed, ProbeError, Timeout
-from commands.probe.kinds import KINDS
+from commands.probe.kinds import kind
 from commands.probe.redact import guard_driver_logs, redact, secrets_of
 from commands.probe.settings import ProbeConfig
 
@@ -95,7 +95,7 @@ class _Flight:
 
     def fly(self) -> None:
         try:
-            self.outcome = KINDS[self.target.probe.kind](self.check)
+            self.outcome = kind(self.target.probe.kind)(self.check)
         except ProbeError as error:
             self.outcome = error
         except Exception as error:

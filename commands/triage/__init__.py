@@ -31,13 +31,13 @@ from bot.times import to_iso
 from commands.deploys import COMMAND as DEPLOYS
 from commands.deploys.settings import DeploySettings
 from commands.logs import COMMAND as LOGS
-from commands.logs import causes
 from commands.logs.settings import LogSettings
 from commands.probe import COMMAND as PROBE
+from commands.probe.check import endpoint
 from commands.probe.runner import Target, run_probes
 from commands.probe.settings import ProbeConfig, ProbeSettings
 from commands.triage.settings import TriageSettings
-from commands.triage.verdicts import Verdict, rank
+from commands.triage.verdicts import Endpoint, Verdict, rank
 
 SETTINGS = (TriageSettings,)
 
@@ -73,6 +73,7 @@ def parse(text: str) -> TriageArgs:
 def run(ctx: Context, args: TriageArgs) -> Reply:
     incident = ctx.incident(args.incident, required=args.incident is not None)
     service = _service(ctx, args, incident)
+    incident = ctx.incident_about(incident, [service.name], args.incident)
     started = time.monotonic()
     allowed = TriageSettings.of(ctx.config).deadline
     deadline = min(ctx.deadline - REPLY_MARGIN_SECONDS, started + allowed.total_seconds())
@@ -85,7 +86,8 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
 
     ctx.progress(reply(final=False))
     landed: queue.Queue[str] = queue.Queue()
-    part_ctx = dataclasses.replace(ctx, deadline=deadline, progress=lambda partial: None)
+    # The parts are told the incident by #N; without one they must not find the channel's (another service's).
+    part_ctx = dataclasses.replace(ctx, channel=None, deadline=deadline, progress=lambda partial: None)
     for name, work in _work(part_ctx, service, incident).items():
         if work is None:
             parts[name].state, parts[name].note = SKIPPED, _NOT_CONFIGURED[name]
@@ -179,7 +181,7 @@ def _data(ctx: Context, service: Service, incident: Incident | None, parts: dict
         deploys=deploys["deploys"] if deploys else [], deploy_files=deploys["suspect_files"] if deploys else {},
         probes=[r for r in probes["results"] if r.kind != "host"] if probes else [],
         host=host["results"] if host else [], errors=errors,
-        cause_kinds={cause.id: cause.probe_kinds for cause in causes.catalog()},
+        endpoints={name: Endpoint(*endpoint(probe), name) for name, probe in ProbeSettings.of(service).probes.items()},
         first_error=first_error, started=incident.started_at if incident else None,
         suspect_window=DeploySettings.of(service).suspect_window, incident_id=incident.id if incident else None,
     ) if final or any(part.state == DONE for part in parts.values()) else []
@@ -192,31 +194,37 @@ def _data(ctx: Context, service: Service, incident: Incident | None, parts: dict
         "parts": {name: {"state": part.state, "note": part.note, "took_ms": part.took_ms}
                   for name, part in parts.items()},
         "verdicts": verdicts,
-        "impact_start": _impact_start(incident, first_error),
-        "seen_before": _seen_before(ctx.store, incident, errors) if final else [],
+        "impact_start": _impact_start(incident, first_error, logs["query"]["since"] if logs else None),
+        "seen_before": _seen_before(ctx.store, service.name, incident, errors) if final else [],
         "deploys": deploys, "probes": probes, "logs": logs, "host": host,
     }
 
 
-def _impact_start(incident: Incident | None, first_error: datetime | None) -> dict[str, Any] | None:
-    """The logs' first error, offered as the incident's start when it is a minute or more off."""
+def _impact_start(incident: Incident | None, first_error: datetime | None,
+                  read_from: datetime | None) -> dict[str, Any] | None:
+    """The logs' first error, offered as the incident's start when it is a minute or more off.
+
+    `read_from`: where the logs were read from; a first error that close to it may only be the
+    first one read (`earlier_than_read` says so, and from when they were read).
+    """
     if first_error is None:
         return None
     offer = None
     if incident is not None and abs(first_error - incident.started_at) >= IMPACT_OFFER_AFTER \
             and (incident.resolved_at is None or first_error <= incident.resolved_at):
         offer = f"/incident update #{incident.id} --started {to_iso(first_error)}"
-    return {"at": first_error, "set_started": offer}
+    cut = read_from is not None and first_error - read_from < IMPACT_OFFER_AFTER
+    return {"at": first_error, "set_started": offer, "read_from": read_from, "may_be_earlier": cut}
 
 
-def _seen_before(store: Store, incident: Incident | None, errors: list[Any]) -> list[dict[str, Any]]:
-    """Earlier incidents in whose triage or logs one of these errors' signatures was recorded."""
+def _seen_before(store: Store, service: str, incident: Incident | None, errors: list[Any]) -> list[dict[str, Any]]:
+    """Earlier incidents in whose triage or logs of this same service one of these errors'
+    signatures was recorded."""
     signatures = {event.signature: event for event in errors}
     if not signatures:
         return []
-    rows = store.earlier_signatures(signatures, incident.id if incident else None)
     seen, found = [], set()
-    for incident_id, signature in rows:
+    for incident_id, signature in store.earlier_signatures(signatures, service, incident.id if incident else None):
         earlier = store.incident(incident_id)
         if earlier is None or incident_id in found:
             continue
@@ -233,6 +241,7 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
     top: Verdict = data["verdicts"][0]
     ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="triage",
                         text=f"/triage {data['service']}: {top.summary}", data={
+                            "service": data["service"],
                             "verdicts": data["verdicts"],
                             "parts": data["parts"],
                             "impact_start": data["impact_start"]["at"] if data["impact_start"] else None,

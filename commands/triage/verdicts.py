@@ -6,11 +6,13 @@ The ranking rules (scores out of 100; the README repeats them):
   +35 when a file it changed appears in the stack frames of an error in the logs;
   +10 scaled by how close before the first error (or the start) it landed.
   So a suspect whose files are in the traceback ranks above one whose files are not.
-- dependency — a probe that is down: 70, degraded: 45; +20 when the errors name it (a known cause
-  of that kind of dependency, like "could not connect to server" for Postgres). Pool exhaustion
+- dependency — a probe that is down: 70, degraded: 45; +20 when the errors name it: a line of an
+  error mentions the probe's host (not a loopback one, which says nothing), its host:port, its
+  port as written in the config (`:5432`, `port 5432`), or its name when that is more than a
+  common word (`orders-db`, or `service.target`); the evidence quotes that line. Pool exhaustion
   (connections near the maximum, or refused for lack of slots): 80, +10 when the errors name it.
-- known_cause — an error of the logs with a known cause not already counted for a dependency:
-  55, +1 per 5 occurrences up to +15.
+- known_cause — an error of the logs with a known cause, unless it names a failing dependency
+  (then it is that dependency's evidence): 55, +1 per 5 occurrences up to +15.
 - resource — this host's CPU, memory, disk or open files past their thresholds: 50 (down: 65).
 - none — when nothing scores 40 or more, a single verdict says there is no evidence, and what was
   checked; it never guesses.
@@ -28,8 +30,11 @@ from bot.times import format_duration
 
 DEPLOY, DEPENDENCY, RESOURCE, KNOWN_CAUSE, NONE = "deploy", "dependency", "resource", "known_cause", "none"
 EVIDENCE_THRESHOLD = 40
+QUOTE_CHARS = 160
 _SOURCE_PATH = re.compile(r"[\w./\\-]*\w\.(?:py|js|mjs|cjs|jsx|ts|tsx|java|kt|scala|php|go|rb|rs|cs|ex|exs)\b")
-_CAUSE_KINDS_EXTRA = {"infra.upstream_nginx": ("http", "tcp")}
+_LOOPBACK = re.compile(r"^(?:localhost|127\.\d+\.\d+\.\d+|::1|0\.0\.0\.0|::)$", re.I)
+# Before a `:port`, something that can be a host (a name, an IPv4 address, a bracketed IPv6 one): not a clock's hours.
+_HOST_BEFORE_PORT = r"(?:(?<![\w.-])[A-Za-z][\w.-]*|(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}|\])"
 
 
 @dataclass(frozen=True)
@@ -42,29 +47,78 @@ class Verdict:
     action: tuple[str, str] | None = None     # (button label, the command it runs)
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """What an error line must mention to name a probe."""
+
+    host: str | None                          # where it connects
+    port: int | None                          # as written in its config (None: implied, or a socket)
+    name: str                                 # the probe's name
+
+
 def rank(*, deploys: Sequence[Any], deploy_files: dict[str, list[str]], probes: Sequence[Any],
-         host: Sequence[Any], errors: Sequence[Any], cause_kinds: dict[str, tuple[str, ...]],
+         host: Sequence[Any], errors: Sequence[Any], endpoints: dict[str, Endpoint],
          first_error: datetime | None, started: datetime | None, suspect_window: timedelta,
          incident_id: int | None) -> list[Verdict]:
-    """Every verdict the parts support, best first; or the one `none` verdict."""
-    def kinds_of(event: Any) -> tuple[str, ...]:
-        return cause_kinds.get(event.cause.id, ()) + _CAUSE_KINDS_EXTRA.get(event.cause.id, ()) if event.cause else ()
+    """Every verdict the parts support, best first; or the one `none` verdict.
 
+    `endpoints`: each probe's (by its target name) host, port and name.
+    """
     frames = {path for event in errors for path in frame_paths(event.text)}
     failing = [result for result in probes if result.status != "ok"]
-    naming = {kind: min((e.first_seen for e in errors if kind in kinds_of(e) and e.first_seen), default=None)
-              for kind in {kind for event in errors for kind in kinds_of(event)}}
-    explained = {event.cause.id for event in errors if set(kinds_of(event)) & {r.kind for r in failing}}
+    named = {result.target: naming_line(errors, endpoints[result.target])
+             for result in failing if result.target in endpoints}
+    explained = {id(event) for found in named.values() if found for event in found[0]}
     verdicts = [
         *_deploy_verdicts(deploys, deploy_files, frames, first_error or started, suspect_window, incident_id),
-        *_dependency_verdicts(failing, naming),
+        *_dependency_verdicts(failing, named),
         *_resource_verdicts(host),
-        *_known_cause_verdicts(errors, explained),
+        *_known_cause_verdicts([event for event in errors if id(event) not in explained]),
     ]
     verdicts.sort(key=lambda verdict: verdict.score, reverse=True)
     if not verdicts or verdicts[0].score < EVIDENCE_THRESHOLD:
         return [Verdict(NONE, "No evidence points to a cause yet", _nothing_found(deploys, probes, host, errors), 0)]
     return verdicts
+
+
+def naming_line(errors: Sequence[Any], endpoint: Endpoint) -> tuple[list[Any], str] | None:
+    """The errors that mention `endpoint` (its host, host:port, port or name), and the first line
+    that does, quoted; None when no error does."""
+    mention = _mention(endpoint)
+    if mention is None:
+        return None
+    naming: list[Any] = []
+    quoted = ""
+    for event in sorted(errors, key=lambda e: (e.first_seen is None, e.first_seen or datetime.min)):
+        for line in event.text.splitlines():
+            if found := mention.search(line):
+                naming.append(event)
+                quoted = quoted or _quote(line.strip(), found.start() - (len(line) - len(line.lstrip())))
+                break
+    return (naming, quoted) if naming else None
+
+
+def _mention(endpoint: Endpoint) -> re.Pattern[str] | None:
+    forms = []
+    host = (endpoint.host or "").strip("[]")
+    if host and not host.startswith("/"):
+        if not _LOOPBACK.match(host):
+            forms.append(rf"(?<![\w.-]){re.escape(host)}(?![\w-]|\.\w)")
+    if endpoint.port is not None:     # after any host: its own, or another that the same port says is it
+        forms.append(rf"{_HOST_BEFORE_PORT}:{endpoint.port}(?![\d:])")
+        forms.append(rf"\bport\b\W{{0,3}}{endpoint.port}(?!\d)")
+    if re.search(r"[-_.]", endpoint.name):
+        forms.append(rf"(?<![\w.-]){re.escape(endpoint.name)}(?![\w-])")
+    return re.compile("|".join(forms), re.I) if forms else None
+
+
+def _quote(line: str, at: int) -> str:
+    """`line` cut to QUOTE_CHARS around position `at`."""
+    if len(line) <= QUOTE_CHARS:
+        return line
+    start = max(0, min(at - QUOTE_CHARS // 3, len(line) - QUOTE_CHARS))
+    cut = line[start:start + QUOTE_CHARS]
+    return ("…" if start else "") + cut + ("…" if start + QUOTE_CHARS < len(line) else "")
 
 
 def frame_paths(stack: str) -> set[str]:
@@ -113,36 +167,37 @@ def _deploy_verdicts(deploys: Sequence[Any], deploy_files: dict[str, list[str]],
     return verdicts
 
 
-def _dependency_verdicts(failing: Sequence[Any], naming: dict[str, datetime | None]) -> list[Verdict]:
-    """`naming`: the dependency kinds the errors name, with when those errors began."""
+def _dependency_verdicts(failing: Sequence[Any], named: dict[str, tuple[list[Any], str] | None]) -> list[Verdict]:
+    """`named`: for each failing probe the errors name, those errors and the line that names it."""
     verdicts = []
     for result in failing:
-        named = result.kind in naming
+        naming = named.get(result.target)
         exhausted = result.error == "TooManyConnections" or ("connections" in result.detail
                                                               and "exhausted" in result.detail)
         if exhausted:
             used, most = result.metrics.get("connections"), result.metrics.get("max_connections")
             numbers = f": {used}/{most} connections" if used is not None and most else ""
             summary = f"{_kind_name(result.kind)} pool exhausted{numbers}"
-            score = 80 + (10 if named else 0)
+            score = 80 + (10 if naming else 0)
         else:
             summary = f"{_kind_name(result.kind)} ({result.service} {result.target}) is {result.status}"
-            score = (70 if result.status == "down" else 45) + (20 if named else 0)
-        evidence = result.detail + (" — and the errors in the logs name it" if named else "")
-        verdicts.append(Verdict(DEPENDENCY, summary, evidence, score, since=naming.get(result.kind),
+            score = (70 if result.status == "down" else 45) + (20 if naming else 0)
+        evidence = result.detail + (f" — the logs name it: “{naming[1]}”" if naming else "")
+        since = min((e.first_seen for e in naming[0] if e.first_seen), default=None) if naming else None
+        verdicts.append(Verdict(DEPENDENCY, summary, evidence, score, since=since,
                                 action=("Probe again", f"/probe {result.service}")))
     return verdicts
 
 
 def _resource_verdicts(host: Sequence[Any]) -> list[Verdict]:
-    return [Verdict(RESOURCE, f"This host: {result.detail.split(';')[0]}", result.detail,
+    return [Verdict(RESOURCE, f"This host: {re.split(r'; | · ', result.detail)[0]}", result.detail,
                     65 if result.status == "down" else 50) for result in host if result.status != "ok"]
 
 
-def _known_cause_verdicts(errors: Sequence[Any], explained: set[str]) -> list[Verdict]:
+def _known_cause_verdicts(errors: Sequence[Any]) -> list[Verdict]:
     verdicts = []
     for event in errors:
-        if event.cause is None or event.cause.id in explained:
+        if event.cause is None:
             continue
         score = 55 + min(15, event.count // 5)
         seen = f" ×{event.count}" if event.count > 1 else ""

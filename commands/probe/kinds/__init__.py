@@ -1,13 +1,18 @@
-"""One module per probe kind, each with `probe(check) -> Finding` that raises a ProbeError when down."""
+"""One module per probe kind, each with `probe(check) -> Finding` that raises a ProbeError when down.
+
+A kind's module (and its driver: psycopg, PyMySQL, redis, httpx, psutil) is imported the first time
+a probe of that kind runs, so a command that probes nothing never pays for the drivers.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from commands.probe.check import Check, Finding
-from commands.probe.kinds import host, http, mysql, postgres, redis, tcp
 
-KINDS: dict[str, Callable[[Check], Finding]] = {
-    "http": http.probe, "postgres": postgres.probe, "mysql": mysql.probe, "redis": redis.probe,
-    "tcp": tcp.probe, "host": host.probe,
-}
+
+def kind(name: str) -> Callable[[Check], Finding]:
+    """The probe function of kind `name` (one of commands.probe.settings.PROBE_KINDS)."""
+    probe: Callable[[Check], Finding] = importlib.import_module(f"{__name__}.{name}").probe
+    return probe

@@ -2,7 +2,8 @@
 
 A hung network mount blocks statvfs for ever; each mount is its own phase, so the runner's
 timeout names the mount that hangs. A mount that is missing or unreadable is a warning of its own:
-the other figures are still worth seeing.
+the other figures are still worth seeing. Each figure is said once: as a warning when it is past
+its threshold, else as a fact.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ def probe(check: Check) -> Finding:
     cpus = psutil.cpu_count() or 1
     load = psutil.getloadavg()[0] / cpus
     metrics.update(load_per_cpu=round(load, 2), cpus=cpus)
-    facts.append(f"load {load:.2f}/CPU ({cpus} CPUs)")
     if load >= settings.load_per_cpu:
-        warnings.append(f"load {load:.2f} per CPU (warning at {settings.load_per_cpu:g})")
+        warnings.append(f"load {load:.2f} per CPU of {cpus} (warning at {settings.load_per_cpu:g})")
+    else:
+        facts.append(f"load {load:.2f}/CPU ({cpus} CPUs)")
 
     check.enter("read", "reading memory use")
     memory = round(psutil.virtual_memory().percent)
     metrics["memory_pct"] = memory
-    facts.append(f"memory {memory}%")
     if memory >= settings.memory_pct:
         warnings.append(f"memory {memory}% used")
+    else:
+        facts.append(f"memory {memory}%")
 
     disks = {}
     for mount in _mounts(settings.mounts):
@@ -45,18 +48,19 @@ def probe(check: Check) -> Finding:
         except OSError as error:
             warnings.append(f"mount {mount} not readable: {error.strerror or error}")
     metrics["disk_pct"] = disks
-    if disks:
-        facts.append("disk " + ", ".join(f"{mount} {used}%" for mount, used in disks.items()))
     warnings.extend(f"disk {mount} {used}% full" for mount, used in disks.items() if used >= settings.disk_pct)
+    if roomy := {mount: used for mount, used in disks.items() if used < settings.disk_pct}:
+        facts.append("disk " + ", ".join(f"{mount} {used}%" for mount, used in roomy.items()))
 
     check.enter("read", "counting open files")
     files = _open_files()
     metrics["open_files"] = {scope: {"used": used, "limit": limit} for scope, (used, limit) in files.items()}
     for scope, (used, limit) in files.items():
         share = percent(used, limit)
-        facts.append(f"open files {used:,}/{limit:,} ({scope})")
         if share >= settings.files_pct:
-            warnings.append(f"open files {share}% of the limit ({scope})")
+            warnings.append(f"open files {used:,}/{limit:,}, {share}% of the limit ({scope})")
+        else:
+            facts.append(f"open files {used:,}/{limit:,} ({scope})")
     return Finding(latency=None, facts=facts, warnings=warnings, metrics=metrics)
 
 
