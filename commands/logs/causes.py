@@ -143,7 +143,7 @@ def parse_catalog(data: dict[str, Any]) -> tuple[Cause, ...]:
 _PATTERN_KEYS = {"keyword", "regex", "alone", "given"}
 
 
-def _patterns(entries: list[dict[str, str]], where: str) -> tuple[Pattern, ...]:
+def _patterns(entries: list[Any], where: str) -> tuple[Pattern, ...]:
     patterns = []
     for entry in entries:
         if not isinstance(entry, dict) or not entry.get("keyword") or set(entry) - _PATTERN_KEYS \
@@ -158,7 +158,7 @@ def _patterns(entries: list[dict[str, str]], where: str) -> tuple[Pattern, ...]:
         if entry.get("alone") and not any(word in entry["keyword"] for word in FAILURE_WORDS):
             raise CatalogError(f"{where}: an alone keyword must hold one of the failure words, "
                                f"not {entry['keyword']!r} (see FAILURE_WORDS)")
-        patterns.append(Pattern(entry["keyword"], regex, entry.get("alone", False), given))
+        patterns.append(Pattern(entry["keyword"], regex, bool(entry.get("alone", False)), given))
     return tuple(patterns)
 
 

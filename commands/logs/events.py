@@ -298,7 +298,7 @@ def collapsed(record: Record, analysis: Analysis, app_paths: tuple[str, ...]) ->
 
 def _flush(run: list[str], out: list[str]) -> None:
     if len(run) >= COLLAPSE_AT_LEAST:
-        indent = re.match(r"\s*", run[0]).group(0) or "    "
+        indent = run[0][:len(run[0]) - len(run[0].lstrip())] or "    "
         out.append(f"{indent}… {len(run)} framework lines")
     else:
         out.extend(run)

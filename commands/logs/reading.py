@@ -311,7 +311,8 @@ class BackwardFile:
             try:
                 got = os.preadv(self.fd, [view[:length]], start)
             except OSError as error:
-                self.stats.notes.append(f"{self.log.name}: read failed ({error.strerror.lower()}); stopped there")
+                reason = (error.strerror or str(error)).lower()
+                self.stats.notes.append(f"{self.log.name}: read failed ({reason}); stopped there")
                 return
             if got < length:
                 self.stats.notes.append(f"{self.log.name}: truncated while being read (rotated?); stopped there")
@@ -432,14 +433,16 @@ def command_chunks(argv: tuple[str, ...], stats: Stats, deadline: float) -> Gene
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        process.stdout.close()
-        process.stderr.close()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _output(process: subprocess.Popen[bytes], name: str, stats: Stats, deadline: float) -> Iterator[bytes]:
     started = time.monotonic()
     errors = bytearray()
     total = 0
+    assert process.stdout is not None and process.stderr is not None      # both are pipes
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
         selector.register(process.stderr, selectors.EVENT_READ)

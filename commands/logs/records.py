@@ -435,10 +435,10 @@ def forward_records(batches: Iterator[list[bytes]], dialect: Dialect) -> Iterato
             if kind is not Kind.BLANK:
                 before, before_line = kind, content
         yield completed
-    if current is None and unfinished:
-        current = _Lines()
-    for line in unfinished:                 # the stream ended inside a partial line
-        current.append(line)
+    if unfinished:                          # the stream ended inside a partial line
+        current = current or _Lines()
+        for line in unfinished:
+            current.append(line)
     if current is not None:
         yield [current.lines()]
 

@@ -286,6 +286,9 @@ class Bound:
     bytes: int
 
 
+_NOTHING: list[Record | None] = [None]     # a step without records: the caller may stop there
+
+
 class Scan:
     """Matching records of all streams, roughly newest first; `frontier` says what is settled.
 
@@ -364,7 +367,7 @@ class Scan:
                       and step.position < self.newest - self.bound.age - OUT_OF_ORDER):
                     self._stop(index, done=False)
                     self.bounded = self.bounded or "time"
-            yield from step.records or [None]
+            yield from step.records or _NOTHING
 
     def _stop(self, index: int, *, done: bool) -> None:
         self.streams[index].close()

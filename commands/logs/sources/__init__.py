@@ -72,7 +72,8 @@ class Forward:
 class Log(Protocol):
     """One log of a source: what the reply names it, and its parts, newest first, opened lazily."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def parts(self) -> Iterator[Backward | Forward]: ...
 
