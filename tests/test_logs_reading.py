@@ -334,3 +334,18 @@ def test_the_forward_path_lets_the_least_recent_kinds_go_with_a_note(tmp_path, m
                 time.monotonic() + 30, stats, NOW)
     assert [record.message[-1] for record in scan if record is not None] == ["E", "D", "C"]
     assert "app.log.1.gz: 2 older matches (2 different ones) were not kept" in stats.notes[0]
+
+
+def test_rotated_siblings_come_from_one_listing_per_directory(tmp_path, monkeypatch):
+    """A glob matching thousands of files must not list the directory once per file."""
+    for n in range(300):
+        (tmp_path / f"worker-{n:03d}.log").write_text("x\n")
+    (tmp_path / "worker-007.log.1").write_text("y\n")
+    monkeypatch.setattr(reading, "MAX_LOGS", 1000)
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listings.append(path) or real_listdir(path))
+    logs = discover((f"{tmp_path}/worker-*.log",), Stats())
+    assert len(listings) <= 2                              # the glob's own listing and the rotations'
+    assert [file.name for file in next(files for files in logs if files[0].name == "worker-007.log")] == [
+        "worker-007.log", "worker-007.log.1"]
