@@ -345,3 +345,19 @@ def test_the_corpus_of_real_traces_meets_the_bar(local, make_config):
     assert wrong == [] and false_alarms == []
     assert right >= 0.95 * known
     assert named_right == set(causes.known_ids())
+
+
+def test_a_failure_being_retried_is_not_an_error_but_one_whose_retries_ran_out_is():
+    assert events_of(["2026-11-24 13:58:02 INFO sync: ReadTimeout from api.example.com, retrying in 2s"]) == []
+    events = events_of(["HTTPSConnectionPool(host='api.example.com', port=443): Max retries exceeded with url: /v1 "
+                        "(Caused by NewConnectionError(': Failed to establish a new connection: [Errno -3] "
+                        "Temporary failure in name resolution'))"])
+    assert [event.cause.id for event in events] == ["infra.dns_failure"]
+
+
+def test_klog_lines_carry_their_level():
+    lines = ["I1124 13:58:01.000001       1 controller.go:120] synced",
+             "E1124 13:58:02.000001       1 controller.go:131] dial tcp 10.96.0.10:53: lookup db.svc on 10.96.0.10:53: "
+             "no such host"]
+    events = events_of(lines)
+    assert [(event.level, event.cause.id) for event in events] == [("error", "infra.dns_failure")]

@@ -63,6 +63,7 @@ _HEADER = re.compile(rb"""(?x)
   | \[\d\d-\w{3}-\d{4}\x20\d\d:\d\d                   # [24-Nov-2026 14:02:07 UTC] PHP
   | \w{3}\x20[\x20\d]\d\x20\d\d:\d\d:\d\d             # syslog
   | [DIWEFAU],\x20\[\d{4}-                            # Ruby's Logger
+  | [IWEF]\d{4}\x20\d\d:\d\d:\d\d\.\d+\x20             # klog (Kubernetes, Go): E1124 14:02:09.123456
   | \[?(?:TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|CRITICAL|FATAL|SEVERE)\b[\]:\x20]   # ERROR:root:msg
   | (?:level|lvl|time|ts)=                            # logfmt
   | \(node:\d+\)\x20                                  # (node:123) UnhandledPromiseRejectionWarning
@@ -526,6 +527,8 @@ def shown_level(lines: list[bytes], level: int | None, dialect: Dialect,
     warning stays a warning, even with a stack: a handled error, a retry."""
     if level is not None and level >= WARN:
         return ERROR if level < ERROR and any(_CRASH.search(line) for line in lines[:MAX_RECORD_LINES]) else level
+    if any(_RETRYING.search(line) for line in lines[:MAX_RECORD_LINES]):   # handled: it is being retried
+        return level
     if level is not None and len(lines) == 1:       # an ordinary line: no stack, no exception to see
         return ERROR if shows_failure(lines) else level
     kinds = dialect.kinds(lines[:MAX_RECORD_LINES])
@@ -541,6 +544,8 @@ def shown_level(lines: list[bytes], level: int | None, dialect: Dialect,
 # or the process, an application context that could not start. A framework may log it as a warning.
 _CRASH = re.compile(rb'Exception in thread "|\bUncaught (?:[Ee]xception|\w*Error)\b|\bUnhandled [Ee]xception\b'
                     rb"|\buncaughtException\b|cancelling refresh attempt|APPLICATION FAILED TO START")
+# A failure that is being retried is handled, not yet an error ("Max retries exceeded" is one).
+_RETRYING = re.compile(rb"(?i)\bretrying\b|\bwill (?:be )?retr(?:y|ied)\b|\bretry(?:ing)? in \d|\battempt \d+(?: of|/)")
 _EXCEPTION_ANYWHERE = re.compile(rb"(?<![\w.])(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)\b(?:: |$)"
                                  rb"|\bUncaught\b|\bpanic: ")
 
@@ -699,6 +704,7 @@ _PHP = re.compile(r"\[(\d\d)-(\w{3})-(\d{4}) (\d\d):(\d\d):(\d\d)(?: ([\w/+-]+))
 _SYSLOG = re.compile(r"^ ?(\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)\b")
 _LEVEL = re.compile(r"(?<![\w/-])(trace|debug|info|notice|deprecated|warn(?:ing)?|error|severe|crit(?:ical)?"
                     r"|fatal|alert|emerg(?:ency)?|panic)(?![\w/.-])", re.I)
+_KLOG = re.compile(rb"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ ")
 _DOTNET_LEVEL = {b"trce": 0, b"dbug": 10, b"info": 20, b"warn": 30, b"fail": 40, b"crit": 50}  # ASP.NET's console
 _RUBY_LEVEL = {b"D": 10, b"I": 20, b"W": 30, b"E": 40, b"F": 50, b"A": 50}
 
@@ -778,6 +784,8 @@ def parse_level(head: str, first: bytes) -> int | None:
     start counts as an error, and so does PHP's warning about a failed call (`Warning:
     file_put_contents(…): Failed to open stream`), which frameworks turn into a 500."""
     if first[1:4] == b", [" and first[:1] in _RUBY_LEVEL:
+        return _RUBY_LEVEL[first[:1]]
+    if first[:1] in _RUBY_LEVEL and _KLOG.match(first):
         return _RUBY_LEVEL[first[:1]]
     if _PHP_WARNING.match(first):
         return ERROR
