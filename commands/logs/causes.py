@@ -40,7 +40,7 @@ FAILURE_WORDS = (
     "load app", "loaded as Python", "recursion depth", "SQLSTATE", "encryption key", "supported ciphers",
     "append mode", "cache path", "vendor/autoload", "Target class", "Schema-validation", "bean of type",
     "not received", "not connect", "t connect", "t reach", "ConnectionBad", "prematurely", "live upstreams",
-    "write against", "rror", "RROR", "xception",
+    "write against", "code 137", "rror", "RROR", "xception",
 )
 _ID = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$")
 
