@@ -1,17 +1,25 @@
 """Lines -> records: one log entry with its continuation lines (a stack trace is part of its entry).
 
-Formats: JSON lines, plain text with a header (time, level) on each entry's first line, and
-nginx/Apache access logs; detected from a sample, or set by `log_format`. Lines stay bytes until a
-record is known to match, so skipped text is never decoded. A JSON entry is shown as its time,
-level and message; a plain-string `error`/`err` field (zap, logrus, slog) joins the message, since
-it usually holds the cause ("query failed: dial tcp …: connection refused").
+A log's `Dialect` is told once from a sample of its lines: the carrier's prefixes around each line
+(prefixes.py; grouping and matching read a line without them, the reply shows it as written), the
+format (JSON lines, plain text with a header on each entry's first line, nginx/Apache access logs;
+or `log_format`), whether entries have headers, and how to read times (the service's
+`log_timezone` for times without a zone; the command's clock for syslog's missing year). Lines stay
+bytes until a record is known to match, so skipped text is never decoded. A JSON entry is shown as
+its time, level and message; a plain-string `error`/`err` field (zap, logrus, slog) joins the
+message, since it usually holds the cause ("query failed: dial tcp …: connection refused").
 
 Where a record starts: at a header or a JSON line, and at the first line of a stack printed on
 its own (`Traceback …`, `panic: …`, `Exception in thread …`, a Node crash site) unless it follows a
-warning or error header (it is that message's trace) or a chained-exception phrase. In a log
-without headers (a process's stderr), any unindented line starts one too, unless the line before
-says it continues: an indented line (Python's final `KeyError: 'x'`, Node's `TypeError` under the
-caret), an exception whose message goes on, or a continuation like `Caused by:`.
+warning or error header, or a bare message naming an error (it is that message's trace), or a
+chained-exception phrase. In a log without headers (a process's stderr), any unindented line starts
+one too, unless the line before says it continues: an indented line or a frame (Python's final
+`KeyError: 'x'`, Node's `TypeError` under the caret), the line after a Python frame (its source,
+indented or not), an exception whose message goes on, or a continuation like `Caused by:`.
+
+An entry is an error by its level word, or by what it shows when no level says so (`shown_level`).
+A record longer than 400 lines keeps its first 300 and last 100; a cut never separates a private
+key's body from its BEGIN line, so redaction still sees the key.
 """
 
 from __future__ import annotations

@@ -1,17 +1,20 @@
-"""The scan: a service's sources read newest first, each record tested against the query.
+"""The scan: a service's logs read newest first, each record tested against the query.
 
-Every log (app.log and its rotated siblings, newest first) and the configured command is a
-stream. A stream steps one block at a time and keeps its position: the time of the oldest entry it
-has reached. The stream whose position is newest steps next, so the streams move back in time
-together, and the caller can stop as soon as it holds enough results newer than every position,
-because nothing left unread can be newer. That is why the cost grows with how far back the match
-lies, not with the files' size.
+Every log of every source (app.log and its rotated siblings, newest first; a command's output;
+see commands/logs/sources) is a stream. A stream steps one block at a time and keeps its
+position: the time of the oldest entry it has reached. The stream whose position is newest steps
+next, so the streams move back in time together, and the caller can stop as soon as it holds
+enough results newer than every position, because nothing left unread can be newer. That is why
+the cost grows with how far back the match lies, not with the files' size. Without a window, a
+scan stops at the default bound (the log's last 24 h or 256 MiB) and says so.
 
 Blocks are gated before their lines are split into records: a block holding none of the query's
-literals (the --grep text, the request id, the words a level is written with) cannot hold a match,
-and only its first entry is parsed, to know how far back reading has come. A request id found by
-the gate is then verified as a whole id: a token of its own in text (`req-10` is not in
-`req-1000`), the request-id field's exact value in a JSON entry.
+literals (the --grep text; for errors, the exact spellings of error words and of the catalog's
+failure words, all looked for in one pass of a multi-literal search) cannot hold a match, and only
+its first entries are parsed, to know how far back reading has come. A request id is gated as a
+whole id (RE2: not where it begins a longer one), then verified: a token of its own in text
+(`req-10` is not in `req-1000`), the request-id field's exact value in a JSON entry. A --grep
+/regex/ runs on RE2, in time linear in the text.
 
 A gzip file or a command can only be read forwards, to its end: their matches are folded while
 streaming (a repeat replaces the kept one and adds to its count), so memory holds one record per
