@@ -39,7 +39,7 @@ def serve_ours(port: int) -> None:
     from bot.command import Command, Reply
     from bot.config import Config
     from bot.server import Server
-    from bot.store import Store
+    from bot.store.sqlite import SqliteStore
     from commands import registry
 
     def slow(ctx, args) -> Reply:
@@ -48,7 +48,7 @@ def serve_ours(port: int) -> None:
 
     commands = {**registry(), "slow": Command("slow", "sleeps", "", lambda text: text, slow)}
     env = SlackEnv("xoxb-bench", SECRET, os.environ["SLACK_API_URL"])
-    Server(lambda: SlackBot(env, Config(), Store(os.environ["ONCALL_DB"]), commands), "127.0.0.1", port).run()
+    Server(lambda: SlackBot(env, Config(), SqliteStore(os.environ["ONCALL_DB"]), commands), "127.0.0.1", port).run()
 
 
 def serve_minimal_bolt(port: int) -> None:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot import config as config_module  # noqa: E402
 from bot.console import Local  # noqa: E402
-from bot.store import Store  # noqa: E402
+from bot.store.sqlite import SqliteStore  # noqa: E402
 from commands import registry, sections  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -263,7 +263,7 @@ def _env(path: Path) -> dict[str, str]:
 def _runner(path: Path) -> Local:
     config = config_module.load(_config_file(path), registry(), sections(), required=True)
     clock_at = lambda: START + timedelta(days=30)  # noqa: E731
-    return Local(Store(_WORK / f"{path.stem}.db"), config, registry(), clock_at)
+    return Local(SqliteStore(_WORK / f"{path.stem}.db"), config, registry(), clock_at)
 
 
 def timed(runner: Local, query: str) -> float:

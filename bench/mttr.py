@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.config import Config  # noqa: E402
 from bot.console import Local  # noqa: E402
-from bot.store import Store  # noqa: E402
+from bot.store.sqlite import SqliteStore  # noqa: E402
 from bot.times import to_iso  # noqa: E402
 from commands import registry  # noqa: E402
 
@@ -36,7 +36,7 @@ def build(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in path.parent.glob(path.name + "*"):
         leftover.unlink()
-    store = Store(path)
+    store = SqliteStore(path)
     rng = random.Random(47)
     rows = []
     for index in range(INCIDENTS):
@@ -67,7 +67,7 @@ def main() -> None:
     if not CACHE.exists():
         print(f"building {INCIDENTS:,} incidents in {CACHE.relative_to(ROOT)} …")
         build(CACHE)
-    store = Store(CACHE)
+    store = SqliteStore(CACHE)
     runner = Local(store, Config(), registry(), lambda: NOW)
     reader = sqlite3.connect(CACHE)
 

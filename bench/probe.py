@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bot import config as config_module  # noqa: E402
 from bot.app import SlackBot, SlackEnv  # noqa: E402
 from bot.console import Local  # noqa: E402
-from bot.store import Store  # noqa: E402
+from bot.store.sqlite import SqliteStore  # noqa: E402
 from bot.times import utc_now  # noqa: E402
 from commands import registry, sections  # noqa: E402
 from commands.probe.runner import Target, flights_in_the_air, run_probes  # noqa: E402
@@ -223,7 +223,7 @@ def main() -> None:
     (work / "oncall.toml").write_text(config_text(health.server_address[1], listener.getsockname()[1]))
     config = config_module.load(work / "oncall.toml", registry(), sections(), required=True)
 
-    local = Local(Store(work / "fanout.db"), config, registry(), utc_now)
+    local = Local(SqliteStore(work / "fanout.db"), config, registry(), utc_now)
     figures = fan_out(local, config)
     print(f"/probe all: 20 targets, 5 hanging, timeout {TIMEOUT_SECONDS} s (median of {RUNS} runs)")
     fan_out_ratio, sequential_ratio = figures["all"] / TIMEOUT_SECONDS, figures["sequential"] / TIMEOUT_SECONDS
@@ -234,7 +234,7 @@ def main() -> None:
 
     wait_for_landing()
     stub_url = f"http://127.0.0.1:{stub.server_address[1]}"
-    bot = SlackBot(SlackEnv("xoxb-bench", SIGNING_SECRET, f"{stub_url}/api/"), config, Store(work / "slack.db"),
+    bot = SlackBot(SlackEnv("xoxb-bench", SIGNING_SECRET, f"{stub_url}/api/"), config, SqliteStore(work / "slack.db"),
                    registry())
     bot.start()
     server = make_server("127.0.0.1", 0, bot, server_class=ThreadingWSGIServer, handler_class=QuietWSGIHandler)

@@ -4,6 +4,9 @@ Users type in Slack, so: `--sev 2` and `--sev=2`; an em dash where macOS autocor
 straight or curly quotes, double or single, to group words ('connection refused'); an apostrophe
 inside a word is a plain letter ("can't"). Free text (a title, a note) keeps its own spacing and
 line breaks.
+
+Numbers are ASCII digits, at most MAX_DIGITS of them (`²` and `①` are digits to str.isdigit() but
+not to int(); `#99999999999999999999` fits no database column): `number()` is the one way to read one.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _TOKEN = re.compile("|".join(f"(?<!\\S){re.escape(a)}[^{re.escape(b)}]*{re.escap
                     + r"|\S+")
 _OPTION = re.compile(r"^(?:--|—|–)([A-Za-z][A-Za-z0-9-]*)(?:=(.*))?$", re.S)
 _INCIDENT_REF = re.compile(r"^#(\d+)$")
+MAX_DIGITS = 15
 
 
 @dataclass
@@ -82,7 +86,9 @@ def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = T
                 args.options[name] = " ".join(values)
         elif (incident_refs and args.incident is None and not (prose and kept)
               and (ref := _INCIDENT_REF.match(token))):
-            args.incident = int(ref.group(1))
+            args.incident = number(ref.group(1))
+            if args.incident is None:
+                raise UsageError(f"{token[:20]}{'…' if len(token) > 20 else ''} is not an incident number.")
         else:
             kept.append((token, start, end))
         index += 1
@@ -90,6 +96,14 @@ def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = T
     args.source, args.kept = text, kept
     args.text = args.rest(0)
     return args
+
+
+def number(text: str | bool) -> int | None:
+    """A whole number written in ASCII digits (at most MAX_DIGITS of them), else None."""
+    text = str(text)
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_DIGITS:
+        return None
+    return int(text)
 
 
 def _unquote(token: str) -> str:

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import signal
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 from bot import config as config_module
 from bot.config import Config, ConfigError
 from bot.jsonlog import configure as configure_logging
-from bot.times import TimeParseError, clock_starting_at, parse_since, utc_now
+from bot.times import TimeParseError, clock_starting_at, parse_since, to_iso, utc_now
 from commands import registry, sections
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ class StartupError(Exception):
 class Paths:
     config: Path
     config_required: bool
-    db: Path
+    db: str               # a path (or sqlite:///path), or a postgresql:// URL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,7 +106,6 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from bot.app import SlackBot
     from bot.server import Server
-    from bot.store import Store
 
     configure_logging()
     paths = _paths()
@@ -115,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
     env = _slack_env(mode="serve")
     _store(paths).close()
     port = args.port if args.port is not None else _port_from_env()
-    Server(lambda: SlackBot(env, config, Store(paths.db), registry(), args.clock), args.host, port).run()
+    Server(lambda: SlackBot(env, config, _store(paths), registry(), args.clock), args.host, port).run()
     return 0
 
 
@@ -215,8 +213,8 @@ def _summary(args: argparse.Namespace) -> int:
     posted = report.post(week)
     if posted is None:
         claimed = store.report_claimed(week)
-        print(f"The report of {week} was already posted to {claimed['channel']} ({claimed['claimed_at']}); "
-              "nothing was posted.", file=sys.stderr)
+        where = f" to {claimed.channel} ({to_iso(claimed.claimed_at)})" if claimed else ""
+        print(f"The report of {week} was already posted{where}; nothing was posted.", file=sys.stderr)
         return 0
     outbox.flush(SUMMARY_SEND_SECONDS)
     pending = store.outbox_pending()
@@ -261,7 +259,7 @@ def _export(args: argparse.Namespace) -> int:
 def _paths() -> Paths:
     configured = os.environ.get("ONCALL_CONFIG")
     return Paths(config=Path(configured or "oncall.toml"), config_required=bool(configured),
-                 db=Path(os.environ.get("ONCALL_DB") or "oncall.db"))
+                 db=os.environ.get("ONCALL_DB") or "oncall.db")
 
 
 def _config(paths: Paths) -> Config:
@@ -272,14 +270,12 @@ def _config(paths: Paths) -> Config:
 
 
 def _store(paths: Paths) -> Store:
-    from bot.store import Store
+    from bot.store import StoreUnavailable, open_store
 
-    if not paths.db.parent.is_dir():
-        raise StartupError(f"ONCALL_DB: {paths.db}: the directory {paths.db.parent} does not exist")
     try:
-        return Store(paths.db)
-    except sqlite3.Error as error:
-        raise StartupError(f"ONCALL_DB: {paths.db}: cannot use the database: {error}") from None
+        return open_store(paths.db)
+    except StoreUnavailable as error:
+        raise StartupError(f"ONCALL_DB: {error}") from None
 
 
 def _clock() -> Callable[[], datetime]:

@@ -75,6 +75,7 @@ class Context:
     clock: Callable[[], datetime]
     deadline: float = field(default_factory=lambda: time.monotonic() + 30)
     progress: Callable[[Reply], None] = lambda reply: None   # shows a long command's partial reply
+    may_run: Callable[[str], bool] = lambda command: True     # [access]: may this user run /command here
 
     def now(self) -> datetime:
         return self.clock()
@@ -131,3 +132,7 @@ class Command(Generic[Args]):
     @property
     def help_template(self) -> str:
         return f"{self.name}_help"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `run --json` shows of a command (its help): the parser and runner are code, not data."""
+        return {"name": self.name, "description": self.description, "usage": self.usage}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -24,10 +25,13 @@ from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Self, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.redact import RedactionSettings
+from bot.redact import RedactionSettings, compile_pattern
 from bot.times import TimeParseError, parse_duration
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 16          # tables and arrays within each other; the deepest real key (expect_json) needs a few
+MAX_MESSAGE = 300       # characters of a config error: one line, however long the value it quotes
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
@@ -81,6 +85,7 @@ class SlackSettings:
     summary_channel: str | None = None
     summary_weekday: int = 0
     summary_time: time = time(9, 0)
+    outbox_retention: timedelta = timedelta(days=30)    # sent messages are forgotten after this
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,10 @@ class Config:
     redaction: RedactionSettings = RedactionSettings()
     parts: Mapping[type[TableSection], TableSection] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `run --json` shows of the config (a help's data): where it came from and its zone, no secrets."""
+        return {"source": self.source, "timezone": self.timezone.key}
+
 
 def load(path: Path, commands: Iterable[str], sections: Iterable[type[Section]], *,
          required: bool = False) -> Config:
@@ -123,19 +132,48 @@ def load(path: Path, commands: Iterable[str], sections: Iterable[type[Section]],
             raise ConfigError(f"{path}: no such file (set ONCALL_CONFIG to the config's path)")
         return Config()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_read(path))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: tables or arrays nested too deeply") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot be read: {error}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{path}: tables or arrays nested more than {MAX_DEPTH} deep")
     return _parse(Table(data, "", str(path)), set(commands), tuple(sections))
+
+
+def _read(path: Path) -> str:
+    """A regular file's text, at most MAX_CONFIG_BYTES: never a device, a FIFO or a directory, whose
+    reading would never end (/dev/zero) or never start (a FIFO nobody writes)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ConfigError(f"{path}: not a regular file")
+    with path.open("rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KB; a config is a few KB")
+    return data.decode("utf-8")
+
+
+def _depth(data: Any) -> int:
+    """How deep tables and arrays nest (without recursion: the data may be deeper than Python's stack)."""
+    deepest, pending = 0, [(data, 0)]
+    while pending:
+        value, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _parse(root: Table, commands: set[str], sections: tuple[type[Section], ...]) -> Config:
     zone_name = root.string("timezone", "UTC")
     try:
         zone = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         root.fail("timezone", f"unknown time zone {zone_name!r} (use an IANA name like Europe/Berlin)")
     slack = _parse_slack(root.table("slack"))
     access = {}
@@ -174,8 +212,10 @@ def _parse_slack(table: Table) -> SlackSettings:
     match = _SUMMARY_AT.match(summary_at)
     if not match or int(match.group(2)) > 23 or int(match.group(3)) > 59:
         table.fail("summary_at", f"{summary_at!r} is not a weekday and time like \"mon 09:00\"")
+    outbox_retention = table.duration("outbox_retention", timedelta(days=30))
     table.done()
     return SlackSettings(
+        outbox_retention=outbox_retention,
         incident_channel=incident_channel,
         summary_channel=summary_channel,
         summary_weekday=WEEKDAYS.index(match.group(1)),
@@ -201,9 +241,9 @@ def _parse_redaction(table: Table) -> RedactionSettings:
             patterns_table.fail(kind, "a kind is lowercase letters, digits and _ (it is shown as [redacted:kind])")
         pattern = patterns_table.required_string(kind, "must not be empty")
         try:
-            compiled = re.compile(pattern)
-        except re.error as error:
-            patterns_table.fail(kind, f"not a valid regular expression: {error}")
+            compiled = compile_pattern(pattern)
+        except ValueError as error:
+            patterns_table.fail(kind, str(error))
         if compiled.search(""):
             patterns_table.fail(kind, "matches empty text; it must match the secret itself")
         patterns.append((kind, pattern))
@@ -236,7 +276,9 @@ class Table:
         return f"{self.path}.{quoted}" if self.path else quoted
 
     def fail(self, key: str, problem: str) -> NoReturn:
-        raise ConfigError(f"{self.file}: {self.where(key)}: {problem}")
+        """One line, however long the value it quotes."""
+        message = " ".join(f"{self.file}: {self.where(key)}: {problem}".split())
+        raise ConfigError(message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…")
 
     def keys(self) -> list[str]:
         return list(self.data)

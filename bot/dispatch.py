@@ -8,9 +8,10 @@ while the JSON log line with that id holds the traceback.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from bot.access import Access
@@ -20,6 +21,7 @@ from bot.store import Store
 
 COMMAND_DEADLINE_SECONDS = 30
 HELP_WORDS = ("help", "-h", "--help", "?")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ class Dispatcher:
 
     def run(self, invocation: Invocation, progress: Callable[[Reply], None] | None = None) -> Reply:
         """The reply to `invocation`; `progress` receives a long command's partial replies."""
+        # Text that is not Unicode (a lone surrogate; undecodable bytes from a terminal) could be
+        # neither stored nor printed: it becomes U+FFFD here, once for every command.
+        invocation = replace(invocation, command=_unicode(invocation.command), text=_unicode(invocation.text))
         name = invocation.command.lstrip("/")
         command = self.commands.get(name)
         if command is None:
@@ -58,10 +63,15 @@ class Dispatcher:
         if invocation.text.strip().lower() in HELP_WORDS:
             data = {**command.help_data(self.config), "command": command, "config": self.config}
             return Reply(command.help_template, data)
+        access = self.access
+
+        def may_run(other: str) -> bool:
+            return access is None or access.check(other, invocation.user, invocation.channel) is None
+
         context = Context(
             user=invocation.user, channel=invocation.channel, store=self.store, config=self.config,
             request_id=invocation.request_id, clock=self.clock,
-            deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS,
+            deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS, may_run=may_run,
             **({"progress": progress} if progress else {}),
         )
         try:
@@ -80,3 +90,7 @@ def _error(command: str, message: str, *, usage: str | None = None, incidents: l
            outcome: Outcome = Outcome.FAILED) -> Reply:
     return Reply("error", {"command": command, "message": message, "usage": usage, "incidents": incidents or []},
                  outcome=outcome)
+
+
+def _unicode(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)

@@ -1,6 +1,8 @@
 """Our log lines: one JSON object each, with the request id of the Slack request being served.
 
-Every value is redacted (bot.redact): a traceback or a command's text can hold a secret."""
+Every value is redacted (bot.redact): a traceback or a command's text can hold a secret. Then each is
+cut (MAX_MESSAGE, MAX_TRACEBACK, MAX_FIELD characters), so no request, however large, makes a log
+line larger than a few pages."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ import sys
 import traceback
 from datetime import UTC, datetime
 
-from bot.redact import redact_data
+from bot.redact import excerpt, redact_data
+
+MAX_MESSAGE = 4000
+MAX_TRACEBACK = 16_000
+MAX_FIELD = 2000
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -42,7 +48,13 @@ class JsonFormatter(logging.Formatter):
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["traceback"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(redact_data(line, default=str), ensure_ascii=False)
+        bounded = {key: _bounded(key, value) for key, value in redact_data(line, default=str).items()}
+        return json.dumps(bounded, ensure_ascii=False)
+
+
+def _bounded(key: str, value: object) -> object:
+    limit = MAX_MESSAGE if key == "msg" else MAX_TRACEBACK if key == "traceback" else MAX_FIELD
+    return excerpt(value, limit) if isinstance(value, str) and len(value) > limit else value
 
 
 def configure(level: int = logging.INFO) -> None:

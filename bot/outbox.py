@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from bot.command import Audience, Reply
+from bot.config import SlackSettings
 from bot.dispatch import Invocation
 from bot.jsonlog import request_id
 from bot.render import Renderer, SlackMessage
@@ -33,6 +34,7 @@ MAX_BACKOFF_SECONDS = 60
 EPHEMERAL_LIFETIME = timedelta(minutes=30)   # a response_url stops working after 30 minutes
 MESSAGE_LIFETIME = timedelta(hours=24)
 RESPONSE_URL_TIMEOUT = 10
+PRUNE_EVERY = timedelta(hours=1)
 _TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
                      "team_access_not_granted"}
 
@@ -48,11 +50,14 @@ class TransientFailure(Exception):
 
 
 class Outbox:
-    def __init__(self, store: Store, client: WebClient, renderer: Renderer, clock: Callable[[], datetime]):
+    def __init__(self, store: Store, client: WebClient, renderer: Renderer, clock: Callable[[], datetime],
+                 retention: timedelta = SlackSettings.outbox_retention):
         self.store = store
         self.client = client
         self.renderer = renderer
         self.clock = clock
+        self.retention = retention
+        self._pruned_at: datetime | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,6 +162,7 @@ class Outbox:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self.prune()
                 if self.send_one():
                     continue
                 due = self.store.next_outbox_due()
@@ -166,6 +172,16 @@ class Outbox:
             except Exception:
                 log.exception("the delivery loop failed; retrying in a second")
                 self._stop.wait(1)
+
+    def prune(self) -> None:
+        """At most once an hour, forget what was sent longer ago than the retention."""
+        now = self.clock()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        removed = self.store.prune_outbox(now - self.retention)
+        if removed:
+            log.info("forgot %d message(s) sent more than %s ago", removed, self.retention)
 
     def send_one(self) -> bool:
         """Send the next due item, if any; true when one was taken."""

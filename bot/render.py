@@ -2,11 +2,20 @@
 
 One render, two backends. Templates write Slack mrkdwn and call `header()`, `divider()`,
 `context()`, `buttons()`, `code()` for structure and `mention()`, `channel()`, `link()` inline;
-those emit control-character markers that text from users and logs can never contain (finalize
-strips them), so no value can forge a block, a button or a mention.
+those emit private-use markers that no value can carry, so no value can forge a block, a button,
+a mention or a link.
 
-Secrets: every value passes through bot.redact before it is escaped, so messages and the uploads
-made from them never carry one.
+One door for every value: the environment cleans what a template is given before the template
+sees it (`new_context`: the data, deep, dataclasses included), every attribute or item a template
+reads (`getattr`, `getitem`: objects that are not plain data) and every value it prints
+(`finalize`). Cleaning redacts secrets (bot.redact), then strips control characters and the whole
+private-use area, so templates cannot forget it, and whatever a template cuts (`truncate`, `[:n]`)
+is cut after redaction. The notification text is made from the same blocks.
+
+Code spans: Slack has no escape for a backtick, so a backtick in a value would end the template's
+`code span` and let the rest of the value format itself. Values carry their backticks as a marker;
+Slack's mrkdwn gets a look-alike (ˋ) outside code blocks, plain text and code blocks the backtick.
+Headers are one line: line and paragraph separators in them become spaces.
 
 Escaping: every value is HTML-escaped by jinja's autoescape, then the quote entities are turned
 back (Slack decodes exactly `&amp;`, `&lt;`, `&gt;` and would show `We&#39;ve`). So `<!channel>` in
@@ -19,10 +28,12 @@ into a file that the frame uploads in the thread, never cut silently.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import html
 import importlib.resources
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,10 +53,15 @@ MAX_BUTTONS = 25
 MAX_FALLBACK = 300
 
 # Private-use characters: not whitespace to str.strip()/split() (the ASCII separators \x1c-\x1f are).
-_BLOCK, _FIELD, _ITEM, _INLINE = "\ue000", "\ue001", "\ue002", "\ue003"
+# An inline marker has its own field separator: it may sit inside a block's field (a mention in a context).
+_BLOCK, _FIELD, _ITEM, _INLINE, _BACKTICK, _INLINE_FIELD = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004", "\ue005"
 _BLOCK_MARK = re.compile(f"{_BLOCK}(\\w+){_FIELD}(.*?){_BLOCK}", re.S)
-_INLINE_MARK = re.compile(f"{_INLINE}(\\w+){_FIELD}(.*?){_INLINE}", re.S)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ue000-\ue003]")
+_INLINE_MARK = re.compile(f"{_INLINE}(\\w+){_INLINE_FIELD}(.*?){_INLINE}", re.S)
+# Control characters (tab, LF and CR stay) and every private-use character, the planes' too.
+# (The backtick marker is left: a value cleaned twice keeps its backticks.)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\ue003\ue005-\uf8ff\U000f0000-\U0010ffff]")
+_SEPARATORS = str.maketrans(dict.fromkeys("\x0b\x0c\x1c\x1d\x1e\x85", " "))   # control characters that part words
+SLACK_BACKTICK = "\u02cb"   # ˋ, where a backtick would end a code span
 
 
 @dataclass(frozen=True)
@@ -62,11 +78,64 @@ class SlackMessage:
     overflow: str | None = None     # the whole message as plain text, when it did not fit
 
 
+class _Cleaned(str):
+    """A value already cleaned: the environment does not clean it twice (what is made from it is a plain str)."""
+
+    __slots__ = ()
+
+
 def clean(value: Any) -> Any:
     """Redact secrets, strip control characters and any forged marker from a value bound for a template."""
-    if isinstance(value, Markup) or not isinstance(value, str):
+    if isinstance(value, (Markup, _Cleaned)) or not isinstance(value, str):
         return value
-    return _CONTROL.sub("", redact(value))
+    return _Cleaned(_CONTROL.sub("", redact(value).translate(_SEPARATORS)).replace("`", _BACKTICK))
+
+
+def clean_data(value: Any) -> Any:
+    """`clean` through dicts (keys too), lists, tuples, sets and dataclasses; other objects as they are
+    (a template reads their attributes through the environment's `getattr`, which cleans them)."""
+    if isinstance(value, str):
+        return clean(str(value) if isinstance(value, Markup) else value)
+    if isinstance(value, dict):
+        return {clean_data(key): clean_data(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [clean_data(item) for item in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(clean_data(item) for item in value)
+    if isinstance(value, (set, frozenset)):
+        return type(value)(clean_data(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changed = {}
+        for field in dataclasses.fields(value):
+            current = getattr(value, field.name, None)
+            cleaned = clean_data(current)
+            if cleaned is not current:
+                changed[field.name] = cleaned
+        if not changed:
+            return value
+        duplicate = copy.copy(value)
+        for name, cleaned in changed.items():
+            object.__setattr__(duplicate, name, cleaned)   # frozen dataclasses too: this is our copy
+        return duplicate
+    return value
+
+
+class _CleanTemplate(jinja2.Template):
+    def new_context(self, vars: dict[str, Any] | None = None, shared: bool = False,   # noqa: A002 (jinja's name)
+                    locals: Mapping[str, Any] | None = None) -> jinja2.runtime.Context:   # noqa: A002
+        return super().new_context(clean_data(vars) if vars else vars, shared, locals)
+
+
+class _CleanEnvironment(jinja2.Environment):
+    """Every value a template is given, reads or prints is cleaned (see the module's docstring)."""
+
+    template_class = _CleanTemplate
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        return clean(super().getattr(obj, attribute))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return clean(super().getitem(obj, argument))
 
 
 class Renderer:
@@ -74,7 +143,7 @@ class Renderer:
         self.timezone = timezone
         self.clock = clock
         self.workspace_url: str | None = None   # from auth.test, for links to threads
-        self.env = jinja2.Environment(
+        self.env = _CleanEnvironment(
             loader=jinja2.FileSystemLoader(str(importlib.resources.files("templates"))),
             autoescape=True,
             finalize=clean,
@@ -162,7 +231,9 @@ def _as_tuple(item: Any) -> tuple[Any, ...]:
 
 
 def _header(text: Any) -> Markup:
-    return _mark("header", text)
+    """One line: line and paragraph separators (and any run of whitespace) become one space."""
+    words = text.split() if isinstance(text, str) else str(text).split()
+    return _mark("header", Markup(" ").join(words) if isinstance(text, Markup) else " ".join(words))
 
 
 def _divider() -> Markup:
@@ -184,7 +255,8 @@ def _code(text: Any) -> Markup:
 
 
 def _inline(kind: str, *parts: Any) -> Markup:
-    return Markup(f"{_INLINE}{kind}{_FIELD}" + _FIELD.join(str(escape(clean(p))) for p in parts) + _INLINE)
+    return Markup(f"{_INLINE}{kind}{_INLINE_FIELD}" + _INLINE_FIELD.join(str(escape(clean(p))) for p in parts)
+                  + _INLINE)
 
 
 def _mention(user: str | None) -> Markup | str:
@@ -245,9 +317,11 @@ def _section(text: str) -> Iterable[Block]:
 # -- Slack backend ---------------------------------------------------------------------------------
 
 
-def _slack_inline(text: str) -> str:
+def _slack_inline(text: str, backtick: str = SLACK_BACKTICK) -> str:
+    """Inline markers -> Slack's syntax; a value's backticks -> `backtick` (a look-alike in mrkdwn)."""
+
     def replace(match: re.Match[str]) -> str:
-        kind, parts = match.group(1), match.group(2).split(_FIELD)
+        kind, parts = match.group(1), match.group(2).split(_INLINE_FIELD)
         if kind == "user":
             return f"<@{parts[0]}>"
         if kind == "channel":
@@ -256,7 +330,7 @@ def _slack_inline(text: str) -> str:
             return f"<!subteam^{parts[0]}>"
         return f"<{parts[0]}|{parts[1]}>"
 
-    return _INLINE_MARK.sub(replace, text).replace("&#39;", "'").replace("&#34;", '"')
+    return _INLINE_MARK.sub(replace, text).replace("&#39;", "'").replace("&#34;", '"').replace(_BACKTICK, backtick)
 
 
 def to_slack(blocks: list[Block]) -> SlackMessage:
@@ -279,10 +353,10 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
     if block.kind == "divider":
         return [{"type": "divider"}]
     if block.kind == "header":
-        text = _slack_inline(block.text)
+        text = _slack_inline(block.text, "`")
         if len(text) <= MAX_HEADER and "\n" not in text:
             return [{"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}]
-        return [_mrkdwn_section(chunk) for chunk in _chunks(f"*{text}*", MAX_SECTION)]
+        return [_mrkdwn_section(chunk) for chunk in _chunks(f"*{_slack_inline(block.text)}*", MAX_SECTION)]
     if block.kind == "context":
         elements = [{"type": "mrkdwn", "text": _slack_inline(item[0])[:MAX_SECTION]} for item in block.items]
         return [{"type": "context", "elements": elements[i:i + MAX_CONTEXT]}
@@ -290,8 +364,8 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
     if block.kind == "buttons":
         buttons = []
         for index, (label, value, *extra) in enumerate(block.items):
-            button = {"type": "button", "action_id": f"run:{index}", "value": html.unescape(value),
-                      "text": {"type": "plain_text", "text": _slack_inline(label)[:75], "emoji": True}}
+            button = {"type": "button", "action_id": f"run:{index}", "value": _plain_text(value),
+                      "text": {"type": "plain_text", "text": _slack_inline(label, "`")[:75], "emoji": True}}
             if extra and extra[0] in ("primary", "danger"):
                 button["style"] = extra[0]
             if len(extra) == 3:
@@ -300,7 +374,7 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
         return [{"type": "actions", "elements": buttons[i:i + MAX_BUTTONS]}
                 for i in range(0, len(buttons), MAX_BUTTONS)]
     if block.kind == "code":
-        body = _slack_inline(block.text).replace("```", "`\u200b``")
+        body = _slack_inline(block.text, "`").replace("```", "`\u200b``")
         return [_mrkdwn_section(f"```\n{chunk}\n```") for chunk in _chunks(body, MAX_SECTION - 8)]
     return [_mrkdwn_section(chunk) for chunk in _chunks(_slack_inline(block.text), MAX_SECTION)]
 
@@ -308,7 +382,7 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
 def _confirm(label: str, *, question: str, no: str) -> dict[str, Any]:
     """Slack's confirm dialog for a button: its label is the title and the yes."""
     def plain(text: str, size: int) -> dict[str, Any]:
-        return {"type": "plain_text", "text": _slack_inline(text)[:size], "emoji": True}
+        return {"type": "plain_text", "text": _slack_inline(text, "`")[:size], "emoji": True}
 
     return {"title": plain(label, 100), "text": {"type": "mrkdwn", "text": _slack_inline(question)[:300]},
             "confirm": plain(label, 30), "deny": plain(no, 30)}
@@ -345,7 +419,7 @@ def _chunks(text: str, size: int) -> list[str]:
 
 def _text_inline(text: str) -> str:
     def replace(match: re.Match[str]) -> str:
-        kind, parts = match.group(1), match.group(2).split(_FIELD)
+        kind, parts = match.group(1), match.group(2).split(_INLINE_FIELD)
         if kind == "user":
             return f"@{parts[0]}"
         if kind == "channel":
@@ -354,7 +428,11 @@ def _text_inline(text: str) -> str:
             return f"@{parts[0]}"
         return f"{parts[1]} ({parts[0]})"
 
-    return html.unescape(_INLINE_MARK.sub(replace, text))
+    return _plain_text(_INLINE_MARK.sub(replace, text))
+
+
+def _plain_text(text: str) -> str:
+    return html.unescape(text).replace(_BACKTICK, "`")
 
 
 def _plain(block: Block) -> str:
@@ -371,7 +449,7 @@ def to_text(blocks: list[Block]) -> str:
         elif block.kind == "context":
             lines.append("  ·  ".join(_text_inline(item[0]) for item in block.items))
         elif block.kind == "buttons":
-            lines.append("  ".join(f"[{_text_inline(label)}: {html.unescape(value)}]"
+            lines.append("  ".join(f"[{_text_inline(label)}: {_plain_text(value)}]"
                                    for label, value, *_ in block.items))
         elif block.kind == "code":
             lines.extend("    " + line for line in _text_inline(block.text).split("\n"))

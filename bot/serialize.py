@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timedelta
+import re
+from datetime import datetime, timedelta, tzinfo
+from pathlib import PurePath
 from typing import Any
 
 from bot.times import to_iso
@@ -13,6 +15,8 @@ from bot.times import to_iso
 def json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return to_iso(value)
+    if isinstance(value, (re.Pattern, tzinfo, PurePath)):    # in a help's or a catalog's data
+        return getattr(value, "pattern", None) or str(value)
     if isinstance(value, timedelta):
         return value.total_seconds()
     if hasattr(value, "to_dict"):

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.args import Option, parse_args
+from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.redact import redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
 from commands.deploys import find_deploy
@@ -80,10 +81,9 @@ def parse(text: str) -> IncidentArgs:
     args = parse_args(rest, _OPTIONS.get(action, {}), incident_refs=action != "open", prose=True)
     severity = None
     if "sev" in args.options:
-        value = str(args.options["sev"]).upper().removeprefix("SEV")
-        if not value.isdigit() or int(value) not in SEVERITIES:
+        severity = number(str(args.options["sev"]).upper().removeprefix("SEV"))
+        if severity not in SEVERITIES:
             raise UsageError(f"--sev must be 1, 2, 3 or 4 (1 is the worst), not {args.options['sev']!r}.")
-        severity = int(value)
     cause = None
     if "cause" in args.options:
         typed = _CAUSE.match(str(args.options["cause"]))
@@ -122,7 +122,8 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
     now = ctx.now()
     service = _service(ctx, args.service)
     started = _when(ctx, "started", args.times["started"], now) if "started" in args.times else now
-    title = " ".join(args.text.split()) if "\n" not in args.text else args.text.strip()
+    # One line (a line break would fake the card's lines), redacted as it is stored, so a double submit is found.
+    title = redact(" ".join(args.text.split()))
     with ctx.store.write():
         twin = _double_submit(ctx, title, now)
         if twin is not None:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.args import Option, parse_args
+from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, Context, Reply, Upload, UsageError
 from bot.store import Resolutions, Store
 from bot.times import to_iso
@@ -84,7 +84,7 @@ class Stats:
 def parse(text: str) -> MttrArgs:
     args = parse_args(text, _OPTIONS, incident_refs=False)
     if args.words[:1] == ["report"]:
-        if args.options:
+        if args.options or args.words[1:2] == ["report"]:
             raise UsageError("report takes only a week: /mttr report [2026-W47].")
         period = parse(" ".join(args.words[1:]) or "last-week").period
         return MttrArgs(period=period, weekly_report=True)
@@ -281,10 +281,10 @@ def _change(current: float | None, previous: float | None) -> float | None:
 
 
 def _number(value: str | bool, option: str, low: int, high: int) -> int:
-    text = str(value).upper().removeprefix("SEV") if option == "--sev" else str(value)
-    if not text.isdigit() or not low <= int(text) <= high:
+    found = number(str(value).upper().removeprefix("SEV") if option == "--sev" else value)
+    if found is None or not low <= found <= high:
         raise UsageError(f"{option} must be a whole number from {low} to {high}, not {value!r}.")
-    return int(text)
+    return found
 
 
 COMMAND = Command(

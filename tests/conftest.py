@@ -18,6 +18,7 @@ from bot.app import SlackBot, SlackEnv
 from bot.config import Config
 from bot.console import Local
 from bot.store import Store
+from bot.store.sqlite import SqliteStore
 from bot.times import utc_now
 from commands import registry, sections
 from slack_double import SlackDouble, button_click, sign, slash_command
@@ -46,7 +47,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "oncall.db")
+    return SqliteStore(tmp_path / "oncall.db")
 
 
 @pytest.fixture

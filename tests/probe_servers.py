@@ -54,6 +54,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         elif path == "/redirect":
             self._reply(301, "text/plain", b"", location="/ok")
+        elif path == "/elsewhere":     # the same server under another host name: another origin
+            self._reply(302, "text/plain", b"", location=f"http://localhost:{self.server.server_address[1]}/ok")
         elif path == "/loop":
             self._reply(302, "text/plain", b"", location="/loop")
         elif path == "/auth":

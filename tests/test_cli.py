@@ -134,3 +134,13 @@ def test_oncall_now_sets_the_clock_of_the_whole_process(tmp_path):
     assert week.returncode == 0 and "2026-W01" in week.stdout    # last week, seen from 5 January
     bad = oncall(tmp_path, "run", "/incident list", env={"ONCALL_NOW": "yesterday"})
     assert bad.returncode == 2 and "ONCALL_NOW" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_deleted_database_is_a_startup_error_not_a_new_empty_one(tmp_path):
+    assert oncall(tmp_path, "run", "/incident open db down").returncode == 0      # first run: created
+    (tmp_path / "oncall.db").unlink()
+    gone = oncall(tmp_path, "run", "/incident list")
+    assert gone.returncode == 2 and not (tmp_path / "oncall.db").exists()
+    assert gone.stderr.count("\n") == 1 and "the database is missing, but one was created there before" in gone.stderr
+    (tmp_path / ".oncall.db.created").unlink()                                   # as the error says
+    assert oncall(tmp_path, "run", "/incident list").returncode == 0

@@ -80,3 +80,50 @@ def test_env_vars_are_expanded(make_config, monkeypatch):
     config = make_config('[services.api.probes.db]\nkind = "mysql"\ndsn = "${ONCALL_TEST_DSN}"\ntimeout = "1s"')
     probe = ProbeSettings.of(config.services["api"]).probes["db"]
     assert probe.dsn == "mysql://root:pw@127.0.0.1/test" and probe.timeout == timedelta(seconds=1)
+
+
+def _deep(kind: str) -> str:
+    return "x = " + ("[" * 5000 + "]" * 5000 if kind == "arrays" else "{a = " * 3000 + "1" + "}" * 3000)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('[services.api]\nrepo = "~nouser-9f8e7d/x"', "services.api.repo: '~nouser-9f8e7d/x': the home directory"),
+    ('[services.api.probes.web]\nkind = "http"\nurl = "http://[::1/"', "services.api.probes.web.url: not a valid URL"),
+    ("[redaction]\npatterns = { id = 'x{99999999999}' }", "redaction.patterns.id: not a valid regular expression"),
+    ("[redaction]\npatterns = { id = '(a+)+$' }", "redaction.patterns.id: a repetition inside a repetition"),
+    ("[redaction]\npatterns = { id = '(x|[a-z]*)*y' }", "redaction.patterns.id: a repetition inside a repetition"),
+    ("[redaction]\npatterns = { id = '(?<=k)v' }", "redaction.patterns.id: cannot run in linear time"),
+    (_deep("arrays"), "nested"), (_deep("tables"), "nested"),
+    ("x = " + "[" * 40 + "]" * 40, "nested more than 16 deep"),
+    ('timezone = "' + "x" * 500_000 + '"', "timezone: unknown time zone 'xxxx"),
+    ('timezone = "' + "x" * 2_000_000 + '"', "larger than 1024 KB"),
+])
+def test_hostile_values_are_one_line_errors(make_config, text, problem):
+    with pytest.raises(ConfigError) as error:
+        make_config(text)
+    assert problem in str(error.value) and "\n" not in str(error.value) and len(str(error.value)) <= 300
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+def test_only_a_regular_file_is_read_as_the_config(tmp_path, kind):
+    import os
+    import subprocess
+    import sys
+
+    path = {"device": Path("/dev/zero"), "fifo": tmp_path / "fifo", "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        config_module.load(path, registry(), sections(), required=True)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ONCALL_")}, "ONCALL_CONFIG": str(path),
+           "ONCALL_DB": str(tmp_path / "o.db")}
+    result = subprocess.run([sys.executable, "-m", "bot", "run", "/incident list"], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not a regular file" in result.stderr
+
+
+def test_the_outbox_retention_is_a_duration(make_config):
+    assert make_config("").slack.outbox_retention == timedelta(days=30)
+    assert make_config('[slack]\noutbox_retention = "7d"').slack.outbox_retention == timedelta(days=7)
+    with pytest.raises(ConfigError, match="slack.outbox_retention"):
+        make_config('[slack]\noutbox_retention = "soon"')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import io
 import json
 import os
 import subprocess
@@ -565,3 +566,20 @@ def test_a_failed_fetch_keeps_the_transports_reason():
                                   "(Could not read from remote repository)")
     assert git_reason("fatal: repository 'https://ops:hunter2@git.example/x' not found") == \
         "repository 'https://ops:***@git.example/x' not found"
+
+
+@pytest.mark.parametrize("body", ["word " * 1_000_000, "\n" * 5_000_000])
+def test_a_huge_commit_message_is_cut_in_the_listing_and_the_detail(repo, service, local, body):
+    message = repo.path / "message.txt"
+    message.write_text("Deploy everything " + "x" * 3_000_000 + "\n\n" + body)
+    repo.commit("before", T - timedelta(hours=3))
+    repo.git("commit", "-q", "--allow-empty", "-F", str(message), at=T - timedelta(hours=2))
+    sha = repo.git("rev-parse", "HEAD")
+    runner = local(service(repo, deploy="commits"))
+    for line in ("/deploys api", f"/deploys api {sha[:10]}"):
+        for as_json in (False, True):
+            out, err = io.StringIO(), io.StringIO()
+            assert runner.run(line, as_json=as_json, out=out, err=err) == 0, err.getvalue()
+            assert len(out.getvalue()) < 100_000, (line, as_json, len(out.getvalue()))
+    detail = runner.invoke(f"/deploys api {sha[:10]}").data
+    assert detail["message"].startswith("Deploy everything xxx") and detail["message"].endswith("cut here)")

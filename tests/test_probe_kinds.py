@@ -527,3 +527,15 @@ def test_timeout_reading_a_hung_mount(probe, monkeypatch):
     monkeypatch.setattr(host_kind.psutil, "disk_usage", hung)
     result, seconds, _ = probe('kind = "host"\nmounts = ["/"]\ntimeout = "1s"')
     assert_timed_out(result, seconds, "ReadTimeout", "reading disk usage of /")
+
+
+def test_http_a_redirect_to_another_host_is_not_followed_unless_allowed(probe, web):
+    result, *_ = probe(f'kind = "http"\nurl = "{web.url}/elsewhere"')
+    port = web.url.rsplit(":", 1)[1]
+    assert (result.status, result.error) == ("down", "WrongStatus")
+    assert result.detail == (f"redirected to http://localhost:{port}/ok, outside 127.0.0.1: not followed "
+                             '(follow_redirects = "any" allows it)')
+    allowed, *_ = probe(f'kind = "http"\nurl = "{web.url}/elsewhere"\nfollow_redirects = "any"')
+    assert allowed.status == "ok" and allowed.detail == f"200 OK · redirected 302 http://localhost:{port}/ok"
+    same_host, *_ = probe(f'kind = "http"\nurl = "{web.url}/redirect"\nfollow_redirects = "host"')
+    assert same_host.status == "ok"

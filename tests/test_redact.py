@@ -109,6 +109,15 @@ def test_private_key_blocks_are_removed_whole_even_when_cut():
     "KeyError: 'user_id' and max_tokens=100",   # a key mentioned, no secret assigned
     "Traceback (most recent call last):",
     "/api/users/1187 took 12ms",
+    "Access denied for user 'root'@'localhost' (using password: YES)",
+    "Access denied for user 'app'@'10.0.0.7' (using password: NO)",
+    '{"password": null, "token": true}',
+    "cache key=user_profile_1234 hit",
+    "auth_method=client_credentials_v2",
+    "bypass=true passenger=bob",
+    "request from 8.8.8.8 and 10.0.0.7 took 12ms",
+    "GET /users/bob@example.com 200",
+    "deploy a1b2c3d4e5f6 by bob: bump sk-learn to 1.5",
 ])
 def test_ordinary_text_is_left_alone(text):
     assert redact.redact(text) == text
@@ -254,3 +263,139 @@ def test_the_real_cli_redacts_json_output(tmp_path: Path):
                            env=env, check=True, capture_output=True, text=True, timeout=60).stdout
     assert "TCK-991" not in shown and "[redacted:ticket]" in shown
     assert "secret=abc" not in shown and "secret=[redacted:secret]" in shown
+
+
+# -- every kind, on a real-shaped sample (fake values in the real format) ------------------------------
+
+HEX64 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+B64_88 = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmE="
+
+# One line per rule of detect-secrets (by its secret type): the scanner itself finds the secret in it.
+SCANNER_SAMPLES = {
+    "Artifactory Credentials": ["artifactory token AKCp8jQ8bnzXyT1uVr2wGh7sKdKkLmPoQr used",
+                                "artifactory password AP6xYz3Wq9Lk2Mn8 used"],
+    "AWS Access Key": ["key AKIAZ7Q3EXAMPLE4ABCD in env",
+                       'aws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"'],
+    "Azure Storage Account access key": [f"DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={B64_88}"],
+    "Basic Auth Credentials": ["fetching https://deploy:Tr0ub4dor3@artifacts.internal/repo"],
+    "Cloudant Credentials": [f'cloudant_password = "{HEX64}"', 'cl_apikey: "abcdefghijklmnopqrstuvwx"',
+                             f"https://acme:{HEX64}@acme.cloudant.com/db",
+                             "https://acme:abcdefghijklmnopqrstuvwx@acme.cloudant.com/db"],
+    "Discord Bot Token": ["bot MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs online"],
+    "GitHub Token": ["clone with gho_16C7e42F292c6912E7710c838347Ae178B4a now"],
+    "GitLab Token": ["push with glpat-xK3mP9qR2sT5vW8yZ1aB now", "runner GR1348941xK3mP9qR2sT5vW8yZ1aB",
+                     "ci glcbt-a1_xK3mP9qR2sT5vW8yZ1aBcD", "mail glimt-xK3mP9qR2sT5vW8yZ1aBcDeFg",
+                     "trigger glptt-0123456789abcdef0123456789abcdef01234567",
+                     "agent glagent-" + "aB3dE5gH7j" * 5, "oauth gloas-" + "0123456789abcdef" * 4],
+    "IBM COS HMAC Credentials": ['cos_hmac_secret_access_key = "' + "a1b2c3d4e5f6" * 4 + '"'],
+    "IBM Cloud IAM Key": ['ibm_cloud_iam_api_key = "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5hJ7kL9mN"'],
+    "JSON Web Token": [f"token {JWT} rejected"],
+    "Mailchimp Access Key": ["mailchimp 0123456789abcdef0123456789abcdef-us12 ok"],
+    "NPM tokens": ["//registry.npmjs.org/:_authToken=npm_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5"],
+    "OpenAI Token": ["key sk-aB3dE5gH7jK9mN1pQ3sT5vW7yZT3BlbkFJaB3dE5gH7jK9mN1pQ3sT ok"],
+    "Private Key": [f"-----BEGIN {kind}PRIVATE KEY{block}-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5bkGK\n"
+                    f"-----END {kind}PRIVATE KEY{block}-----"
+                    for kind, block in (("", ""), ("RSA ", ""), ("DSA ", ""), ("EC ", ""), ("OPENSSH ", ""),
+                                        ("PGP ", " BLOCK"))]
+                   + ["---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nP2/56wAAAi4AAAA3aWYtbW9kbiB7c2lnbntyc2Et\n"
+                      "---- END SSH2 ENCRYPTED PRIVATE KEY ----",
+                      "PuTTY-User-Key-File-2: ssh-rsa\nEncryption: none\nPrivate-Lines: 1\nAAAAgQCPoTbHp+0Hm3wW"],
+    "PyPI Token": ["twine pypi-AgEIcHlwaS5vcmc" + "aB3dE5gH7jK9mN1pQ3sT" * 4,
+                   "test pypi-AgENdGVzdC5weXBpLm9yZw" + "aB3dE5gH7jK9mN1pQ3sT" * 4],
+    "SendGrid API Key": ["sendgrid SG.aBcDeFgHiJkLmNoPqRsTuV.aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789aBcDeFg ok"],
+    "Slack Token": [f"slack {SLACK_TOKEN}",
+                    "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/AbCdEfGhIjKlMnOpQrStUvWx"],
+    "SoftLayer Credentials": ['softlayer_api_key = "' + "a1b2c3d4" * 8 + '"',
+                              "https://api.softlayer.com/soap/v3/" + "a1b2c3d4" * 8],
+    "Square OAuth Secret": ["square sq0csp-aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5hJ7kL9mN ok"],
+    "Stripe Access Key": ["charge with sk_live_4eC39HqLyjWDarjtT1zdp7dc now"],
+    "Telegram Bot Token": ["bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0 polling"],
+    "Twilio API Key": ["account AC0123456789abcdef0123456789abcdef", "key SK0123456789abcdef0123456789abcdef"],
+}
+
+
+def test_every_rule_of_the_scanner_has_a_sample_it_finds_and_we_redact():
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.plugins.base import RegexBasedDetector
+    from detect_secrets.plugins.ip_public import IPPublicDetector
+
+    plugins = {name: plugin for name, plugin in get_mapping_from_secret_type_to_class().items()
+               if issubclass(plugin, RegexBasedDetector) and plugin is not IPPublicDetector}
+    assert set(plugins) == set(SCANNER_SAMPLES)    # a new rule of the scanner needs a sample here
+    for name, samples in SCANNER_SAMPLES.items():
+        found_by_pattern = set()
+        for sample in samples:
+            secrets = set(plugins[name]().analyze_string(sample))
+            assert secrets, f"{name}: the scanner finds nothing in {sample!r}"
+            redacted = redact.redact(sample)
+            for secret in secrets:
+                assert len(secret) < 8 or secret not in redacted, (name, sample, redacted)
+            assert "[redacted:" in redacted
+            found_by_pattern |= {p.pattern for p in plugins[name]().denylist if p.search(sample)}
+        assert found_by_pattern == {p.pattern for p in plugins[name]().denylist}, f"{name}: a rule has no sample"
+
+
+@pytest.mark.parametrize("text, secret, kind", [
+    (f"DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={B64_88[:60]};EndpointSuffix=core.windows.net",
+     B64_88[:60], "azure_key"),
+    ("Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=aB3dE5gH7jK9mN1pQ3sT5vW7yZ9b=",
+     "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9b", "azure_key"),
+    ("GET https://acme.blob.core.windows.net/c/b.txt?sv=2022-11-02&sp=r&sig=Qm9vYmFyYmF6cXV4Zm9v%2Bcg%3D 403",
+     "Qm9vYmFyYmF6cXV4Zm9v", "azure_sas"),
+    ("stripe said no to sk_live_51HqLyjWDarjtT1zdp7dcXYZ8u2fF9eJx8a7b6c5d4e3f2g1h0i9j8k7l6m5n4o3p2q1r0s9t8u7 today",
+     "XYZ8u2fF9eJx8a7b6c5d4e3f2g1h0", "stripe_key"),
+    ("restricted key rk_live_4eC39HqLyjWDarjtT1zdp7dcAAA0 used", "4eC39HqLyjWDarjtT1zdp7dc", "stripe_key"),
+    ("webhook secret whsec_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9b", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9b", "stripe_key"),
+    ("export NPM_TOKEN npm_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5 then", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9b", "npm_token"),
+    ("openai sk-proj-aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5hJ7kL9_xY-12 quota", "aB3dE5gH7jK9mN1pQ3sT5v", "openai_key"),
+    ("openai sk-aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5hJ7 quota", "aB3dE5gH7jK9mN1pQ3sT5v", "openai_key"),
+    ("maps key AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY denied", "9tSrke72PouQMnMX", "google_api_key"),
+    ("client 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", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9b", "google_oauth"),
+    ("vault login hvs.CAESIJlU3bXAmPl3Ygo5Z5W2P8zQ4n5uGHVlZm9vYmFy ok", "CAESIJlU3bXAmPl3Ygo5", "vault_token"),
+    ("sqlplus scott/Tiger123@orcl failed", "Tiger123", "password"),
+    ("connect app/S3cret!@//db.internal:1521/XEPDB1", "S3cret!", "password"),
+    ('{"user": "bob", "pass": "hunter2"}', "hunter2", "password"),
+    ('{"user": "bob", "pwd": "hunter2"}', "hunter2", "password"),
+    ("DB_PASS=hunter2 ./run", "hunter2", "password"),
+    ("session_sig=7Hq2Lx9Pz4Wk8Rv3Tn6Yb1Mc5 expired", "7Hq2Lx9Pz4Wk8Rv3Tn6Yb1Mc5", "secret"),
+    ('{"sessionId": "4f7c2a9e-1b3d-4f7a-9c1e-3b5d7f9a1c3e"}', "4f7c2a9e-1b3d", "secret"),
+    ("contraseña: hunter22", "hunter22", "password"),
+])
+def test_kinds_without_a_scanner_rule_are_redacted_too(text, secret, kind):
+    redacted = redact.redact(text)
+    assert secret not in redacted and f"[redacted:{kind}]" in redacted
+    assert redact.redact(redacted) == redacted
+
+
+@pytest.mark.parametrize("secret_text", [
+    "connect postgres://api:s3cr3t-Pw-long-enough@db.internal:5432/api now",
+    "paid with 4111 1111 1111 1111 today",
+    f"token {JWT} rejected",
+    f"slack said invalid_auth for {SLACK_TOKEN}",
+])
+def test_an_excerpt_is_redacted_before_it_is_cut_at_any_length(secret_text):
+    full = redact.redact(secret_text)
+    secret_parts = [part for part in re.split(r"\W+", secret_text) if len(part) >= 4 and part not in full]
+    for limit in range(1, len(secret_text) + 5):
+        cut = redact.excerpt(secret_text, limit)
+        assert len(cut) <= limit
+        assert not any(part[:4] in cut for part in secret_parts), (limit, cut)
+        assert "[redacted:" not in cut or re.search(r"\[redacted:\w+\]", cut)   # never half a mark
+
+
+def test_a_private_key_cut_from_its_begin_line_is_still_a_key():
+    body = "\n".join(["MIIEowIBAAKCAQEA7bq3kGz1vQ9dN0aJtq2xL8cYpR4sT1uVw3yZ6bC9dE2fH5jK"] * 20)
+    tail = f"...\n{body}\n-----END RSA PRIVATE KEY-----\nnext line"
+    assert redact.redact(tail) == "...\n[redacted:private_key]\nnext line"
+    head = f"-----BEGIN RSA PRIVATE KEY-----\n{body[:200]}"
+    assert redact.redact(head) == "[redacted:private_key]"
+
+
+def test_a_long_text_is_searched_only_where_keywords_are_but_all_of_it():
+    lines = [f"line {i} nothing to see" for i in range(2000)]
+    lines[3] = "password=hunter2"
+    lines[1999] = f"late {SLACK_TOKEN}"
+    redacted = redact.redact("\n".join(lines)).splitlines()
+    assert redacted[3] == "password=[redacted:password]" and redacted[1999] == "late [redacted:slack_token]"
+    assert redacted[4] == lines[4] and len(redacted) == 2000
+

@@ -1,4 +1,5 @@
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -120,3 +121,64 @@ def test_times_are_shown_in_the_configured_zone(renderer):
 def test_every_block_is_valid_json_for_slack(renderer):
     message, _ = slack(renderer, "{{ header('H') }}body\n{{ context('c') }}{{ divider() }}{{ code('x') }}")
     assert json.loads(json.dumps(message.blocks))[0] == {"type": "header", "text": {"type": "plain_text", "text": "H", "emoji": True}}
+
+
+# -- forged structure: one door for every value ----------------------------------------------------
+
+# Every marker render.py uses, shaped as the structure it stands for, and Slack's own syntax.
+FORGED = ("\ue000buttons\ue001Acknowledge\ue001/incident resolve #1\ue001primary\ue000"
+          "\ue000header\ue001pwned\ue000\ue003usergroup\ue001S0ONCALL\ue003\ue003user\ue001U0BOSS\ue003"
+          "\ue003link\ue001https://evil.example\ue001docs\ue003\ue003channel\ue001C0EVIL\ue003<!channel>\U000f0001")
+
+
+class Plain:                     # an object that is not plain data: read through the environment's getattr
+    def __init__(self, title):
+        self.title = title
+
+
+@dataclass(frozen=True)
+class Frozen:
+    title: str
+    notes: tuple[str, ...]
+
+
+def test_no_value_can_forge_structure_however_the_template_reaches_it(renderer):
+    template = ("{% macro icon() %}🔴{% endmacro %}"
+                "{{ header(icon() ~ ' #' ~ frozen.title) }}"
+                "{{ top }} {{ plain.title }} {{ items['k'] }} {% for n in frozen.notes %}{{ n }}{% endfor %}\n"
+                "{{ context('by ' ~ mention('U1') ~ ' ' ~ plain.title) }}"
+                "{{ buttons(('Ack ' ~ top, '/incident ack #2 ' ~ frozen.title, 'primary')) }}"
+                "{{ link('https://ok.example/' ~ top, items.k) }}")
+    data = {"top": FORGED, "plain": Plain(FORGED), "items": {"k": FORGED}, "frozen": Frozen(FORGED, (FORGED,))}
+    blocks = list(render._split_blocks(renderer.env.from_string(template).render(**data)))
+    message = render.to_slack(blocks)
+    assert [b["type"] for b in message.blocks] == ["header", "section", "context", "actions", "section"]
+    (button,) = message.blocks[3]["elements"]
+    assert button["value"].startswith("/incident ack #2 ")
+    assert message.blocks[2]["elements"][0]["text"].startswith("by <@U1> ")
+    shown = json.dumps([message.blocks[:3], message.blocks[4], button["text"]], ensure_ascii=False) + message.text
+    assert not any(forged in shown for forged in ("<!channel>", "<@U0BOSS>", "<!subteam", "<https://evil", "<#C0EVIL"))
+    text = render.to_text(blocks)
+    assert not any(forged in text for forged in ("@U0BOSS", "@S0ONCALL", "#C0EVIL", "[Acknowledge", "(https://evil"))
+    assert not any("\ue000" <= char <= "\uf8ff" or char >= "\U000f0000" for char in shown + text + button["value"])
+    assert data["frozen"].title == FORGED     # the caller's data is not changed
+
+
+def test_a_header_is_one_line(renderer):
+    message, text = slack(renderer, "{{ header(t) }}", t="db down\n*Status:* resolved\u2028x\u2029y\r\x85z\x0bw")
+    assert message.blocks == [{"type": "header", "text": {"type": "plain_text", "emoji": True,
+                                                         "text": "db down *Status:* resolved x y z w"}}]
+
+
+def test_a_value_cannot_end_the_code_span_it_is_quoted_in(renderer):
+    message, text = slack(renderer, "cause `{{ v }}` *end*\n{{ code(v) }}", v="a` *bold* `b")
+    section, code = (b["text"]["text"] for b in message.blocks)
+    assert section.count("`") == 2 and section == "cause `aˋ *bold* ˋb` *end*"
+    assert code == "```\na` *bold* `b\n```"            # a backtick cannot close a code block
+    assert text.splitlines()[0] == "cause `a` *bold* `b` *end*"
+
+
+def test_a_button_value_and_label_keep_their_text(renderer):
+    message, text = slack(renderer, "{{ buttons((label, value)) }}", label="Run `x` & go", value="/logs api --grep `x`")
+    (button,) = message.blocks[0]["elements"]
+    assert button["value"] == "/logs api --grep `x`" and button["text"]["text"] == "Run `x` &amp; go"

@@ -17,7 +17,7 @@ from bot.dispatch import Dispatcher
 from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.schedule import WeeklyReport, WeekNotOver, due_week
-from bot.store import Store
+from bot.store.sqlite import SqliteStore
 from commands import registry
 from commands.mttr import distinct_commits
 from git_repo import GitRepo
@@ -113,7 +113,7 @@ def test_the_scheduler_posts_once_per_week_whatever_restarts_or_replicas(store, 
     assert restarted.tick() is None
     clock.now = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)            # next Monday 09:00 Berlin
     assert restarted.tick() == "2026-W48"
-    assert store.last_report()["week"] == "2026-W48"
+    assert store.last_report().week == "2026-W48"
 
 
 def test_the_scheduler_itself_never_posts_a_week_that_is_not_over(store, clock, make_config, slack_double):
@@ -146,7 +146,7 @@ def test_the_bot_posts_the_report_itself(slack_bot, slack_double, store, make_co
     slack_bot(make_config(CONFIG), use_clock=True)
     (message,) = slack_double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0SUMMARY")
     slack_double.wait_for("files.completeUploadExternal")
-    assert store.report_claimed("2026-W47")["channel"] == "C0SUMMARY"
+    assert store.report_claimed("2026-W47").channel == "C0SUMMARY"
 
 
 def oncall(tmp_path, *args, **env):
@@ -181,7 +181,7 @@ def test_an_unfinished_week_is_shown_but_never_posted(tmp_path, slack_double):
         assert refused.returncode != 0 and "nothing was posted" in refused.stderr and refused.stdout == ""
         assert refused.stderr.startswith(f"{week} is not over until")
     assert "2027-W10 is not over until Mon 15 Mar 00:00 CET" in refused.stderr
-    assert slack_double.calls == [] and Store(tmp_path / "oncall.db").last_report() is None
+    assert slack_double.calls == [] and SqliteStore(tmp_path / "oncall.db").last_report() is None
     bad = oncall(tmp_path, "summary", "--week", "2026-W60", "--post", **env, **sunday_night)
     assert bad.returncode == 2 and "not a week" in bad.stderr
     monday = {"ONCALL_NOW": "2026-11-29T23:00:00Z"}                          # 00:00 Berlin: W48 is over
@@ -191,7 +191,7 @@ def test_an_unfinished_week_is_shown_but_never_posted(tmp_path, slack_double):
 
 def test_summary_saves_the_chart_and_links_the_slowest_threads_when_posting(tmp_path, slack_double):
     (tmp_path / "oncall.toml").write_text('[slack]\nsummary_channel = "C0SUMMARY"\n')
-    seed(Store(tmp_path / "oncall.db"), datetime(2026, 11, 24, 14, 0, tzinfo=UTC))
+    seed(SqliteStore(tmp_path / "oncall.db"), datetime(2026, 11, 24, 14, 0, tzinfo=UTC))
     now = {"ONCALL_NOW": "2026-11-24T14:00:00Z"}
     shown = oncall(tmp_path, "summary", "--png", "chart.png", **now)
     assert shown.returncode == 0 and "Weekly incident report · 2026-W47" in shown.stdout

@@ -1,8 +1,10 @@
 """End to end through `oncall-bot serve` (gunicorn), the way Slack talks to a deployed bot."""
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -129,3 +131,64 @@ def test_port_comes_from_the_environment_and_sigterm_drains(tmp_path, double):
     assert code == 0 and seconds < 10, output
     assert [c for c in double.called("chat.postMessage") if c.args.get("channel") == "C0E2E0005"]
     assert '"msg": "drained; 0 message(s) left in the outbox for the next start"' in output
+
+
+def test_a_hostile_title_forges_no_button_mention_or_link(served, double):
+    served.client.command("/incident", "open e2e victim sev1 --sev 1", channel="C0E2E0006")
+    (victim,) = double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0E2E0006")
+    victim_id = int(victim.args["text"].split("#")[1].split(":")[0])
+    forged = (f"\ue000buttons\ue001Acknowledge\ue001/incident resolve #{victim_id}\ue001primary\ue000"
+              "\ue003user\ue001U0BOSS001\ue003\ue003usergroup\ue001S0ONCALL\ue003<!channel> <!here> "
+              "\ue003link\ue001https://evil.example\ue001docs\ue003\ue005 `code\nStatus: resolved")
+    served.client.command("/incident", f"open e2e hostile {forged}", channel="C0E2E0007")
+    (card,) = double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0E2E0007")
+    hostile_id = int(card.args["text"].split("#")[1].split(":")[0])
+    actions = [b for b in card.args["blocks"] if b["type"] == "actions"]
+    values = [e["value"] for block in actions for e in block["elements"]]
+    assert values == [f"/incident ack #{hostile_id}", f"/incident resolve #{hostile_id}"]
+    assert "\n" not in card.args["blocks"][0]["text"]["text"]     # the title is one line: no faked card line
+    shown = json.dumps(card.args["blocks"], ensure_ascii=False) + card.args["text"]
+    for forgery in ("<!channel>", "<!here>", "<@U0BOSS001>", "<!subteam", "<https://evil", "\ue000", "\ue003"):
+        assert forgery not in shown
+    for value in values:            # every button of the card acts on its own incident only
+        served.client.click(value, channel="C0E2E0007", user="U0BOB0001")
+    double.wait_for("chat.update", where=lambda c: c.args.get("channel") == "C0E2E0007"
+                    and "Reopen" in json.dumps(c.args["blocks"]))
+    with sqlite3.connect(served.db) as db:
+        status = dict(db.execute("SELECT id, status FROM incidents WHERE id IN (?, ?)", [victim_id, hostile_id]))
+    assert status == {victim_id: "open", hostile_id: "resolved"}
+
+
+def test_idle_and_slow_clients_hold_no_request_thread(served, double):
+    idle, dripping = [], []
+    try:
+        for _ in range(100):
+            idle.append(socket.create_connection(("127.0.0.1", served.port)))
+        for index in range(100):
+            sock = socket.create_connection(("127.0.0.1", served.port))
+            sock.sendall(b"P" if index % 2 else b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            dripping.append(sock)
+        for _ in range(3):         # the slow ones keep sending, a byte at a time
+            for sock in dripping:
+                sock.sendall(b"x")
+            started = time.monotonic()
+            assert httpx.get(f"{served.url}/healthz", timeout=2).status_code == 200
+            assert time.monotonic() - started < 1
+        assert served.client.command("/incident", "open e2e under siege", channel="C0E2E0008").status_code == 200
+        double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0E2E0008")
+    finally:
+        for sock in idle + dripping:
+            sock.close()
+
+
+def test_a_request_that_stops_arriving_is_cut_off(served):
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        sock.settimeout(15)
+        started = time.monotonic()
+        answer = sock.recv(1024)
+        assert answer.startswith(b"HTTP/1.1 408") and 9 < time.monotonic() - started < 13
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(1024).startswith(b"HTTP/1.1 413")

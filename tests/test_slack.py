@@ -2,9 +2,11 @@
 
 import json
 import logging
+import socket
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -327,6 +329,97 @@ def test_a_command_cut_short_by_a_restart_is_told_so(slack_bot, slack_double):
     assert "`/slow` was cut short" in blocks_text(told)
 
 
+# -- hostile requests: refused with one short log line, never the body, never a traceback --------------
+
+SECRET_IN_BODY = "hooks.slack.com/commands/T0/1/SECRETBODYMARKER"
+
+
+@pytest.mark.parametrize("case, status", [
+    ("unsigned", 401), ("bad-signature", 401), ("timestamp-not-a-number", 401), ("timestamp-huge", 401),
+    ("raw-0xff", 401), ("signed-0xff", 400), ("payload-not-json", 401), ("signed-payload-not-json", 400),
+    ("signed-json-not-an-object", 400), ("content-length-not-a-number", 400), ("too-large", 413),
+])
+def test_a_malformed_or_forged_request_is_refused_in_one_line(slack_bot, slack_double, store, caplog, case, status):
+    bot, client = slack_bot()
+    body = slash_command("/incident", "open must not exist", response_url=f"https://{SECRET_IN_BODY}")
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if case == "bad-signature":
+        headers.update(sign("wrong", body))
+    elif case.startswith("timestamp-"):
+        headers.update(sign(client.secret, body), **{"X-Slack-Request-Timestamp":
+                                                       "soon" if case.endswith("number") else "9" * 40})
+    elif case.endswith("0xff"):
+        body = b"\xff\xfe" + body
+        headers.update(sign(client.secret, body) if case.startswith("signed") else {})
+    elif case.endswith("payload-not-json"):
+        body = b"payload=%7Bnot+json+" + SECRET_IN_BODY.encode()
+        headers.update(sign(client.secret, body) if case.startswith("signed") else sign("wrong", body))
+    elif case == "signed-json-not-an-object":
+        body = b'["' + SECRET_IN_BODY.encode() + b'"]'
+        headers.update(sign(client.secret, body), **{"Content-Type": "application/json"})
+    elif case == "content-length-not-a-number":
+        headers.update(sign(client.secret, body), **{"Content-Length": "12x"})
+    elif case == "too-large":
+        body = body + b"&pad=" + b"x" * (5 << 20)
+        headers.update(sign(client.secret, body))
+    caplog.set_level(logging.DEBUG)
+    if case == "content-length-not-a-number":      # what an HTTP client would not send
+        port = int(client.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /slack/events HTTP/1.0\r\n" + b"".join(
+                f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n" + body)
+            assert sock.recv(100).split()[1] == str(status).encode()
+    else:
+        response = httpx.post(f"{client.url}/slack/events", content=body, headers=headers, timeout=10)
+        assert response.status_code == status
+    time.sleep(0.2)
+    assert store.recent_incidents(10) == []
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    assert not any("traceback" in json.loads(line) for line in lines)
+    assert not any("SECRETBODYMARKER" in line or "must+not+exist" in line for line in lines)
+    rejected = [line for line in lines if "rejected a request" in line]
+    assert len(rejected) == 1 and len(rejected[0]) < 400
+
+
+def test_a_log_line_is_bounded_after_redaction():
+    record = logging.makeLogRecord({"msg": "got %s", "args": ("x" * 100_000 + " password=hunter2",),
+                                    "levelname": "WARNING", "name": "slack_bolt.App"})
+    line = json.loads(JsonFormatter().format(record))
+    assert len(line["msg"]) <= 4000 and line["msg"].endswith("…")
+
+
+# -- secrets typed into incidents: redacted at the door, stored redacted -------------------------------
+
+def test_a_secret_in_a_title_or_note_is_in_no_table_and_no_message(slack_bot, slack_double, store, tmp_path):
+    from bot import export
+
+    bot, client = slack_bot()
+    secret = "glpat-Zq81xK3mP9qR2sT5vW8y"
+    client.command("/incident", f"open checkout down, token {secret} leaked")
+    client.command("/incident", f"update rotated {secret}")
+    client.command("/incident", f"resolve revoked postgres://app:{secret}@db/x")
+    slack_double.wait_for("chat.update")
+    slack_double.wait_for("chat.postMessage", 3)
+    time.sleep(0.3)
+    calls = json.dumps([c.args for c in slack_double.calls], ensure_ascii=False)
+    assert secret not in calls and "[redacted:gitlab_token]" in calls
+    with sqlite3.connect(store.path) as db:
+        for table in ("incidents", "events", "outbox"):
+            assert secret not in json.dumps(db.execute(f"SELECT * FROM {table}").fetchall()), table
+    for output_format in ("csv", "json"):
+        out = __import__("io").StringIO()
+        export.write(store, None, output_format, out)
+        assert secret not in out.getvalue() and "[redacted:" in out.getvalue()
+
+
+def test_healthz_never_creates_the_database(slack_bot, store):
+    bot, client = slack_bot()
+    assert httpx.get(f"{client.url}/healthz").status_code == 200
+    for suffix in ("", "-wal", "-shm"):
+        Path(store.path + suffix).unlink(missing_ok=True)
+    response = httpx.get(f"{client.url}/healthz")
+    assert response.status_code == 503 and response.json()["status"] == "error"
+    assert not Path(store.path).exists()
 def test_a_private_answer_too_long_for_slack_says_where_its_file_went(slack_bot, slack_double):
     def huge(ctx, args):
         return Reply("error", {"command": "huge", "message": "\n".join(f"line {i} " + "x" * 2900 for i in range(60)),

@@ -7,14 +7,15 @@ import sqlite_utils
 
 from bot.config import Config
 from bot.console import Local
-from bot.store import Store, migrations
+from bot.store import Store
+from bot.store.sqlite import SqliteStore, migrations
 from bot.times import utc_now
 from commands import registry
 
 
 def test_schema_is_versioned_and_applied_once(tmp_path):
-    Store(tmp_path / "a.db")
-    store = Store(tmp_path / "a.db")
+    SqliteStore(tmp_path / "a.db")
+    store = SqliteStore(tmp_path / "a.db")
     applied = list(sqlite_utils.Database(store.path).query("SELECT migration_set, name FROM _sqlite_migrations"))
     assert [row["name"] for row in applied] == ["0001_incidents_timeline_outbox",
                                                 "0002_incident_cause_and_weekly_reports",
@@ -32,7 +33,7 @@ def test_an_older_database_is_upgraded_in_place(tmp_path):
                              "opened_at": "2026-01-01T00:00:00Z", "started_at": "2025-12-31T23:50:00Z",
                              "acknowledged_at": "2026-01-01T00:02:00Z", "resolved_at": "2026-01-01T01:00:00Z"})
     old.close()
-    store = Store(tmp_path / "old.db")
+    store = SqliteStore(tmp_path / "old.db")
     incident = store.incident(1)
     assert incident.title == "from before" and incident.cause is None
     assert sqlite_utils.Database(store.path)["reports"].exists()
@@ -64,14 +65,14 @@ def test_fifty_concurrent_opens_and_resolves_lose_nothing(store):
 
 
 def _process_worker(path: str, offset: int) -> None:
-    store = Store(path)
+    store = SqliteStore(path)
     with ThreadPoolExecutor(max_workers=10) as pool:
         list(pool.map(lambda i: _open_and_resolve(store, offset + i), range(10)))
 
 
 def test_several_processes_share_the_database(tmp_path):
     path = str(tmp_path / "shared.db")
-    Store(path)
+    SqliteStore(path)
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_process_worker, args=(path, 100 * n)) for n in range(3)]
     for process in processes:
@@ -79,7 +80,7 @@ def test_several_processes_share_the_database(tmp_path):
     for process in processes:
         process.join(60)
         assert process.exitcode == 0
-    assert sqlite_utils.Database(Store(path).path).execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[0] == 30
+    assert sqlite_utils.Database(SqliteStore(path).path).execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[0] == 30
 
 
 def test_a_delivery_is_claimed_once(store):
@@ -88,3 +89,25 @@ def test_a_delivery_is_claimed_once(store):
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda _: store.claim_delivery("command:trigger-1", now), range(20)))
     assert results.count(True) == 1
+
+
+def test_sent_outbox_rows_past_the_retention_are_pruned_and_the_timeline_kept(store, clock):
+    from datetime import timedelta
+
+    from bot.outbox import Outbox
+
+    incident_id = store.insert_incident(title="t", severity=3, service=None, status="open", opened_by="U1",
+                                        opened_at=clock(), started_at=clock(), channel="C1", announce_channel="C1")
+    store.add_event(incident_id, at=clock(), user="U1", kind="opened", text="t")
+    old_sent, old_failed, old_pending, new_sent = (
+        store.enqueue(kind="message", payload={"text": str(i)}, now=clock(), channel="C1") for i in range(4))
+    store.outbox_sent(old_sent, clock())
+    store.outbox_failed(old_failed, clock(), "channel_not_found")
+    clock.advance(days=31)
+    store.outbox_sent(new_sent, clock())
+    outbox = Outbox(store, None, None, clock, retention=timedelta(days=30))
+    outbox.prune()
+    with sqlite3.connect(store.path) as db:
+        left = [row[0] for row in db.execute("SELECT id FROM outbox ORDER BY id")]
+    assert left == [old_pending, new_sent]
+    assert [e.kind for e in store.events(incident_id)] == ["opened"]

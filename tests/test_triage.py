@@ -290,6 +290,32 @@ def test_without_an_incident_it_answers_in_the_channel_and_asks_for_a_service(lo
     assert reply.audience is Audience.CHANNEL and reply.data["parts"]["deploys"]["state"] == "skipped"
 
 
+@pytest.mark.parametrize("denied, part", [("/logs", "logs"), ("/deploys", "deploys"), ("/probe", "host")])
+def test_a_part_the_user_may_not_run_is_not_run(tmp_path, make_config, store, clock, denied, part):
+    from bot.access import Access
+    from bot.dispatch import Dispatcher
+    from bot.render import Renderer
+    from commands import registry
+
+    clock.now = NOW
+    repo = repo_with(tmp_path / "pay", [(20, "Charge in cents (#481)", {"src/views.py": "x = 2\n"})])
+    log = tmp_path / "pay.log"
+    log.write_text(python_trace(2))
+    config = make_config(f'[services.pay]\nrepo = "{repo}"\nlogs = ["{log}"]\n[triage]\ndeadline = "3s"\n'
+                         f'[access]\n"{denied}" = {{ users = ["U0OTHER01"] }}\n')
+    dispatcher = Dispatcher(store, config, registry(), clock, Access(config.access, lambda group: set()))
+    reply = dispatcher.run(Invocation("triage", "pay", "U0ALICE01", "C0INCIDNT", "t-2"))
+    assert reply.data["parts"][part] == {"state": "skipped", "note": f"not allowed: you may not run {denied}",
+                                         "took_ms": None}
+    assert reply.data[part] is None
+    text = Renderer(config.timezone, clock).text(reply.template, reply.data)
+    assert f"not allowed: you may not run {denied}" in text
+    if part == "logs":
+        assert "unsupported operand" not in text
+    allowed = dispatcher.run(Invocation("triage", "pay", "U0OTHER01", "C0INCIDNT", "t-3"))
+    assert allowed.data["parts"][part]["state"] == "done"
+
+
 # -- what belongs in an incident ----------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.args import Option, parse_args
+from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
@@ -93,9 +93,10 @@ def parse(text: str) -> DeploysArgs:
     if ref is not None and (since is not None or last is not None or branch is not None):
         raise UsageError("One deploy in detail takes no --since, --last or --branch.")
     if last is not None:
-        if not str(last).isdigit() or not 1 <= int(last) <= MAX_LAST:
+        count = number(last)
+        if count is None or not 1 <= count <= MAX_LAST:
             raise UsageError(f"--last must be a whole number from 1 to {MAX_LAST}, not {last!r}.")
-        last = int(last)
+        last = count
     for name in (ref, branch):
         if name is not None:
             try:

@@ -71,8 +71,13 @@ class GitTimeout(DeployError):
 
 
 # Records and fields are separated by NUL, which git never puts in a name, a date or a subject.
-LOG_FORMAT = "%x00%H%x00%P%x00%aN%x00%cI%x00%D%x00%s%x00"
-_DETAIL_FORMAT = "%x00%H%x00%P%x00%aN%x00%cI%x00%D%x00%s%x00%B%x00"
+# Names, tags and subjects are cut by git (`%<(N,trunc)`: a subject is one line), so a commit with a
+# 50 MB message costs a listing what any commit does; one deploy's message is read up to MAX_MESSAGE_BYTES.
+MAX_SUBJECT = 300
+MAX_MESSAGE_BYTES = 64 * 1024
+_CUT = "%<({},trunc)"
+LOG_FORMAT = (f"%x00%H%x00%P%x00{_CUT.format(200)}%aN%x00%cI%x00{_CUT.format(2000)}%D%x00"
+              f"{_CUT.format(MAX_SUBJECT)}%s%x00")
 _TAG_FORMAT = "%00".join((
     "%(refname:strip=2)", "%(creatordate:iso-strict)", "%(objecttype)", "%(objectname)", "%(*objectname)",
     "%(*objecttype)", "%(authorname)", "%(*authorname)", "%(subject)", "%(*subject)")) + "%00"
@@ -204,6 +209,7 @@ class History:
 
     def _deploy(self, sha: str, parents: str, author: str, when: datetime, subject: str, tag: str | None,
                 files: int, insertions: int, deletions: int) -> Deploy:
+        author, subject = author.rstrip()[:MAX_SUBJECT], subject.rstrip()[:MAX_SUBJECT]   # git pads what it cuts
         url = self.service.commit_url.replace("{sha}", sha) if self.service.commit_url else None
         return Deploy(service=self.service.name, sha=sha, short_sha=sha[:10], when=when, author=author,
                       subject=subject, pr=pull_request(subject), tag=tag, files_changed=files,
@@ -280,31 +286,44 @@ class History:
             for index, tag in enumerate(tags):
                 if tag.name == ref:
                     return self._tag_detail(tags, index)
-        args = ("--no-walk", "--numstat", "--diff-merges=first-parent", f"--format={_DETAIL_FORMAT}",
+        args = ("--no-walk", "--numstat", "--diff-merges=first-parent", f"--format={LOG_FORMAT}",
                 *_LOG_OPTIONS, "--end-of-options", ref)
         output = self._git("log", *args, "--", *self.service.paths, revision=ref)
         # A merge is listed even when its first-parent diff misses the paths: judge by the files.
-        in_paths = bool(output) and bool(_numstat(_records(output, 8)[0][7]))
+        in_paths = bool(output) and bool(_numstat(_records(output, 7)[0][6]))
         if not in_paths:
             output = self._git("log", *args, "--", revision=ref)
-        (sha, parents, author, date, refs, subject, message, numstat), = _records(output, 8)
+        (sha, parents, author, date, refs, subject, numstat), = _records(output, 7)
         files = _numstat(numstat)
         deploy = self._deploy(sha, parents, author, _from_git_date(date), subject, _first_tag(refs),
                               len(files), sum(f.insertions or 0 for f in files), sum(f.deletions or 0 for f in files))
-        return DeployDetail(deploy, message.strip(), files, in_paths=in_paths or not self.service.paths)
+        return DeployDetail(deploy, self._message(sha), files, in_paths=in_paths or not self.service.paths)
+
+    def _message(self, sha: str) -> str:
+        """The commit's message, its first MAX_MESSAGE_BYTES (saying so when there is more)."""
+        process = self.repo.git.cat_file("commit", sha, as_process=True)
+        try:
+            raw = process.proc.stdout.read(MAX_MESSAGE_BYTES + 1)
+        finally:
+            process.proc.kill()
+            process.proc.wait()
+        cut = len(raw) > MAX_MESSAGE_BYTES
+        message = raw[:MAX_MESSAGE_BYTES].partition(b"\n\n")[2].decode("utf-8", "replace")
+        return message.strip() + ("\n… (the message is longer; cut here)" if cut else "")
 
     def _tag_detail(self, tags: list[_Tag], index: int) -> DeployDetail:
         tag = tags[index]
         previous = tags[index + 1] if index + 1 < len(tags) else None
-        (sha, parents, author, date, refs, subject, message, _), = _records(
-            self._git("log", "--no-walk", f"--format={_DETAIL_FORMAT}", *_LOG_OPTIONS,
-                      "--end-of-options", tag.commit, "--"), 8)
+        (sha, parents, author, date, refs, subject, _), = _records(
+            self._git("log", "--no-walk", f"--format={LOG_FORMAT}", *_LOG_OPTIONS,
+                      "--end-of-options", tag.commit, "--"), 7)
+        message = self._message(sha)
         span = (previous.commit, tag.commit) if previous else (tag.commit,)
         files = _numstat(self._git("diff-tree", "-r", "-M", "--numstat", "--root", "--no-commit-id",
                                    "--diff-merges=first-parent", "--end-of-options", *span, "--", *self.service.paths))
         deploy = self._deploy(tag.commit, parents, tag.author, tag.when, subject, tag.name, len(files),
                               sum(f.insertions or 0 for f in files), sum(f.deletions or 0 for f in files))
-        return DeployDetail(deploy, message.strip(), files, in_paths=bool(files) or not self.service.paths,
+        return DeployDetail(deploy, message, files, in_paths=bool(files) or not self.service.paths,
                             previous_tag=previous.name if previous else None)
 
     # -- running git ---------------------------------------------------------------------------
@@ -403,7 +422,7 @@ def _numstat(text: str) -> list[FileChange]:
 
 
 def _first_tag(refs: str) -> str | None:
-    return next((ref.removeprefix("tag: ") for ref in refs.split(", ") if ref.startswith("tag: ")), None)
+    return next((ref.removeprefix("tag: ") for ref in refs.rstrip().split(", ") if ref.startswith("tag: ")), None)
 
 
 def _git_date(moment: datetime) -> str:

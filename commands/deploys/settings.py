@@ -63,7 +63,10 @@ def _repo(table: Table) -> str | None:
                            "an scp-like git@host:path, or a local path")
     if _REMOTE_REPO.match(repo):
         return repo
-    return os.path.abspath(Path(table.file).parent / Path(repo).expanduser())
+    try:
+        return os.path.abspath(Path(table.file).parent / Path(repo).expanduser())
+    except (RuntimeError, KeyError):     # ~nobody/…: no such user, so no home directory
+        table.fail("repo", f"{repo!r}: the home directory of {repo.split('/')[0]!r} is not known")
 
 
 def _commit_url(table: Table) -> str | None:

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.args import Option, parse_args
+from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.redact import redact
+from bot.redact import excerpt
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.logs import causes, sources
@@ -103,7 +103,7 @@ def parse(text: str) -> LogsArgs:
     last = DEFAULT_EVENTS
     if "last" in options:
         value = str(options["last"])
-        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_EVENTS:     # not "①"
+        if number(value) is None or not 1 <= int(value) <= MAX_EVENTS:
             raise UsageError(f"--last takes a number from 1 to {MAX_EVENTS}, not {value!r}.")
         last = int(value)
     status = None
@@ -292,11 +292,11 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any], now: datetim
     """The paste is a timeline event of the incident: what was asked and what came back."""
     events = data["events"]
     summary = (f"/logs {data['service']}: " + (
-        "; ".join(redact(event.exception)[:120] + (f" ×{event.count}" if event.count > 1 else "") for event in events)
+        "; ".join(excerpt(event.exception, 120) + (f" ×{event.count}" if event.count > 1 else "") for event in events)
         if events else "nothing matched"))
     ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="logs", text=summary, data={
         "service": data["service"], "mode": data["mode"], "query": data["query"],
-        "events": [{"excerpt": redact(event.excerpt)[:TIMELINE_EXCERPT], "count": event.count,
+        "events": [{"excerpt": excerpt(event.excerpt, TIMELINE_EXCERPT), "count": event.count,
                     "signature": event.signature,
                     "first_seen": event.first_seen, "last_seen": event.last_seen,
                     "cause": asdict(event.cause) if event.cause else None} for event in events],

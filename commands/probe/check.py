@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from commands.probe.errors import DnsFailure, Phase, Timeout
 from commands.probe.settings import ProbeConfig
 
@@ -85,6 +82,9 @@ def endpoint(probe: ProbeConfig) -> tuple[str | None, int | None]:
         host, _, written = probe.address.rpartition(":")
         return host.strip("[]"), int(written) if written.isdigit() else None
     if probe.kind == "postgres" and probe.dsn:
+        import psycopg  # only for a postgres probe's endpoint: libpq parses its DSN
+        from psycopg.conninfo import conninfo_to_dict
+
         try:
             params = conninfo_to_dict(probe.dsn)
         except psycopg.ProgrammingError:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.redact import excerpt
 from commands.probe.check import Check, Finding
 from commands.probe.errors import ProbeCrashed, ProbeError, Timeout
 from commands.probe.kinds import kind
@@ -129,9 +130,7 @@ class _Flight:
         else:
             status, detail, error_name, metrics = DOWN, str(outcome), type(outcome).__name__, {}
             latency = outcome.seconds if isinstance(outcome, Timeout) else took
-        detail = redact(detail, self.secrets)
-        if len(detail) > MAX_DETAIL_CHARS:
-            detail = detail[:MAX_DETAIL_CHARS - 1] + "…"
+        detail = excerpt(redact(detail, self.secrets), MAX_DETAIL_CHARS)   # the target's secrets, then all, then cut
         return ProbeResult(service=self.target.service, target=probe.name, kind=probe.kind, status=status,
                            latency_ms=round(latency * 1000), detail=detail, error=error_name, metrics=metrics)
 

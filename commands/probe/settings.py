@@ -46,6 +46,7 @@ class ProbeConfig:
     files_pct: int = 80
     load_per_cpu: float = 2.0
     mounts: tuple[str, ...] = ()
+    follow_redirects: str = "host"        # http: within the url's scheme, host and port only; "any": anywhere
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ _PROBE_TARGET_KEY = {"http": "url", "redis": "url", "postgres": "dsn", "mysql": 
 # The optional keys each kind reads; `kind` and `timeout` are for all.
 _PROBE_KEYS: dict[str, tuple[str, ...]] = {
     "http": ("connect_timeout", "method", "expect_status", "expect_body", "expect_json", "headers", "ca_file",
-             "degraded_ms", "tls_days"),
+             "degraded_ms", "tls_days", "follow_redirects"),
     "postgres": ("connect_timeout", "degraded_ms", "connections_pct", "query_age", "replica_lag"),
     "mysql": ("connect_timeout", "degraded_ms", "connections_pct"),
     "redis": ("connect_timeout", "ca_file", "degraded_ms", "connections_pct", "memory_pct", "replica_lag"),
@@ -73,6 +74,7 @@ _PROBE_KEYS: dict[str, tuple[str, ...]] = {
 }
 _ALL_PROBE_KEYS = {key for keys in _PROBE_KEYS.values() for key in keys}
 HTTP_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
+REDIRECTS = ("host", "any")
 MAX_PROBE_TIMEOUT = timedelta(seconds=20)
 _URL_SCHEMES = {"http": ("http", "https"), "redis": ("redis", "rediss", "unix"),
                 "postgres": ("postgresql", "postgres"), "mysql": ("mysql",)}
@@ -118,6 +120,8 @@ def _probe_options(table: Table, timeout: timedelta) -> dict[str, Any]:
             table.fail("connect_timeout", f"longer than the timeout ({timeout.seconds}s), which bounds the whole probe")
     if "method" in present:
         options["method"] = table.choice("method", HTTP_METHODS, "GET")
+    if "follow_redirects" in present:
+        options["follow_redirects"] = table.choice("follow_redirects", REDIRECTS, "host")
     if "expect_status" in present:
         options["expect_status"] = table.integer("expect_status", 100, 599)
     if "expect_body" in present:
@@ -205,7 +209,10 @@ def _check_probe_target(table: Table, probe: ProbeConfig) -> None:
         return
     if probe.ca_file and scheme.lower() not in ("https", "rediss"):
         table.fail("ca_file", f"a CA is for TLS: the {key} must be https:// or rediss://")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as error:      # http://[::1/ : an IPv6 address left open
+        table.fail(key, f"not a valid URL: {error}")
     if not parts.netloc.rpartition("@")[2] and scheme.lower() != "unix":
         table.fail(key, f"the {scheme}:// URL names no host")
     try:

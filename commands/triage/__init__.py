@@ -89,6 +89,9 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
     # The parts are told the incident by #N; without one they must not find the channel's (another service's).
     part_ctx = dataclasses.replace(ctx, channel=None, deadline=deadline, progress=lambda partial: None)
     for name, work in _work(part_ctx, service, incident).items():
+        if not ctx.may_run(_COMMAND_OF[name]):     # a part is its command: [access] applies as to the command
+            parts[name].state, parts[name].note = SKIPPED, f"not allowed: you may not run /{_COMMAND_OF[name]}"
+            continue
         if work is None:
             parts[name].state, parts[name].note = SKIPPED, _NOT_CONFIGURED[name]
             continue
@@ -109,6 +112,7 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
     return final
 
 
+_COMMAND_OF = {"deploys": "deploys", "probes": "probe", "logs": "logs", "host": "probe"}
 _NOT_CONFIGURED = {"deploys": "no repo configured", "probes": "no probes configured",
                    "logs": "no logs configured", "host": None}
 

@@ -1,5 +1,9 @@
 """http: one request, judged by status, body and TLS certificate; redirects followed and shown.
 
+Redirects are followed within the configured URL's scheme, host and port only (a 302 to another
+host, an internal admin page say, is reported, not fetched), unless the probe says
+`follow_redirects = "any"`.
+
 httpx's timeouts are per operation (its read timeout restarts with every chunk, so a server that
 drips its body keeps a request alive for ever); the total deadline is enforced here, between
 chunks, on top of per-operation timeouts no longer than the time left.
@@ -42,8 +46,9 @@ def probe(check: Check) -> Finding:
     verify = _tls_context(settings.ca_file, os.stat(settings.ca_file).st_mtime_ns if settings.ca_file else 0)
     try:
         timeout = httpx.Timeout(check.time_left(), connect=check.time_left(connecting=True))
+        hooks = {"request": [_within(target)]} if settings.follow_redirects == "host" else {}
         with httpx.Client(verify=verify, timeout=timeout, follow_redirects=follow, max_redirects=MAX_REDIRECTS,
-                          trust_env=False, headers=dict(settings.headers), auth=auth) as client:
+                          trust_env=False, headers=dict(settings.headers), auth=auth, event_hooks=hooks) as client:
             with client.stream(settings.method, url, extensions={"trace": tracer}) as response:
                 cert_days = _certificate_days_left(response)
                 body = _read_body(response, check)
@@ -55,6 +60,19 @@ def probe(check: Check) -> Finding:
         raise _mapped(error, tracer.where) from None
     latency = time.monotonic() - (tracer.sent_at or check.started)
     return _judge(check, response, body, cert_days, latency)
+
+
+def _within(target: httpx.URL) -> Any:
+    """A request hook refusing any request (a redirect) outside the target's scheme, host and port."""
+    def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+        return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+    def check(request: httpx.Request) -> None:
+        if origin(request.url) != origin(target):
+            raise WrongStatus(f"redirected to {public_url(str(request.url))}, outside {target.host}: not followed "
+                              '(follow_redirects = "any" allows it)')
+
+    return check
 
 
 _tls_lock = threading.Lock()

@@ -19,7 +19,6 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -27,7 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
-from bot.times import from_iso, to_iso
+from bot.store import (
+    EXPORT_COLUMNS,
+    RESOLVED,
+    SEVERITIES,
+    Event,
+    Incident,
+    OutboxItem,
+    Report,
+    Resolutions,
+    StoreUnavailable,
+)
+from bot.times import from_iso, to_iso, utc_now
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -35,8 +45,6 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_MS = 15_000
 
-OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
-SEVERITIES = (1, 2, 3, 4)     # SEV1 is the worst
 
 MIGRATION_SET = "oncall-bot"
 
@@ -134,13 +142,6 @@ def migrations() -> Migrations:
     return versions
 
 
-# What `oncall-bot export` gives of an incident, and the columns it comes from.
-EXPORT_COLUMNS = (
-    "id", "title", "severity", "service", "status", "cause",
-    "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
-    "resolved_by", "resolved_at", "resolution", "reopened",
-    "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
-)
 _EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
                      "time_to_resolve_seconds": "time_to_resolve"}.get(name, name)) for name in EXPORT_COLUMNS]
 # Columns whose text came from people (the others are numbers, times, ids and states the bot wrote).
@@ -156,95 +157,36 @@ def _csv_cell(column: str) -> str:
             f"""WHEN {column} GLOB {_NEEDS_QUOTES} THEN '"' || {escaped} || '"' ELSE {column} END""")
 
 
-@dataclass(frozen=True)
-class Incident:
-    id: int
-    title: str
-    severity: int
-    service: str | None
-    status: str
-    opened_by: str
-    opened_at: datetime
-    started_at: datetime
-    acknowledged_by: str | None
-    acknowledged_at: datetime | None
-    resolved_by: str | None
-    resolved_at: datetime | None
-    resolution: str | None
-    channel: str | None
-    announce_channel: str | None
-    thread_ts: str | None
-    reopened: int
-    cause: str | None = None        # what caused it, e.g. "deploy:<sha>"
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Incident:
-        """The incident of a row; the stored durations are left out (they follow from the times)."""
-        fields = {key: row[key] for key in cls.__dataclass_fields__}
-        for key in ("opened_at", "started_at", "acknowledged_at", "resolved_at"):
-            fields[key] = from_iso(row[key])
-        return cls(**fields)
-
-    @property
-    def is_open(self) -> bool:
-        return self.status != RESOLVED
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key, value in data.items():
-            if isinstance(value, datetime):
-                data[key] = to_iso(value)
-        return data
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    incident_id: int
-    at: datetime
-    user: str | None
-    kind: str
-    text: str | None
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "at": to_iso(self.at)}
-
-
-@dataclass(frozen=True)
-class Resolutions:
-    """Incidents of one severity resolved in a window, column by column (one tuple each, in the
-    same order): cheap to build for 100,000 of them, and what the statistics read."""
-
-    severity: int
-    to_resolve: tuple[int, ...]                   # seconds, resolved - started
-    to_acknowledge: tuple[int | None, ...]        # seconds, acknowledged - opened; None: never acknowledged
-    slowest: tuple[tuple[int, int], ...] = ()     # (seconds to resolve, id), the longest first, as many as asked
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    kind: str
-    request_id: str | None
-    incident_id: int | None
-    channel: str | None
-    user: str | None
-    response_url: str | None
-    payload: dict[str, Any]
-    attempts: int
-    created_at: datetime
-
-
-class Store:
+class SqliteStore:
     def __init__(self, path: Path | str):
-        self.path = str(path)
-        self._local = threading.local()
-        if not self._schema_is_current():
-            import sqlite_utils
+        """Opens the database at `path`, creating it on a first run; StoreUnavailable when it cannot.
 
-            with self._transaction() as db:
-                migrations().apply(sqlite_utils.Database(db))
+        Only here, and only once: a marker beside the file remembers that a database was made there,
+        and every later connection opens the file read-write without creating it, so a database
+        deleted since (under a running bot, or between runs) is an error (and /healthz a 503), never
+        a new empty one that looks healthy.
+        """
+        self.path = str(path)
+        file = Path(path)
+        self._uri = file.resolve().as_uri() + "?mode=rw"
+        self._local = threading.local()
+        if not file.parent.is_dir():
+            raise StoreUnavailable(f"{file}: the directory {file.parent} does not exist")
+        marker = file.with_name(f".{file.name}.created")
+        if not file.exists() and marker.exists():
+            raise StoreUnavailable(f"{file}: the database is missing, but one was created there before "
+                                   f"(see {marker}); restore it, or remove {marker} to start a new, empty one")
+        try:
+            sqlite3.connect(self.path).close()
+            if not marker.exists():
+                marker.write_text(f"oncall-bot created {file.name} here on {utc_now():%Y-%m-%d %H:%M} UTC\n")
+            if not self._schema_is_current():
+                import sqlite_utils
+
+                with self._transaction() as db:
+                    migrations().apply(sqlite_utils.Database(db))
+        except (sqlite3.Error, OSError) as error:
+            raise StoreUnavailable(f"{file}: cannot use the database: {error}") from None
 
     def _schema_is_current(self) -> bool:
         try:
@@ -259,7 +201,7 @@ class Store:
         """This thread's connection, in autocommit mode: each read sees the latest commit."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            db = sqlite3.connect(self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                  check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode = WAL")
@@ -534,12 +476,12 @@ class Store:
     def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
         self._db.execute(
             "UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, error = ? WHERE id = ?",
-            [to_iso(at), error, item_id])
+            [to_iso(at), redact(error), item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
         self._db.execute(
             "UPDATE outbox SET failed_at = ?, lease_until = NULL, error = ?, attempts = attempts + 1 WHERE id = ?",
-            [to_iso(now), error, item_id])
+            [to_iso(now), redact(error), item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         """A view that a newer one, queued behind it, replaces need not be sent: an incident's
@@ -555,6 +497,11 @@ class Store:
             "AND sent_at IS NULL AND failed_at IS NULL LIMIT 1",
             [item.kind, value, item.id]).fetchone() is not None
 
+    def prune_outbox(self, before: datetime) -> int:
+        """Forgets messages sent, or given up on, before `before` (the timeline keeps what happened);
+        returns how many."""
+        return self._db.execute("DELETE FROM outbox WHERE COALESCE(sent_at, failed_at) < ?", [to_iso(before)]).rowcount
+
     def outbox_pending(self) -> int:
         return self._db.execute(
             "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL").fetchone()[0]
@@ -569,25 +516,34 @@ class Store:
                 [week, channel, to_iso(now), claimed_by])
             return cursor.rowcount == 1
 
-    def report_claimed(self, week: str) -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM reports WHERE week = ?", [week])
-        return rows[0] if rows else None
+    def report_claimed(self, week: str) -> Report | None:
+        return self._report("SELECT week, channel, claimed_at, claimed_by FROM reports WHERE week = ?", [week])
 
-    def last_report(self) -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM reports ORDER BY week DESC LIMIT 1")
-        return rows[0] if rows else None
+    def last_report(self) -> Report | None:
+        return self._report("SELECT week, channel, claimed_at, claimed_by FROM reports ORDER BY week DESC LIMIT 1")
+
+    def _report(self, sql: str, params: list[Any] = ()) -> Report | None:
+        row = self._db.execute(sql, params).fetchone()
+        return Report(row[0], row[1], from_iso(row[2]), row[3]) if row else None
 
     # -- health ----------------------------------------------------------------------------
 
     def check_writable(self, now: datetime) -> None:
-        """Raises sqlite3.Error unless a write commits within a second."""
-        conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
+        """Raises StoreUnavailable unless a write commits within a second."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", [to_iso(now)])
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+            conn = sqlite3.connect(self._uri, uri=True, timeout=1, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", [to_iso(now)])
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+        except sqlite3.Error as error:
+            raise StoreUnavailable(str(error)) from error
+
+    @property
+    def local_dir(self) -> Path:
+        return Path(self.path).resolve().parent
 
 
 def _insert(db: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
@@ -618,4 +574,6 @@ def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]
 
 
 def _stored(fields: dict[str, Any]) -> dict[str, Any]:
-    return {key: to_iso(value) if isinstance(value, datetime) else value for key, value in fields.items()}
+    """Times as ISO 8601 text; text redacted (titles and resolutions are typed by people: no secret is stored)."""
+    return {key: to_iso(value) if isinstance(value, datetime) else redact(value) if isinstance(value, str) else value
+            for key, value in fields.items()}

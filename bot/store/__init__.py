@@ -1,0 +1,205 @@
+"""The store: where incidents, their timeline and the messages to Slack are kept, behind named
+operations with typed results (`Store`), so features never see SQL and the bot runs the same on
+either backend:
+
+    SqliteStore     a file (the default; console, `run` and a one-machine bot need no server)
+    PostgresStore   a PostgreSQL database that several replicas of the bot share
+
+`open_store(location)` picks one: a `postgresql://` (or `postgres://`) URL, or a path (or
+`sqlite:///path`). Both keep times to the second in UTC, redact the text people typed before it is
+stored, and serialise every read-then-write unit (`write()`).
+
+Error tree:
+
+    StoreUnavailable     the database cannot be reached or will not take a write (a restart, a
+                         failover, a full disk); the command is answered so, and retried by Slack
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.times import from_iso, to_iso
+
+OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
+SEVERITIES = (1, 2, 3, 4)     # SEV1 is the worst
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached, or does not take a write, right now."""
+
+
+# What `oncall-bot export` gives of an incident, and the columns it comes from.
+EXPORT_COLUMNS = (
+    "id", "title", "severity", "service", "status", "cause",
+    "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
+    "resolved_by", "resolved_at", "resolution", "reopened",
+    "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
+)
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    title: str
+    severity: int
+    service: str | None
+    status: str
+    opened_by: str
+    opened_at: datetime
+    started_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    resolution: str | None
+    channel: str | None
+    announce_channel: str | None
+    thread_ts: str | None
+    reopened: int
+    cause: str | None = None        # what caused it, e.g. "deploy:<sha>"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Incident:
+        """The incident of a row; the stored durations are left out (they follow from the times)."""
+        fields = {key: row[key] for key in cls.__dataclass_fields__}
+        for key in ("opened_at", "started_at", "acknowledged_at", "resolved_at"):
+            fields[key] = from_iso(row[key])
+        return cls(**fields)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != RESOLVED
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = to_iso(value)
+        return data
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    incident_id: int
+    at: datetime
+    user: str | None
+    kind: str
+    text: str | None
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "at": to_iso(self.at)}
+
+
+@dataclass(frozen=True)
+class Resolutions:
+    """Incidents of one severity resolved in a window, column by column (one tuple each, in the
+    same order): cheap to build for 100,000 of them, and what the statistics read."""
+
+    severity: int
+    to_resolve: tuple[int, ...]                   # seconds, resolved - started
+    to_acknowledge: tuple[int | None, ...]        # seconds, acknowledged - opened; None: never acknowledged
+    slowest: tuple[tuple[int, int], ...] = ()     # (seconds to resolve, id), the longest first, as many as asked
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    kind: str
+    request_id: str | None
+    incident_id: int | None
+    channel: str | None
+    user: str | None
+    response_url: str | None
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Report:
+    """A week whose report was claimed: where it went, when, and by which process."""
+
+    week: str
+    channel: str | None
+    claimed_at: datetime
+    claimed_by: str | None
+
+
+class Store(Protocol):
+    """What features and the frame may ask of the store; every backend answers all of it."""
+
+    @property
+    def local_dir(self) -> Path:
+        """A directory of this machine for what the bot caches beside its data (git mirrors)."""
+
+    def write(self) -> AbstractContextManager[None]:
+        """One unit of work: what is read in it is current, and nobody writes until it ends
+        (re-entrant, so operations nest in a caller's unit)."""
+
+    def close(self) -> None: ...
+
+    # incidents
+    def incident(self, incident_id: int) -> Incident | None: ...
+    def open_incidents(self, channel: str | None = None, *, service: str | None = None,
+                       severity: int | None = None) -> list[Incident]: ...
+    def recent_incidents(self, limit: int) -> list[Incident]: ...
+    def last_resolved(self, channel: str | None = None, *, limit: int = 1) -> list[Incident]: ...
+    def open_twin(self, user: str, title: str, since: datetime) -> Incident | None: ...
+    def insert_incident(self, **fields: Any) -> int: ...
+    def update_incident(self, incident_id: int, **fields: Any) -> None: ...
+    def export(self, since: datetime | None, output_format: str) -> Iterator[list[str]]: ...
+
+    # what /mttr, the weekly report and /triage count
+    def resolutions(self, start: datetime, end: datetime, *, service: str | None = None,
+                    severity: int | None = None, slowest: int = 0) -> list[Resolutions]: ...
+    def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,
+                     severity: int | None = None) -> int: ...
+    def resolved_by_service(self, start: datetime, end: datetime) -> list[tuple[str | None, int]]: ...
+    def caused_by_deploys(self, start: datetime, end: datetime) -> list[Incident]: ...
+    def earlier_signatures(self, signatures: Iterable[str], service: str,
+                           excluding: int | None) -> list[tuple[int, str]]: ...
+
+    # the timeline
+    def add_event(self, incident_id: int, *, at: datetime, user: str | None, kind: str,
+                  text: str | None = None, data: dict[str, Any] | None = None) -> None: ...
+    def events(self, incident_id: int) -> list[Event]: ...
+
+    # deliveries, the outbox, weekly reports, health
+    def claim_delivery(self, key: str, now: datetime) -> bool: ...
+    def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
+                incident_id: int | None = None, channel: str | None = None, user: str | None = None,
+                response_url: str | None = None) -> int: ...
+    def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None: ...
+    def next_outbox_due(self) -> datetime | None: ...
+    def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None,
+                    ts: str | None = None) -> None: ...
+    def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None: ...
+    def outbox_retry(self, item_id: int, at: datetime, error: str) -> None: ...
+    def outbox_failed(self, item_id: int, now: datetime, error: str) -> None: ...
+    def outbox_superseded(self, item: OutboxItem) -> bool: ...
+    def prune_outbox(self, before: datetime) -> int: ...
+    def outbox_pending(self) -> int: ...
+    def claim_report(self, week: str, channel: str, now: datetime, claimed_by: str) -> bool: ...
+    def report_claimed(self, week: str) -> Report | None: ...
+    def last_report(self) -> Report | None: ...
+    def check_writable(self, now: datetime) -> None:
+        """Raises StoreUnavailable unless a write commits within a second."""
+
+
+def open_store(location: str | Path) -> Store:
+    """The store at `location`: a PostgreSQL URL, or an SQLite file's path (or `sqlite:///path`)."""
+    text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        from bot.store.postgres import PostgresStore
+
+        return PostgresStore(text)
+    from bot.store.sqlite import SqliteStore
+
+    # As SQLAlchemy reads it: sqlite:///oncall.db is relative, sqlite:////srv/oncall.db absolute.
+    return SqliteStore(text.removeprefix("sqlite:///"))
