@@ -21,7 +21,7 @@ def test_the_example_config_is_valid(monkeypatch):
     assert config.slack.incident_channel == "C0123INC"
     assert (config.slack.summary_weekday, config.slack.summary_time.hour) == (0, 9)
     assert DeploySettings.of(api).suspect_window == timedelta(minutes=60)
-    assert LogSettings.of(api).log_command == ("journalctl", "-u", "api", "-o", "cat")
+    assert LogSettings.of(api).sources["command"] == ("journalctl", "-u", "api", "-o", "cat")
     probes = ProbeSettings.of(api).probes
     assert probes["db"].dsn == "postgresql://app:secret@db.internal/app"
     assert probes["health"].expect_status == 200

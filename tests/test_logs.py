@@ -9,8 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -78,7 +80,7 @@ def test_parse_reads_every_option():
     args = parse('api --since 15m --grep "connection refused" --level warn --last 3')
     assert (args.service, args.since, args.grep, args.level, args.last) == ("api", "15m", "connection refused", 30, 3)
     args = parse("api --grep /timeout after \\d+ms/i")
-    assert args.grep is None and args.regex.pattern == "timeout after \\d+ms" and args.regex.flags & 2
+    assert args.grep is None and args.regex.text == "timeout after \\d+ms" and args.regex.ignore_case
     assert parse("#12 --status 5xx").status == (500, 599) and parse("--status 502").status == (502, 502)
     assert parse("api --request-id req-7f").request_id == "req-7f"
 
@@ -323,7 +325,9 @@ def test_nothing_found_says_so(local, api, logs_dir):
     (logs_dir / "app.log").write_text(info(3) + info(2))
     reply = local(api()).invoke("/logs api")
     assert reply.data["events"] == [] and reply.data["read"]["complete"]
-    assert "No error entries in what was read" in Renderer(NOW.tzinfo, lambda: NOW).text("logs", reply.data)
+    text = Renderer(NOW.tzinfo, lambda: NOW).text("logs", reply.data)
+    assert "No error entries in the whole log." in text
+    assert "wider" not in text and "--since" not in text            # the whole file was read: nothing to widen
 
 
 def test_help_lists_every_cause(local, api):
@@ -511,3 +515,228 @@ def test_a_gzipped_access_log_is_folded_while_read_and_every_response_counted(lo
     assert data["status"].by_status == {502: 200, 504: 100}
     assert [(p.path, p.count) for p in data["status"].top_paths] == [("GET /api/users/<n>", 300)]
     assert data["status"].first == NOW - timedelta(minutes=40) and data["status"].last == NOW - timedelta(minutes=11)
+
+
+# -- issues 9 and 10: true answers and hostile input ------------------------------------------------
+
+
+def test_without_a_window_the_scan_is_bounded_and_says_how_far_and_how_to_go_further(local, api, logs_dir,
+                                                                                   monkeypatch, clock):
+    import commands.logs as logs_command
+    from commands.logs.search import Bound
+    (logs_dir / "app.log").write_text(python_error(60 * 30, "RuntimeError: a day and more ago")
+                                      + "".join(info(60 * 30 - n / 2) for n in range(2, 60 * 60, 1)) + python_error(5))
+    data = local(api()).invoke("/logs api --last 2").data
+    assert [e.exception for e in data["events"]] == ["KeyError: 'id'"]          # 30 h back is past 24 h
+    assert data["read"]["bounded"] == "time" and not data["read"]["complete"]
+    text = Renderer(NOW.tzinfo, clock).text("logs", data)
+    assert "reads the log's last 24 h or 256 MB" in text and "Older: `/logs api --since 2d`" in text
+    assert len(local(api()).invoke("/logs api --last 2 --since 2d").data["events"]) == 2
+    monkeypatch.setattr(logs_command, "DEFAULT_BOUND", Bound(age=timedelta(days=30), bytes=BLOCK))
+    data = local(api()).invoke("/logs api --last 2").data
+    assert data["read"]["bounded"] == "bytes" and data["read"]["bytes"] <= 2 * BLOCK
+
+
+def test_a_source_that_yields_nothing_fails_naming_it(local, api, logs_dir, make_config, tmp_path):
+    silent = f'log_command = ["{sys.executable}", "-c", "pass"]'
+    reply = local(make_config(f"[services.api]\n{silent}\n")).invoke("/logs api")
+    assert reply.outcome is Outcome.FAILED and "printed nothing (exit code 0)" in reply.data["message"]
+    assert local(make_config(f"[services.api]\n{silent}\n")).run(
+        "/logs api", as_json=True, out=io.StringIO(), err=io.StringIO()) == 1
+    (logs_dir / "app.log").write_text("")
+    reply = local(api()).invoke("/logs api")
+    assert reply.outcome is Outcome.FAILED and "app.log: empty, nothing to read" in reply.data["message"]
+    (logs_dir / "app.log.1").write_text(info(3))          # the live file was just rotated: the older one counts
+    assert local(api()).invoke("/logs api").outcome is Outcome.OK
+
+
+def test_another_services_logs_asked_in_an_incident_channel_stay_out_of_its_timeline(local, api, logs_dir,
+                                                                                   make_config):
+    (logs_dir / "app.log").write_text(python_error(5))
+    config = make_config(f'[services.api]\nlogs = ["{logs_dir}/*.log"]\n[services.web]\nlogs = ["{logs_dir}/*.log"]\n')
+    runner = local(config)
+    incident_id = open_incident(runner)                   # api's incident, opened in this channel
+    reply = runner.invoke("/logs web")
+    assert reply.audience is Audience.CALLER and reply.incident_id is None
+    assert reply.data["query"]["since"] is None           # not the incident's window either
+    assert not [event for event in runner.dispatcher.store.events(incident_id) if event.kind == "logs"]
+    assert runner.invoke("/logs").audience is Audience.THREAD
+
+
+def test_a_request_id_inside_an_incident_is_looked_for_in_the_whole_log(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(f"{stamp(300)} ERROR app.pay [req-a772e6] card declined\n" + info(1))
+    runner = local(api())
+    open_incident(runner)                                 # started 20 minutes ago
+    data = runner.invoke("/logs --request-id req-a772e6").data
+    assert [line.text.split(" ", 3)[3] for line in data["lines"]] == ["app.pay [req-a772e6] card declined"]
+
+
+def test_the_request_id_gate_is_the_whole_id(tmp_path):
+    from commands.logs.records import Dialect
+    from commands.logs.search import Query
+    gate = Query(min_level=None, request_id=b"req-1000").gate(Dialect())
+    assert not gate.hits(b"".join(f"[req-1000{n}] GET /x\n".encode() for n in range(10_000)))
+    assert gate.hits(b"[req-10001] a\n[req-1000] b\n") and gate.hits(b"x req-1000")
+
+
+def test_repeats_with_hex_request_ids_fold_into_one_event(local, api, logs_dir):
+    (logs_dir / "app.log").write_text("".join(
+        f"{stamp(9 - n)} ERROR app.pay [req-{token}] charge failed for order {n}\n"
+        for n, token in enumerate(["a772e6", "0b19fd", "77c3a1", "e51d09", "9f2a4c", "c0ffee"])))
+    events = local(api()).invoke("/logs api").data["events"]
+    assert [event.count for event in events] == [6]
+
+
+def test_logs_written_in_local_time_are_read_in_their_zone(local, api, logs_dir):
+    local_time = (NOW - timedelta(minutes=5)).astimezone(ZoneInfo("Europe/Berlin"))
+    (logs_dir / "app.log").write_text(f"{local_time:%Y-%m-%d %H:%M:%S},000 ERROR app boom\n")
+    data = local(api(service_extra='log_timezone = "Europe/Berlin"')).invoke("/logs api --since 10m").data
+    assert [e.last_seen for e in data["events"]] == [NOW - timedelta(minutes=5)] and data["ahead"] is None
+    assert local(api()).invoke("/logs api --since 10m").data["ahead"] is not None     # read as UTC: an hour ahead
+
+
+def test_a_regex_runs_in_linear_time(local, api, logs_dir):
+    (logs_dir / "app.log").write_text(info(2, "a" * 35 + "!") * 200)
+    started = time.monotonic()
+    reply = local(api()).invoke("/logs api --grep /(a+)+$/")
+    assert reply.outcome is Outcome.OK and time.monotonic() - started < 10
+    reply = local(api()).invoke("/logs api --grep /(?<=a)b/")
+    assert reply.outcome is Outcome.USAGE and "linear time" in reply.data["message"]
+
+
+def test_many_files_are_read_newest_first_and_the_others_named(local, api, logs_dir, monkeypatch):
+    from commands.logs import reading
+    monkeypatch.setattr(reading, "MAX_LOGS", 5)
+    for n in range(12):
+        path = logs_dir / f"worker-{n:02d}.log"
+        path.write_text(python_error(30 - n, f"RuntimeError: worker {chr(65 + n)}"))
+        os.utime(path, (NOW.timestamp() - 3600 + n, NOW.timestamp() - 3600 + n))
+    data = local(api()).invoke("/logs api --last 20").data
+    assert sorted(e.source for e in data["events"]) == [f"worker-{n:02d}.log" for n in range(7, 12)]
+    assert any("7 more logs match" in note for note in data["notes"]) and not data["read"]["complete"]
+    assert "No error" not in Renderer(NOW.tzinfo, lambda: NOW).text("logs", data)
+
+
+def test_a_link_out_of_the_log_directories_is_refused_unless_allowed(local, api, logs_dir, tmp_path):
+    secret = tmp_path / "oncall.toml.secret"
+    secret.write_text(f"{stamp(1)} ERROR password=hunter2 leaked\n")
+    (logs_dir / "etc.log").symlink_to(secret)
+    (logs_dir / "app.log").write_text(python_error(3))
+    data = local(api()).invoke("/logs api").data
+    assert all("hunter2" not in event.text for event in data["events"])
+    assert any("etc.log: a link to a file outside the directories in logs" in note for note in data["notes"])
+    allowed = local(api(service_extra="log_links_outside = true")).invoke("/logs api").data
+    assert any("leaked" in event.text for event in allowed["events"])
+
+
+@pytest.mark.parametrize("text", ["api --grep \udcff", "api --grep caf\ud800", "api --request-id \udcfe1",
+                                  "api --grep /\ud800+/", "api --last ①", "api --last ²"])
+def test_odd_characters_in_the_command_never_raise(local, api, logs_dir, text):
+    (logs_dir / "app.log").write_bytes(f"{stamp(1)} ERROR caf\xe9 ".encode("latin-1") + b"\xff\n")
+    reply = local(api()).invoke(f"/logs {text}")
+    assert reply.outcome in (Outcome.OK, Outcome.USAGE)
+
+
+def test_a_json_line_with_an_odd_status_does_not_fail_the_command(local, api, logs_dir):
+    (logs_dir / "app.log").write_text("".join(json.dumps(entry) + "\n" for entry in (
+        {"time": "2026-11-24T13:58:00Z", "level": "error", "msg": "odd", "status": "²"},
+        {"time": "2026-11-24T13:58:01Z", "level": "error", "msg": "odder", "status": [500], "statusCode": None},
+        {"time": "2026-11-24T13:59:00Z", "status": "502", "method": "GET", "path": "/x"})))
+    for text in ("/logs api", "/logs api --status 5xx", "/logs api --request-id 1"):
+        assert local(api()).invoke(text).outcome is Outcome.OK, text
+
+
+def test_a_private_key_cut_by_the_line_limit_is_still_redacted(local, api, logs_dir, clock):
+    key_body = [f"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC{n:05d}" for n in range(100)]
+    lines = ([f"{stamp(2)} ERROR app dumping config"] + [f"  line {n}" for n in range(318)]
+             + ["  -----BEGIN PRIVATE KEY-----"] + [f"  {body}" for body in key_body])
+    (logs_dir / "app.log").write_text("\n".join(lines) + "\n")
+    data = local(api()).invoke("/logs api").data
+    assert len(data["events"]) == 1
+    posted = Renderer(NOW.tzinfo, clock).text("logs", data)
+    assert "lines cut" in data["events"][0].text
+    assert not any(body in posted for body in key_body)
+    out = io.StringIO()
+    local(api()).run("/logs api", as_json=True, out=out, err=io.StringIO())
+    assert not any(body in out.getvalue() for body in key_body)
+
+
+def test_the_timeline_keeps_a_cut_of_an_error_only_after_redaction(local, api, logs_dir):
+    secret = "postgres://api:" + "S3cr3tP4ssw0rd" * 12 + "@db.internal/api"
+    (logs_dir / "app.log").write_text(python_error(5, f"OperationalError: cannot reach {secret} now"))
+    runner = local(api())
+    incident_id = open_incident(runner)
+    runner.invoke("/logs")
+    event = [e for e in runner.dispatcher.store.events(incident_id) if e.kind == "logs"][-1]
+    assert "S3cr3t" not in event.text and "S3cr3t" not in json.dumps(event.data)
+
+
+# -- log sources: a small public interface ------------------------------------------------------------
+
+
+def test_files_and_a_command_are_the_two_sources_and_source_picks_one(local, api, logs_dir, make_config, tmp_path):
+    from commands.logs import sources
+    assert set(sources.kinds()) >= {"files", "command"}
+    (logs_dir / "app.log").write_text(python_error(3, "RuntimeError: from the file"))
+    script = tmp_path / "journal.py"
+    script.write_text(f"print({python_error(2, 'RuntimeError: from the command')!r}, end='')\n")
+    both = f'logs = ["{logs_dir}/*.log"]\nlog_command = ["{sys.executable}", "{script}"]\n'
+    runner = local(make_config(f"[services.api]\n{both}"))
+    assert {e.exception for e in runner.invoke("/logs api").data["events"]} == {
+        "RuntimeError: from the file", "RuntimeError: from the command"}
+    only = local(make_config(f'[services.api]\n{both}source = "command"\n')).invoke("/logs api").data
+    assert [e.exception for e in only["events"]] == ["RuntimeError: from the command"]
+    with pytest.raises(ConfigError, match="services.api.source: 'loki' is not one of command, files"):
+        make_config('[services.api]\nlogs = ["/x"]\nsource = "loki"\n')
+    with pytest.raises(ConfigError, match="services.api.source: 'command' needs its settings"):
+        make_config('[services.api]\nlogs = ["/x"]\nsource = "command"\n')
+
+
+def test_a_new_backend_is_one_module_and_one_setting(local, make_config, monkeypatch):
+    """What a backend module provides, and nothing else: its settings, its logs, their parts."""
+    from commands.logs import sources
+    from commands.logs.reading import Span
+    from commands.logs.sources import Backward, Forward, SourceKind
+
+    class Remote:                   # a backend that can only give its newest lines first, in pages
+        name = "remote"
+
+        def __init__(self, lines, pushdown):
+            self.lines, self.pushdown = lines, pushdown
+
+        def parts(self):
+            newest = "\n".join(self.lines[len(self.lines) // 2:]).encode()
+            oldest = "\n".join(self.lines[:len(self.lines) // 2]).encode()
+            yield Backward("remote (recent)", lambda: Pages([newest]))
+            yield Forward("remote (archive)", lambda: (chunk for chunk in [oldest]))
+
+    class Pages:
+        def __init__(self, pages):
+            self.pages = pages
+
+        def spans(self):
+            for page in self.pages:
+                yield Span(page, 0, page.rfind(b"\n"), page[page.rfind(b"\n") + 1:])
+
+        def matched(self):
+            pass
+
+        def close(self):
+            pass
+
+    seen = {}
+
+    def logs(settings, pushdown, stats, deadline):
+        seen["pushdown"] = pushdown
+        stats.read.add("remote")
+        return [Remote(list(settings), pushdown)]
+
+    remote = SourceKind("remote", lambda table: table.strings("remote_lines") or None, logs)
+    known = sources.kinds()
+    monkeypatch.setattr(sources, "kinds", lambda: {**known, "remote": remote})
+    lines = [python_error(30, "RuntimeError: archived").rstrip("\n"), info(20).rstrip("\n"),
+             python_error(5, "RuntimeError: recent").rstrip("\n")]
+    config = make_config(f'[services.api]\nsource = "remote"\nremote_lines = {json.dumps(lines)}\n')
+    data = local(config).invoke("/logs api --grep RuntimeError --since 1h").data
+    assert [e.exception for e in data["events"]] == ["RuntimeError: recent", "RuntimeError: archived"]
+    assert seen["pushdown"].literals == (b"RuntimeError",) and seen["pushdown"].since == NOW - timedelta(hours=1)

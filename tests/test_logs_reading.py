@@ -25,8 +25,12 @@ from commands.logs.reading import (
     forward_lines,
     gzip_chunks,
 )
+from commands.logs.records import Dialect
 from commands.logs.report import Folder
-from commands.logs.search import Query, Scan, command_stream, file_stream
+from commands.logs.search import Query, Scan, log_stream
+from commands.logs.sources import Pushdown
+from commands.logs.sources.command import CommandLog
+from commands.logs.sources.files import FileLog
 
 
 def backward_lines(path: Path, stats: Stats | None = None) -> list[bytes]:
@@ -227,7 +231,8 @@ def test_the_forward_path_folds_while_streaming_and_counts_every_repeat(tmp_path
     path.write_bytes(gzip.compress((FLOOD * 50_000 + "2026-11-24 13:59:30 ERROR the last one\n").encode()))
     stats = Stats()
     query = Query(min_level=40)
-    scan = Scan([file_stream([LogFile(path, path.name)], "auto", query, stats, time.monotonic() + 30)], query,
+    scan = Scan([log_stream(FileLog(path.name, (LogFile(path, path.name),), Pushdown(), stats), Dialect(), query, stats,
+                           time.monotonic() + 30)], query,
                 time.monotonic() + 30, stats, NOW)
     folder = Folder(())
     for record in scan:
@@ -244,7 +249,8 @@ def test_the_forward_path_keeps_what_it_folds_not_every_line(monkeypatch):
     argv = (sys.executable, "-c", f"import sys; sys.stdout.write({FLOOD!r} * 30_000)")
     tracemalloc.start()
     try:
-        records = [record for record in Scan([command_stream(argv, "auto", query, stats, time.monotonic() + 30)],
+        records = [record for record in Scan([log_stream(CommandLog("python", argv, stats, time.monotonic() + 30), Dialect(), query, stats,
+                                                      time.monotonic() + 30)],
                                              query, time.monotonic() + 30, stats, NOW) if record is not None]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -262,7 +268,8 @@ def test_closing_the_scan_early_kills_the_log_command_and_its_children(tmp_path)
     stats = Stats()
     query = Query(min_level=40)
     deadline = time.monotonic() + 30
-    scan = Scan([command_stream((sys.executable, "-c", script), "auto", query, stats, deadline)], query, deadline,
+    scan = Scan([log_stream(CommandLog("python", (sys.executable, "-c", script), stats, deadline), Dialect(), query,
+                           stats, deadline)], query, deadline,
                 stats, NOW)
     steps = iter(scan)
     assert next(steps) is None                  # a chunk is read: the command is running
@@ -322,7 +329,23 @@ def test_the_forward_path_lets_the_least_recent_kinds_go_with_a_note(tmp_path, m
                                    .encode()))
     stats = Stats()
     query = Query(min_level=40)
-    scan = Scan([file_stream([LogFile(path, path.name)], "auto", query, stats, time.monotonic() + 30)], query,
+    scan = Scan([log_stream(FileLog(path.name, (LogFile(path, path.name),), Pushdown(), stats), Dialect(), query, stats,
+                           time.monotonic() + 30)], query,
                 time.monotonic() + 30, stats, NOW)
     assert [record.message[-1] for record in scan if record is not None] == ["E", "D", "C"]
     assert "app.log.1.gz: 2 older matches (2 different ones) were not kept" in stats.notes[0]
+
+
+def test_rotated_siblings_come_from_one_listing_per_directory(tmp_path, monkeypatch):
+    """A glob matching thousands of files must not list the directory once per file."""
+    for n in range(300):
+        (tmp_path / f"worker-{n:03d}.log").write_text("x\n")
+    (tmp_path / "worker-007.log.1").write_text("y\n")
+    monkeypatch.setattr(reading, "MAX_LOGS", 1000)
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listings.append(path) or real_listdir(path))
+    logs = discover((f"{tmp_path}/worker-*.log",), Stats())
+    assert len(listings) <= 2                              # the glob's own listing and the rotations'
+    assert [file.name for file in next(files for files in logs if files[0].name == "worker-007.log")] == [
+        "worker-007.log", "worker-007.log.1"]

@@ -21,7 +21,6 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bot.args import Option, number, parse_args
@@ -29,11 +28,21 @@ from bot.command import Audience, Command, CommandError, Context, Reply, UsageEr
 from bot.redact import excerpt
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
-from commands.logs import causes
-from commands.logs.reading import Stats, discover
-from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS
+from commands.logs import causes, sources
+from commands.logs.reading import Stats
+from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS, Dialect
 from commands.logs.report import CauseContext, Folder, StatusCounter, request_lines
-from commands.logs.search import Query, Scan, command_stream, file_stream, required_literal
+from commands.logs.search import (
+    Bound,
+    Query,
+    RegexError,
+    Scan,
+    UserRegex,
+    log_stream,
+    pushdown,
+    required_literal,
+    to_bytes,
+)
 from commands.logs.settings import LogSettings
 from commands.probe.settings import ProbeSettings
 
@@ -47,6 +56,8 @@ STATUS_WINDOW = timedelta(hours=1)         # --status without a window: the last
 REQUEST_SPREAD = timedelta(minutes=10)     # a request's entries lie within this of each other
 COUNT_WINDOW = timedelta(minutes=10)       # once the last errors are found, repeats are counted this far
 COUNT_BYTES = 4 * 1024 * 1024              # back from the newest, or at most this much more is read
+DEFAULT_BOUND = Bound(age=timedelta(hours=24), bytes=256 * 1024 * 1024)   # without a window, read at most
+#                                          the log's last 24 h or 256 MiB, whichever comes first
 MAX_REQUEST_ENTRIES = 200
 DEADLINE_MARGIN_SECONDS = 3                # stop reading this long before the command's deadline,
 DEADLINE_MARGIN_SHARE = 0.2                # or this share of the time left, when that is less
@@ -62,7 +73,7 @@ class LogsArgs:
     incident: int | None = None
     since: str | None = None
     grep: str | None = None
-    regex: re.Pattern[str] | None = None
+    regex: UserRegex | None = None
     level: int | None = None
     last: int = DEFAULT_EVENTS
     request_id: str | None = None
@@ -79,8 +90,8 @@ def parse(text: str) -> LogsArgs:
     regex = None
     if grep is not None and (found := re.fullmatch(r"/(.+)/(i?)", grep, re.S)):
         try:
-            regex = re.compile(found.group(1), re.M | (re.I if found.group(2) else 0))
-        except re.error as error:
+            regex = UserRegex(found.group(1), ignore_case=bool(found.group(2)))
+        except RegexError as error:
             raise UsageError(f"--grep {grep}: not a valid regular expression ({error}).") from None
         grep = None
     level = None
@@ -114,6 +125,9 @@ def parse(text: str) -> LogsArgs:
 
 def run(ctx: Context, args: LogsArgs) -> Reply:
     incident = ctx.incident(args.incident, required=args.incident is not None)
+    if incident is not None and args.incident is None and args.service and incident.service \
+            and args.service != incident.service:
+        incident = None         # another service's logs asked in this incident's channel: not about it
     service = _service(ctx, args, incident)
     now = ctx.now()
     since, until, window = _window(ctx, args, incident, now)
@@ -121,17 +135,18 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
             else "errors")
     query = Query(
         min_level=args.level if args.level is not None else ERROR if mode == "errors" else None,
-        grep=args.grep.encode() if args.grep else None, pattern=args.regex, pattern_literal=_literal(args.regex),
-        request_id=args.request_id.encode() if args.request_id else None, statuses=args.status,
+        grep=to_bytes(args.grep) if args.grep else None, pattern=args.regex, pattern_literal=_literal(args.regex),
+        request_id=to_bytes(args.request_id) if args.request_id else None, statuses=args.status,
         since=since, until=until,
     )
     stats = Stats()
     left = ctx.deadline - time.monotonic()
     deadline = ctx.deadline - min(DEADLINE_MARGIN_SECONDS, DEADLINE_MARGIN_SHARE * left)
-    logs = discover(service.logs, stats)
-    streams = [file_stream(files, service.log_format, query, stats, deadline) for files in logs]
-    if service.log_command:
-        streams.append(command_stream(service.log_command, service.log_format, query, stats, deadline))
+    kinds = sources.kinds()
+    logs = [log for name, settings in service.sources.items()
+            for log in kinds[name].logs(settings, pushdown(query), stats, deadline)]
+    dialect = Dialect(fmt=service.log_format, zone=service.log_timezone, now=now)
+    streams = [log_stream(log, dialect, query, stats, deadline) for log in logs]
     probes = ProbeSettings.of(ctx.config.services[service.name]).probes
     context = CauseContext(service.name, service.app_paths, frozenset(service.silence_causes),
                            {name: probe.kind for name, probe in probes.items()})
@@ -139,13 +154,14 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
         "service": service.name, "mode": mode,
         "incident": {"id": incident.id, "title": incident.title} if incident else None,
         "query": {"level": LEVEL_NAMES.get(query.min_level) if query.min_level is not None else None,
-                  "grep": args.grep, "regex": args.regex.pattern if args.regex else None,
-                  "regex_flags": "i" if args.regex and args.regex.flags & re.I else "",
+                  "grep": args.grep, "regex": args.regex.text if args.regex else None,
+                  "regex_flags": "i" if args.regex and args.regex.ignore_case else "",
                   "request_id": args.request_id, "status": args.status_text, "since": since, "until": until,
                   "window": window, "last": args.last},
         "events": [], "distinct": 0, "lines": [], "status": None,
     }
-    with Scan(streams, query, deadline, stats, now) as scan:
+    bound = DEFAULT_BOUND if since is None else None
+    with Scan(streams, query, deadline, stats, now, bound) as scan:
         if mode == "request":
             _collect_request(scan, data, context)
         elif mode == "status":
@@ -154,18 +170,21 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
             folder = _fold(scan, args.last, context.app_paths, whole_window=since is not None)
             data["events"] = folder.events(args.last, context)
             data["distinct"] = len(folder.groups)
-    if not stats.read and stats.unreadable and not scan.timed_out:
+    if not stats.read and not scan.timed_out:
         raise CommandError(f"Could not read any log of {service.name}: {'; '.join(stats.unreadable)}. "
-                           f"Check logs and log_command in [services.{service.name}].")
-    data["read"] = {"bytes": stats.bytes_read, "back_to": scan.reached, "complete": scan.complete,
-                    "timed_out": scan.timed_out}
-    data["sources"] = [files[0].name for files in logs] + [Path(argv).name for argv in service.log_command[:1]]
+                           f"Check its sources ({', '.join(service.sources)}) in [services.{service.name}].")
+    data["read"] = {"bytes": stats.bytes_read, "back_to": scan.reached,
+                    "complete": scan.complete and not stats.not_read and not stats.unreadable,
+                    "timed_out": scan.timed_out, "bounded": scan.bounded,
+                    "bound": {"hours": int(DEFAULT_BOUND.age.total_seconds() // 3600),
+                              "megabytes": DEFAULT_BOUND.bytes >> 20}}
+    data["sources"] = [log.name for log in logs]
     data["access_logs"] = sorted(stats.with_access_lines)
     data["ahead"] = ({"seconds": round(max(scan.ahead.values()).total_seconds() / 60) * 60,
                       "sources": sorted(scan.ahead)} if scan.ahead else None)
     data["notes"] = stats.notes
-    if incident is None:
-        return Reply("logs", data, Audience.CALLER)
+    if incident is None or (incident.service and incident.service != service.name):
+        return Reply("logs", data, Audience.CALLER)     # only what is about its service goes into an incident
     _record(ctx, incident, data, now)
     return Reply("logs", data, Audience.THREAD, incident_id=incident.id)
 
@@ -194,7 +213,7 @@ def _window(ctx: Context, args: LogsArgs, incident: Incident | None,
     """(since, until, where they come from: typed | incident | status) — none: read back until enough."""
     if args.since is not None:
         return _since(args.since, ctx, now), None, "typed"
-    if incident is not None:
+    if incident is not None and args.request_id is None:    # a request id is looked for in the whole log
         until = incident.resolved_at + INCIDENT_TAIL if incident.resolved_at else None
         return incident.started_at - INCIDENT_LEAD, until, "incident"
     if args.status is not None:
@@ -209,11 +228,11 @@ def _since(text: str, ctx: Context, now: datetime) -> datetime:
         raise UsageError(f"--since: {error}.") from None
 
 
-def _literal(regex: re.Pattern[str] | None) -> bytes | None:
-    if regex is None or regex.flags & re.I:
+def _literal(regex: UserRegex | None) -> bytes | None:
+    if regex is None or regex.ignore_case:
         return None
-    literal = required_literal(regex.pattern)
-    return literal.encode() if literal else None
+    literal = required_literal(regex.text)
+    return to_bytes(literal) if literal else None
 
 
 def _fold(scan: Scan, limit: int, app_paths: tuple[str, ...], *, whole_window: bool) -> Folder:
@@ -277,7 +296,8 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any], now: datetim
         if events else "nothing matched"))
     ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="logs", text=summary, data={
         "service": data["service"], "mode": data["mode"], "query": data["query"],
-        "events": [{"excerpt": event.excerpt[:TIMELINE_EXCERPT], "count": event.count, "signature": event.signature,
+        "events": [{"excerpt": excerpt(event.excerpt, TIMELINE_EXCERPT), "count": event.count,
+                    "signature": event.signature,
                     "first_seen": event.first_seen, "last_seen": event.last_seen,
                     "cause": asdict(event.cause) if event.cause else None} for event in events],
         "status": data["status"], "request_lines": len(data["lines"]),

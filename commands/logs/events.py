@@ -50,19 +50,38 @@ _GO_FILE = re.compile(r"^\s+(?P<file>\S+\.go):(?P<line>\d+)(?: \+0x[0-9a-f]+)?$"
 _RUBY_FRAME = re.compile(r"^(?:\s*from )?(?:\[[\w-]+\] )?(?P<file>[^\s:]+\.(?:rb|erb|haml|slim)):(?P<line>\d+)"
                          r":in [`'](?P<func>[^']+)'")
 
-_STACK_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("java", re.compile(r"^\s+at [\w$./]+\([\w$]+\.(?:java|kt|scala|groovy):\d+\)|^\s+at [\w$./]+\((?:Native Method|"
-                        r"Unknown Source)\)|Exception in thread \"|\bjava\.lang\.\w+|org\.springframework\."
-                        r"|^\S+\s+(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+\d+ --- \[", re.M)),    # Spring Boot's header
-    ("python", re.compile(r"Traceback \(most recent call last\)|^\s*File \"[^\"]+\", line \d+"
-                          r"|\b(?:gunicorn|uwsgi|mod_wsgi|uvicorn|django|flask|sqlalchemy|psycopg2?|celery)\b", re.M)),
-    ("php", re.compile(r"PHP (?:Fatal|Parse|Warning|Notice)|\.php(?::\d+| on line \d+|\(\d+\))|\[stacktrace\]|"
-                       r"SQLSTATE\[|Illuminate\\", re.M)),
-    ("ruby", re.compile(r"\.rb:\d+:in [`']|ActiveRecord::|ActionController::|ActionView::|^[DIWEFA], \[\d{4}-",
-                        re.M)),
-    ("node", re.compile(r"^\s+at .*\.(?:[cm]?js|ts):\d+:\d+\)?$|^\s+at .*\(node:|\(node:\d+\)|node:internal|"
-                        r"UnhandledPromiseRejection|ERR_[A-Z_]+|\bKnex|Sequelize|Mongo\w*Error", re.M)),
-    ("go", re.compile(r"^goroutine \d+ \[|\.go:\d+ \+0x|^panic: ", re.M)),
+# Which stack wrote a trace is told by its frames first: each frame line counts for its language,
+# and the language with the most wins. Without frames (a trace cut short, a bare line) or between
+# equals, by the names only one stack writes (exception types, its libraries, its runtime's
+# phrases), in this order.
+_FRAME_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("python", re.compile(r'^\s*File "[^"]+", line \d+')),
+    ("java", re.compile(r"^\s*(?:at\s+)?[\w$./]+\((?:[\w$]+\.(?:java|kt|scala|groovy|clj)(?::\d+)?|Native Method"
+                        r"|Unknown Source)[()\w\s]*\)")),
+    ("dotnet", re.compile(r"^\s*at [\w.`<>+\[\],|]+\((?:|[^()]*[ ,][^()]*)\)(?: in .+:line \d+)?\s*$")),
+    ("node", re.compile(r"^['\s]*at (?:.+ \()?(?:\S+\.[cm]?[jt]sx?|node:\S+|internal/\S+)(?::\d+){1,2}\)?\s*$"
+                        r"|^['\s]*at .+ \((?:<anonymous>|native)\)\s*$")),
+    ("php", re.compile(r"^#\d+ (?:\S+\.php\(\d+\)|\[internal function\]|\{main\})|^\s*at \S+\.php:\d+\)?$")),
+    ("go", re.compile(r"\.go:\d+(?: \+0x[0-9a-f]+)?$|^goroutine \d+ \[")),
+    ("ruby", re.compile(r"\.(?:rb|erb|haml|slim):\d+:in [`']")),
+)
+_NAME_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("java", re.compile(r"\b(?:java|javax|jakarta|sun)\.[a-z]+\.\w+|\borg\.(?:springframework|hibernate|apache)\."
+                        r"|Exception in thread \"|^\S+\s+(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+\d+ --- \[", re.M)),
+    ("dotnet", re.compile(r"\bSystem\.(?:\w+\.)*\w+Exception\b"
+                          r"|\bMicrosoft\.(?:AspNetCore|EntityFrameworkCore|Extensions)\.|^Unhandled [Ee]xception\. ",
+                          re.M)),
+    ("python", re.compile(r"Traceback \(most recent call last\)|\b(?:RecursionError|ModuleNotFoundError|ImportError"
+                          r"|AttributeError|KeyError|IndentationError)\b"
+                          r"|\b(?:gunicorn|uwsgi|mod_wsgi|uvicorn|django|flask|sqlalchemy|psycopg2?|celery|jinja2)\b",
+                          re.M)),
+    ("php", re.compile(r"PHP (?:Fatal|Parse|Warning|Notice)|\.php(?::\d+| on line \d+| line \d+|\(\d+\))"
+                       r"|\[stacktrace\]|SQLSTATE\[|Illuminate\\|Symfony\\|\bLaravel\b", re.M)),
+    ("ruby", re.compile(r"\.rb:\d+:in [`']|ActiveRecord::|ActionController::|ActionView::|\bNoMethodError\b"
+                        r"|nil:NilClass|^[DIWEFA], \[\d{4}-", re.M)),
+    ("node", re.compile(r"\(node:\d+\)|node:internal|UnhandledPromiseRejection|\bERR?_[A-Z_]{4,}|\bKnex|Sequelize"
+                        r"|Mongo\w*Error|_http_outgoing|\bnode_modules/", re.M)),
+    ("go", re.compile(r"^goroutine \d+ \[|^panic: |\bhttp: panic serving\b|\bruntime error: ", re.M)),
 )
 _NGINX_ERROR = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\w+\] \d+#\d+: ")
 _APACHE_ERROR = re.compile(r"^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4}\] \[[\w:]+\] ")
@@ -84,7 +103,8 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<id>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
     (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
-    (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I), "<hex>"),
+    (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{4,}\b", re.I), "<hex>"),     # req-a772e6
+    (re.compile(r"\b(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{12,}\b"), "<id>"),   # base62 ids
     (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
 )
 _HEADER_PREFIX = re.compile(r"""(?x)^(?:(?:
@@ -111,14 +131,16 @@ def fold_key(record: Record) -> tuple[object, ...]:
     """What two repeats of one event share, cheaply: records with one key have one signature (the
     signature may still join records of different keys). An access entry: its status, method and
     masked path; any other: its first line with every digit a 0 (finer than `mask`, which treats
-    all digits alike, and several times faster) and its other lines as written."""
+    all digits alike, and several times faster) and its other lines as written (all without their
+    transport prefixes, which hold the time of each line)."""
     if record.status is not None and record.method and len(record.lines) == 1:
         return record.status, record.method, mask(_path_only(record.path or ""))
-    return str(record.status), record.lines[0].translate(_DIGITS) if record.lines else "", *record.lines[1:]
+    lines = record.content
+    return str(record.status), lines[0].translate(_DIGITS) if lines else "", *lines[1:]
 
 
 def analyse(record: Record, app_paths: tuple[str, ...]) -> Analysis:
-    lines = record.lines
+    lines = record.content
     stack = _stack(record)
     frames = tuple(_frames(lines))
     exception = _exception(lines, stack) or _plain_message(record)
@@ -135,13 +157,21 @@ def analyse(record: Record, app_paths: tuple[str, ...]) -> Analysis:
 def _stack(record: Record) -> str | None:
     if record.fmt == "access" or (record.status is not None and record.method):
         return "access"
-    first = record.lines[0] if record.lines else ""
+    first = record.content[0] if record.content else ""
     if _NGINX_ERROR.match(first) and "FastCGI sent in stderr" not in first:
         return "nginx"
-    text = record.text
-    for name, marks in _STACK_MARKS:
-        if marks.search(text):
-            return name
+    frames = {name: 0 for name, _ in _FRAME_MARKS}
+    for line in record.content:
+        name = next((name for name, mark in _FRAME_MARKS if mark.search(line)), None)
+        if name is not None:
+            frames[name] += 1
+    most = max(frames.values())
+    text = "\n".join(record.content)
+    named = [name for name, marks in _NAME_MARKS if (not most or frames[name] == most) and marks.search(text)]
+    if named:
+        return named[0]
+    if most:
+        return next(name for name, count in frames.items() if count == most)
     if _APACHE_ERROR.match(first):
         return "apache"
     return None
@@ -191,9 +221,9 @@ def _exception(lines: list[str], stack: str | None) -> str | None:
                 in_trace = False
         return found or next((line for line in reversed(lines) if _PY_EXCEPTION.match(line)
                               and ("Error" in line or "Exception" in line)), None)
-    if stack == "java":
+    if stack in ("java", "dotnet"):
         causes = [line.strip() for line in lines if _JAVA_EXCEPTION.match(line.strip())]
-        return causes[-1] if causes else None
+        return (causes[-1] if stack == "java" else causes[0]) if causes else None
     patterns = {"node": _JS_EXCEPTION, "php": _PHP_EXCEPTION, "go": _GO_EXCEPTION, "ruby": _RUBY_EXCEPTION}
     pattern = patterns.get(stack or "")
     if pattern is None:
@@ -211,9 +241,9 @@ def _plain_message(record: Record) -> str:
         return f"{record.status} {record.method} {record.path or ''}".strip()
     if record.fmt == "json":
         return record.message.strip()[:500]
-    message = _HEADER_PREFIX.sub("", record.lines[0] if record.lines else "", count=1).strip()
+    message = _HEADER_PREFIX.sub("", record.content[0] if record.content else "", count=1).strip()
     if not message or message.endswith(":"):
-        following = next((line.strip() for line in record.lines[1:] if re.search(r"[A-Za-z]{2}", line)), "")
+        following = next((line.strip() for line in record.content[1:] if re.search(r"[A-Za-z]{2}", line)), "")
         message = f"{message} {following}".strip()
     return message[:500]
 
@@ -248,8 +278,8 @@ def collapsed(record: Record, analysis: Analysis, app_paths: tuple[str, ...]) ->
         hidden.add(frame.index)
         if analysis.stack == "python":
             follow = frame.index + 1
-            while follow < len(record.lines) and record.lines[follow].startswith("    ") \
-                    and not _PY_FRAME.match(record.lines[follow]):
+            while follow < len(record.content) and record.content[follow].startswith("    ") \
+                    and not _PY_FRAME.match(record.content[follow]):
                 hidden.add(follow)
                 follow += 1
         if analysis.stack == "go" and frame.index > 0:
@@ -268,7 +298,7 @@ def collapsed(record: Record, analysis: Analysis, app_paths: tuple[str, ...]) ->
 
 def _flush(run: list[str], out: list[str]) -> None:
     if len(run) >= COLLAPSE_AT_LEAST:
-        indent = re.match(r"\s*", run[0]).group(0) or "    "
+        indent = run[0][:len(run[0]) - len(run[0].lstrip())] or "    "
         out.append(f"{indent}… {len(run)} framework lines")
     else:
         out.extend(run)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import os
 import re
 import selectors
@@ -45,6 +46,7 @@ BLOCK = 64 * 1024                  # the first blocks read from a file's end
 MAX_BLOCK = 1024 * 1024            # blocks double up to this while nothing in them matches
 MAX_LINE = MAX_BLOCK               # longer lines are cut, keeping their beginning
 MAX_ROTATED = 30                   # rotated siblings of one file considered, newest first
+MAX_LOGS = 64                      # logs (a file and its rotations) read at once, the newest written first
 COMMAND_OUTPUT_LIMIT = 256 * 1024 * 1024
 COMMAND_TIMEOUT_SECONDS = 20
 _ROTATED = re.compile(r"^(?P<base>.+?)(?:[.-](?P<number>\d{1,3})|[.-](?P<date>\d{8}|\d{4}-\d\d-\d\d))?"
@@ -69,7 +71,8 @@ class Stats:
 
     bytes_read: int = 0
     notes: list[str] = field(default_factory=list)
-    read: set[str] = field(default_factory=set)             # the sources that could be read (even empty)
+    read: set[str] = field(default_factory=set)             # the sources that yielded something
+    not_read: list[str] = field(default_factory=list)       # logs left unread (too many files): said in the reply
     unreadable: list[str] = field(default_factory=list)     # why the others could not (also in notes)
     with_access_lines: set[str] = field(default_factory=set)   # sources holding HTTP access entries
 
@@ -88,27 +91,62 @@ class LogFile:
         return self.path.suffix == ".gz"
 
 
-def discover(patterns: tuple[str, ...], stats: Stats) -> list[list[LogFile]]:
-    """The configured globs -> one list per log, newest file first (app.log, app.log.1, app.log.2.gz)."""
+def discover(patterns: tuple[str, ...], stats: Stats, *, links_outside: bool = False) -> list[list[LogFile]]:
+    """The configured globs -> one list per log, newest file first (app.log, app.log.1, app.log-20261124.gz),
+    the logs most recently written first, at most MAX_LOGS of them (the others are named in
+    `stats.not_read`). A file that resolves outside the directories the globs name (a symlink to
+    /etc/passwd in a log directory) is refused, unless `links_outside`."""
+    directories = [_directory_of(pattern) for pattern in patterns]
+    rotations = _Rotations()
     families: dict[Path, list[tuple[tuple[int, str], Path]]] = {}
     for pattern in patterns:
         matches = sorted(Path(p) for p in glob(os.path.expanduser(pattern)))
         if not matches:
             stats.failed(f"{pattern}: {'no file matches' if _has_magic(pattern) else 'no such file'}")
         for path in matches:
-            if (problem := _not_a_log_file(path)) is not None:
+            if (problem := _not_a_log_file(path, directories, links_outside)) is not None:
                 stats.failed(f"{path}: {problem}")
                 continue
-            for sibling in _with_rotated(path):
+            for sibling in _with_rotated(path, rotations):
+                if sibling != path and _outside(sibling, directories, links_outside):
+                    continue
                 base, order = _rotation(sibling)
-                families.setdefault(base, [])
-                if all(existing != sibling for _, existing in families[base]):
-                    families[base].append((order, sibling))
+                members = families.setdefault(base, [])
+                if all(existing != sibling for _, existing in members):
+                    members.append((order, sibling))
     logs = []
     for _, members in sorted(families.items()):
         members.sort(key=lambda item: item[0])
         logs.append([LogFile(path, path.name) for _, path in members[:MAX_ROTATED]])
+    if len(logs) > MAX_LOGS:
+        logs.sort(key=lambda files: _modified(files[0].path), reverse=True)
+        stats.not_read = [files[0].name for files in logs[MAX_LOGS:]]
+        stats.notes.append(f"{len(logs) - MAX_LOGS:,} more logs match {', '.join(patterns)} and were not read: only "
+                           f"the {MAX_LOGS} written most recently were (narrow the glob in logs to read others)")
+        logs = logs[:MAX_LOGS]
     return logs
+
+
+def _directory_of(pattern: str) -> str:
+    """The directory a glob names: its path up to the first part with a wildcard, resolved."""
+    parts = Path(os.path.expanduser(pattern)).parts
+    fixed = list(itertools.takewhile(lambda part: not _has_magic(part), parts[:-1]))
+    return os.path.realpath(os.path.join(*fixed)) if fixed else os.path.realpath(".")
+
+
+def _outside(path: Path, directories: list[str], links_outside: bool) -> bool:
+    if links_outside:
+        return False
+    real = os.path.realpath(path)
+    return not any(real == directory or real.startswith(directory.rstrip(os.sep) + os.sep)
+                   for directory in directories)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _has_magic(pattern: str) -> bool:
@@ -119,12 +157,16 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCH
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _not_a_log_file(path: Path) -> str | None:
-    """Why `path` cannot be read as a log (it is missing or not a regular file), or None."""
+def _not_a_log_file(path: Path, directories: list[str], links_outside: bool) -> str | None:
+    """Why `path` cannot be read as a log (missing, not a regular file, a link out of the log
+    directories), or None."""
     try:
         mode = path.stat().st_mode
     except OSError as error:
         return error.strerror.lower() if error.strerror else str(error)
+    if _outside(path, directories, links_outside):
+        return ("a link to a file outside the directories in logs; not read "
+                "(set log_links_outside = true to allow it)")
     return _kind_problem(mode)
 
 
@@ -135,13 +177,35 @@ def _kind_problem(mode: int) -> str | None:
     return f"{kind}, not a log file"
 
 
-def _with_rotated(path: Path) -> list[Path]:
+def _with_rotated(path: Path, rotations: _Rotations) -> list[Path]:
     """The file and its rotated siblings; a sibling that is not a regular file is kept, so that
     reading it reports it."""
     base, _ = _rotation(path)
-    candidates = [Path(p) for p in glob(glob_escape(str(base)) + "[.-]*")]
-    rotated = [p for p in candidates if _rotation(p)[0] == base]
-    return [path, *rotated] if base == path else [path]
+    return [path, *rotations.of(base)] if base == path else [path]
+
+
+class _Rotations:
+    """The rotated files in each directory by the live file they belong to, from one listing per
+    directory (a glob per file would cost the square of a directory of 10,000 logs)."""
+
+    def __init__(self) -> None:
+        self._by_directory: dict[Path, dict[Path, list[Path]]] = {}
+
+    def of(self, base: Path) -> list[Path]:
+        directory = base.parent
+        if directory not in self._by_directory:
+            rotated: dict[Path, list[Path]] = {}
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                names = []
+            for name in names:
+                candidate = directory / name
+                live, _ = _rotation(candidate)
+                if live != candidate:
+                    rotated.setdefault(live, []).append(candidate)
+            self._by_directory[directory] = rotated
+        return self._by_directory[directory].get(base, [])
 
 
 def open_regular(log: LogFile) -> int:
@@ -158,10 +222,6 @@ def open_regular(log: LogFile) -> int:
         os.close(fd)
         raise SourceUnreadable(f"{log.name}: {problem}")
     return fd
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _rotation(path: Path) -> tuple[Path, tuple[int, str]]:
@@ -188,9 +248,11 @@ class Span:
 
     Their bytes are `block[start:newline]` and then `last`, the line that runs past the block's
     last newline, finished with what later blocks held of it (None at a file's final newline).
+    The block may be the reader's buffer, filled again for the next span: what a span gives
+    (`lines`, `iter_lines`) is copied out of it, and a span is used up before the next is read.
     """
 
-    def __init__(self, block: bytes, start: int, newline: int, last: bytes | None):
+    def __init__(self, block: bytes | bytearray, start: int, newline: int, last: bytes | None):
         self.block = block
         self.start = start
         self.newline = newline
@@ -199,7 +261,8 @@ class Span:
 
     def lines(self) -> list[bytes]:
         if self._lines is None:
-            inner = self.block[self.start:self.newline].split(b"\n") if self.newline >= self.start else []
+            inner = (bytes(memoryview(self.block)[self.start:self.newline]).split(b"\n")
+                     if self.newline >= self.start else [])
             self._lines = inner + ([self.last] if self.last is not None else [])
         return self._lines
 
@@ -219,10 +282,11 @@ class Span:
         if self._lines is not None:
             yield from self._lines
             return
+        view = memoryview(self.block)
         position = self.start
         while self.newline >= position:
             end = self.block.find(b"\n", position, self.newline + 1)
-            yield self.block[position:end]
+            yield bytes(view[position:end])
             position = end + 1
         if self.last is not None:
             yield self.last
@@ -232,17 +296,18 @@ class BackwardFile:
     """A file read from its end to its start in blocks, as whole lines.
 
     The size is taken when opened: lines appended later are not read. A file truncated while it is
-    read (copytruncate) ends the reading with a note instead of reading garbage.
+    read (copytruncate) ends the reading with a note instead of reading garbage. Blocks are read
+    into one buffer, filled again for each: a new megabyte for every block would cost more in page
+    faults than the reading itself.
     """
 
     def __init__(self, log: LogFile, stats: Stats):
         self.log = log
         self.stats = stats
         self.fd = open_regular(log)
-        stats.read.add(log.name)
-        status = os.fstat(self.fd)
-        self.size = status.st_size
-        self.mtime = status.st_mtime
+        self.size = os.fstat(self.fd).st_size
+        if self.size:
+            stats.read.add(log.name)
         self.block_size = BLOCK
 
     def matched(self) -> None:
@@ -255,32 +320,36 @@ class BackwardFile:
     def spans(self) -> Iterator[Span]:
         """Newest block first. A line that began in an earlier block comes with that block."""
         unfinished = _Unfinished()          # the line whose beginning is not read yet
+        buffer = bytearray(min(MAX_BLOCK, self.size))
+        view = memoryview(buffer)
         offset = self.size
         while offset > 0:
             start = max(0, offset - self.block_size)
             self.block_size = min(self.block_size * 2, MAX_BLOCK)
+            length = offset - start
             try:
-                block = os.pread(self.fd, offset - start, start)
+                got = os.preadv(self.fd, [view[:length]], start)
             except OSError as error:
-                self.stats.notes.append(f"{self.log.name}: read failed ({error.strerror.lower()}); stopped there")
+                reason = (error.strerror or str(error)).lower()
+                self.stats.notes.append(f"{self.log.name}: read failed ({reason}); stopped there")
                 return
-            if len(block) < offset - start:
+            if got < length:
                 self.stats.notes.append(f"{self.log.name}: truncated while being read (rotated?); stopped there")
                 return
-            self.stats.bytes_read += len(block)
+            self.stats.bytes_read += length
             at_end = offset == self.size
             offset = start
-            body = block.find(b"\n") + 1 if start > 0 else 0
+            body = buffer.find(b"\n", 0, length) + 1 if start > 0 else 0
             if body == 0 and start > 0:
-                unfinished.prepend(block)
+                unfinished.prepend(bytes(view[:length]))
                 continue
-            newline = block.rfind(b"\n")
-            beginning = block[newline + 1:]
+            newline = buffer.rfind(b"\n", 0, length)
+            beginning = bytes(view[newline + 1:length])
             last = None if at_end and beginning == b"" else unfinished.finish(beginning)
             unfinished = _Unfinished()
             if body:
-                unfinished.prepend(block[:body - 1])
-            yield Span(block, body, newline, last)
+                unfinished.prepend(bytes(view[:body - 1]))
+            yield Span(buffer, body, newline, last)
 
 
 class _Unfinished:
@@ -346,11 +415,10 @@ def gzip_chunks(log: LogFile, stats: Stats) -> Generator[bytes, None, None]:
                     raise SourceUnreadable(f"{log.name}: {_gzip_problem(error)}") from None
                 stats.notes.append(f"{log.name}: {_gzip_problem(error)}; read up to there")
                 return
-            if not started:
-                started = True
-                stats.read.add(log.name)
+            started = True
             if not chunk:
                 return
+            stats.read.add(log.name)
             stats.bytes_read += len(chunk)
             yield chunk
 
@@ -384,14 +452,16 @@ def command_chunks(argv: tuple[str, ...], stats: Stats, deadline: float) -> Gene
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        process.stdout.close()
-        process.stderr.close()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _output(process: subprocess.Popen[bytes], name: str, stats: Stats, deadline: float) -> Iterator[bytes]:
     started = time.monotonic()
     errors = bytearray()
     total = 0
+    assert process.stdout is not None and process.stderr is not None      # both are pipes
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
         selector.register(process.stderr, selectors.EVENT_READ)
@@ -427,4 +497,5 @@ def _output(process: subprocess.Popen[bytes], name: str, stats: Stats, deadline:
     if code != 0:
         last = errors.decode("utf-8", "replace").strip().splitlines()
         raise CommandFailed(f"{name} exited with code {code}" + (f": {last[-1][:300]}" if last else ""))
-    stats.read.add(name)
+    if not total:       # `journalctl -u <typo>` exits 0 having printed nothing: not an all-clear
+        raise CommandFailed(f"{name}: printed nothing (exit code 0)")

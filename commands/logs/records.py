@@ -1,17 +1,25 @@
 """Lines -> records: one log entry with its continuation lines (a stack trace is part of its entry).
 
-Formats: JSON lines, plain text with a header (time, level) on each entry's first line, and
-nginx/Apache access logs; detected from a sample, or set by `log_format`. Lines stay bytes until a
-record is known to match, so skipped text is never decoded. A JSON entry is shown as its time,
-level and message; a plain-string `error`/`err` field (zap, logrus, slog) joins the message, since
-it usually holds the cause ("query failed: dial tcp …: connection refused").
+A log's `Dialect` is told once from a sample of its lines: the carrier's prefixes around each line
+(prefixes.py; grouping and matching read a line without them, the reply shows it as written), the
+format (JSON lines, plain text with a header on each entry's first line, nginx/Apache access logs;
+or `log_format`), whether entries have headers, and how to read times (the service's
+`log_timezone` for times without a zone; the command's clock for syslog's missing year). Lines stay
+bytes until a record is known to match, so skipped text is never decoded. A JSON entry is shown as
+its time, level and message; a plain-string `error`/`err` field (zap, logrus, slog) joins the
+message, since it usually holds the cause ("query failed: dial tcp …: connection refused").
 
 Where a record starts: at a header or a JSON line, and at the first line of a stack printed on
 its own (`Traceback …`, `panic: …`, `Exception in thread …`, a Node crash site) unless it follows a
-warning or error header (it is that message's trace) or a chained-exception phrase. In a log
-without headers (a process's stderr), any unindented line starts one too, unless the line before
-says it continues: an indented line (Python's final `KeyError: 'x'`, Node's `TypeError` under the
-caret), an exception whose message goes on, or a continuation like `Caused by:`.
+warning or error header, or a bare message naming an error (it is that message's trace), or a
+chained-exception phrase. In a log without headers (a process's stderr), any unindented line starts
+one too, unless the line before says it continues: an indented line or a frame (Python's final
+`KeyError: 'x'`, Node's `TypeError` under the caret), the line after a Python frame (its source,
+indented or not), an exception whose message goes on, or a continuation like `Caused by:`.
+
+An entry is an error by its level word, or by what it shows when no level says so (`shown_level`).
+A record longer than 400 lines keeps its first 300 and last 100; a cut never separates a private
+key's body from its BEGIN line, so redaction still sees the key.
 """
 
 from __future__ import annotations
@@ -19,12 +27,15 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import IntEnum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from commands.logs import prefixes
+from commands.logs.prefixes import Framing
 from commands.logs.reading import Span
 
 MAX_RECORD_LINES = 400               # a longer record keeps its first 300 and last 100 lines
@@ -46,19 +57,21 @@ class Kind(IntEnum):
     EXCEPTION = 4        # a line naming an exception: TypeError: …, java.lang.IllegalStateException
     CHAIN = 5            # "During handling of the above exception…": the trace goes on
     CONTINUATION = 6     # unindented but never a start: "Caused by:", "goroutine 1 [running]:", "}"
-    FRAME = 7            # an indented `at …` / `from …` frame (Java, Node, Ruby)
-    INDENTED = 8
-    OTHER = 9
+    FRAME = 7            # a frame: `at …` (Java, Node, .NET), `from …` (Ruby), indented or not
+    PYFRAME = 8          # Python's `File "…", line N`: the line after it is its source, whatever it says
+    INDENTED = 9
+    OTHER = 10
 
 
 _HEADER = re.compile(rb"""(?x)
-    \d{4}-\d\d-\d\d[T\x20]\d\d:\d\d                   # ISO 8601, Python logging, Spring, Zookeeper
+    \d{4}-\d\d-\d\d(?:[T\x20]\d|\x20\x20)\d:\d\d          # ISO 8601, Python logging, Spring; MariaDB's " 4:26"
   | \d{4}/\d\d/\d\d\x20\d\d:\d\d                      # nginx error log, Go's log
   | \[\d{4}-\d\d-\d\d[T\x20]\d\d:\d\d                 # [2026-11-24 14:02:07] Laravel, gunicorn
   | \[\w{3}\x20\w{3}\x20[\x20\d]\d\x20\d\d:\d\d       # [Tue Nov 24 14:02:07.123 2026] Apache
   | \[\d\d-\w{3}-\d{4}\x20\d\d:\d\d                   # [24-Nov-2026 14:02:07 UTC] PHP
   | \w{3}\x20[\x20\d]\d\x20\d\d:\d\d:\d\d             # syslog
   | [DIWEFAU],\x20\[\d{4}-                            # Ruby's Logger
+  | [IWEF]\d{4}\x20\d\d:\d\d:\d\d\.\d+\x20             # klog (Kubernetes, Go): E1124 14:02:09.123456
   | \[?(?:TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|CRITICAL|FATAL|SEVERE)\b[\]:\x20]   # ERROR:root:msg
   | (?:level|lvl|time|ts)=                            # logfmt
   | \(node:\d+\)\x20                                  # (node:123) UnhandledPromiseRejectionWarning
@@ -66,17 +79,20 @@ _HEADER = re.compile(rb"""(?x)
   | \S+\x20\S+\x20\S+\x20\[\d\d/\w{3}/\d{4}:           # an access log line
 """)
 _STACK = re.compile(rb"""(?x)
-    Traceback\x20\(most\x20recent\x20call\x20last\):
+    (?:Exception\x20Group\x20)?Traceback\x20\(most\x20recent\x20call\x20last\):
   | panic:\x20 | fatal\x20error:\x20
   | Exception\x20in\x20thread\x20
   | (?:node:internal/|/|[A-Za-z]:\\|file:///)\S*:\d+\s*$          # Node: the crash site
   | Uncaught\x20
+  | Unhandled\x20exception\.\x20                                  # .NET
   | \S+\.rb:\d+:in\x20                                            # Ruby
 """)
 _EXCEPTION = re.compile(rb"""(?x)
-    (?:[A-Z]\w*)?(?:Error|Exception)(?:\x20\[\w+\])?:\x20           # TypeError: x / Error [ERR_X]: x
+    \{?\x20?(?:[A-Z]\w*)?(?:Error|Exception)(?:\x20\[\w+\])?:\x20      # TypeError: x / Error [ERR_X]: x
   | [a-z][\w$]*(?:\.[\w$]+)+(?:Exception|Error)\b                  # java.lang.IllegalStateException
+  | [A-Z]\w*(?:\.\w+)+(?:Exception|Error)\b                         # System.NullReferenceException
   | [a-z_]\w*(?:\.\w+)*\.[A-Z]\w*:\x20                              # psycopg2.errors.UndefinedTable: x
+  | [A-Z]\w*(?:::[A-Z]\w*)+(?:Error|Exception|Invalid|NotFound)\b   # ActiveRecord::StatementInvalid
   | \[UnhandledPromiseRejection                                   # under Node's crash site
 """)
 _ERRORISH = re.compile(rb"(?i)error\b|exception\b|\bfatal\b")
@@ -87,29 +103,40 @@ _CONTINUATION = re.compile(rb"""(?x)
   | goroutine\x20\d+\x20\[ | \[signal\x20 | created\x20by\x20 | exit\x20status\x20\d
   | [\w./*()\[\]-]+\(.*\)\s*$                                      # a Go frame's function line
   | Stack\x20trace: | \#\d+\x20 | \[stacktrace\] | \[previous\x20exception\]
+  | ---\x20End\x20of\x20(?:inner\x20exception\x20)?stack\x20trace   # .NET
   | [}\])]
 """)
-_FRAME = re.compile(rb"""(?x)\s+(?:
-    at\x20[\w$.<>/-]+\(                         # Java: at com.acme.Foo.bar(Foo.java:12)
+_FRAME = re.compile(rb"""(?x)['\s]*(?:
+    at\x20[\w$.<>/`-]+[(\x20]                 # Java: at com.acme.Foo.bar(Foo.java:12); .NET: at A.B() in F.cs
   | at\x20(?:.+\x20\()?\S+:\d+:\d+\)?            # Node: at fn (/app/x.js:1:2), at /app/x.js:1:2
+  | at\x20.+\((?:native|<anonymous>|node:\S+|\S+\.[cm]?[jt]s)\)  # Node: at Array.forEach (<anonymous>)
   | from\x20\S+:\d+:in\x20                       # Ruby: from /app/x.rb:5:in `run'
 )""")
+_PYFRAME = re.compile(rb'\s*File\x20"[^"]+",\x20line\x20\d+')
 
 
 def classify(line: bytes) -> Kind:
+    """The kind of a line (without its transport prefix), on its own."""
     first = line[:1]
     if first in (b" ", b"\t"):
         if not line.strip():
             return Kind.BLANK
+        if _PYFRAME.match(line):
+            return Kind.PYFRAME
         return Kind.FRAME if _FRAME.match(line) else Kind.INDENTED
     if not line or line == b"\r":
         return Kind.BLANK
     if first == b"{":
-        return Kind.JSON
+        return Kind.EXCEPTION if _EXCEPTION.match(line) else Kind.JSON
     if _HEADER.match(line):
         return Kind.HEADER
     if _STACK.match(line):
         return Kind.STACK
+    if first in (b"F", b"a", b"f", b"'"):
+        if _PYFRAME.match(line):
+            return Kind.PYFRAME
+        if _FRAME.match(line):
+            return Kind.FRAME
     if _EXCEPTION.match(line):
         return Kind.EXCEPTION
     if _CHAIN.match(line):
@@ -136,8 +163,9 @@ def starts_record(kind: Kind, before: Kind | None, before_line: bytes = b"", lin
     if before is Kind.CHAIN:
         return False
     if kind is Kind.STACK:
-        return True
-    if headed or before is Kind.INDENTED:
+        # a bare message naming an error announces the trace under it ("Internal Server Error: /x")
+        return not (before is Kind.OTHER and bool(_ERRORISH.search(before_line)))
+    if headed or before in (Kind.INDENTED, Kind.PYFRAME):
         return False
     # an exception's message may go on for lines (psycopg's "LINE 1: …"); "}" ends Node's error object
     return not (kind is Kind.OTHER and before in (Kind.STACK, Kind.EXCEPTION, Kind.CONTINUATION))
@@ -148,7 +176,91 @@ def _below_warning(header: bytes) -> bool:
     return match is None or LEVELS[match.group(1).lower()] < WARN
 
 
+# -- a log's dialect ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one source writes its entries, told from a sample of its lines (or set by the config):
+    the format, whether entries have headers, the transport prefixes around each line, and how
+    to read its times: `zone` for times written without one (log_timezone), `now` for the year a
+    syslog time leaves out."""
+
+    fmt: str = "auto"
+    headed: bool = False
+    framing: Framing = Framing()
+    zone: tzinfo = UTC
+    now: datetime | None = None
+
+    def content(self, line: bytes) -> bytes:
+        return self.framing.content(line)
+
+    def kinds(self, lines: list[bytes]) -> list[Kind]:
+        """Each line's kind, without its prefix and in context: the line after a Python frame is
+        that frame's source (or the exception, when no source is shown), never an entry's start."""
+        kinds: list[Kind] = []
+        before = Kind.BLANK
+        plain = self.framing.plain
+        for line in lines:
+            if plain:
+                kind = classify(line)
+            else:
+                content, stamp_only = self.framing.strip(line)
+                kind = classify(content)
+                if stamp_only and kind is Kind.OTHER:
+                    kind = Kind.HEADER
+            if before is Kind.PYFRAME and kind in (Kind.OTHER, Kind.EXCEPTION, Kind.CONTINUATION):
+                kind = Kind.INDENTED
+            kinds.append(kind)
+            if kind is not Kind.BLANK:
+                before = kind
+        return kinds
+
+
+def detect(lines: list[bytes], configured: Dialect = Dialect()) -> Dialect:
+    """The dialect of a log from a sample of its lines (the newest, read backwards; the first,
+    read forwards): prefixes first, then the format of what they wrap.
+
+    The format is what most non-blank lines look like, unless configured. Entries have headers
+    when a quarter of the lines that could start one are headers or JSON objects (a multi-line
+    message, like Spring Boot's APPLICATION FAILED TO START report, has many such lines of its own).
+    """
+    sample = [line for line in lines[-200:] if line.strip()]
+    framing = prefixes.detect(sample)
+    joined, unfinished = framing.join_partials(sample)
+    sample = joined + unfinished
+    dialect = replace(configured, framing=framing)
+    kinds = dialect.kinds(sample)
+    starting = [kind for kind in kinds if kind not in (Kind.FRAME, Kind.PYFRAME, Kind.INDENTED, Kind.BLANK)]
+    headed = sum(1 for kind in starting if kind in (Kind.HEADER, Kind.JSON)) * 4 >= len(starting) > 0
+    if configured.fmt != "auto" or not sample:
+        return replace(dialect, fmt=configured.fmt if configured.fmt != "auto" else "text", headed=headed)
+    contents = [framing.content(line) for line in sample]
+    access = sum(1 for line in contents if _ACCESS.match(line))
+    objects = sum(1 for line in contents if line[:1] == b"{" and _json_object(line) is not None)
+    fmt = "access" if access * 2 > len(contents) else "json" if objects * 2 > len(contents) else "text"
+    return replace(dialect, fmt=fmt, headed=headed)
+
+
 # -- grouping ---------------------------------------------------------------------------------------
+
+
+_KEY_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY")
+_KEY_END = re.compile(rb"-----END [A-Z0-9 ]*PRIVATE KEY")
+
+
+def _open_key(cut: list[bytes]) -> bytes | None:
+    """The BEGIN line of a private key that starts in `cut` (lines in file order) and does not end
+    there. A cut must keep it: the lines after the cut are that key's body, and redaction (which
+    masks from BEGIN to END, or to the end of the text) can only see a key whose BEGIN it is shown.
+    Redact first, then cut: a cut key body is still a key."""
+    begin = None
+    for line in cut:
+        if _KEY_BEGIN.search(line):
+            begin = line
+        elif begin is not None and _KEY_END.search(line):
+            begin = None
+    return begin
 
 
 class _Lines:
@@ -165,26 +277,35 @@ class _Lines:
             return
         self.tail.append(line)
         if len(self.tail) > 2 * _KEEP_TAIL:
-            self.dropped += len(self.tail) - _KEEP_TAIL
-            del self.tail[:-_KEEP_TAIL]
+            self._cut()
+
+    def _cut(self) -> None:
+        cut, self.tail = self.tail[:-_KEEP_TAIL], self.tail[-_KEEP_TAIL:]
+        begin = _open_key(cut)
+        self.dropped += len(cut) - (begin is not None)
+        if begin is not None:
+            self.tail.insert(0, begin)
 
     def lines(self) -> list[bytes]:
-        if len(self.tail) > _KEEP_TAIL:
-            self.dropped += len(self.tail) - _KEEP_TAIL
-            del self.tail[:-_KEEP_TAIL]
+        if len(self.tail) > _KEEP_TAIL + 1:
+            self._cut()
         middle = [f"    … {self.dropped:,} lines cut …".encode()] if self.dropped else []
         return self.head + middle + self.tail
+
+
+_CONTEXT = 2        # non-blank lines a line's kind and start-ness depend on: itself and the one before
 
 
 class BackwardGrouper:
     """Spans fed newest first (each span's lines in file order) -> records, newest first.
 
-    A line's start-ness depends on the line before it, which for the first lines of a span is in
-    the next span fed: those lines are held back until then (or until `finish`).
+    Whether a line starts a record depends on the line before it, whose kind depends on the one
+    before that (a Python frame's source line): so the first two non-blank lines of a span are
+    held back until the next span is fed (or until `finish`).
     """
 
-    def __init__(self, headed: bool) -> None:
-        self.headed = headed
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
         self.held: list[bytes] = []              # the first lines of the last span, undecided
         self.after: list[bytes] = []             # continuation lines after them, newest first
         self.pending_hit = False                 # whether held or after may hold a match
@@ -199,8 +320,11 @@ class BackwardGrouper:
         if not hit and not self.pending_hit:
             return self._skip(span)
         lines = span.lines() + self.held if self.held else span.lines()
-        kinds = [classify(line) for line in lines]
-        first = next((index for index, kind in enumerate(kinds) if kind is not Kind.BLANK), len(kinds))
+        if not self.dialect.framing.plain:
+            joined, unfinished = self.dialect.framing.join_partials(lines)
+            lines = joined + unfinished       # nothing newer finishes them: each is read as a line
+        kinds = self.dialect.kinds(lines)
+        first = _nth_non_blank(kinds, _CONTEXT)
         self.held = lines[:first + 1]
         records: list[list[bytes]] = []
         earliest: bytes | None = None
@@ -217,19 +341,23 @@ class BackwardGrouper:
     def _skip(self, span: Span) -> tuple[list[list[bytes]], bytes | None]:
         seen: list[bytes] = []
         kinds: list[Kind] = []
-        before: int | None = None
+        non_blank: list[int] = []            # indexes of the non-blank lines seen
         for line in itertools.chain(span.iter_lines(), self.held):
-            kind = classify(line)
-            if before is not None and starts_record(kind, kinds[before], seen[before], line, headed=self.headed):
+            kind = self.dialect.kinds([line])[0]
+            if non_blank and kinds[non_blank[-1]] is Kind.PYFRAME and kind in (Kind.OTHER, Kind.EXCEPTION,
+                                                                                 Kind.CONTINUATION):
+                kind = Kind.INDENTED
+            if len(non_blank) >= _CONTEXT and starts_record(kind, kinds[non_blank[-1]], seen[non_blank[-1]],
+                                                            self.dialect.content(line), headed=self.dialect.headed):
                 self.held = seen
                 self.after = []
                 return [], line
             seen.append(line)
             kinds.append(kind)
             if kind is not Kind.BLANK:
-                before = len(seen) - 1
-        # no start after the first non-blank line: all of it continues an earlier record
-        first = next((i for i, kind in enumerate(kinds) if kind is not Kind.BLANK), len(kinds))
+                non_blank.append(len(seen) - 1)
+        # no start after the first lines: all of it continues an earlier record
+        first = _nth_non_blank(kinds, _CONTEXT)
         self.after.extend(_clip(line) for line in reversed(seen[first + 1:]))
         self.held = seen[:first + 1]
         self._bound_after()
@@ -237,9 +365,11 @@ class BackwardGrouper:
 
     def _starts(self, lines: list[bytes], kinds: list[Kind], index: int) -> bool:
         before = next((j for j in range(index - 1, -1, -1) if kinds[j] is not Kind.BLANK), None)
+        content = self.dialect.content(lines[index])
         if before is None:
-            return starts_record(kinds[index], None, headed=self.headed)
-        return starts_record(kinds[index], kinds[before], lines[before], lines[index], headed=self.headed)
+            return starts_record(kinds[index], None, line=content, headed=self.dialect.headed)
+        return starts_record(kinds[index], kinds[before], self.dialect.content(lines[before]), content,
+                             headed=self.dialect.headed)
 
     def _record(self, start: bytes) -> list[bytes]:
         assembled = _Lines()
@@ -252,15 +382,17 @@ class BackwardGrouper:
     def _bound_after(self) -> None:
         if len(self.after) > 2 * MAX_RECORD_LINES:
             # newest first: keep the record's last lines (the front) and its first ones (the end)
-            dropped = len(self.after) - MAX_RECORD_LINES
-            self.after = (self.after[:_KEEP_TAIL] + [f"    … {dropped:,} lines cut …".encode()]
+            cut = self.after[_KEEP_TAIL:-(MAX_RECORD_LINES - _KEEP_TAIL)]
+            begin = _open_key(cut[::-1])
+            self.after = (self.after[:_KEEP_TAIL] + ([begin] if begin is not None else [])
+                          + [f"    … {len(cut) - (begin is not None):,} lines cut …".encode()]
                           + self.after[-(MAX_RECORD_LINES - _KEEP_TAIL):])
 
     def finish(self) -> list[list[bytes]]:
         """The records left when the start of the file is reached, newest first."""
         lines, self.held = self.held, []
         records: list[list[bytes]] = []
-        kinds = [classify(line) for line in lines]
+        kinds = self.dialect.kinds(lines)
         for index in range(len(lines) - 1, -1, -1):
             if index == 0 or self._starts(lines, kinds, index):
                 records.append(self._record(lines[index]))
@@ -271,6 +403,17 @@ class BackwardGrouper:
         return records
 
 
+def _nth_non_blank(kinds: list[Kind], n: int) -> int:
+    """The index of the n-th non-blank line (1-based), or the last index when there are fewer."""
+    seen = 0
+    for index, kind in enumerate(kinds):
+        if kind is not Kind.BLANK:
+            seen += 1
+            if seen == n:
+                return index
+    return len(kinds) - 1
+
+
 def _clip(line: bytes) -> bytes:
     """A continuation line, bounded: a record of 400 lines of a megabyte each must not fill memory."""
     if len(line) <= MAX_CONTINUATION:
@@ -278,24 +421,33 @@ def _clip(line: bytes) -> bytes:
     return line[:MAX_CONTINUATION] + f" …[line cut: {len(line):,} bytes]".encode()
 
 
-def forward_records(batches: Iterator[list[bytes]], headed: bool) -> Iterator[list[list[bytes]]]:
+def forward_records(batches: Iterator[list[bytes]], dialect: Dialect) -> Iterator[list[list[bytes]]]:
     """Lists of whole lines in file order -> for each, the records it completed, in file order
     (a list per batch, maybe empty, so that a reader gets control back after every batch)."""
     current: _Lines | None = None
     before: Kind | None = None
     before_line = b""
-    for lines in batches:
+    unfinished: list[bytes] = []
+    for batch in batches:
         completed: list[list[bytes]] = []
+        lines, unfinished = dialect.framing.join_partials(unfinished + batch)
         for line in lines:
-            kind = classify(line)
-            if current is None or starts_record(kind, before, before_line, line, headed=headed):
+            kind = dialect.kinds([line])[0]
+            if before is Kind.PYFRAME and kind in (Kind.OTHER, Kind.EXCEPTION, Kind.CONTINUATION):
+                kind = Kind.INDENTED
+            content = dialect.content(line)
+            if current is None or starts_record(kind, before, before_line, content, headed=dialect.headed):
                 if current is not None:
                     completed.append(current.lines())
                 current = _Lines()
             current.append(_clip(line) if current.head else line)
             if kind is not Kind.BLANK:
-                before, before_line = kind, line
+                before, before_line = kind, content
         yield completed
+    if unfinished:                          # the stream ended inside a partial line
+        current = current or _Lines()
+        for line in unfinished:
+            current.append(line)
     if current is not None:
         yield [current.lines()]
 
@@ -308,33 +460,13 @@ _ACCESS = re.compile(rb"""(?x)
 """)
 
 
-def detect_format(lines: list[bytes], configured: str = "auto") -> tuple[str, bool]:
-    """(json, access or text; whether entries have headers), from a sample of lines.
-
-    The format is what most non-blank lines look like, unless configured. Entries have headers
-    when a quarter of the unindented lines are headers or JSON objects (a multi-line message, like
-    Spring Boot's APPLICATION FAILED TO START report, has many unindented lines of its own).
-    """
-    sample = [line for line in lines[-200:] if line.strip()]
-    unindented = [line for line in sample if line[:1] not in (b" ", b"\t")]
-    headed = sum(1 for line in unindented if classify(line) in (Kind.HEADER, Kind.JSON)) * 4 >= len(unindented) > 0
-    if configured != "auto" or not sample:
-        return (configured if configured != "auto" else "text"), headed
-    access = sum(1 for line in sample if _ACCESS.match(line))
-    objects = sum(1 for line in sample if line[:1] == b"{" and _json_object(line) is not None)
-    if access * 2 > len(sample):
-        return "access", headed
-    if objects * 2 > len(sample):
-        return "json", headed
-    return "text", headed
-
-
-def holds_access_lines(lines: list[bytes], fmt: str) -> bool:
-    """Whether a sample of a log, read as `fmt`, holds HTTP access entries (what --status counts)."""
-    if fmt == "access":
+def holds_access_lines(lines: list[bytes], dialect: Dialect) -> bool:
+    """Whether a sample of a log, read in `dialect`, holds HTTP access entries (what --status counts)."""
+    if dialect.fmt == "access":
         return True
-    return fmt == "json" and any(line[:1] == b"{" and (data := _json_object(line)) is not None
-                                 and _json_status(data) is not None for line in lines[-200:])
+    return dialect.fmt == "json" and any(
+        (content := dialect.content(line))[:1] == b"{" and (data := _json_object(content)) is not None
+        and _json_status(data) is not None for line in lines[-200:])
 
 
 def _json_object(line: bytes) -> dict[str, Any] | None:
@@ -347,7 +479,8 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
 
 @dataclass
 class Record:
-    """One log entry, decoded. `text` is what is shown: for JSON, the message and its stack."""
+    """One log entry, decoded. `lines` are what is shown (as written; for JSON, the message and
+    its stack); `content` the same without transport prefixes, what grouping and matching read."""
 
     lines: list[str]
     source: str
@@ -362,46 +495,92 @@ class Record:
     raw: str | None = None              # a JSON entry as written: its other fields are evidence too
     repeats: int = 1                    # occurrences folded into this one while reading forwards,
     first_seen: datetime | None = None  # and the time of the first of them
+    content: list[str] = field(default_factory=list)    # empty: the same as `lines`
+
+    def __post_init__(self) -> None:
+        if not self.content:
+            self.content = self.lines
 
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
 
 
-def quick_level(first: bytes, fmt: str) -> int | None:
-    """A record's level from its first line, read as `fmt`, without decoding the rest."""
-    if fmt == "json" and first[:1] == b"{" and (data := _json_object(first)) is not None:
+def quick_level(first: bytes, dialect: Dialect) -> int | None:
+    """A record's level from its first line, read in `dialect`, without decoding the rest."""
+    content = dialect.content(first)
+    if dialect.fmt == "json" and content[:1] == b"{" and (data := _json_object(content)) is not None:
         return _json_level(data)
-    if fmt == "access" and (match := _ACCESS.match(first)):
+    if dialect.fmt == "access" and (match := _ACCESS.match(content)):
         return _status_level(int(match.group("status")))
-    return parse_level(first[:200].decode("utf-8", "replace"), first)
+    return parse_level(first[:200].decode("utf-8", "replace"), content)
 
 
-def quick_time(first: bytes, fmt: str) -> datetime | None:
-    """A record's time from its first line, read as `fmt`, without decoding the rest."""
-    if fmt == "json" and first[:1] == b"{" and (data := _json_object(first)) is not None:
-        return _json_time(data)
-    if fmt == "access" and (match := _ACCESS.match(first)):
+def quick_time(first: bytes, dialect: Dialect) -> datetime | None:
+    """A record's time from its first line, read in `dialect`, without decoding the rest."""
+    content = dialect.content(first)
+    if dialect.fmt == "json" and content[:1] == b"{" and (data := _json_object(content)) is not None:
+        return _json_time(data, dialect) or parse_time(first[:80].decode("utf-8", "replace"), dialect)
+    if dialect.fmt == "access" and (match := _ACCESS.match(content)):
         return _clf_time(match.group("time").decode("ascii", "replace"))
-    return parse_time(first[:200].decode("utf-8", "replace"))
+    return parse_time(first[:200].decode("utf-8", "replace"), dialect)
 
 
-def decode(lines: list[bytes], source: str, fmt: str,
+def shown_level(lines: list[bytes], level: int | None, dialect: Dialect,
+                shows_failure: Callable[[list[bytes]], bool] = lambda lines: False) -> int | None:
+    """The level an entry counts at: its header's, or ERROR when it shows an error that no level
+    word says: an entry without a level holding an exception or a stack (a process's stderr, a
+    paste); one at INFO or below holding an exception with its stack (a framework logging a
+    failure at INFO), or a failure that `shows_failure` knows on its own (the catalog's). A
+    warning stays a warning, even with a stack: a handled error, a retry."""
+    if level is not None and level >= WARN:
+        return ERROR if level < ERROR and any(_CRASH.search(line) for line in lines[:MAX_RECORD_LINES]) else level
+    if any(_RETRYING.search(line) for line in lines[:MAX_RECORD_LINES]):   # handled: it is being retried
+        return level
+    if level is not None and len(lines) == 1:       # an ordinary line: no stack, no exception to see
+        return ERROR if shows_failure(lines) else level
+    kinds = dialect.kinds(lines[:MAX_RECORD_LINES])
+    stack = any(kind in (Kind.STACK, Kind.FRAME, Kind.PYFRAME) for kind in kinds)
+    exception = any(kind is Kind.EXCEPTION for kind in kinds) or (
+        bool(lines) and _EXCEPTION_ANYWHERE.search(dialect.content(lines[0])) is not None)
+    if (stack and exception) or (level is None and (stack or exception)):
+        return ERROR
+    return ERROR if shows_failure(lines[:MAX_RECORD_LINES]) else level
+
+
+# What a program writes when it, not one request, failed: an uncaught exception that ended a thread
+# or the process, an application context that could not start. A framework may log it as a warning.
+_CRASH = re.compile(rb'Exception in thread "|\bUncaught (?:[Ee]xception|\w*Error)\b|\bUnhandled [Ee]xception\b'
+                    rb"|\buncaughtException\b|cancelling refresh attempt|APPLICATION FAILED TO START")
+# A failure that is being retried is handled, not yet an error ("Max retries exceeded" is one).
+_RETRYING = re.compile(rb"(?i)\bretrying\b|\bwill (?:be )?retr(?:y|ied)\b|\bretry(?:ing)? in \d|\battempt \d+(?: of|/)")
+_EXCEPTION_ANYWHERE = re.compile(rb"(?<![\w.])(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)\b(?:: |$)"
+                                 rb"|\bUncaught\b|\bpanic: ")
+
+
+def decode(lines: list[bytes], source: str, dialect: Dialect,
            known: tuple[datetime | None, int | None] | None = None) -> Record:
-    """The record, read as `fmt` (a line that is not of that format is text); `known` is the
+    """The record, read in `dialect` (a line that is not of its format is text); `known` is the
     (time, level) already read from its first line."""
     text_lines = [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
-    first = lines[0] if lines else b""
-    if fmt == "json" and first[:1] == b"{" and (data := _json_object(first)) is not None:
-        return _json_record(data, text_lines, source)
-    if fmt == "access" and (match := _ACCESS.match(first)) is not None:
+    content = [] if dialect.framing.plain else [dialect.content(line).decode("utf-8", "replace").rstrip("\r")
+                                                 for line in lines]
+    first = dialect.content(lines[0]) if lines else b""
+    if dialect.fmt == "json" and first[:1] == b"{" and (data := _json_object(first)) is not None:
+        record = _json_record(data, text_lines, source, dialect)
+        if record.timestamp is None and known is not None:
+            record.timestamp = known[0]
+        return record
+    if dialect.fmt == "access" and (match := _ACCESS.match(first)) is not None:
         status = int(match.group("status"))
         return Record(text_lines, source, "access", _clf_time(match.group("time").decode("ascii", "replace")),
                       _status_level(status), message=text_lines[0], status=status,
-                      method=match.group("method").decode(), path=match.group("path").decode("utf-8", "replace"))
+                      method=match.group("method").decode(), path=match.group("path").decode("utf-8", "replace"),
+                      content=content)
     head = text_lines[0][:200] if text_lines else ""
-    moment, level = known if known is not None else (parse_time(head), parse_level(head, first))
-    return Record(text_lines, source, "text", moment, level, message=text_lines[0] if text_lines else "")
+    moment, level = known if known is not None else (parse_time(head, dialect), parse_level(head, first))
+    return Record(text_lines, source, "text", moment, level, message=text_lines[0] if text_lines else "",
+                  content=content)
 
 
 def earliest(*moments: datetime | None) -> datetime | None:
@@ -465,12 +644,12 @@ def _json_level(data: dict[str, Any]) -> int | None:
 def _json_status(data: dict[str, Any]) -> int | None:
     """An HTTP status, written as a number or as digits (nginx's JSON log_format quotes it)."""
     status = _first(data, _JSON_STATUS_KEYS)
-    if isinstance(status, str) and status.isdigit():
+    if isinstance(status, str) and status.isascii() and status.isdigit():     # "²" is a digit int() refuses
         status = int(status)
     return status if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599 else None
 
 
-def _json_time(data: dict[str, Any]) -> datetime | None:
+def _json_time(data: dict[str, Any], dialect: Dialect) -> datetime | None:
     value = _first(data, _JSON_TIME_KEYS)
     if isinstance(value, bool):
         return None
@@ -481,11 +660,11 @@ def _json_time(data: dict[str, Any]) -> datetime | None:
         except (OverflowError, OSError, ValueError):
             return None
     if isinstance(value, str):
-        return parse_time(value)
+        return parse_time(value, dialect)
     return None
 
 
-def _json_record(data: dict[str, Any], text_lines: list[str], source: str) -> Record:
+def _json_record(data: dict[str, Any], text_lines: list[str], source: str, dialect: Dialect) -> Record:
     level = _json_level(data)
     status = _json_status(data)
     method = _string(_first(data, ("method", "http.method", "req.method", "request.method")))
@@ -497,7 +676,7 @@ def _json_record(data: dict[str, Any], text_lines: list[str], source: str) -> Re
         message = f"{message}: {error}" if message else error
     if not message and status is not None:
         message = " ".join(str(part) for part in (status, method, path) if part)
-    timestamp = _json_time(data)
+    timestamp = _json_time(data, dialect)
     head = " ".join(part for part in (
         timestamp.strftime("%Y-%m-%dT%H:%M:%SZ") if timestamp else None,
         LEVEL_NAMES.get(level, "").upper() if level is not None else None,
@@ -525,43 +704,64 @@ def _string(value: Any) -> str | None:
 
 _MONTHS = {name: index for index, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
-_ISO = re.compile(r"(\d{4})[-/](\d\d)[-/](\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?\s?"
+_ISO = re.compile(r"(\d{4})[-/](\d\d)[-/](\d\d)(?:[T ]|  )(\d?\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?\s?"
                   r"(Z|[+-]\d\d:?\d\d|UTC)?")
 _CLF = re.compile(r"(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d)(?: ([+-]\d{4}))?")
 _APACHE = re.compile(r"\[\w{3} (\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d+))? (\d{4})\]")
 _PHP = re.compile(r"\[(\d\d)-(\w{3})-(\d{4}) (\d\d):(\d\d):(\d\d)(?: ([\w/+-]+))?\]")
-_SYSLOG = re.compile(r"^(\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)\b")
+_SYSLOG = re.compile(r"^ ?(\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)\b")
 _LEVEL = re.compile(r"(?<![\w/-])(trace|debug|info|notice|deprecated|warn(?:ing)?|error|severe|crit(?:ical)?"
                     r"|fatal|alert|emerg(?:ency)?|panic)(?![\w/.-])", re.I)
+_KLOG = re.compile(rb"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ ")
+_DOTNET_LEVEL = {b"trce": 0, b"dbug": 10, b"info": 20, b"warn": 30, b"fail": 40, b"crit": 50}  # ASP.NET's console
 _RUBY_LEVEL = {b"D": 10, b"I": 20, b"W": 30, b"E": 40, b"F": 50, b"A": 50}
 
 
-def parse_time(head: str) -> datetime | None:
-    """The first timestamp in a line's head, as UTC; a time without a zone is read as UTC."""
+def parse_time(head: str, dialect: Dialect = Dialect()) -> datetime | None:
+    """The first timestamp in a line's head, as UTC. A time written without a zone is in the
+    dialect's zone (UTC unless log_timezone says otherwise); a syslog time, which has no year, is
+    the latest such time not more than a day after the dialect's `now` (none without a `now`)."""
+    zone = dialect.zone
     try:
         if match := _ISO.search(head, 0, 80):
             year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
             micro = int((match.group(7) or "0")[:6].ljust(6, "0"))
-            moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-            return moment - _offset(match.group(8))
+            if match.group(8):
+                return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC) - _offset(match.group(8))
+            return _utc(datetime(year, month, day, hour, minute, second, micro, tzinfo=zone))
         if match := _CLF.search(head, 0, 80):
             return _clf_time(match.group(0))
         if match := _APACHE.search(head, 0, 80):
             month = _MONTHS[match.group(1).lower()]
             micro = int((match.group(6) or "0")[:6].ljust(6, "0"))
-            return datetime(int(match.group(7)), month, int(match.group(2)), int(match.group(3)),
-                            int(match.group(4)), int(match.group(5)), micro, tzinfo=UTC)
+            return _utc(datetime(int(match.group(7)), month, int(match.group(2)), int(match.group(3)),
+                                 int(match.group(4)), int(match.group(5)), micro, tzinfo=zone))
         if match := _PHP.search(head, 0, 80):
-            return datetime(int(match.group(3)), _MONTHS[match.group(2).lower()], int(match.group(1)),
-                            int(match.group(4)), int(match.group(5)), int(match.group(6)), tzinfo=UTC)
-        if match := _SYSLOG.match(head):
-            now = datetime.now(UTC)
+            return _utc(datetime(int(match.group(3)), _MONTHS[match.group(2).lower()], int(match.group(1)),
+                                 int(match.group(4)), int(match.group(5)), int(match.group(6)),
+                                 tzinfo=_named_zone(match.group(7)) or zone))
+        if dialect.now is not None and (match := _SYSLOG.match(head)):
+            now = dialect.now.astimezone(zone)
             moment = datetime(now.year, _MONTHS[match.group(1).lower()], int(match.group(2)), int(match.group(3)),
-                              int(match.group(4)), int(match.group(5)), tzinfo=UTC)
-            return moment.replace(year=now.year - 1) if moment > now + timedelta(days=1) else moment
-    except (ValueError, KeyError):
+                              int(match.group(4)), int(match.group(5)), tzinfo=zone)
+            return _utc(moment.replace(year=now.year - 1) if moment > now + timedelta(days=1) else moment)
+    except (ValueError, KeyError, OverflowError):
         return None
     return None
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _named_zone(name: str | None) -> tzinfo | None:
+    """PHP's error log names its zone (`[24-Nov-2026 14:02:07 Europe/Berlin]`)."""
+    if not name or name == "UTC":
+        return UTC if name else None
+    try:
+        return ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
 
 
 def _clf_time(text: str) -> datetime | None:
@@ -584,10 +784,21 @@ def _offset(zone: str | None) -> timedelta:
     return sign * timedelta(hours=int(digits[1:3]), minutes=int(digits[3:5]))
 
 
+_PHP_WARNING = re.compile(rb"(?:PHP )?Warning(?: \(\d+\))?:\s+[\w\\]+(?:::\w+)?\(")
+
+
 def parse_level(head: str, first: bytes) -> int | None:
-    """The level named in a line's head; a headless stack start counts as an error."""
+    """The level named in a line's head (`first`: the line without its prefixes). A headless stack
+    start counts as an error, and so does PHP's warning about a failed call (`Warning:
+    file_put_contents(…): Failed to open stream`), which frameworks turn into a 500."""
     if first[1:4] == b", [" and first[:1] in _RUBY_LEVEL:
         return _RUBY_LEVEL[first[:1]]
+    if first[:1] in _RUBY_LEVEL and _KLOG.match(first):
+        return _RUBY_LEVEL[first[:1]]
+    if _PHP_WARNING.match(first):
+        return ERROR
+    if first[4:6] == b": " and first[:4] in _DOTNET_LEVEL:
+        return _DOTNET_LEVEL[first[:4]]
     if match := _LEVEL.search(head):
         return LEVELS[match.group(1).lower()]
     if _STACK.match(first) or _EXCEPTION.match(first):

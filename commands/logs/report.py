@@ -102,7 +102,7 @@ def _event(group: _Group, context: CauseContext) -> Event:
     record = group.record
     analysis = analyse(record, context.app_paths)
     frame = analysis.app_frame.label() if analysis.app_frame else None
-    evidence = record.lines + [record.raw] if record.raw else record.lines
+    evidence = record.content + [record.raw] if record.raw else record.content
     match = causes.match(evidence, analysis.stack, silenced=context.silenced, service=context.service,
                          frame=frame, probes=context.probes)
     return Event(
