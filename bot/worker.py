@@ -47,7 +47,8 @@ from bot.store import Store, StoreUnavailable, WorkItem
 from bot.times import to_iso
 
 THREADS = 8                       # work done at once by one worker (commands mostly wait on the network)
-LEASE = timedelta(seconds=90)     # longer than any command may run (30 s) and its posting
+LEASE = timedelta(seconds=15)     # renewed every RENEW_SECONDS while the work runs: a dead worker's is
+RENEW_SECONDS = 5                 # taken over within a lease
 MAX_ATTEMPTS = 3                  # claims of one piece of work before it is told as cut short
 POLL_SECONDS = 0.05               # how often an idle worker looks for work queued by another process
 READY_SECONDS = 30               # for a worker process to start
@@ -92,7 +93,18 @@ class Worker:
         self.scheduler.start()
         self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._renew, name="lease", daemon=True).start()
         threading.Thread(target=self._learn_workspace_url, name="auth-test", daemon=True).start()
+
+    def _renew(self) -> None:
+        """Keeps the leases of the work this worker is doing, for as long as it does it."""
+        while not self._stop.wait(RENEW_SECONDS):
+            with self._lock:
+                running = list(self._running)
+            try:
+                self.store.renew_work(running, self.clock() + LEASE)
+            except StoreUnavailable as error:
+                log.warning("could not renew leases: %s", error)
 
     def _learn_workspace_url(self) -> None:
         self.renderer.workspace_url = workspace_url(self.outbox.client)

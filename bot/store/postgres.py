@@ -407,6 +407,11 @@ class PostgresStore:
             return None
         return WorkItem(**{**rows[0], "created_at": rows[0]["created_at"].astimezone(UTC)})
 
+    def renew_work(self, item_ids: Iterable[int], until: datetime) -> None:
+        ids = list(item_ids)
+        if ids:
+            self._execute("UPDATE work SET lease_until = %s WHERE done_at IS NULL AND id = ANY(%s)", [until, ids])
+
     def work_done(self, item_id: int, now: datetime) -> None:
         self._execute("UPDATE work SET done_at = %s, lease_until = NULL WHERE id = %s", [now, item_id])
 

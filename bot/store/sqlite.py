@@ -459,6 +459,14 @@ class SqliteStore:
                        [to_iso(now + lease), row[0]])
         return WorkItem(row[0], row[1], row[2], json.loads(row[3]), row[4] + 1, from_iso(row[5]))
 
+    def renew_work(self, item_ids: Iterable[int], until: datetime) -> None:
+        """Extends the leases of work still being done (a live worker keeps what it runs)."""
+        ids = list(item_ids)
+        if ids:
+            marks = ",".join("?" * len(ids))
+            self._db.execute(f"UPDATE work SET lease_until = ? WHERE done_at IS NULL AND id IN ({marks})",
+                             [to_iso(until), *ids])
+
     def work_done(self, item_id: int, now: datetime) -> None:
         with self._transaction() as db:
             db.execute("UPDATE work SET done_at = ?, lease_until = NULL WHERE id = ?", [to_iso(now), item_id])
