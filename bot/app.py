@@ -117,6 +117,7 @@ class SlackBot:
             client=WebClient(base_url=env.api_url.rstrip("/") + "/", timeout=SLACK_TIMEOUT_SECONDS),
             authorize=authorize,
             process_before_response=True,
+            request_verification_enabled=False,   # verified above, on the raw bytes, before Bolt parses
         )
         for name in commands:
             self.app.command(f"/{name}")(on_command)
