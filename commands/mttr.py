@@ -280,7 +280,7 @@ def _change(current: float | None, previous: float | None) -> float | None:
     return round((current - previous) / previous * 100, 1)
 
 
-def _number(value: str | bool, option: str, low: int, high: int) -> int:
+def _number(value: str, option: str, low: int, high: int) -> int:
     found = number(str(value).upper().removeprefix("SEV") if option == "--sev" else value)
     if found is None or not low <= found <= high:
         raise UsageError(f"{option} must be a whole number from {low} to {high}, not {value!r}.")
