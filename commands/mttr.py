@@ -104,8 +104,8 @@ def parse(text: str) -> MttrArgs:
 
 
 def run(ctx: Context, args: MttrArgs) -> Reply:
-    if args.service is not None and ctx.config.services and args.service not in ctx.config.services:
-        raise UsageError(f"Unknown service {args.service!r}; configured: {', '.join(ctx.config.services)}.")
+    if args.service is not None and ctx.config.services:   # without any configured, any name is a filter
+        ctx.service(args.service, "mttr")
     window = window_for(args, ctx.now(), ctx.config.timezone)
     if args.weekly_report:
         return _weekly_report(ctx, window)

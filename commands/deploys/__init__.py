@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.args import Option, number, parse_args
-from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.command import Audience, Command, CommandError, Context, Need, Reply, UsageError
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.deploys import mirror
@@ -132,24 +132,21 @@ def run(ctx: Context, args: DeploysArgs) -> Reply:
 # -- which services, which window ---------------------------------------------------------------
 
 
+_WITH_REPO = Need(lambda service: DeploySettings.of(service).repo is not None, "a repo", "no repo",
+                  "set repo in [services.{name}] to a local path or a URL")
+
+
 def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> list[DeploySettings]:
     configured = {name: DeploySettings.of(service) for name, service in ctx.config.services.items()}
     if args.service is not None:
-        if args.service not in configured:
-            known = ", ".join(configured) or "none (add [services.NAME] with a repo to oncall.toml)"
-            raise UsageError(f"Unknown service {args.service!r}; configured: {known}.")
-        service = configured[args.service]
-        if service.repo is None:
-            raise CommandError(f"{service.name} has no repo configured; set services.{service.name}.repo "
-                               "in the config to a local path or a URL.")
-        return [service]
+        return [DeploySettings.of(ctx.service(args.service, "deploys", _WITH_REPO))]
     if args.ref is not None:
         raise UsageError("Name the service: /deploys <service> <sha-or-tag>.")
     with_repo = [service for service in configured.values() if service.repo is not None]
     if incident is not None and incident.service in configured and configured[incident.service].repo:
         return [configured[incident.service]]
     if not with_repo:
-        raise CommandError("No service has a repo configured; add repo to a [services.NAME] table of the config.")
+        ctx.service(None, "deploys", _WITH_REPO)    # says that none has one
     return with_repo
 
 
