@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from bot import config as config_module
 from bot.config import Config, ConfigError
 from bot.jsonlog import configure as configure_logging
-from bot.times import TimeParseError, clock_starting_at, parse_since, to_iso, utc_now
+from bot.times import TimeParseError, clock_starting_at, iso_week, parse_since, to_iso, utc_now
 from commands import jobs, registry, sections
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ def _summary(args: argparse.Namespace) -> int:
     channel = config.slack.summary_channel
     if not channel:
         raise StartupError(f"{config.source}: slack.summary_channel: not set; the report has nowhere to go")
-    week = week or _last_week(config, args.clock())
+    week = week or iso_week(args.clock() - timedelta(days=7), config.timezone)
     try:
         check_over(week, args.clock(), config.timezone)
     except (ValueError, OverflowError):
@@ -273,11 +273,6 @@ def _summary(args: argparse.Namespace) -> int:
         return 1
     print(f"Posted the report of {week} to {channel}.")
     return 0
-
-
-def _last_week(config: Config, now: datetime) -> str:
-    year, week, _ = (now.astimezone(config.timezone) - timedelta(days=7)).isocalendar()
-    return f"{year}-W{week:02d}"
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.outbox import Outbox
 from bot.store import Store
+from bot.times import iso_week
 
 REPORT_COMMAND = "mttr"
 REPORT_TEXT = "report {week}"
@@ -44,8 +45,7 @@ def due_week(now: datetime, config: Config) -> str | None:
     slot = datetime.combine(slot_day, config.slack.summary_time, config.timezone)
     if now < slot:
         return None
-    year, week, _ = (monday - timedelta(days=7)).isocalendar()
-    return f"{year}-W{week:02d}"
+    return iso_week(now - timedelta(days=7), config.timezone)
 
 
 class WeekNotOver(Exception):

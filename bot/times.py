@@ -134,3 +134,9 @@ def clock_starting_at(start: datetime) -> Callable[[], datetime]:
     past week) believes it is then, and durations it measures are still real."""
     offset = start.astimezone(UTC) - datetime.now(UTC)
     return lambda: (datetime.now(UTC) + offset).replace(microsecond=0)
+
+
+def iso_week(moment: datetime, tz: ZoneInfo) -> str:
+    """The ISO week `moment` falls in, in `tz`: "2026-W47"."""
+    year, week, _ = moment.astimezone(tz).isocalendar()
+    return f"{year}-W{week:02d}"

@@ -250,13 +250,12 @@ _ACTIONS = {"open": _open, "ack": _ack, "update": _update, "resolve": _resolve, 
 def card_data(incident: Incident, now: datetime) -> dict[str, Any]:
     """What the announcement (and every view of one incident) shows, durations in seconds:
     `time_to_resolve` once resolved (else None), `ongoing_for` while it is not."""
-    since_start = ((incident.resolved_at or now) - incident.started_at).total_seconds()
+    since_start = incident.time_to_resolve(now)
     return {
         "incident": incident,
         "time_to_resolve": since_start if incident.resolved_at else None,
         "ongoing_for": None if incident.resolved_at else since_start,
-        "time_to_acknowledge": ((incident.acknowledged_at - incident.opened_at).total_seconds()
-                                if incident.acknowledged_at else None),
+        "time_to_acknowledge": incident.time_to_acknowledge,
     }
 
 

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, Context, Reply, Upload, UsageError
 from bot.store import Resolutions, Store
-from bot.times import to_iso
+from bot.times import iso_week, to_iso
 from commands.deploys import count_deploys
 from commands.deploys.settings import DeploySettings
 from commands.mttr_chart import chart_png
@@ -64,8 +64,8 @@ class Window:
 
     @property
     def label(self) -> str:
-        first = _iso_week(self.start, self.tz)
-        last = _iso_week(self.end - timedelta(seconds=1), self.tz)
+        first = iso_week(self.start, self.tz)
+        last = iso_week(self.end - timedelta(seconds=1), self.tz)
         return first if first == last else f"{first} – {last}"
 
     def before(self) -> Window:
@@ -184,11 +184,6 @@ def _shift_weeks(start: datetime, weeks: int, tz: ZoneInfo) -> datetime:
     return local.replace(tzinfo=tz).astimezone(UTC)
 
 
-def _iso_week(moment: datetime, tz: ZoneInfo) -> str:
-    year, week, _ = moment.astimezone(tz).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
 def report(store: Store, window: Window, now: datetime, *, service: str | None = None,
            severity: int | None = None) -> dict[str, Any]:
     """The numbers of one window, its previous window, and what is open now (durations in seconds)."""
@@ -243,14 +238,14 @@ class _Window:
 def _open_now(store: Store, now: datetime, service: str | None, severity: int | None) -> list[dict[str, Any]]:
     incidents = sorted(store.open_incidents(service=service, severity=severity), key=lambda i: i.started_at)
     return [{"id": i.id, "title": i.title, "severity": i.severity, "service": i.service, "status": i.status,
-             "started_at": to_iso(i.started_at), "age": (now - i.started_at).total_seconds(),
+             "started_at": to_iso(i.started_at), "age": i.time_to_resolve(now),
              "announce_channel": i.announce_channel, "thread_ts": i.thread_ts} for i in incidents]
 
 
 def _incident_summary(store: Store, incident_id: int, now: datetime) -> dict[str, Any]:
     i = store.incident(incident_id)
     return {"id": i.id, "title": i.title, "severity": i.severity, "service": i.service,
-            "time_to_resolve": ((i.resolved_at or now) - i.started_at).total_seconds(),
+            "time_to_resolve": i.time_to_resolve(now),
             "resolved_at": to_iso(i.resolved_at), "resolution": i.resolution,
             "announce_channel": i.announce_channel, "thread_ts": i.thread_ts}
 

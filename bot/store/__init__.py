@@ -78,9 +78,14 @@ class Incident:
             fields[key] = value.astimezone(UTC) if isinstance(value, datetime) else from_iso(value)
         return cls(**fields)
 
+    def time_to_resolve(self, now: datetime) -> float:
+        """Seconds from the start to the resolution, or to `now` while it is not resolved."""
+        return ((self.resolved_at or now) - self.started_at).total_seconds()
+
     @property
-    def is_open(self) -> bool:
-        return self.status != RESOLVED
+    def time_to_acknowledge(self) -> float | None:
+        """Seconds from the opening to the acknowledgement; None until acknowledged."""
+        return (self.acknowledged_at - self.opened_at).total_seconds() if self.acknowledged_at else None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

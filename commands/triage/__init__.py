@@ -225,8 +225,7 @@ def _seen_before(store: Store, service: str, incident: Incident | None, errors: 
         found.add(incident_id)
         seen.append({
             "incident": earlier, "exception": signatures[signature].exception,
-            "time_to_resolve": (earlier.resolved_at - earlier.started_at).total_seconds()
-            if earlier.resolved_at else None,
+            "time_to_resolve": earlier.time_to_resolve(earlier.started_at) if earlier.resolved_at else None,
         })
     return seen[:3]
 
