@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +43,7 @@ from bot.store import (
     Report,
     Resolutions,
     StoreUnavailable,
+    Table,
     redacted,
 )
 
@@ -95,12 +96,17 @@ _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "ack
 
 
 class PostgresStore:
-    def __init__(self, url: str, local_dir: Path | None = None):
-        """The database at `url`; what the bot caches on this machine (git mirrors) goes in
-        `local_dir`, the working directory unless given."""
+    def __init__(self, url: str, local_dir: Path | None = None, *, migrate: bool = True):
+        """The database at `url`, its schema brought up to date unless `migrate` is false; what the
+        bot caches on this machine (git mirrors) goes in `local_dir`, the working directory unless
+        given."""
         self.url = url
         self._local_dir = local_dir or Path.cwd()
         self._local = threading.local()
+        try:   # the pool only logs why it cannot connect: one connection first, to say so
+            psycopg.connect(url, connect_timeout=CONNECT_SECONDS).close()
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"{_where(url)}: {_first_line(error)}") from None
         self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_SECONDS,
                                     kwargs={"autocommit": True, "options": "-c timezone=UTC"},
                                     check=ConnectionPool.check_connection, open=False, name="oncall-bot")
@@ -109,11 +115,16 @@ class PostgresStore:
         except PoolTimeout:
             self._pool.close()
             raise StoreUnavailable(f"{_where(url)}: no connection within {CONNECT_SECONDS} s") from None
-        self.migrate()
+        if migrate:
+            self.migrate()
 
     @property
     def local_dir(self) -> Path:
         return self._local_dir
+
+    @property
+    def location(self) -> str:
+        return _where(self.url)
 
     def migrate(self) -> list[str]:
         """Applies the migrations this database lacks (once, whatever the number of processes
@@ -424,6 +435,46 @@ class PostgresStore:
                              [now, now])
         except psycopg.Error as error:
             raise StoreUnavailable(f"{_where(self.url)}: {_first_line(error)}") from error
+
+    # -- moving a history between stores -------------------------------------------------------
+
+    def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
+        name, key = _column(table.name), _column(table.key)
+        where, params = ("", []) if after is None else (f"WHERE {key} > %s", [after])
+        return [_unstored(table, row) for row in self._rows(
+            f"SELECT * FROM {name} {where} ORDER BY {key} LIMIT %s", [*params, limit])]
+
+    def rows_with_keys(self, table: Table, keys: Sequence[Any]) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        return [_unstored(table, row) for row in self._rows(
+            f"SELECT * FROM {_column(table.name)} WHERE {_column(table.key)} = ANY(%s)", [list(keys)])]
+
+    def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+        """INSERT … ON CONFLICT DO NOTHING in one unit of work (incident numbers are taken under its
+        lock); a serial key's sequence is then moved past the highest id, never back."""
+        if not rows:
+            return 0
+        columns = [column for column in rows[0] if column not in table.derived]
+        values = [[Jsonb(row[column]) if column in table.json and row[column] is not None else row[column]
+                   for column in columns] for row in rows]
+        name, key = _column(table.name), _column(table.key)
+        with self.write(), self._connection() as conn:
+            cursor = conn.cursor()
+            cursor.executemany(f"INSERT INTO {name} ({', '.join(map(_column, columns))}) "
+                               f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING", values)
+            added = cursor.rowcount
+            row = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", [table.name, table.key]).fetchone()
+            if row and row[0]:
+                conn.execute(f"SELECT setval(%s, GREATEST((SELECT MAX({key}) FROM {name}), "
+                             f"(SELECT last_value FROM {row[0]})))", [row[0]])
+        return added
+
+
+def _unstored(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row as `Store.rows` gives it: moments in UTC, no derived column (jsonb is decoded by psycopg)."""
+    return {column: value.astimezone(UTC) if column in table.moments and value is not None else value
+            for column, value in row.items() if column not in table.derived}
 
 
 def _stored(fields: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -36,6 +36,7 @@ from bot.store import (
     Report,
     Resolutions,
     StoreUnavailable,
+    Table,
     redacted,
 )
 from bot.times import from_iso, to_iso, utc_now
@@ -159,8 +160,9 @@ def _csv_cell(column: str) -> str:
 
 
 class SqliteStore:
-    def __init__(self, path: Path | str):
-        """Opens the database at `path`, creating it on a first run; StoreUnavailable when it cannot.
+    def __init__(self, path: Path | str, *, migrate: bool = True):
+        """Opens the database at `path`, creating it on a first run, and brings its schema up to
+        date unless `migrate` is false; StoreUnavailable when it cannot.
 
         Only here, and only once: a marker beside the file remembers that a database was made there,
         and every later connection opens the file read-write without creating it, so a database
@@ -181,21 +183,37 @@ class SqliteStore:
             sqlite3.connect(self.path).close()
             if not marker.exists():
                 marker.write_text(f"oncall-bot created {file.name} here on {utc_now():%Y-%m-%d %H:%M} UTC\n")
-            if not self._schema_is_current():
-                import sqlite_utils
-
-                with self._transaction() as db:
-                    migrations().apply(sqlite_utils.Database(db))
         except (sqlite3.Error, OSError) as error:
             raise StoreUnavailable(f"{file}: cannot use the database: {error}") from None
+        if migrate:
+            self.migrate()
 
-    def _schema_is_current(self) -> bool:
+    @property
+    def location(self) -> str:
+        return self.path
+
+    def migrate(self) -> list[str]:
+        """Applies the migrations the file lacks, in one immediate transaction (so two processes
+        starting at once apply each once); returns their names."""
+        try:
+            if not self._missing_migrations():
+                return []
+            import sqlite_utils
+
+            with self._transaction() as db:
+                missing = self._missing_migrations()
+                migrations().apply(sqlite_utils.Database(db))
+            return missing
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"{self.path}: cannot use the database: {error}") from None
+
+    def _missing_migrations(self) -> list[str]:
         try:
             applied = {row[0] for row in self._db.execute(
                 "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET])}
         except sqlite3.OperationalError:   # no such table: a new database
-            return False
-        return applied >= {name for name, _ in _MIGRATIONS}
+            applied = set()
+        return [name for name, _ in _MIGRATIONS if name not in applied]
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -546,6 +564,37 @@ class SqliteStore:
     def local_dir(self) -> Path:
         return Path(self.path).resolve().parent
 
+    # -- moving a history between stores -------------------------------------------------------
+
+    def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
+        name, key = _column(table.name), _column(table.key)
+        where, params = ("", []) if after is None else (f"WHERE {key} > ?", [after])
+        return [_unstored(table, row) for row in self._rows(
+            f"SELECT * FROM {name} {where} ORDER BY {key} LIMIT ?", [*params, limit])]
+
+    def rows_with_keys(self, table: Table, keys: Sequence[Any]) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        return [_unstored(table, row) for row in self._rows(
+            f"SELECT * FROM {_column(table.name)} WHERE {_column(table.key)} IN ({','.join('?' * len(keys))})",
+            keys)]
+
+    def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+        """INSERT OR IGNORE, in one transaction. An INTEGER PRIMARY KEY hands out the highest id
+        plus one next, so the ids kept need nothing more; an incident's durations are computed, as
+        on every write."""
+        if not rows:
+            return 0
+        columns = [column for column in rows[0] if column not in table.derived]
+        values = [[_stored_value(table, column, row[column]) for column in columns] for row in rows]
+        with self._transaction() as db:
+            added = db.executemany(f"INSERT OR IGNORE INTO {_column(table.name)} ({', '.join(map(_column, columns))}) "
+                                   f"VALUES ({', '.join('?' * len(columns))})", values).rowcount
+            if table.name == "incidents":
+                keys = [row[table.key] for row in rows]
+                db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id IN ({','.join('?' * len(keys))})", keys)
+        return added
+
 
 def _insert(db: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
     """Inserts `row` (column -> value) into `table`; returns the new row's id."""
@@ -572,6 +621,21 @@ def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]
         sql += " AND severity = ?"
         params.append(severity)
     return sql, params
+
+
+def _unstored(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row as `Store.rows` gives it: moments as datetimes, JSON decoded, no derived column."""
+    return {column: from_iso(value) if column in table.moments
+            else json.loads(value) if column in table.json and value is not None
+            else value for column, value in row.items() if column not in table.derived}
+
+
+def _stored_value(table: Table, column: str, value: Any) -> Any:
+    if column in table.moments:
+        return to_iso(value)
+    if column in table.json and value is not None:
+        return to_json(value)
+    return value
 
 
 def _stored(fields: dict[str, Any]) -> dict[str, Any]:
