@@ -20,7 +20,8 @@ def test_schema_is_versioned_and_applied_once(tmp_path):
     assert [row["name"] for row in applied] == ["0001_incidents_timeline_outbox",
                                                 "0002_incident_cause_and_weekly_reports",
                                                 "0003_outbox_remembers_where_messages_went",
-                                                "0004_incident_durations"]
+                                                "0004_incident_durations",
+                                                "0005_outbox_marks_attempts_in_flight"]
     assert sqlite_utils.Database(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -127,6 +127,10 @@ class OutboxItem:
     payload: dict[str, Any]
     attempts: int
     created_at: datetime
+    # An earlier attempt may have reached Slack: its outcome is unknown (a timeout, a connection
+    # lost after the request went out, a sender that died while its lease ran), so a message it
+    # posts is looked for before it is posted again.
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ HISTORY = (
           json=frozenset({"data"})),
     Table("reports", "week", ("week",), moments=frozenset({"claimed_at"})),
     Table("outbox", "id", ("created_at", "kind", "request_id", "payload"),
-          moments=frozenset({"created_at", "next_at", "lease_until", "sent_at", "failed_at"}),
+          moments=frozenset({"created_at", "next_at", "lease_until", "sent_at", "failed_at", "in_flight_since"}),
           json=frozenset({"payload"})),
     Table("deliveries", "key", ("key",), moments=frozenset({"received_at"})),
 )
@@ -222,12 +226,15 @@ class Store(Protocol):
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
                 response_url: str | None = None) -> int: ...
-    def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None: ...
+    def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
+        """The next item due, leased to the caller and marked in flight until its outcome is recorded
+        (sent, retry, failed): an item claimed while still so marked is `in_doubt`."""
     def next_outbox_due(self) -> datetime | None: ...
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None,
                     ts: str | None = None) -> None: ...
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None: ...
-    def outbox_retry(self, item_id: int, at: datetime, error: str) -> None: ...
+    def outbox_retry(self, item_id: int, at: datetime, error: str, *, in_doubt: bool = False) -> None:
+        """Try again at `at`; `in_doubt`: this attempt may have reached Slack (the mark stays)."""
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None: ...
     def outbox_superseded(self, item: OutboxItem) -> bool: ...
     def prune_outbox(self, before: datetime) -> int: ...

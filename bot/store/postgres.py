@@ -87,6 +87,9 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
                               claimed_by text, data text);
         CREATE TABLE heartbeat (id integer PRIMARY KEY, at timestamptz NOT NULL);
     """),
+    # Set when a sender claims an item, cleared when its outcome is known: still set at the next
+    # claim, the earlier attempt may have reached Slack.
+    ("0002_outbox_marks_attempts_in_flight", "ALTER TABLE outbox ADD COLUMN in_flight_since timestamptz"),
 )
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
 _EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
@@ -357,8 +360,8 @@ class PostgresStore:
         SKIP LOCKED while its lease is set, so two senders never take the same one, and an item
         still waits for the unsent items of its incident and of its request before it."""
         rows = self._rows(
-            """UPDATE outbox SET lease_until = %(lease)s WHERE id = (
-                   SELECT id FROM outbox AS o
+            """WITH next AS (
+                   SELECT id, in_flight_since IS NOT NULL AS in_doubt FROM outbox AS o
                    WHERE sent_at IS NULL AND failed_at IS NULL
                      AND (next_at IS NULL OR next_at <= %(now)s)
                      AND (lease_until IS NULL OR lease_until <= %(now)s)
@@ -367,9 +370,10 @@ class PostgresStore:
                            WHERE earlier.id < o.id AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL
                              AND (earlier.incident_id = o.incident_id OR earlier.request_id = o.request_id))
                    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-               RETURNING id, kind, request_id, incident_id, channel, "user", response_url, payload, attempts,
-                         created_at""",
-            {"now": now, "lease": now + lease})
+               UPDATE outbox SET lease_until = %(lease)s, in_flight_since = %(now)s FROM next WHERE outbox.id = next.id
+               RETURNING outbox.id, kind, request_id, incident_id, channel, "user", response_url, payload, attempts,
+                         created_at, next.in_doubt""",
+            {"now": _second(now), "lease": now + lease})
         if not rows:
             return None
         row = rows[0]
@@ -381,20 +385,21 @@ class PostgresStore:
         return due.astimezone(UTC) if due else None
 
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
-        self._execute("UPDATE outbox SET sent_at = %s, lease_until = NULL, sent_channel = %s, sent_ts = %s "
-                      "WHERE id = %s", [now, channel, ts, item_id])
+        self._execute("UPDATE outbox SET sent_at = %s, lease_until = NULL, in_flight_since = NULL, sent_channel = %s, "
+                      "sent_ts = %s WHERE id = %s", [now, channel, ts, item_id])
 
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None:
         rows = self._rows("SELECT sent_channel, sent_ts FROM outbox WHERE id = %s", [item_id])
         return (rows[0]["sent_channel"], rows[0]["sent_ts"]) if rows and rows[0]["sent_ts"] else None
 
-    def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
-        self._execute("UPDATE outbox SET attempts = attempts + 1, next_at = %s, lease_until = NULL, error = %s "
-                      "WHERE id = %s", [at, redact(error), item_id])
+    def outbox_retry(self, item_id: int, at: datetime, error: str, *, in_doubt: bool = False) -> None:
+        in_flight = "in_flight_since" if in_doubt else "NULL"
+        self._execute(f"UPDATE outbox SET attempts = attempts + 1, next_at = %s, lease_until = NULL, "
+                      f"in_flight_since = {in_flight}, error = %s WHERE id = %s", [at, redact(error), item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
-        self._execute("UPDATE outbox SET failed_at = %s, lease_until = NULL, error = %s, attempts = attempts + 1 "
-                      "WHERE id = %s", [now, redact(error), item_id])
+        self._execute("UPDATE outbox SET failed_at = %s, lease_until = NULL, in_flight_since = NULL, error = %s, "
+                      "attempts = attempts + 1 WHERE id = %s", [now, redact(error), item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         same, value = {

@@ -126,11 +126,18 @@ def _durations(db: sqlite_utils.Database) -> None:
         index_name="incidents_durations")
 
 
+def _in_flight(db: sqlite_utils.Database) -> None:
+    # Set when a sender claims an item, cleared when its outcome is known: still set at the next
+    # claim, the earlier attempt may have reached Slack.
+    db.table("outbox").add_column("in_flight_since", str)
+
+
 _MIGRATIONS = (
     ("0001_incidents_timeline_outbox", _initial_schema),
     ("0002_incident_cause_and_weekly_reports", _cause_and_reports),
     ("0003_outbox_remembers_where_messages_went", _sent_message_ids),
     ("0004_incident_durations", _durations),
+    ("0005_outbox_marks_attempts_in_flight", _in_flight),
 )
 
 
@@ -470,11 +477,13 @@ class SqliteStore:
             if not rows:
                 return None
             row = rows[0]
-            self._db.execute("UPDATE outbox SET lease_until = ? WHERE id = ?", [to_iso(now + lease), row["id"]])
+            self._db.execute("UPDATE outbox SET lease_until = ?, in_flight_since = ? WHERE id = ?",
+                             [to_iso(now + lease), stamp, row["id"]])
         return OutboxItem(
             id=row["id"], kind=row["kind"], request_id=row["request_id"], incident_id=row["incident_id"],
             channel=row["channel"], user=row["user"], response_url=row["response_url"],
             payload=json.loads(row["payload"]), attempts=row["attempts"], created_at=from_iso(row["created_at"]),
+            in_doubt=row["in_flight_since"] is not None,
         )
 
     def next_outbox_due(self) -> datetime | None:
@@ -484,7 +493,8 @@ class SqliteStore:
 
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
         self._db.execute(
-            "UPDATE outbox SET sent_at = ?, lease_until = NULL, sent_channel = ?, sent_ts = ? WHERE id = ?",
+            "UPDATE outbox SET sent_at = ?, lease_until = NULL, in_flight_since = NULL, sent_channel = ?, sent_ts = ? "
+            "WHERE id = ?",
             [to_iso(now), channel, ts, item_id])
 
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None:
@@ -492,15 +502,16 @@ class SqliteStore:
         row = self._db.execute("SELECT sent_channel, sent_ts FROM outbox WHERE id = ?", [item_id]).fetchone()
         return (row[0], row[1]) if row and row[1] else None
 
-    def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
+    def outbox_retry(self, item_id: int, at: datetime, error: str, *, in_doubt: bool = False) -> None:
+        in_flight = "in_flight_since" if in_doubt else "NULL"
         self._db.execute(
-            "UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, error = ? WHERE id = ?",
-            [to_iso(at), redact(error), item_id])
+            f"UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, "
+            f"in_flight_since = {in_flight}, error = ? WHERE id = ?", [to_iso(at), redact(error), item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
         self._db.execute(
-            "UPDATE outbox SET failed_at = ?, lease_until = NULL, error = ?, attempts = attempts + 1 WHERE id = ?",
-            [to_iso(now), redact(error), item_id])
+            "UPDATE outbox SET failed_at = ?, lease_until = NULL, in_flight_since = NULL, error = ?, "
+            "attempts = attempts + 1 WHERE id = ?", [to_iso(now), redact(error), item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         """A view that a newer one, queued behind it, replaces need not be sent: an incident's
