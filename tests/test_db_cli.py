@@ -221,3 +221,17 @@ def test_every_table_of_both_schemas_is_copied_or_named_as_not_history(tmp_path,
     for table in HISTORY:
         assert lite[table.name] == pg[table.name], table.name
         assert {table.key, *table.identity, *table.moments, *table.json, *table.derived} <= lite[table.name]
+
+
+def test_a_copy_into_postgresql_leaves_it_ready_for_index_only_scans(tmp_path, postgres_url):
+    """/mttr reads its numbers from the covering index incidents_durations alone only where the
+    visibility map says the heap need not be visited: right after a bulk load it says so nowhere."""
+    source, target = SqliteStore(tmp_path / "a.db"), PostgresStore(postgres_url, local_dir=tmp_path)
+    make_history(source, incidents=500)
+    copy_history(source, target)
+    with psycopg.connect(postgres_url) as conn:
+        pages, all_visible, analyzed = conn.execute(
+            "SELECT relpages, relallvisible, last_analyze IS NOT NULL FROM pg_class "
+            "JOIN pg_stat_user_tables AS s ON s.relid = pg_class.oid WHERE s.relname = 'incidents'").fetchone()
+    assert pages > 0 and all_visible == pages and analyzed
+    target.close()

@@ -258,6 +258,10 @@ class Store(Protocol):
         (their text was redacted when first stored); returns how many. Ids are kept, and the ids the
         store hands out next come after them."""
 
+    def optimize(self) -> None:
+        """After many rows were added at once: what the database needs to read them as fast as
+        rows written one by one (PostgreSQL: statistics and the visibility map)."""
+
 
 def open_store(location: str | Path, *, migrate: bool = True) -> Store:
     """The store at `location`: a PostgreSQL URL, or an SQLite file's path (or `sqlite:///path`);

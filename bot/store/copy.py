@@ -43,7 +43,10 @@ def copy_history(source: Store, target: Store, batch: int = BATCH) -> list[Copie
     holds another history."""
     for table in HISTORY:
         _check(source, target, table, batch)
-    return [_copy(source, target, table, batch) for table in HISTORY]
+    copied = [_copy(source, target, table, batch) for table in HISTORY]
+    if any(table.copied for table in copied):
+        target.optimize()
+    return copied
 
 
 def _batches(store: Store, table: Table, batch: int) -> Iterator[list[dict[str, Any]]]:

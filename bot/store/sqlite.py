@@ -577,6 +577,9 @@ class SqliteStore:
 
     # -- moving a history between stores -------------------------------------------------------
 
+    def optimize(self) -> None:
+        """Nothing to do: /mttr's covering index is read without statistics or a visibility map."""
+
     def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
         name, key = _column(table.name), _column(table.key)
         where, params = ("", []) if after is None else (f"WHERE {key} > ?", [after])
