@@ -11,6 +11,7 @@ from bot.store import Store
 from bot.store.sqlite import SqliteStore, migrations
 from bot.times import utc_now
 from commands import registry
+from conftest import table_rows
 
 
 def test_schema_is_versioned_and_applied_once(tmp_path):
@@ -42,8 +43,8 @@ def test_an_older_database_is_upgraded_in_place(tmp_path):
     assert resolved.to_resolve == (4200,) and resolved.to_acknowledge == (120,) and resolved.slowest == ((4200, 2),)
 
 
-def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock, local):
-    local().invoke("/incident open db down --started 14:00")
+def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock):
+    Local(SqliteStore(tmp_path / "oncall.db"), Config(), registry(), clock).invoke("/incident open db down --started 14:00")
     conn = sqlite3.connect(tmp_path / "oncall.db")
     row = conn.execute("SELECT opened_at, started_at, status, severity FROM incidents").fetchone()
     assert row == ("2026-11-24T14:00:00Z", "2026-11-24T14:00:00Z", "open", 3)
@@ -60,9 +61,9 @@ def _open_and_resolve(store: Store, index: int) -> None:
 def test_fifty_concurrent_opens_and_resolves_lose_nothing(store):
     with ThreadPoolExecutor(max_workers=50) as pool:
         list(pool.map(lambda i: _open_and_resolve(store, i), range(50)))
-    rows = list(sqlite_utils.Database(store.path).query("SELECT status, count(*) AS n FROM incidents GROUP BY status"))
-    assert rows == [{"status": "resolved", "n": 50}]
-    assert sqlite_utils.Database(store.path).execute("SELECT count(*) FROM events").fetchone()[0] == 100
+    incidents = table_rows(store, "incidents")
+    assert len(incidents) == 50 and {row[4] for row in incidents} == {"resolved"}     # column 4: status
+    assert len(table_rows(store, "events")) == 100
 
 
 def _process_worker(path: str, offset: int) -> None:
@@ -108,7 +109,5 @@ def test_sent_outbox_rows_past_the_retention_are_pruned_and_the_timeline_kept(st
     store.outbox_sent(new_sent, clock())
     outbox = Outbox(store, None, None, clock, retention=timedelta(days=30))
     outbox.prune()
-    with sqlite3.connect(store.path) as db:
-        left = [row[0] for row in db.execute("SELECT id FROM outbox ORDER BY id")]
-    assert left == [old_pending, new_sent]
+    assert sorted(row[0] for row in table_rows(store, "outbox")) == [old_pending, new_sent]
     assert [e.kind for e in store.events(incident_id)] == ["opened"]
