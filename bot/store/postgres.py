@@ -378,7 +378,7 @@ class PostgresStore:
                UPDATE outbox SET lease_until = %(lease)s, in_flight_since = %(now)s FROM next WHERE outbox.id = next.id
                RETURNING outbox.id, kind, request_id, incident_id, channel, "user", response_url, payload, attempts,
                          created_at, next.in_doubt""",
-            {"now": _second(now), "lease": now + lease})
+            {"now": now, "lease": now + lease})
         if not rows:
             return None
         row = rows[0]
