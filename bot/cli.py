@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -23,7 +24,7 @@ from bot import config as config_module
 from bot.config import Config, ConfigError
 from bot.jsonlog import configure as configure_logging
 from bot.times import TimeParseError, clock_starting_at, parse_since, to_iso, utc_now
-from commands import registry, sections
+from commands import jobs, registry, sections
 
 if TYPE_CHECKING:
     from bot.app import SlackEnv
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 3000
 SOCKET_DRAIN_SECONDS = 8
+WORKER_DRAIN_SECONDS = 7
+DEFAULT_WORKERS = 2
+MAX_WORKERS = 64
 SUMMARY_SEND_SECONDS = 60
 
 
@@ -67,12 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oncall-bot", description="The Slack bot for the engineer on call.")
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
 
-    serve = sub.add_parser("serve", help="HTTP mode: POST /slack/events, GET /healthz")
+    serve = sub.add_parser("serve", help="HTTP mode: POST /slack/events, GET /healthz; with its worker processes")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=None, help=f"default: $PORT, else {DEFAULT_PORT}")
+    serve.add_argument("--workers", type=_worker_count, default=DEFAULT_WORKERS,
+                       help=f"worker processes to start (default {DEFAULT_WORKERS}; 0: run none here)")
     serve.set_defaults(handler=_serve)
 
-    sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)").set_defaults(handler=_socket)
+    socket_mode = sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN); with its worker processes")
+    socket_mode.add_argument("--workers", type=_worker_count, default=DEFAULT_WORKERS,
+                             help=f"worker processes to start (default {DEFAULT_WORKERS}; 0: run none here)")
+    socket_mode.set_defaults(handler=_socket)
+    sub.add_parser("work", help="a worker process: runs queued commands, sends the outbox, runs the "
+                                "bot's own jobs").set_defaults(handler=_work)
     sub.add_parser("console", help="the commands in a terminal, no Slack needed").set_defaults(handler=_console)
 
     run = sub.add_parser("run", help='one command, printed: oncall-bot run "/mttr last-week"')
@@ -101,8 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the database: apply its schema, copy a history into another")
     actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("migrate", help="apply the schema to ONCALL_DB").set_defaults(handler=_db_migrate)
-    copy = actions.add_parser("copy", help="copy a history (incidents, timeline, reports, outbox) into another "
-                                           "database, adding only what it lacks")
+    copy = actions.add_parser("copy", help="copy a history (incidents, timeline, reports, outbox, work queue) into "
+                                           "another database, adding only what it lacks")
     copy.add_argument("--from", dest="source", required=True, metavar="PATH_OR_URL",
                       help="an SQLite file (or sqlite:///path), or a postgresql:// URL")
     copy.add_argument("--to", dest="target", required=True, metavar="URL",
@@ -117,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from bot.app import SlackBot
     from bot.server import Server
+    from bot.worker import WorkerProcesses
 
     configure_logging()
     paths = _paths()
@@ -124,7 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
     env = _slack_env(mode="serve")
     _store(paths).close()
     port = args.port if args.port is not None else _port_from_env()
-    Server(lambda: SlackBot(env, config, _store(paths), registry(), args.clock), args.host, port).run()
+    workers = WorkerProcesses(args.workers, args.clock)
+    Server(lambda: SlackBot(env, config, _store(paths), registry(), args.clock), args.host, port, workers).run()
     return 0
 
 
@@ -132,23 +145,52 @@ def _socket(args: argparse.Namespace) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     from bot.app import SlackBot
+    from bot.worker import WorkerProcesses
 
     configure_logging()
     paths = _paths()
     config = _config(paths)
     env = _slack_env(mode="socket")
-    bot = SlackBot(env, config, _store(paths), registry(), args.clock)
-    bot.start()
-    handler = SocketModeHandler(bot.app, env.app_token)
+    workers = WorkerProcesses(args.workers, args.clock)
+    handler = SocketModeHandler(SlackBot(env, config, _store(paths), registry(), args.clock).app, env.app_token)
 
     def stop(signum: int, frame: object) -> None:
         handler.close()
-        bot.drain(SOCKET_DRAIN_SECONDS)
+        workers.stop(SOCKET_DRAIN_SECONDS)
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    workers.start()
     handler.start()
     return 0
+
+
+def _work(args: argparse.Namespace) -> int:
+    from bot.app import web_client
+    from bot.render import Renderer
+    from bot.worker import Worker, say_ready, stop_with_parent
+
+    configure_logging()
+    paths = _paths()
+    config = _config(paths)
+    env = _slack_env(mode="work")
+    worker = Worker(_store(paths), config, registry(), web_client(env), Renderer(config.timezone, args.clock),
+                    args.clock, jobs=jobs())
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    stop_with_parent(stopping.set)
+    worker.start()
+    say_ready()
+    while not stopping.wait(1):
+        pass
+    worker.stop(WORKER_DRAIN_SECONDS)
+    return 0
+
+
+def _worker_count(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes from 0 to {MAX_WORKERS}")
+    return int(text)
 
 
 def _console(args: argparse.Namespace) -> int:
@@ -185,12 +227,13 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from bot.app import web_client, workspace_url
+    from bot.app import web_client
     from bot.console import Local
     from bot.dispatch import Dispatcher
     from bot.outbox import Outbox
     from bot.render import Renderer
     from bot.schedule import WeeklyReport, WeekNotOver, check_over
+    from bot.worker import workspace_url
 
     configure_logging(logging.WARNING)
     paths = _paths()
@@ -283,8 +326,10 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 
 # What a refused copy names, per table whose rows can differ under one key.
-_OTHER_ROWS = {"incidents": "other incidents under the same numbers", "events": "other timeline entries under the "
-               "same ids", "outbox": "other outbox messages under the same ids"}
+_OTHER_ROWS = {"incidents": "other incidents under the same numbers",
+               "events": "other timeline entries under the same ids",
+               "outbox": "other outbox messages under the same ids",
+               "work": "other queued work under the same ids"}
 
 
 def _db_copy(args: argparse.Namespace) -> int:
@@ -358,7 +403,7 @@ def _clock() -> Callable[[], datetime]:
 
 
 def _slack_env(*, mode: str) -> SlackEnv:
-    """The Slack settings `mode` (serve, socket or post) needs, each checked."""
+    """The Slack settings `mode` (serve, socket, work or post) needs, each checked."""
     from bot.app import DEFAULT_API_URL, SlackEnv
 
     required = {"SLACK_BOT_TOKEN": "the bot token (xoxb-…) from your Slack app's OAuth & Permissions page"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -118,6 +118,24 @@ class Context:
         if incident is None or ref is not None or incident.service is None:
             return incident
         return incident if set(services) == {incident.service} else None
+
+
+@dataclass(frozen=True)
+class Duty:
+    """Something a job found due, done once: the command the bot runs for it, and where."""
+
+    key: str                   # the same duty found again (another replica, the next look) has the same key
+    command: str               # as typed: "/incident remind #12 unacknowledged"
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A feature's look at the clock (`JOBS` in its module): what is due, every `every`."""
+
+    name: str
+    every: timedelta
+    due: Callable[[Context], Iterable[Duty]]
 
 
 @dataclass(frozen=True)

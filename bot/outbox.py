@@ -42,7 +42,7 @@ from bot.render import Renderer, SlackMessage
 from bot.store import Incident, OutboxItem, Store
 from bot.times import to_iso
 
-LEASE = timedelta(seconds=60)
+LEASE = timedelta(seconds=30)      # longer than one send with its retries after 429s
 MAX_BACKOFF_SECONDS = 60
 EPHEMERAL_LIFETIME = timedelta(minutes=30)   # a response_url stops working after 30 minutes
 MESSAGE_LIFETIME = timedelta(hours=24)

@@ -11,15 +11,17 @@ The report itself is the `/mttr report <week>` command, run like any other.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.command import Outcome
+from bot.command import Command, Context, Job, Outcome
 from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.outbox import Outbox
@@ -27,8 +29,9 @@ from bot.store import Store
 
 REPORT_COMMAND = "mttr"
 REPORT_TEXT = "report {week}"
-CHECK_EVERY_SECONDS = 60
+TICK_SECONDS = 15          # how often the clock is looked at; a job's own `every` may be longer
 BOT_USER = "oncall-bot"
+DUTY = "duty"
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +75,6 @@ class WeeklyReport:
         self.dispatcher = dispatcher
         self.outbox = outbox
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if not self.config.slack.summary_channel:
-            log.info("no [slack] summary_channel: the weekly report is not posted")
-            return
-        self._thread = threading.Thread(target=self._loop, name="weekly-report", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                log.exception("the weekly report check failed")
-            self._stop.wait(CHECK_EVERY_SECONDS)
 
     def tick(self) -> str | None:
         """Post the due report unless it was posted; returns the week posted now, if any."""
@@ -107,6 +90,8 @@ class WeeklyReport:
         """
         check_over(week, self.clock(), self.config.timezone)
         channel = self.config.slack.summary_channel
+        if channel is None:
+            raise RuntimeError("the weekly report has nowhere to go: [slack] summary_channel is not set")
         invocation = Invocation(REPORT_COMMAND, REPORT_TEXT.format(week=week), BOT_USER, channel,
                                 request_id=f"report-{week}")
         reply = self.dispatcher.run(invocation)
@@ -118,3 +103,60 @@ class WeeklyReport:
             self.outbox.post(reply, invocation)
         log.info("weekly report of %s written for %s", week, channel)
         return week
+
+
+class Scheduler:
+    """The bot's own work, found due by the clock: the weekly report, and each feature's jobs.
+
+    A job looks (at most every `Job.every`) for what is due and names each duty by a key; the duty
+    is queued as work under that key, so it is done once whichever worker or replica finds it first,
+    and found again harmlessly by the others and after restarts."""
+
+    def __init__(self, store: Store, config: Config, commands: dict[str, Command], outbox: Outbox,
+                 clock: Callable[[], datetime], queued: Callable[[], None], jobs: Iterable[Job] = ()):
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.jobs = tuple(jobs)
+        self.queued = queued
+        self.weekly_report = WeeklyReport(store, config, Dispatcher(store, config, commands, clock), outbox, clock)
+        self._last: dict[str, datetime] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("the scheduler's check failed")
+            self._stop.wait(TICK_SECONDS)
+
+    def tick(self) -> int:
+        """Post the weekly report if due, and queue the jobs' duties; how many duties were new."""
+        if self.config.slack.summary_channel:
+            self.weekly_report.tick()
+        now = self.clock()
+        new = 0
+        for job in self.jobs:
+            if job.name in self._last and now - self._last[job.name] < job.every:
+                continue
+            self._last[job.name] = now
+            ctx = Context(user=BOT_USER, channel=None, store=self.store, config=self.config,
+                          request_id=f"job-{job.name}", clock=self.clock)
+            for duty in job.due(ctx):
+                invocation = Invocation(duty.command.lstrip("/").partition(" ")[0],
+                                        duty.command.partition(" ")[2], BOT_USER, duty.channel,
+                                        request_id="duty-" + hashlib.sha1(duty.key.encode()).hexdigest()[:12])
+                if self.store.queue_work(f"duty:{duty.key}", DUTY, {"invocation": asdict(invocation)}, now):
+                    new += 1
+        if new:
+            self.queued()
+        return new

@@ -9,9 +9,12 @@ MAX_HEADER_BYTES get 431, a body past the app's MAX_REQUEST_BYTES 413, a chunked
 requests being read together hold at most MAX_BUFFERED_BYTES (past it: 503). Each refusal is one
 log line, without the request.
 
-On SIGTERM gunicorn stops accepting and finishes the requests in flight (connections that sent
-nothing yet are closed); then our worker drains the commands already acknowledged and sends what is
-due in the outbox, and exits well within 10 seconds. What could not be sent stays in the outbox.
+The gunicorn worker only verifies, queues and acknowledges (bot/app.py); it starts the bot's worker
+processes (bot/worker.py), which run the commands, as its children. On SIGTERM gunicorn stops
+accepting and finishes the requests in flight (connections that sent nothing yet are closed); then
+the worker processes drain (the work running, the outbox) and everything exits well within 10
+seconds. Work not started stays queued and messages not sent stay in the outbox, for the next start
+or another replica.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from bot.app import MAX_REQUEST_BYTES, SlackBot
 from bot.jsonlog import JsonFormatter
+from bot.worker import WorkerProcesses
 
 REQUEST_THREADS = 16
 GRACEFUL_SECONDS = 9
@@ -77,8 +81,8 @@ class DrainingWorker(ThreadWorker):
 
     def run(self) -> None:
         super().run()
-        bot: SlackBot = self.wsgi
-        bot.drain(DRAIN_SECONDS)
+        server: Server = self.app
+        server.workers.stop(DRAIN_SECONDS)
 
     # -- reading whole requests in the event loop ---------------------------------------------
 
@@ -201,15 +205,16 @@ def _connection_limit() -> int:
 
 
 class Server(BaseApplication):
-    def __init__(self, build: Callable[[], SlackBot], host: str, port: int):
+    def __init__(self, build: Callable[[], SlackBot], host: str, port: int, workers: WorkerProcesses):
         self.build = build
         self.bind = f"{host}:{port}"
+        self.workers = workers
         super().__init__()
 
     def load_config(self) -> None:
         settings = {
             "bind": self.bind,
-            "workers": 1,   # one process: the command pool and the outbox live in it
+            "workers": 1,   # one process answers Slack; the bot's worker processes are its children
             "worker_class": "bot.server.DrainingWorker",
             "threads": REQUEST_THREADS,
             "worker_connections": _connection_limit(),
@@ -227,6 +232,7 @@ class Server(BaseApplication):
 
     def load(self) -> SlackBot:
         bot = self.build()
-        bot.start()
-        logging.getLogger(__name__).info("serving Slack on %s", self.bind)
+        self.workers.start()
+        logging.getLogger(__name__).info("serving Slack on %s with %d worker process(es)", self.bind,
+                                         self.workers.count)
         return bot

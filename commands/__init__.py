@@ -9,7 +9,7 @@ import pkgutil
 from functools import cache
 from types import ModuleType
 
-from bot.command import Command
+from bot.command import Command, Job
 from bot.config import Section
 
 
@@ -34,3 +34,9 @@ def registry() -> dict[str, Command]:
 def sections() -> tuple[type[Section], ...]:
     """Every feature's config sections, read by bot.config.load."""
     return tuple(section for module in _features() for section in getattr(module, "SETTINGS", ()))
+
+
+@cache
+def jobs() -> tuple[Job, ...]:
+    """Every feature's jobs, run by the bot's scheduler (bot/schedule.py)."""
+    return tuple(job for module in _features() for job in getattr(module, "JOBS", ()))

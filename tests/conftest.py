@@ -8,6 +8,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -18,13 +19,15 @@ import psycopg
 import pytest
 
 from bot import config as config_module
-from bot.app import SlackBot, SlackEnv
+from bot.app import SlackBot, SlackEnv, web_client
 from bot.config import Config
 from bot.console import Local
+from bot.render import Renderer
 from bot.store import Store
 from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
 from bot.times import utc_now
+from bot.worker import Worker
 from commands import registry, sections
 from slack_double import SlackDouble, button_click, sign, slash_command
 
@@ -158,17 +161,35 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     request_queue_size = 128
 
 
+@dataclass
+class InProcessBot:
+    """The frame that answers Slack and a worker, on threads of the test's process (`serve` runs the
+    worker in processes of its own; the code is the same)."""
+
+    slack: SlackBot
+    worker: Worker
+
+    @property
+    def app(self):
+        return self.slack.app
+
+
 @pytest.fixture
 def slack_bot(slack_double, store, clock):
-    """slack_bot(config=None, commands=None) -> (SlackBot, BotClient): the real frame, served
-    in-process, with `commands` added to the registry."""
+    """slack_bot(config=None, commands=None) -> (InProcessBot, BotClient): the real frame and a
+    worker, served in-process, with `commands` added to the registry."""
     started = []
 
     def make(config: Config | None = None, *, use_clock: bool = False, commands: dict | None = None):
-        bot = SlackBot(SlackEnv("xoxb-test-token", SIGNING_SECRET, slack_double.api_url), config or Config(),
-                       store, {**registry(), **(commands or {})}, clock if use_clock else utc_now)
-        bot.start()
-        server = make_server("127.0.0.1", 0, bot, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        config = config or Config()
+        now = clock if use_clock else utc_now
+        env = SlackEnv("xoxb-test-token", SIGNING_SECRET, slack_double.api_url)
+        every = {**registry(), **(commands or {})}
+        worker = Worker(store, config, every, web_client(env), Renderer(config.timezone, now), now)
+        bot = InProcessBot(SlackBot(env, config, store, every, now, queued=worker.wake), worker)
+        worker.start()
+        server = make_server("127.0.0.1", 0, bot.slack, server_class=_ThreadingWSGIServer,
+                             handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         started.append((bot, server))
         return bot, BotClient(f"http://127.0.0.1:{server.server_address[1]}", slack_double)
@@ -177,5 +198,5 @@ def slack_bot(slack_double, store, clock):
     for bot, server in started:
         server.shutdown()
         server.server_close()
-        bot.drain(2)
-        bot.pool.shutdown(wait=True)   # nothing of this test may still use its store once the store closes
+        bot.worker.stop(2)
+        bot.worker._pool.shutdown(wait=True)   # nothing of this test may still use its store once it closes

@@ -22,7 +22,7 @@ START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 def make_history(store: Store, incidents: int = 3) -> None:
     """Something in every table of HISTORY: incidents in each state, their timeline, a weekly report,
-    outbox items sent, given up on and pending, and a delivery."""
+    outbox items sent, given up on and pending, work done and work waiting."""
     for number in range(1, incidents + 1):
         opened = START + timedelta(hours=number)
         incident_id = store.insert_incident(
@@ -46,7 +46,9 @@ def make_history(store: Store, incidents: int = 3) -> None:
     store.outbox_sent(sent, START + timedelta(seconds=1), channel="C0INCIDNT", ts="1700000000.000001")
     store.outbox_failed(failed, START + timedelta(seconds=2), "not_in_channel")
     store.outbox_retry(pending, START + timedelta(minutes=1), "internal_error")
-    store.claim_delivery("command:1.2.abc", START)
+    done = store.queue_work("command:1.2.abc", "command", {"text": "/incident ack"}, START)
+    store.work_done(done, START + timedelta(seconds=3))
+    store.queue_work("command:1.3.abc", "command", {"text": "/mttr"}, START)
 
 
 def everything(store: Store) -> dict[str, list[dict]]:
@@ -107,7 +109,9 @@ def test_copy_moves_a_whole_history_into_postgresql_and_a_second_run_copies_noth
         assert target.resolutions(*week, slowest=5) == source.resolutions(*week, slowest=5)   # durations too
         assert target.outbox_sent_message(1) == ("C0INCIDNT", "1700000000.000001")
         assert target.report_claimed("2026-W45") == source.report_claimed("2026-W45")
-        assert not target.claim_delivery("command:1.2.abc", START)       # a redelivery is still known
+        assert target.queue_work("command:1.2.abc", "command", {}, START) is None   # a redelivery is still known
+        waiting = target.claim_work(START, timedelta(seconds=15))
+        assert waiting is not None and waiting.key == "command:1.3.abc"           # and waiting work is run there
         pending = target.claim_outbox(START + timedelta(minutes=2), timedelta(seconds=60))
         assert pending is not None and pending.id == 3 and pending.attempts == 1
 
@@ -175,7 +179,7 @@ def test_copy_reads_in_batches_and_keeps_every_key(tmp_path, direction):
         make_history(source, incidents=7)
         for week in range(40, 45):
             source.claim_report(f"2026-W{week}", "C1", START, "host")          # text keys, several batches
-            source.claim_delivery(f"event:Ev{week}", START)
+            source.queue_work(f"event:Ev{week}", "home", {"user": "U1"}, START)
         copied = copy_history(source, target, batch=2)
         assert {table.table: table.copied for table in copied} == {
             name: len(rows) for name, rows in everything(source).items()}

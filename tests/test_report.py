@@ -16,7 +16,7 @@ from bot.command import Audience
 from bot.dispatch import Dispatcher
 from bot.outbox import Outbox
 from bot.render import Renderer
-from bot.schedule import WeeklyReport, WeekNotOver, due_week
+from bot.schedule import Scheduler, WeeklyReport, WeekNotOver, due_week
 from bot.store.sqlite import SqliteStore
 from commands import registry
 from commands.mttr import distinct_commits
@@ -134,10 +134,14 @@ def test_a_missed_week_is_not_posted_late(store, clock, make_config, slack_doubl
     assert scheduler.tick() == "2026-W48" and store.report_claimed("2026-W47") is None
 
 
-def test_no_summary_channel_no_thread(store, clock, make_config, slack_double):
-    scheduler, _ = reporter(store, make_config(""), clock, slack_double)
-    scheduler.start()
-    assert scheduler._thread is None
+def test_no_summary_channel_no_report(store, clock, make_config, slack_double):
+    clock.now = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)     # Monday, past the default slot
+    seed(store, clock())
+    config = make_config("")
+    _, outbox = reporter(store, config, clock, slack_double)
+    scheduler = Scheduler(store, config, registry(), outbox, clock, queued=lambda: None)
+    assert scheduler.tick() == 0
+    assert store.last_report() is None and store.outbox_pending() == 0
 
 
 def test_the_bot_posts_the_report_itself(slack_bot, slack_double, store, make_config, clock):

@@ -217,7 +217,7 @@ def test_past_the_budget_the_whole_answer_is_uploaded_in_the_thread(slack_bot, s
     events = [{"at": incident.opened_at, "user": "U0ALICE01", "kind": "update", "text": f"note {n} " + "x" * 60,
                "data": {}} for n in range(3000)]
     data = {**incident_command.card_data(incident, incident.opened_at), "events": events}
-    bot.outbox.post(Reply("incident_timeline", data, "thread", incident_id=1),
+    bot.worker.outbox.post(Reply("incident_timeline", data, "thread", incident_id=1),
              Invocation("incident", "timeline", "U0ALICE01", "C0INCIDNT", "r1"))
     slack_double.wait_for("files.completeUploadExternal")
     (post,) = slack_double.wait_for("chat.postMessage", 2)[1:]
@@ -320,7 +320,7 @@ def test_a_command_cut_short_by_a_restart_is_told_so(slack_bot, slack_double):
     client.command("/slow", "")
     time.sleep(0.3)
     started = time.monotonic()
-    bot.drain(2)
+    bot.worker.stop(2)
     assert time.monotonic() - started < 3
     (told,) = slack_double.wait_for("response_url")
     assert "`/slow` was cut short" in blocks_text(told)

@@ -1,8 +1,9 @@
 import multiprocessing
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlite_utils
 
 from bot.config import Config
@@ -22,7 +23,8 @@ def test_schema_is_versioned_and_applied_once(tmp_path):
                                                 "0002_incident_cause_and_weekly_reports",
                                                 "0003_outbox_remembers_where_messages_went",
                                                 "0004_incident_durations",
-                                                "0005_outbox_marks_attempts_in_flight"]
+                                                "0005_work_queue",
+                                                "0006_outbox_marks_attempts_in_flight"]
     assert sqlite_utils.Database(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -43,8 +45,9 @@ def test_an_older_database_is_upgraded_in_place(tmp_path):
     assert resolved.to_resolve == (4200,) and resolved.to_acknowledge == (120,) and resolved.slowest == ((4200, 2),)
 
 
-def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock):
-    Local(SqliteStore(tmp_path / "oncall.db"), Config(), registry(), clock).invoke("/incident open db down --started 14:00")
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)   # PostgreSQL's are timestamptz columns
+def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock, local):
+    local().invoke("/incident open db down --started 14:00")
     conn = sqlite3.connect(tmp_path / "oncall.db")
     row = conn.execute("SELECT opened_at, started_at, status, severity FROM incidents").fetchone()
     assert row == ("2026-11-24T14:00:00Z", "2026-11-24T14:00:00Z", "open", 3)
@@ -61,8 +64,9 @@ def _open_and_resolve(store: Store, index: int) -> None:
 def test_fifty_concurrent_opens_and_resolves_lose_nothing(store):
     with ThreadPoolExecutor(max_workers=50) as pool:
         list(pool.map(lambda i: _open_and_resolve(store, i), range(50)))
-    incidents = table_rows(store, "incidents")
-    assert len(incidents) == 50 and {row[4] for row in incidents} == {"resolved"}     # column 4: status
+    incidents = store.recent_incidents(100)
+    assert sorted(i.id for i in incidents) == list(range(1, 51))      # unique and gap-free
+    assert {i.status for i in incidents} == {"resolved"}
     assert len(table_rows(store, "events")) == 100
 
 
@@ -85,17 +89,43 @@ def test_several_processes_share_the_database(tmp_path):
     assert sqlite_utils.Database(SqliteStore(path).path).execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[0] == 30
 
 
-def test_a_delivery_is_claimed_once(store):
+def test_work_is_queued_once_per_key_and_claimed_by_one_worker_at_a_time(store):
     now = datetime(2026, 11, 24, tzinfo=UTC)
-    results = []
     with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(pool.map(lambda _: store.claim_delivery("command:trigger-1", now), range(20)))
-    assert results.count(True) == 1
+        queued = list(pool.map(lambda _: store.queue_work("command:trigger-1", "command", {"n": 1}, now), range(20)))
+    assert len([item for item in queued if item is not None]) == 1
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        claims = list(pool.map(lambda _: store.claim_work(now, timedelta(seconds=90)), range(10)))
+    (claimed,) = [claim for claim in claims if claim is not None]
+    assert claimed.payload == {"n": 1} and claimed.attempts == 1 and store.work_pending() == 1
+    assert store.claim_work(now + timedelta(seconds=89), timedelta(seconds=90)) is None      # leased
+    again = store.claim_work(now + timedelta(seconds=91), timedelta(seconds=90))             # the lease ended
+    assert again.id == claimed.id and again.attempts == 2
+    store.work_done(again.id, now)
+    assert store.work_pending() == 0 and store.claim_work(now + timedelta(days=1), timedelta(seconds=90)) is None
+    assert store.queue_work("command:trigger-1", "command", {}, now) is None                  # a redelivery
+    assert store.prune_work(now + timedelta(seconds=1)) == 1
+    assert store.queue_work("command:trigger-1", "command", {}, now) is not None
+
+
+def test_what_an_atomic_unit_writes_commits_together_or_not_at_all(store, clock):
+    fields = dict(title="t", severity=3, service=None, status="open", opened_by="U1", opened_at=clock(),
+                  started_at=clock(), channel="C1", announce_channel="C1")
+    try:
+        with store.atomic():
+            incident_id = store.insert_incident(**fields)
+            store.enqueue(kind="announce", payload={"text": "t"}, now=clock(), incident_id=incident_id)
+            raise RuntimeError("killed before the work was done")
+    except RuntimeError:
+        pass
+    assert store.recent_incidents(5) == [] and store.outbox_pending() == 0
+    with store.atomic():
+        incident_id = store.insert_incident(**fields)
+        store.enqueue(kind="announce", payload={"text": "t"}, now=clock(), incident_id=incident_id)
+    assert [i.id for i in store.recent_incidents(5)] == [incident_id] and store.outbox_pending() == 1
 
 
 def test_sent_outbox_rows_past_the_retention_are_pruned_and_the_timeline_kept(store, clock):
-    from datetime import timedelta
-
     from bot.outbox import Outbox
 
     incident_id = store.insert_incident(title="t", severity=3, service=None, status="open", opened_by="U1",
@@ -109,5 +139,6 @@ def test_sent_outbox_rows_past_the_retention_are_pruned_and_the_timeline_kept(st
     store.outbox_sent(new_sent, clock())
     outbox = Outbox(store, None, None, clock, retention=timedelta(days=30))
     outbox.prune()
-    assert sorted(row[0] for row in table_rows(store, "outbox")) == [old_pending, new_sent]
+    left = sorted(row[0] for row in table_rows(store, "outbox"))
+    assert left == [old_pending, new_sent]
     assert [e.kind for e in store.events(incident_id)] == ["opened"]

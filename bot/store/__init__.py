@@ -159,9 +159,22 @@ HISTORY = (
     Table("outbox", "id", ("created_at", "kind", "request_id", "payload"),
           moments=frozenset({"created_at", "next_at", "lease_until", "sent_at", "failed_at", "in_flight_since"}),
           json=frozenset({"payload"})),
-    Table("deliveries", "key", ("key",), moments=frozenset({"received_at"})),
+    Table("work", "id", ("key", "kind", "created_at"), moments=frozenset({"created_at", "lease_until", "done_at"}),
+          json=frozenset({"payload"})),
 )
 NOT_HISTORY = ("heartbeat",)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """Work queued for a worker: a Slack request taken, or something a job found due."""
+
+    id: int
+    key: str                    # unique: the same request delivered again, or found due again, has it
+    kind: str                   # what `payload` is (the frame's kinds: command, button, home, duty)
+    payload: dict[str, Any]
+    attempts: int               # this claim included
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,10 @@ class Store(Protocol):
         """One unit of work: what is read in it is current, and nobody writes until it ends
         (re-entrant, so operations nest in a caller's unit)."""
 
+    def atomic(self) -> AbstractContextManager[None]:
+        """Everything written inside (units of work included) commits together, or nothing does;
+        the write lock is taken at the first write."""
+
     def close(self) -> None: ...
 
     # incidents
@@ -221,8 +238,15 @@ class Store(Protocol):
                   text: str | None = None, data: dict[str, Any] | None = None) -> None: ...
     def events(self, incident_id: int) -> list[Event]: ...
 
-    # deliveries, the outbox, weekly reports, health
-    def claim_delivery(self, key: str, now: datetime) -> bool: ...
+    # the work queue
+    def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None: ...
+    def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None: ...
+    def renew_work(self, item_ids: Iterable[int], until: datetime) -> None: ...
+    def work_done(self, item_id: int, now: datetime) -> None: ...
+    def work_pending(self) -> int: ...
+    def prune_work(self, before: datetime) -> int: ...
+
+    # the outbox, weekly reports, health
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
                 response_url: str | None = None) -> int: ...

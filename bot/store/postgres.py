@@ -45,6 +45,7 @@ from bot.store import (
     Resolutions,
     StoreUnavailable,
     Table,
+    WorkItem,
     redacted,
 )
 
@@ -88,13 +89,21 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
                               claimed_by text, data text);
         CREATE TABLE heartbeat (id integer PRIMARY KEY, at timestamptz NOT NULL);
     """),
+    ("0002_work_queue", """
+        CREATE TABLE work (
+            id bigserial PRIMARY KEY, key text NOT NULL UNIQUE, kind text NOT NULL, payload jsonb NOT NULL,
+            created_at timestamptz NOT NULL, lease_until timestamptz, attempts integer NOT NULL DEFAULT 0,
+            done_at timestamptz);
+        CREATE INDEX work_pending ON work (id) WHERE done_at IS NULL;
+        DROP TABLE deliveries;
+    """),
     # Set when a sender claims an item, cleared when its outcome is known: still set at the next
     # claim, the earlier attempt may have reached Slack.
-    ("0002_outbox_marks_attempts_in_flight", "ALTER TABLE outbox ADD COLUMN in_flight_since timestamptz"),
+    ("0003_outbox_marks_attempts_in_flight", "ALTER TABLE outbox ADD COLUMN in_flight_since timestamptz"),
     # The few incidents not resolved, without reading the many that are: every command about "the
     # channel's incident" asks for them (open_incidents writes the predicate as a literal, so the
     # planner can match it).
-    ("0003_open_incidents", "CREATE INDEX incidents_open ON incidents (id) WHERE status <> 'resolved'"),
+    ("0004_open_incidents", "CREATE INDEX incidents_open ON incidents (id) WHERE status <> 'resolved'"),
 )
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
 _EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
@@ -165,28 +174,74 @@ class PostgresStore:
         if held is not None:
             yield held
             return
-        try:
+        with self._unavailable_as_such():
             with self._pool.connection() as conn:
                 yield conn
+
+    @contextmanager
+    def _unavailable_as_such(self) -> Iterator[None]:
+        try:
+            yield
         except PoolTimeout:
             raise StoreUnavailable(f"{_where(self.url)}: no connection within {CONNECT_SECONDS} s") from None
         except psycopg.OperationalError as error:
             raise StoreUnavailable(f"{_where(self.url)}: {_first_line(error)}") from None
 
+    def _begin(self) -> None:
+        """Starts this thread's unit of work: a connection of its own, a transaction, the write lock."""
+        with self._unavailable_as_such():
+            conn = self._pool.getconn()
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])
+            except BaseException:
+                self._pool.putconn(conn)
+                raise
+        self._local.conn = conn
+
+    def _end(self, *, commit: bool) -> None:
+        conn, self._local.conn = self._local.conn, None
+        try:
+            with self._unavailable_as_such():
+                conn.execute("COMMIT" if commit else "ROLLBACK")
+        finally:
+            self._pool.putconn(conn)
+
     @contextmanager
     def write(self) -> Iterator[None]:
-        """One unit of work: one transaction holding the store-wide write lock (re-entrant)."""
+        """One unit of work: one transaction holding the store-wide write lock (re-entrant; inside
+        `atomic()`, the atomic unit's)."""
         if getattr(self._local, "conn", None) is not None:
             yield
             return
-        with self._connection() as conn:
-            self._local.conn = conn
-            try:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])
-                    yield
-            finally:
-                self._local.conn = None
+        self._begin()
+        if getattr(self._local, "atomic", False):
+            yield        # ended with the atomic unit
+            return
+        try:
+            yield
+        except BaseException:
+            self._end(commit=False)
+            raise
+        self._end(commit=True)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """As SqliteStore.atomic: the unit begins (connection, transaction, lock) at the first write."""
+        if getattr(self._local, "conn", None) is not None or getattr(self._local, "atomic", False):
+            yield
+            return
+        self._local.atomic = True
+        try:
+            yield
+        except BaseException:
+            self._local.atomic = False
+            if getattr(self._local, "conn", None) is not None:
+                self._end(commit=False)
+            raise
+        self._local.atomic = False
+        if getattr(self._local, "conn", None) is not None:
+            self._end(commit=True)
 
     def close(self) -> None:
         self._pool.close()
@@ -202,8 +257,17 @@ class PostgresStore:
         return row[0] if row else None
 
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Runs a statement that writes: inside an atomic unit not begun yet, it begins the unit."""
+        if getattr(self._local, "atomic", False) and getattr(self._local, "conn", None) is None:
+            self._begin()
         with self._connection() as conn:
             return conn.execute(sql, list(params)).rowcount
+
+    def _returning(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        """As `_execute`, for a statement that writes and returns one value."""
+        if getattr(self._local, "atomic", False) and getattr(self._local, "conn", None) is None:
+            self._begin()
+        return self._one(sql, params)
 
     # -- incidents -------------------------------------------------------------------------
 
@@ -345,16 +409,41 @@ class PostgresStore:
 
     # -- deliveries, the outbox, weekly reports ------------------------------------------------
 
-    def claim_delivery(self, key: str, now: datetime) -> bool:
-        claimed = self._execute("INSERT INTO deliveries (key, received_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                                [key, now])
-        self._execute("DELETE FROM deliveries WHERE received_at < %s", [now - timedelta(days=1)])
-        return claimed == 1
+    def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None:
+        found = self._returning("INSERT INTO work (key, kind, payload, created_at) VALUES (%s, %s, %s, %s) "
+                                "ON CONFLICT (key) DO NOTHING RETURNING id",
+                                [key, kind, Jsonb(json.loads(to_json(payload))), _second(now)])
+        return int(found) if found is not None else None
+
+    def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
+        """As SqliteStore.claim_work, for workers in several processes: SKIP LOCKED, then the lease."""
+        rows = self._rows(
+            """UPDATE work SET lease_until = %(lease)s, attempts = attempts + 1 WHERE id = (
+                   SELECT id FROM work WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until <= %(now)s)
+                   ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+               RETURNING id, key, kind, payload, attempts, created_at""", {"now": now, "lease": now + lease})
+        if not rows:
+            return None
+        return WorkItem(**{**rows[0], "created_at": rows[0]["created_at"].astimezone(UTC)})
+
+    def renew_work(self, item_ids: Iterable[int], until: datetime) -> None:
+        ids = list(item_ids)
+        if ids:
+            self._execute("UPDATE work SET lease_until = %s WHERE done_at IS NULL AND id = ANY(%s)", [until, ids])
+
+    def work_done(self, item_id: int, now: datetime) -> None:
+        self._execute("UPDATE work SET done_at = %s, lease_until = NULL WHERE id = %s", [now, item_id])
+
+    def work_pending(self) -> int:
+        return int(self._one("SELECT COUNT(*) FROM work WHERE done_at IS NULL"))
+
+    def prune_work(self, before: datetime) -> int:
+        return self._execute("DELETE FROM work WHERE done_at < %s", [before])
 
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
                 response_url: str | None = None) -> int:
-        return int(self._one(
+        return int(self._returning(
             'INSERT INTO outbox (created_at, request_id, kind, incident_id, channel, "user", response_url, payload) '
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             [_second(now), request_id, kind, incident_id, channel, user, response_url,

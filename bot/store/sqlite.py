@@ -37,6 +37,7 @@ from bot.store import (
     Resolutions,
     StoreUnavailable,
     Table,
+    WorkItem,
     redacted,
 )
 from bot.times import from_iso, to_iso, utc_now
@@ -126,6 +127,18 @@ def _durations(db: sqlite_utils.Database) -> None:
         index_name="incidents_durations")
 
 
+def _work_queue(db: sqlite_utils.Database) -> None:
+    # What Slack delivered and what the bot found due, kept until it is done: a redelivery finds its
+    # key taken, and work a dead process claimed is taken over when its lease ends.
+    db.table("work").create(
+        {"id": int, "key": str, "kind": str, "payload": str, "created_at": str, "lease_until": str,
+         "attempts": int, "done_at": str},
+        pk="id", not_null={"key", "kind", "payload", "created_at"}, defaults={"attempts": 0})
+    db.execute("CREATE UNIQUE INDEX work_key ON work(key)")
+    db.execute("CREATE INDEX work_pending ON work(id) WHERE done_at IS NULL")
+    db.execute("DROP TABLE deliveries")
+
+
 def _in_flight(db: sqlite_utils.Database) -> None:
     # Set when a sender claims an item, cleared when its outcome is known: still set at the next
     # claim, the earlier attempt may have reached Slack.
@@ -137,7 +150,8 @@ _MIGRATIONS = (
     ("0002_incident_cause_and_weekly_reports", _cause_and_reports),
     ("0003_outbox_remembers_where_messages_went", _sent_message_ids),
     ("0004_incident_durations", _durations),
-    ("0005_outbox_marks_attempts_in_flight", _in_flight),
+    ("0005_work_queue", _work_queue),
+    ("0006_outbox_marks_attempts_in_flight", _in_flight),
 )
 
 
@@ -249,13 +263,35 @@ class SqliteStore:
             yield
 
     @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Everything written inside commits together, or nothing does. The write lock is taken at
+        the first write, not before, so the reading and waiting a command does first holds nobody up."""
+        if self._db.in_transaction or getattr(self._local, "atomic", False):
+            yield
+            return
+        self._local.atomic = True
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.atomic = False
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One immediate transaction; re-entrant within a thread."""
+        """One immediate transaction; re-entrant within a thread; inside `atomic()`, its transaction."""
         db = self._db
         if db.in_transaction:
             yield db
             return
         db.execute("BEGIN IMMEDIATE")
+        if getattr(self._local, "atomic", False):
+            yield db     # committed (or rolled back) when the atomic unit ends
+            return
         try:
             yield db
         except BaseException:
@@ -425,15 +461,47 @@ class SqliteStore:
         return [Event(**{**row, "at": from_iso(row["at"]), "data": json.loads(row["data"] or "{}")})
                 for row in rows]
 
-    # -- deliveries (dedupe of redelivered requests) -----------------------------------------
+    # -- the work queue --------------------------------------------------------------------
 
-    def claim_delivery(self, key: str, now: datetime) -> bool:
-        """True the first time `key` is seen; false for a redelivery of the same work."""
+    def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None:
+        """Queues work under `key`; its id, or None when `key` was queued before (a redelivery)."""
         with self._transaction() as db:
-            cursor = db.execute("INSERT OR IGNORE INTO deliveries (key, received_at) VALUES (?, ?)",
-                                [key, to_iso(now)])
-            db.execute("DELETE FROM deliveries WHERE received_at < ?", [to_iso(now - timedelta(days=1))])
-            return cursor.rowcount == 1
+            cursor = db.execute("INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+                                [key, kind, to_json(payload), to_iso(now)])
+            return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
+        """The oldest work not done whose lease (if any) has ended, leased to the caller."""
+        if not self._db.execute("SELECT 1 FROM work WHERE done_at IS NULL LIMIT 1").fetchone():
+            return None   # the common idle case, without taking the write lock
+        with self._transaction() as db:
+            row = db.execute("SELECT id, key, kind, payload, attempts, created_at FROM work "
+                             "WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT 1",
+                             [to_iso(now)]).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE work SET lease_until = ?, attempts = attempts + 1 WHERE id = ?",
+                       [to_iso(now + lease), row[0]])
+        return WorkItem(row[0], row[1], row[2], json.loads(row[3]), row[4] + 1, from_iso(row[5]))
+
+    def renew_work(self, item_ids: Iterable[int], until: datetime) -> None:
+        """Extends the leases of work still being done (a live worker keeps what it runs)."""
+        ids = list(item_ids)
+        if ids:
+            marks = ",".join("?" * len(ids))
+            self._db.execute(f"UPDATE work SET lease_until = ? WHERE done_at IS NULL AND id IN ({marks})",
+                             [to_iso(until), *ids])
+
+    def work_done(self, item_id: int, now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE work SET done_at = ?, lease_until = NULL WHERE id = ?", [to_iso(now), item_id])
+
+    def work_pending(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM work WHERE done_at IS NULL").fetchone()[0])
+
+    def prune_work(self, before: datetime) -> int:
+        """Forgets work done before `before` (its key then no longer stops a redelivery); how many."""
+        return self._db.execute("DELETE FROM work WHERE done_at < ?", [to_iso(before)]).rowcount
 
     # -- outbox ----------------------------------------------------------------------------
 
