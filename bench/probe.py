@@ -5,8 +5,8 @@
    (target: at most 1.3x). For comparison, in the same run: the 15 healthy targets alone, and
    the same 20 probes one after another (five timeouts).
 2. The ack latency of other slash commands (signed `/incident list` requests to the real WSGI
-   app, bot.app.SlackBot, served in-process, with a Slack Web API stub that answers ok to
-   anything), p50 and p99, while idle and while `/probe all` keeps hanging (sent every 0.5 s, so
+   app, bot.app.SlackBot, and a worker, both in-process, with a Slack Web API stub that answers ok
+   to anything), p50 and p99, while idle and while `/probe all` keeps hanging (sent every 0.5 s, so
    several requests overlap on the same hanging targets: the most probe threads seen at once is
    printed too, against the number of targets).
 
@@ -36,10 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot import config as config_module  # noqa: E402
-from bot.app import SlackBot, SlackEnv  # noqa: E402
+from bot.app import SlackBot, SlackEnv, web_client  # noqa: E402
 from bot.console import Local  # noqa: E402
+from bot.render import Renderer  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from bot.times import utc_now  # noqa: E402
+from bot.worker import Worker  # noqa: E402
 from commands import registry, sections  # noqa: E402
 from commands.probe.runner import Target, flights_in_the_air, run_probes  # noqa: E402
 from commands.probe.settings import ProbeSettings  # noqa: E402
@@ -143,7 +145,7 @@ def timed(action) -> float:
 
 def fan_out(local: Local, config: config_module.Config) -> dict[str, float]:
     everything = [Target(service, probe) for service, settings in config.services.items()
-                  for probe in settings.probes.values()]
+                  for probe in ProbeSettings.of(settings).probes.values()]
 
     def one_after_another() -> None:
         for target in everything:
@@ -234,17 +236,20 @@ def main() -> None:
 
     wait_for_landing()
     stub_url = f"http://127.0.0.1:{stub.server_address[1]}"
-    bot = SlackBot(SlackEnv("xoxb-bench", SIGNING_SECRET, f"{stub_url}/api/"), config, SqliteStore(work / "slack.db"),
-                   registry())
-    bot.start()
+    env = SlackEnv("xoxb-bench", SIGNING_SECRET, f"{stub_url}/api/")
+    store = SqliteStore(work / "slack.db")
+    worker = Worker(store, config, registry(), web_client(env), Renderer(config.timezone, utc_now), utc_now)
+    bot = SlackBot(env, config, store, registry(), queued=worker.wake)
+    worker.start()
     server = make_server("127.0.0.1", 0, bot, server_class=ThreadingWSGIServer, handler_class=QuietWSGIHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     bot_url = f"http://127.0.0.1:{server.server_address[1]}"
     idle, _ = ack_latencies(bot_url, f"{stub_url}/response", hanging_probes=False)
     busy, most_flights = ack_latencies(bot_url, f"{stub_url}/response", hanging_probes=True)
     server.shutdown()
-    bot.drain(5)
-    print(f"ack latency of /incident list over HTTP (SlackBot on wsgiref, {ACKS} signed requests each)")
+    worker.stop(5)
+    print(f"ack latency of /incident list over HTTP (SlackBot on wsgiref and a worker, in-process, {ACKS} signed "
+          "requests each; bench/ack_latency.py measures `serve` itself)")
     for label, values in (("idle", idle), ("while /probe all hangs", busy)):
         p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
         print(f"  {label:<24} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")

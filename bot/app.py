@@ -39,6 +39,7 @@ from bot.command import Command
 from bot.config import Config
 from bot.dispatch import Invocation
 from bot.jsonlog import request_id
+from bot.render import Renderer
 from bot.store import Store, StoreUnavailable
 from bot.times import utc_now
 from bot.worker import BUTTON, COMMAND, HOME, work_payload
@@ -49,8 +50,6 @@ EVENTS_PATH = "/slack/events"
 # Slack's largest request is a button on a 50-block message, which it sends back whole (percent-encoded).
 MAX_REQUEST_BYTES = 4 << 20
 SIGNATURE_MAX_AGE_SECONDS = 5 * 60
-UNAVAILABLE = ("The bot cannot record anything right now: its database is unavailable. Nothing was done; "
-               "try again in a minute.")
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,7 @@ class SlackBot:
         self.store = store
         self.clock = clock
         self.queued = queued
+        self.renderer = Renderer(config.timezone, clock)
 
         # Our own token, without Bolt's auth.test round trip: a Slack outage must not stop an
         # incident from being recorded. (Bolt passes arguments by name, so no bound methods.)
@@ -117,6 +117,7 @@ class SlackBot:
             client=WebClient(base_url=env.api_url.rstrip("/") + "/", timeout=SLACK_TIMEOUT_SECONDS),
             authorize=authorize,
             process_before_response=True,
+            request_verification_enabled=False,   # verified above, on the raw bytes, before Bolt parses
         )
         for name in commands:
             self.app.command(f"/{name}")(on_command)
@@ -232,7 +233,7 @@ class SlackBot:
             log.error("could not queue a %s: the store is unavailable (%s)", kind, error)
             if kind == HOME:
                 raise    # an event: refused, so Slack sends it again
-            ack(text=UNAVAILABLE)
+            ack(text=self.renderer.text("store_unavailable", {}))
             return
         ack()
         if queued is None:

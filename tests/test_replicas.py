@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -151,3 +152,34 @@ def test_replicas_do_everything_once_through_a_killed_replica_and_a_database_res
     assert len(reports()) == 1 and store.report_claimed("2026-W47") is not None
     store.close()
     assert all(replica.stop() == 0 for replica in alive + sockets)
+
+
+def test_while_the_database_is_down_slack_is_told_and_health_is_503_then_it_recovers(private_postgres, tmp_path,
+                                                                                      slack_double):
+    from wsgiref.simple_server import make_server
+
+    from bot.app import SlackBot, SlackEnv
+    from bot.config import Config
+    from commands import registry
+    from conftest import _QuietHandler, _ThreadingWSGIServer
+
+    store = PostgresStore(f"{private_postgres.url}/postgres", local_dir=tmp_path)
+    bot = SlackBot(SlackEnv("xoxb-down", SIGNING_SECRET, slack_double.api_url), Config(), store, registry())
+    server = make_server("127.0.0.1", 0, bot, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    client = BotClient(f"http://127.0.0.1:{server.server_address[1]}", slack_double)
+    try:
+        assert httpx.get(f"{client.url}/healthz").status_code == 200
+        private_postgres.stop()
+        health = httpx.get(f"{client.url}/healthz", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "error"
+        refused = client.command("/incident", "open while the database is down")
+        assert refused.status_code == 200 and "database is unavailable" in refused.text
+        private_postgres.start()
+        eventually(lambda: httpx.get(f"{client.url}/healthz", timeout=10).status_code == 200, timeout=30)
+        taken = client.command("/incident", "open after the database came back")
+        assert taken.status_code == 200 and taken.text == "" and store.work_pending() == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        store.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -288,7 +289,7 @@ class SqliteStore:
         if db.in_transaction:
             yield db
             return
-        db.execute("BEGIN IMMEDIATE")
+        _begin_immediate(db)
         if getattr(self._local, "atomic", False):
             yield db     # committed (or rolled back) when the atomic unit ends
             return
@@ -489,8 +490,9 @@ class SqliteStore:
         ids = list(item_ids)
         if ids:
             marks = ",".join("?" * len(ids))
-            self._db.execute(f"UPDATE work SET lease_until = ? WHERE done_at IS NULL AND id IN ({marks})",
-                             [to_iso(until), *ids])
+            with self._transaction() as db:
+                db.execute(f"UPDATE work SET lease_until = ? WHERE done_at IS NULL AND id IN ({marks})",
+                           [to_iso(until), *ids])
 
     def work_done(self, item_id: int, now: datetime) -> None:
         with self._transaction() as db:
@@ -501,7 +503,8 @@ class SqliteStore:
 
     def prune_work(self, before: datetime) -> int:
         """Forgets work done before `before` (its key then no longer stops a redelivery); how many."""
-        return self._db.execute("DELETE FROM work WHERE done_at < ?", [to_iso(before)]).rowcount
+        with self._transaction() as db:
+            return db.execute("DELETE FROM work WHERE done_at < ?", [to_iso(before)]).rowcount
 
     # -- outbox ----------------------------------------------------------------------------
 
@@ -560,10 +563,10 @@ class SqliteStore:
         return from_iso(due)
 
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
-        self._db.execute(
-            "UPDATE outbox SET sent_at = ?, lease_until = NULL, in_flight_since = NULL, sent_channel = ?, sent_ts = ? "
-            "WHERE id = ?",
-            [to_iso(now), channel, ts, item_id])
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE outbox SET sent_at = ?, lease_until = NULL, in_flight_since = NULL, sent_channel = ?, "
+                "sent_ts = ? WHERE id = ?", [to_iso(now), channel, ts, item_id])
 
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None:
         """Where an outbox message went (channel, ts), once Slack has taken it."""
@@ -572,14 +575,16 @@ class SqliteStore:
 
     def outbox_retry(self, item_id: int, at: datetime, error: str, *, in_doubt: bool = False) -> None:
         in_flight = "in_flight_since" if in_doubt else "NULL"
-        self._db.execute(
-            f"UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, "
-            f"in_flight_since = {in_flight}, error = ? WHERE id = ?", [to_iso(at), redact(error), item_id])
+        with self._transaction() as db:
+            db.execute(
+                f"UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, "
+                f"in_flight_since = {in_flight}, error = ? WHERE id = ?", [to_iso(at), redact(error), item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
-        self._db.execute(
-            "UPDATE outbox SET failed_at = ?, lease_until = NULL, in_flight_since = NULL, error = ?, "
-            "attempts = attempts + 1 WHERE id = ?", [to_iso(now), redact(error), item_id])
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE outbox SET failed_at = ?, lease_until = NULL, in_flight_since = NULL, error = ?, "
+                "attempts = attempts + 1 WHERE id = ?", [to_iso(now), redact(error), item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         """A view that a newer one, queued behind it, replaces need not be sent: an incident's
@@ -598,7 +603,8 @@ class SqliteStore:
     def prune_outbox(self, before: datetime) -> int:
         """Forgets messages sent, or given up on, before `before` (the timeline keeps what happened);
         returns how many."""
-        return self._db.execute("DELETE FROM outbox WHERE COALESCE(sent_at, failed_at) < ?", [to_iso(before)]).rowcount
+        with self._transaction() as db:
+            return db.execute("DELETE FROM outbox WHERE COALESCE(sent_at, failed_at) < ?", [to_iso(before)]).rowcount
 
     def outbox_pending(self) -> int:
         return self._db.execute(
@@ -676,6 +682,29 @@ class SqliteStore:
                 keys = [row[table.key] for row in rows]
                 db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id IN ({','.join('?' * len(keys))})", keys)
         return added
+
+
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock in steps of at most a millisecond or two.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between tries, so a writer that
+    finds the lock taken often sleeps well past its release: with many short transactions (the
+    acks' queuing beside the workers' answers) that is the acks' whole tail latency."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.0002
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 def _insert(db: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
