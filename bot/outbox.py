@@ -59,6 +59,9 @@ HISTORY_PAGES = 5        # how far back an earlier post is looked for: a channel
 log = logging.getLogger(__name__)
 
 
+_Row = tuple[str, dict[str, Any], dict[str, Any]]     # an outbox row to write: kind, payload, where it goes
+
+
 class PermanentFailure(Exception):
     """Slack refused the item for a reason retrying cannot fix."""
 
@@ -100,34 +103,37 @@ class Outbox:
     def post(self, reply: Reply, invocation: Invocation, *, replacing: int | None = None) -> None:
         """Write the reply's messages to the outbox, in the order they must reach Slack.
 
+        Everything is rendered before the first row is written: inside a worker's atomic unit the
+        first write takes the store's write lock, and it is held until the unit ends.
         `replacing`: the outbox id of a progress message that this reply replaces in place.
         """
         message = self.renderer.slack(reply.template, reply.data)
         common = self._common(invocation)
         incident = self.store.incident(reply.incident_id) if reply.incident_id else None
+        rows: list[_Row] = []
         if replacing is not None:
-            self._enqueue_message("update_message", message, target=replacing, **self._place(reply, invocation),
-                                  **common)
+            rows += self._rows("update_message", message, {**self._place(reply, invocation), **common}, replacing)
         elif reply.audience in (Audience.THREAD, Audience.ANNOUNCE) and incident is not None:
             kind = "announce" if reply.audience is Audience.ANNOUNCE else "message"
-            self._enqueue_message(kind, message, channel=incident.announce_channel, incident_id=incident.id,
-                                  **common)
+            rows += self._rows(kind, message, {"channel": incident.announce_channel, "incident_id": incident.id,
+                                               **common})
             if invocation.channel not in (None, incident.announce_channel):  # None: the App Home
                 pointer = self.renderer.slack("pointer", {"incident": incident})
-                self._enqueue_message("ephemeral", pointer, channel=invocation.channel, **common)
+                rows += self._rows("ephemeral", pointer, {"channel": invocation.channel, **common})
         elif reply.audience is Audience.CHANNEL:
-            self._enqueue_message("message", message, channel=invocation.channel, **common)
+            rows += self._rows("message", message, {"channel": invocation.channel, **common})
         else:
-            self._enqueue_message("ephemeral", message, channel=invocation.channel, **common)
+            rows += self._rows("ephemeral", message, {"channel": invocation.channel, **common})
         for upload in reply.files:
-            self.store.enqueue(kind="upload", payload={
-                "filename": upload.filename, "title": upload.title,
-                "content_base64": base64.b64encode(upload.content).decode()}, **self._place(reply, invocation),
-                **common)
+            rows.append(("upload", {"filename": upload.filename, "title": upload.title,
+                                    "content_base64": base64.b64encode(upload.content).decode()},
+                         {**self._place(reply, invocation), **common}))
         if reply.card is not None and incident is not None:
             card = self.renderer.slack(reply.card.template, reply.card.data)
-            self._enqueue_message("update", card, channel=incident.announce_channel, incident_id=incident.id,
-                                  **common)
+            rows += self._rows("update", card, {"channel": incident.announce_channel, "incident_id": incident.id,
+                                                **common})
+        for kind, payload, where in rows:
+            self.store.enqueue(kind=kind, payload=payload, **where)
         self.wake()
 
     @staticmethod
@@ -139,19 +145,22 @@ class Outbox:
         return {"now": self.clock(), "request_id": invocation.request_id, "user": invocation.user,
                 "response_url": invocation.response_url}
 
-    def _enqueue_message(self, kind: str, message: SlackMessage, *, target: int | None = None, **where: Any) -> None:
+    def _rows(self, kind: str, message: SlackMessage, where: dict[str, Any], target: int | None = None) -> list[_Row]:
+        """The outbox rows of one message: the message, and the file it overflows into, if any."""
         blocks = message.blocks
         if message.overflow is not None and kind == "ephemeral":
             # A private answer cannot carry a file: it goes to the asker's direct messages, and the answer says so.
             blocks = blocks[:-1] + self.renderer.slack("overflow_private", {}).blocks
-        payload = {"text": message.text, "blocks": blocks, **({"target": target} if target else {})}
-        self.store.enqueue(kind=kind, payload=payload, **where)
+        rows: list[_Row] = [(kind, {"text": message.text, "blocks": blocks, **({"target": target} if target else {})},
+                             where)]
         if message.overflow is not None and kind != "update":
-            upload = {"content": message.overflow, "filename": "oncall-bot.txt", "title": message.text[:100]}
+            upload: dict[str, Any] = {"content": message.overflow, "filename": "oncall-bot.txt",
+                                      "title": message.text[:100]}
             if kind == "ephemeral":
-                self.store.enqueue(kind="upload_dm", payload=upload, **{**where, "incident_id": None})
+                rows.append(("upload_dm", upload, {**where, "incident_id": None}))
             else:
-                self.store.enqueue(kind="upload", payload=upload, **where)
+                rows.append(("upload", upload, where))
+        return rows
 
     def publish_home(self, user: str, data: dict[str, Any], request_id: str | None) -> None:
         """Queue `user`'s App Home view (views.publish), rendered from the `home` template."""
