@@ -36,7 +36,8 @@ MAX_DIGITS = 15
 @dataclass
 class Args:
     words: list[str] = field(default_factory=list)
-    options: dict[str, str | bool] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)     # --name value (Option.VALUE, Option.WORDS)
+    flags: set[str] = field(default_factory=set)               # --name (Option.FLAG)
     incident: int | None = None
     text: str = ""
 
@@ -71,7 +72,7 @@ def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = T
             if kind is Option.FLAG:
                 if inline is not None:
                     raise UsageError(f"--{name} takes no value")
-                args.options[name] = True
+                args.flags.add(name)
             elif inline is not None:
                 args.options[name] = _unquote(inline)
             else:
@@ -98,9 +99,8 @@ def parse_args(text: str, options: dict[str, Option], *, incident_refs: bool = T
     return args
 
 
-def number(text: str | bool) -> int | None:
+def number(text: str) -> int | None:
     """A whole number written in ASCII digits (at most MAX_DIGITS of them), else None."""
-    text = str(text)
     if not text.isascii() or not text.isdigit() or len(text) > MAX_DIGITS:
         return None
     return int(text)

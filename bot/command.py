@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from bot.config import Config
+from bot.config import Config, Service
 from bot.store import Incident, Store
 
 Args = TypeVar("Args")
@@ -66,6 +66,17 @@ class CommandError(Exception):
 
 
 @dataclass(frozen=True)
+class Need:
+    """What a command needs a service to have (a repo, logs, probes): to pick the one service that
+    has it when none is named, and to say what is missing and how to add it."""
+
+    has: Callable[[Service], bool]
+    what: str                  # what it is to have: "a repo", "logs"
+    lack: str                  # what it is to lack it: "no repo", "no logs"
+    how: str                   # "set logs or log_command in [services.{name}]"
+
+
+@dataclass(frozen=True)
 class Context:
     user: str
     channel: str | None
@@ -108,6 +119,27 @@ class Context:
             raise CommandError("No incident is open.")
         return None
 
+
+    def service(self, name: str | None, command: str, need: Need | None = None) -> Service:
+        """The service `name` names, or, with no name, the only one configured (with `need`). Every
+        command says "which service?" in these words."""
+        services = self.config.services
+        fitting = [service for service in services.values() if need is None or need.has(service)]
+        among = f"with {need.what}" if need else "configured"
+        if name is None:
+            if len(fitting) == 1:
+                return fitting[0]
+            if not fitting:
+                raise CommandError(f"No service has {need.what} configured: {need.how.format(name='NAME')}."
+                                   if need else "No service is configured: add a [services.NAME] to the config.")
+            raise UsageError(f"Name a service: /{command} <service> ({among}: "
+                             f"{', '.join(service.name for service in fitting)}).")
+        if name not in services:
+            known = ", ".join(service.name for service in fitting) or "none"
+            raise UsageError(f"Unknown service {name!r} ({among}: {known}).")
+        if need is not None and not need.has(services[name]):
+            raise CommandError(f"{name} has {need.lack} configured: {need.how.format(name=name)}.")
+        return services[name]
 
     @staticmethod
     def incident_about(incident: Incident | None, services: Iterable[str], ref: int | None) -> Incident | None:

@@ -292,11 +292,10 @@ def _double_submit(ctx: Context, title: str, now: datetime) -> Incident | None:
 
 
 def _service(ctx: Context, name: str | None) -> str | None:
+    """The service named, checked against the config (without any configured, any name is kept)."""
     if name is None or not ctx.config.services:
         return name
-    if name not in ctx.config.services:
-        raise UsageError(f"Unknown service {name!r}; configured: {', '.join(ctx.config.services)}.")
-    return name
+    return ctx.service(name, "incident").name
 
 
 def _cause(ctx: Context, incident: Incident, args: IncidentArgs) -> str:

@@ -104,8 +104,8 @@ def parse(text: str) -> MttrArgs:
 
 
 def run(ctx: Context, args: MttrArgs) -> Reply:
-    if args.service is not None and ctx.config.services and args.service not in ctx.config.services:
-        raise UsageError(f"Unknown service {args.service!r}; configured: {', '.join(ctx.config.services)}.")
+    if args.service is not None and ctx.config.services:   # without any configured, any name is a filter
+        ctx.service(args.service, "mttr")
     window = window_for(args, ctx.now(), ctx.config.timezone)
     if args.weekly_report:
         return _weekly_report(ctx, window)
@@ -280,7 +280,7 @@ def _change(current: float | None, previous: float | None) -> float | None:
     return round((current - previous) / previous * 100, 1)
 
 
-def _number(value: str | bool, option: str, low: int, high: int) -> int:
+def _number(value: str, option: str, low: int, high: int) -> int:
     found = number(str(value).upper().removeprefix("SEV") if option == "--sev" else value)
     if found is None or not low <= found <= high:
         raise UsageError(f"{option} must be a whole number from {low} to {high}, not {value!r}.")

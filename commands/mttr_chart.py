@@ -18,6 +18,7 @@ def chart_png(series: Sequence[dict[str, Any]], title: str) -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     worst = max((week["p90"] or 0 for week in series), default=0)
     unit, divisor = ("hours", 3600) if worst >= 3 * 3600 else ("minutes", 60)
@@ -30,7 +31,7 @@ def chart_png(series: Sequence[dict[str, Any]], title: str) -> bytes:
     counts.bar(positions, [week["resolved"] for week in series], color="#d9dde3", width=0.6,
                label="incidents resolved", zorder=1)
     counts.set_ylabel("incidents resolved")
-    counts.yaxis.get_major_locator().set_params(integer=True)
+    counts.yaxis.set_major_locator(MaxNLocator(integer=True))
     counts.set_ylim(0, max(3, max((week["resolved"] for week in series), default=0) * 1.25))
 
     def line(key: str) -> list[float]:
@@ -53,7 +54,7 @@ def chart_png(series: Sequence[dict[str, Any]], title: str) -> bytes:
     counts.grid(axis="y", color="#eeeeee", zorder=0)
     figure.suptitle(title, fontsize=13)
     handles = durations.get_legend_handles_labels()[0] + counts.get_legend_handles_labels()[0]
-    durations.legend(handles, [h.get_label() for h in handles], loc="upper left", frameon=False)
+    durations.legend(handles, [str(h.get_label()) for h in handles], loc="upper left", frameon=False)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

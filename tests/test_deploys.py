@@ -327,7 +327,7 @@ def test_each_problem_gets_a_clear_private_message(tmp_path, repo, service, loca
         """)
     runner = local(config)
     for text, outcome, says in [
-        ("/deploys nope", Outcome.USAGE, "Unknown service 'nope'; configured: api, gone, empty, shallow, norepo"),
+        ("/deploys nope", Outcome.USAGE, "Unknown service 'nope' (with a repo: api, gone, empty, shallow)"),
         ("/deploys norepo", Outcome.FAILED, "norepo has no repo configured"),
         ("/deploys gone", Outcome.FAILED, "is not a git repository"),
         ("/deploys empty", Outcome.FAILED, "The repo of empty has no commits yet."),

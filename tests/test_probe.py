@@ -123,9 +123,9 @@ def test_text_reply(local, make_config, web):
 
 @pytest.mark.parametrize("text, outcome, exit_code, message", [
     # a name that does not exist is a usage error (exit 2), as in /logs, /deploys and /mttr
-    ("/probe nope", Outcome.USAGE, 2, "There is no service 'nope'; probed services: api, web."),
+    ("/probe nope", Outcome.USAGE, 2, "Unknown service 'nope' (with probes: api, web)."),
     ("/probe api nope", Outcome.USAGE, 2, "api has no probe 'nope'; its probes: db, health, slow, search."),
-    ("/probe docs", Outcome.FAILED, 1, "docs has no probes; add [services.docs.probes.TARGET] to the config."),
+    ("/probe docs", Outcome.FAILED, 1, "docs has no probes configured: add [services.docs.probes.TARGET] to the config."),
 ])
 def test_unknown_names_say_what_exists(local, make_config, web, text, outcome, exit_code, message):
     runner_ = local(make_config(services_config(web, 1)))
@@ -137,12 +137,12 @@ def test_unknown_names_say_what_exists(local, make_config, web, text, outcome, e
 
 def test_bare_probe_outside_an_incident_asks_for_a_service(local, make_config, web):
     reply = local(make_config(services_config(web, 1))).invoke("/probe")
-    assert reply.outcome is Outcome.USAGE and reply.data["message"] == "Name a service: /probe api | web | all."
+    assert reply.outcome is Outcome.USAGE and reply.data["message"] == "Name a service: /probe <service> (with probes: api, web)."
 
 
 def test_no_probes_configured(local):
     reply = local().invoke("/probe all")
-    assert reply.data["message"] == "No probes are configured; add [services.NAME.probes.TARGET] to the config."
+    assert reply.data["message"] == "No service has probes configured: add [services.NAME.probes.TARGET] to the config."
 
 
 def test_bare_probe_in_an_incident_channel_probes_its_service_and_records_it(local, make_config, web, store):

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.args import Option, number, parse_args
-from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.command import Audience, Command, CommandError, Context, Need, Reply, UsageError
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.deploys import mirror
@@ -92,18 +92,18 @@ def parse(text: str) -> DeploysArgs:
         raise UsageError("Give --since or --last, not both.")
     if ref is not None and (since is not None or last is not None or branch is not None):
         raise UsageError("One deploy in detail takes no --since, --last or --branch.")
+    count = None
     if last is not None:
         count = number(last)
         if count is None or not 1 <= count <= MAX_LAST:
             raise UsageError(f"--last must be a whole number from 1 to {MAX_LAST}, not {last!r}.")
-        last = count
     for name in (ref, branch):
         if name is not None:
             try:
                 checked_ref(name)
             except ValueError as error:
                 raise UsageError(f"{error}.") from None
-    return DeploysArgs(service=service, ref=ref, since=since, last=last, branch=branch, incident=args.incident)
+    return DeploysArgs(service=service, ref=ref, since=since, last=count, branch=branch, incident=args.incident)
 
 
 def run(ctx: Context, args: DeploysArgs) -> Reply:
@@ -132,24 +132,21 @@ def run(ctx: Context, args: DeploysArgs) -> Reply:
 # -- which services, which window ---------------------------------------------------------------
 
 
+_WITH_REPO = Need(lambda service: DeploySettings.of(service).repo is not None, "a repo", "no repo",
+                  "set repo in [services.{name}] to a local path or a URL")
+
+
 def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> list[DeploySettings]:
     configured = {name: DeploySettings.of(service) for name, service in ctx.config.services.items()}
     if args.service is not None:
-        if args.service not in configured:
-            known = ", ".join(configured) or "none (add [services.NAME] with a repo to oncall.toml)"
-            raise UsageError(f"Unknown service {args.service!r}; configured: {known}.")
-        service = configured[args.service]
-        if service.repo is None:
-            raise CommandError(f"{service.name} has no repo configured; set services.{service.name}.repo "
-                               "in the config to a local path or a URL.")
-        return [service]
+        return [DeploySettings.of(ctx.service(args.service, "deploys", _WITH_REPO))]
     if args.ref is not None:
         raise UsageError("Name the service: /deploys <service> <sha-or-tag>.")
     with_repo = [service for service in configured.values() if service.repo is not None]
     if incident is not None and incident.service in configured and configured[incident.service].repo:
         return [configured[incident.service]]
     if not with_repo:
-        raise CommandError("No service has a repo configured; add repo to a [services.NAME] table of the config.")
+        ctx.service(None, "deploys", _WITH_REPO)    # says that none has one
     return with_repo
 
 
@@ -225,7 +222,8 @@ def _report(ctx: Context, service: DeploySettings, branch: str | None, window: W
     with _history(ctx, service, branch) as (history, fetched):
         listing = history.deploys(window)
         deploys = _mark_suspects(listing.deploys, incident, service.suspect_window)
-        suspects, last_known_good = [], None
+        suspects: list[Deploy] = []
+        last_known_good = None
         if incident is not None:
             suspects, last_known_good = _suspects(history, window, listing, incident, service.suspect_window)
     report = ServiceReport(service.name, service.deploy, None if service.deploy.startswith("tags:") else branch,
@@ -325,9 +323,11 @@ def _history(ctx: Context, service: DeploySettings, branch: str) -> Iterator[tup
     """The service's history, from its mirror (fetched first) when the repo is remote."""
     fetched = None
     path = service.repo
+    if path is None:
+        raise CommandError(f"{service.name} has no repo configured.")
     if service.repo_is_remote:
         timeout = min(service.fetch_timeout.total_seconds(), max(0.0, ctx.deadline - time.monotonic()))
-        fetched = mirror.refresh(service.repo, mirror.mirrors_dir(ctx.store.local_dir), timeout, service.name)
+        fetched = mirror.refresh(path, mirror.mirrors_dir(ctx.store.local_dir), timeout, service.name)
         path = str(fetched.path)
     with opened(path, service, branch, ctx.deadline) as history:
         yield history, fetched

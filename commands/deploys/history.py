@@ -238,7 +238,7 @@ class History:
         tags = self._tags()
         start = next((i for i, tag in enumerate(tags) if window.until is None or tag.when <= window.until),
                      len(tags))
-        deploys = []
+        deploys: list[Deploy] = []
         for deploy in self._tag_deploys(tags, start, stop=window.since):
             if len(deploys) == window.limit:
                 return Listing(deploys, True)

@@ -106,9 +106,9 @@ def _create(url: str, path: Path, timeout: float, service: str) -> None:
 
     try:
         Repo.init(building, bare=True).close()
-        error = _fetch(url, building, timeout)
-        if error is not None:
-            raise MirrorError(f"Could not mirror the repo of {service}: {error}.")
+        failure = _fetch(url, building, timeout)
+        if failure is not None:
+            raise MirrorError(f"Could not mirror the repo of {service}: {failure}.")
         try:
             building.rename(path)
         except OSError:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.args import Option, number, parse_args
-from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.command import Audience, Command, CommandError, Context, Need, Reply, UsageError
 from bot.redact import excerpt
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
@@ -189,23 +189,12 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     return Reply("logs", data, Audience.THREAD, incident_id=incident.id)
 
 
+_WITH_LOGS = Need(lambda service: LogSettings.of(service).configured, "logs", "no logs",
+                  "set logs or log_command in [services.{name}]")
+
+
 def _service(ctx: Context, args: LogsArgs, incident: Incident | None) -> LogSettings:
-    services = {name: LogSettings.of(service) for name, service in ctx.config.services.items()}
-    with_logs = [name for name, service in services.items() if service.configured]
-    name = args.service or (incident.service if incident else None)
-    if name is None:
-        if len(with_logs) == 1:
-            return services[with_logs[0]]
-        if not with_logs:
-            raise CommandError("No service has logs configured: add logs or log_command to a [services.NAME].")
-        raise UsageError(f"Name a service: /logs <service> (with logs: {', '.join(with_logs)}).")
-    if name not in services:
-        known = ", ".join(with_logs) or "none has logs configured"
-        raise UsageError(f"Unknown service {name!r} (services with logs: {known}).")
-    service = services[name]
-    if not service.configured:
-        raise CommandError(f"{name} has no logs configured: set logs or log_command in [services.{name}].")
-    return service
+    return LogSettings.of(ctx.service(args.service or (incident.service if incident else None), "logs", _WITH_LOGS))
 
 
 def _window(ctx: Context, args: LogsArgs, incident: Incident | None,

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from bot.args import parse_args
-from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.command import Audience, Command, CommandError, Context, Need, Reply, UsageError
 from bot.config import Config
 from bot.store import Incident
 from commands.probe.runner import DEGRADED, DOWN, OK, Target, run_probes
@@ -49,8 +49,8 @@ def parse(text: str) -> ProbeArgs:
 
 def run(ctx: Context, args: ProbeArgs) -> Reply:
     incident = _incident(ctx, args)
-    service = args.service or _incident_service(ctx.config, incident)
-    targets = _targets(ctx.config, service, args.target)
+    service = args.service or _incident_service(ctx, incident)
+    targets = _targets(ctx, service, args.target)
     incident = ctx.incident_about(incident, [target.service for target in targets], args.incident)
     scope = " ".join(part for part in (service, args.target) if part)
     started = time.monotonic()
@@ -85,27 +85,26 @@ def _incident(ctx: Context, args: ProbeArgs) -> Incident | None:
         return None   # several incidents open here: /probe <service> does not need to pick one
 
 
-def _incident_service(config: Config, incident: Incident | None) -> str:
+_WITH_PROBES = Need(lambda service: bool(ProbeSettings.of(service).probes), "probes", "no probes",
+                    "add [services.{name}.probes.TARGET] to the config")
+
+
+def _incident_service(ctx: Context, incident: Incident | None) -> str:
     if incident is not None and incident.service:
         return incident.service
-    hint = f"/probe {' | '.join([*_probed(config), ALL])}" if _probed(config) else "/probe <service>"
     if incident is not None:
+        hint = f"/probe {' | '.join([*_probed(ctx.config), ALL])}" if _probed(ctx.config) else "/probe <service>"
         raise CommandError(f"Incident #{incident.id} has no service; name one: {hint}, "
                            "or set it with /incident update --service NAME.")
-    raise UsageError(f"Name a service: {hint}.")
+    return ctx.service(None, "probe", _WITH_PROBES).name
 
 
-def _targets(config: Config, service: str, target: str | None) -> list[Target]:
-    probed = _probed(config)
-    if not probed:
-        raise CommandError("No probes are configured; add [services.NAME.probes.TARGET] to the config.")
+def _targets(ctx: Context, service: str, target: str | None) -> list[Target]:
+    config = ctx.config
     if service == ALL:
+        probed = _probed(config) or [ctx.service(None, "probe", _WITH_PROBES).name]   # says that none has any
         return [Target(name, probe) for name in probed for probe in _probes(config, name).values()]
-    if service not in config.services:
-        raise UsageError(f"There is no service {service!r}; probed services: {', '.join(probed)}.")
-    probes = _probes(config, service)
-    if not probes:
-        raise CommandError(f"{service} has no probes; add [services.{service}.probes.TARGET] to the config.")
+    probes = ProbeSettings.of(ctx.service(service, "probe", _WITH_PROBES)).probes
     if target is None:
         return [Target(service, probe) for probe in probes.values()]
     if target not in probes:

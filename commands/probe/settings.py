@@ -48,6 +48,14 @@ class ProbeConfig:
     mounts: tuple[str, ...] = ()
     follow_redirects: str = "host"        # http: within the url's scheme, host and port only; "any": anywhere
 
+    @property
+    def target(self) -> str:
+        """What a probe of this kind reaches: its url, dsn or address (the config requires it)."""
+        value = self.url or self.dsn or self.address
+        if value is None:
+            raise ValueError(f"a {self.kind} probe has no target")
+        return value
+
 
 @dataclass(frozen=True)
 class ProbeSettings(ServiceSection):
@@ -179,7 +187,7 @@ def _headers(table: Table) -> tuple[tuple[str, str], ...]:
     for name in table.keys():
         if not _HEADER_NAME.match(name):
             table.fail(name, "is not a valid HTTP header name")
-        value = table.string(name, None, expand_env=True)
+        value = table.required_string(name, "must not be empty", expand_env=True)
         if "\n" in value or "\r" in value:
             table.fail(name, "must be one line")
         headers.append((name, value))
@@ -189,7 +197,7 @@ def _headers(table: Table) -> tuple[tuple[str, str], ...]:
 def _check_probe_target(table: Table, probe: ProbeConfig) -> None:
     """The target's shape. The value is never echoed: it may hold a password from the environment."""
     if probe.kind == "tcp":
-        address = re.match(r"^\[?[^\s\]]+\]?:(\d{1,5})$", probe.address)
+        address = re.match(r"^\[?[^\s\]]+\]?:(\d{1,5})$", probe.target)
         if not address:
             table.fail("address", f"{probe.address!r} is not host:port")
         if not is_port(address[1]):

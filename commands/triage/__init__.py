@@ -118,17 +118,7 @@ _NOT_CONFIGURED = {"deploys": "no repo configured", "probes": "no probes configu
 
 
 def _service(ctx: Context, args: TriageArgs, incident: Incident | None) -> Service:
-    services = ctx.config.services
-    name = args.service or (incident.service if incident else None)
-    if name is None:
-        if len(services) == 1:
-            return next(iter(services.values()))
-        if not services:
-            raise CommandError("No service is configured: add a [services.NAME] to the config.")
-        raise UsageError(f"Name a service: /triage <service> (configured: {', '.join(services)}).")
-    if name not in services:
-        raise UsageError(f"Unknown service {name!r}; configured: {', '.join(services) or 'none'}.")
-    return services[name]
+    return ctx.service(args.service or (incident.service if incident else None), "triage")
 
 
 def _work(ctx: Context, service: Service, incident: Incident | None) -> dict[str, Callable[[], dict] | None]:

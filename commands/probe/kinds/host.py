@@ -9,6 +9,7 @@ its threshold, else as a fact.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -19,7 +20,9 @@ SYSTEM_FILES = Path("/proc/sys/fs/file-nr")   # Linux: allocated, free, maximum
 
 def probe(check: Check) -> Finding:
     settings = check.probe
-    facts, warnings, metrics = [], [], {}
+    facts: list[str] = []
+    warnings: list[str] = []
+    metrics: dict[str, Any] = {}
 
     check.enter("read", "reading the load average")
     cpus = psutil.cpu_count() or 1

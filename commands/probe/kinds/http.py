@@ -38,7 +38,7 @@ SHOWN_VALUE_CHARS = 60
 
 def probe(check: Check) -> Finding:
     settings = check.probe
-    url, auth = _split_userinfo(settings.url)
+    url, auth = _split_userinfo(settings.target)
     target = httpx.URL(url)
     tracer = _Tracer(check, host_port(target.host, target.port or (443 if target.scheme == "https" else 80)))
     check.resolve(target.host, target.port or 0)

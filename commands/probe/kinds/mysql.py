@@ -30,7 +30,7 @@ _CONNECTION_LIMIT_ERRORS = {ER.CON_COUNT_ERROR, ER.TOO_MANY_USER_CONNECTIONS}
 
 
 def probe(check: Check) -> Finding:
-    parts = urlsplit(check.probe.dsn)
+    parts = urlsplit(check.probe.target)
     host, port = parts.hostname or "localhost", parts.port or DEFAULT_PORT
     where = host_port(host, port)
     check.resolve(host, port)
@@ -55,7 +55,10 @@ def probe(check: Check) -> Finding:
             check.enter("read", f"reading connection statistics on {where}")
             cursor.execute("SELECT @@max_connections, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
                            " WHERE VARIABLE_NAME = 'THREADS_CONNECTED'")
-            max_connections, threads = cursor.fetchone()
+            stats = cursor.fetchone()
+            if stats is None:
+                raise ServerError(f"{where}: no connection statistics")
+            max_connections, threads = stats
     except pymysql.MySQLError as error:
         raise _mapped(error, check, where) from None
     finally:

@@ -66,7 +66,7 @@ _MESSAGES: list[tuple[re.Pattern[str], type[ProbeError], str]] = [
 def probe(check: Check) -> Finding:
     settings = check.probe
     try:
-        params = conninfo_to_dict(settings.dsn)
+        params = conninfo_to_dict(settings.target)
     except psycopg.ProgrammingError as error:
         raise InvalidTarget(f"the DSN is invalid: {str(error).strip()}") from None
     host, port = str(params.get("host") or "local socket"), params.get("port") or 5432
@@ -76,14 +76,17 @@ def probe(check: Check) -> Finding:
     check.enter("connect", f"connecting and logging in to {where}")
     try:
         connect_timeout = max(LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(check.time_left(connecting=True)))
-        with psycopg.connect(settings.dsn, autocommit=True, application_name=APPLICATION_NAME,
+        with psycopg.connect(settings.target, autocommit=True, application_name=APPLICATION_NAME,
                              connect_timeout=connect_timeout) as conn:
             check.enter("read", f"waiting for SELECT 1 on {where}")
             statement_ms = max(1, int(check.time_left() * 1000))
             conn.execute("SELECT 1, set_config('statement_timeout', %s, false)", [str(statement_ms)]).fetchone()
             latency = check.elapsed()
             check.enter("read", f"reading connection statistics on {where}")
-            connections, max_connections, longest_query, replica, replica_lag = conn.execute(_STATS).fetchone()
+            stats = conn.execute(_STATS).fetchone()
+            if stats is None:
+                raise ServerError(f"{where}: no connection statistics")
+            connections, max_connections, longest_query, replica, replica_lag = stats
     except pg_errors.ConnectionTimeout:
         raise check.timeout() from None
     except pg_errors.QueryCanceled:

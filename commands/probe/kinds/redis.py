@@ -106,7 +106,7 @@ def _mapped(error: redis.RedisError, check: Check, where: str) -> ProbeError:
     return from_os_error(error, where) or ConnectionFailed(f"{where}: {error}")
 
 
-def _size(size: int) -> str:
+def _size(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

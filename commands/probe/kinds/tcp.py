@@ -9,7 +9,7 @@ from commands.probe.errors import ConnectionFailed, ProbeError, from_os_error, t
 
 
 def probe(check: Check) -> Finding:
-    host, port = split_address(check.probe.address)
+    host, port = split_address(check.probe.target)
     where = host_port(host, port)
     check.resolve(host, port)
     check.enter("connect", f"connecting to {where}")
