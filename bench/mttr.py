@@ -1,4 +1,5 @@
-"""/mttr over 100,000 incidents (target < 200 ms), next to the floor: reading the same rows.
+"""/mttr over 100,000 incidents (target < 200 ms), next to the floor: reading the same rows; and
+the same on PostgreSQL (goal: within 1.5x of SQLite).
 
 The database (cached in bench/.cache/) holds 100,000 incidents over two years. Timed through the
 command's own code path (parse, run and the text rendering), best of several runs:
@@ -6,23 +7,35 @@ command's own code path (parse, run and the text rendering), best of several run
 - `/mttr` (this week, about 1,000 incidents);
 against the floor measured in the same run: one SELECT fetching started/resolved of every row.
 
+The same incidents are copied (`db copy`'s own code) into a PostgreSQL database of the bench's own
+on the machine's server, created for the run and dropped after, and the two commands are timed
+there too: the ratio PostgreSQL/SQLite is printed beside the ratio to the floor.
+
     .venv/bin/python bench/mttr.py
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import sys
 import timeit
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psycopg  # noqa: E402
+
 from bot.config import Config  # noqa: E402
 from bot.console import Local  # noqa: E402
+from bot.store import Store  # noqa: E402
+from bot.store.copy import copy_history  # noqa: E402
+from bot.store.postgres import PostgresStore  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from bot.times import to_iso  # noqa: E402
 from commands import registry  # noqa: E402
@@ -30,6 +43,8 @@ from commands import registry  # noqa: E402
 INCIDENTS = 100_000
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CACHE = ROOT / "bench" / ".cache" / "mttr-100k.db"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+GOAL_POSTGRES = 1.5      # PostgreSQL at most this many times SQLite
 
 
 def build(path: Path) -> None:
@@ -63,6 +78,32 @@ def best_of(runs: int, action) -> float:
     return min(timeit.repeat(action, repeat=runs, number=1)) * 1000
 
 
+@contextmanager
+def postgres_copy(source: Store) -> Iterator[PostgresStore]:
+    """`source`'s incidents in a new database on the machine's PostgreSQL, dropped at the end."""
+    name = f"oncall_bench_mttr_{os.getpid()}"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        store = PostgresStore(f"{POSTGRES}/{name}", local_dir=CACHE.parent)
+        try:
+            copy_history(source, store)
+            yield store
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def mttr(runner: Local, text: str):
+    def run() -> None:
+        reply = runner.invoke(text)
+        assert reply.outcome.value == "ok", reply.data
+        runner.renderer.text(reply.template, reply.data)
+    return run
+
+
 def main() -> None:
     if not CACHE.exists():
         print(f"building {INCIDENTS:,} incidents in {CACHE.relative_to(ROOT)} …")
@@ -74,25 +115,29 @@ def main() -> None:
     def floor() -> None:
         reader.execute("SELECT started_at, resolved_at FROM incidents").fetchall()
 
-    def mttr(text: str):
-        def run() -> None:
-            reply = runner.invoke(text)
-            assert reply.outcome.value == "ok", reply.data
-            runner.renderer.text(reply.template, reply.data)
-        return run
-
     covered = runner.invoke("/mttr --weeks 105").data
     assert covered["resolved"] + len(covered["open"]) == INCIDENTS, covered["resolved"]
     floor_ms = best_of(5, floor)
-    all_ms = best_of(5, mttr("/mttr --weeks 105"))
-    week_ms = best_of(5, mttr("/mttr"))
+    all_ms = best_of(5, mttr(runner, "/mttr --weeks 105"))
+    week_ms = best_of(5, mttr(runner, "/mttr"))
+    with postgres_copy(store) as postgres:
+        on_postgres = Local(postgres, Config(), registry(), lambda: NOW)
+        assert on_postgres.invoke("/mttr --weeks 105").data == covered, "PostgreSQL must count the same"
+        pg_all_ms = best_of(5, mttr(on_postgres, "/mttr --weeks 105"))
+        pg_week_ms = best_of(5, mttr(on_postgres, "/mttr"))
     print(f"/mttr over {INCIDENTS:,} incidents ({covered['resolved']:,} resolved in the window, "
           f"{len(covered['open'])} open), best of 5")
     print(f"  floor: SELECT of every row          {floor_ms:8.1f} ms")
     print(f"  /mttr --weeks 105 (all of them)     {all_ms:8.1f} ms   ratio to floor {all_ms / floor_ms:5.2f}"
           f"   target < 200 ms: {'ok' if all_ms < 200 else 'MISSED'}")
+    print(f"    on PostgreSQL                     {pg_all_ms:8.1f} ms   ratio to floor {pg_all_ms / floor_ms:5.2f}"
+          f"   PostgreSQL/SQLite {pg_all_ms / all_ms:5.2f}   goal <= {GOAL_POSTGRES}: "
+          f"{'ok' if pg_all_ms <= GOAL_POSTGRES * all_ms else 'MISSED'}")
     print(f"  /mttr (this week, {runner.invoke('/mttr').data['resolved']:,} resolved)"
           f"       {week_ms:8.1f} ms   ratio to floor {week_ms / floor_ms:5.2f}")
+    print(f"    on PostgreSQL                     {pg_week_ms:8.1f} ms   ratio to floor {pg_week_ms / floor_ms:5.2f}"
+          f"   PostgreSQL/SQLite {pg_week_ms / week_ms:5.2f}   goal <= {GOAL_POSTGRES}: "
+          f"{'ok' if pg_week_ms <= GOAL_POSTGRES * week_ms else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""oncall-bot serve | socket | console | run | manifest | summary | export
+"""oncall-bot serve | socket | console | run | manifest | summary | export | db migrate | db copy
 
 A missing token, a bad config or an unusable database is one line on stderr naming what is wrong
 and where, with exit code 2: never a traceback.
@@ -110,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="only incidents opened since DATE (2026-11-01, ISO 8601 with a time, or 7d)")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.set_defaults(handler=_export)
+
+    db = sub.add_parser("db", help="the database: apply its schema, copy a history into another")
+    actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("migrate", help="apply the schema to ONCALL_DB").set_defaults(handler=_db_migrate)
+    copy = actions.add_parser("copy", help="copy a history (incidents, timeline, reports, outbox, work queue) into "
+                                           "another database, adding only what it lacks")
+    copy.add_argument("--from", dest="source", required=True, metavar="PATH_OR_URL",
+                      help="an SQLite file (or sqlite:///path), or a postgresql:// URL")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL",
+                      help="a postgresql:// URL, or an SQLite file (or sqlite:///path)")
+    copy.set_defaults(handler=_db_copy)
     return parser
 
 
@@ -297,6 +308,57 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_migrate(args: argparse.Namespace) -> int:
+    from bot.store import StoreUnavailable
+
+    configure_logging(logging.WARNING)
+    store = _open("ONCALL_DB", _paths().db, migrate=False)
+    try:
+        applied = store.migrate()
+    except StoreUnavailable as error:
+        raise StartupError(f"ONCALL_DB: {error}") from None
+    finally:
+        store.close()
+    if applied:
+        print(f"Applied {len(applied)} migration(s) to {store.location}: {', '.join(applied)}.")
+    else:
+        print(f"The schema of {store.location} is current; nothing to apply.")
+    return 0
+
+
+# What a refused copy names, per table whose rows can differ under one key.
+_OTHER_ROWS = {"incidents": "other incidents under the same numbers",
+               "events": "other timeline entries under the same ids",
+               "outbox": "other outbox messages under the same ids",
+               "work": "other queued work under the same ids"}
+
+
+def _db_copy(args: argparse.Namespace) -> int:
+    from bot.store import StoreUnavailable
+    from bot.store.copy import HistoriesDiffer, copy_history
+
+    configure_logging(logging.WARNING)
+    source = _open("--from", args.source)
+    target = _open("--to", args.target)
+    try:
+        copied = copy_history(source, target)
+    except HistoriesDiffer as error:
+        keys = ", ".join(f"#{key}" if error.table.name == "incidents" else str(key) for key in error.keys)
+        more = f" ({error.count} in all)" if error.count > len(error.keys) else ""
+        print(f"oncall-bot: {target.location} holds {_OTHER_ROWS.get(error.table.name, error.table.name)} as "
+              f"{source.location}: {keys}{more}. It has a history of its own; nothing was copied.", file=sys.stderr)
+        return 1
+    except StoreUnavailable as error:
+        raise StartupError(str(error)) from None
+    finally:
+        source.close()
+        target.close()
+    print(f"Copied {source.location} into {target.location}:")
+    for table in copied:
+        print(f"  {table.table:<12} {table.copied:>9,} copied {table.present:>9,} already there")
+    return 0
+
+
 # -- environment ----------------------------------------------------------------------------------
 
 
@@ -314,12 +376,17 @@ def _config(paths: Paths) -> Config:
 
 
 def _store(paths: Paths) -> Store:
+    return _open("ONCALL_DB", paths.db)
+
+
+def _open(named_by: str, location: str, *, migrate: bool = True) -> Store:
+    """The store at `location`; a StartupError naming where it came from (`named_by`) when it cannot be used."""
     from bot.store import StoreUnavailable, open_store
 
     try:
-        return open_store(paths.db)
+        return open_store(location, migrate=migrate)
     except StoreUnavailable as error:
-        raise StartupError(f"ONCALL_DB: {error}") from None
+        raise StartupError(f"{named_by}: {error}") from None
 
 
 def _clock() -> Callable[[], datetime]:

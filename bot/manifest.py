@@ -15,6 +15,11 @@ BOT_SCOPES = [
     "files:write",         # long output goes to the thread as a file
     "im:write",            # a long private answer goes to the asker as a file in a DM
     "usergroups:read",     # [access] rules that name user groups
+    # Read back only when a post's outcome was unknown (a timeout, a dropped connection, a sender
+    # killed mid-call): the bot looks for its own message, by its metadata, before posting again.
+    "channels:history",    # ... in a public channel
+    "groups:history",      # ... in a private channel
+    "im:history",          # ... in the direct message a private answer from the App Home goes to
 ]
 BOT_EVENTS = ["app_home_opened"]       # the App Home tab
 

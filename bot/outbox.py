@@ -1,25 +1,37 @@
-"""The outbox: every message to Slack is written to SQLite first (`post`), then sent by one thread.
+"""The outbox: every message to Slack is written to the store first (`post`), then sent by one thread.
 
 So a failed post loses nothing: it is retried with backoff (and after a restart) until Slack
 takes it. Items of one incident keep their order (the announcement, whose ts becomes the thread,
 goes first). Slack's 429s are retried by slack_sdk's handler after Retry-After; other transient
 failures wait in the outbox; permanent ones (the bot is not in a private channel, say) are
 reported privately to whoever asked.
+
+A message is posted once, even when a post's outcome is unknown: Slack answering after the
+client's timeout, the connection lost after the request went out, the sender killed mid-call.
+Every message carries the item's id in its metadata, a claimed item stays marked in flight until
+its outcome is recorded, and an item claimed while still so marked (`in_doubt`) is first looked
+for in the channel's (or thread's) recent history: found, it is recorded as sent with that ts.
+Such a post is never retried at once by slack_sdk's connection-error handler for the same reason.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import http.client
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
+from urllib.error import URLError
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from bot.command import Audience, Reply
@@ -28,6 +40,7 @@ from bot.dispatch import Invocation
 from bot.jsonlog import request_id
 from bot.render import Renderer, SlackMessage
 from bot.store import Incident, OutboxItem, Store
+from bot.times import to_iso
 
 LEASE = timedelta(seconds=30)      # longer than one send with its retries after 429s
 MAX_BACKOFF_SECONDS = 60
@@ -37,6 +50,11 @@ RESPONSE_URL_TIMEOUT = 10
 PRUNE_EVERY = timedelta(hours=1)
 _TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
                      "team_access_not_granted"}
+_MAYBE_DONE_ERRORS = {"internal_error", "fatal_error"}   # Slack: "some aspect of the operation may have succeeded"
+METADATA_EVENT = "oncall_outbox"
+HISTORY_PAGE = 200       # messages per conversations.history/.replies page
+HISTORY_PAGES = 5        # how far back an earlier post is looked for: a channel's newest 1,000 messages
+                         # (a thread's first 1,000 replies)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +67,12 @@ class PermanentFailure(Exception):
 
 
 class TransientFailure(Exception):
-    """Slack could not be reached, or asked us to come back later."""
+    """Slack could not be reached, or asked us to come back later; `in_doubt` when the call may
+    have been done all the same (no answer came)."""
+
+    def __init__(self, message: str, *, in_doubt: bool = False):
+        super().__init__(message)
+        self.in_doubt = in_doubt
 
 
 class Outbox:
@@ -202,7 +225,7 @@ class Outbox:
             sent = self._send(item) or {}
             self.store.outbox_sent(item.id, self.clock(), channel=sent.get("channel"), ts=sent.get("ts"))
         except TransientFailure as error:
-            self._retry_later(item, str(error))
+            self._retry_later(item, str(error), in_doubt=item.in_doubt or error.in_doubt)
         except PermanentFailure as error:
             self._give_up(item, str(error))
         finally:
@@ -219,20 +242,20 @@ class Outbox:
             return None
         incident = self.store.incident(item.incident_id) if item.incident_id else None
         if item.kind == "announce":
-            response = self._call("chat_postMessage", channel=item.channel, **payload)
+            response = self._post(item, channel=item.channel, **payload)
             if item.incident_id is not None:
                 self.store.update_incident(item.incident_id, thread_ts=response["ts"],
                                            announce_channel=response["channel"])
             return response
         if item.kind == "message":
-            return self._call("chat_postMessage", **self._where(item, incident), **payload)
+            return self._post(item, **self._where(item, incident), **payload)
         if item.kind == "update_message":
             if self.store.outbox_superseded(item):
                 return None
             content = {k: v for k, v in payload.items() if k != "target"}
             target = self.store.outbox_sent_message(payload["target"])
             if target is None:  # the message to update never made it: post this one instead
-                return self._call("chat_postMessage", **self._where(item, incident), **content)
+                return self._post(item, **self._where(item, incident), **content)
             return self._call("chat_update", channel=target[0], ts=target[1], **content)
         if item.kind == "update":
             if incident is None or incident.thread_ts is None or self.store.outbox_superseded(item):
@@ -252,10 +275,10 @@ class Outbox:
         raise PermanentFailure(f"unknown outbox item kind {item.kind!r}")
 
     @staticmethod
-    def _where(item: OutboxItem, incident: Incident | None) -> dict[str, str | None]:
+    def _where(item: OutboxItem, incident: Incident | None) -> dict[str, Any]:
         if incident is None:
             return {"channel": item.channel}
-        where = {"channel": incident.announce_channel or incident.channel}
+        where: dict[str, Any] = {"channel": incident.announce_channel or incident.channel}
         if incident.thread_ts:
             where["thread_ts"] = incident.thread_ts
         return where
@@ -276,31 +299,78 @@ class Outbox:
             return
         if item.channel is None:  # asked from the App Home: no channel to whisper in, so a direct message
             direct = self._call("conversations_open", users=item.user)["channel"]["id"]
-            self._call("chat_postMessage", channel=direct, **item.payload)
+            self._post(item, channel=direct, **item.payload)
             return
         self._call("chat_postEphemeral", channel=item.channel, user=item.user, **item.payload)
 
-    def _call(self, method: str, **arguments: object) -> dict:
+    def _post(self, item: OutboxItem, *, channel: str | None, thread_ts: str | None = None,
+              **message: Any) -> dict:
+        """chat.postMessage of `item`'s message, tagged with its id; Slack's answer (channel, ts).
+        An item in doubt is looked for first, and when found not posted again."""
+        where: dict[str, Any] = {"channel": channel, **({"thread_ts": thread_ts} if thread_ts else {})}
+        if item.in_doubt and channel is not None:
+            try:
+                found = self._posted_before(item, channel, thread_ts)
+            except PermanentFailure as error:   # an install without the history scopes, say
+                log.warning("cannot look for an earlier post of this message (%s); posting it", error,
+                            extra={"outbox_id": item.id})
+                found = None
+            if found is not None:
+                log.info("the message was posted before its outcome was known; not posting it again",
+                         extra={"outbox_id": item.id, "ts": found["ts"]})
+                return found
+        return self._call("chat_postMessage", client=self._poster, metadata=_tag(item), **where, **message)
+
+    def _posted_before(self, item: OutboxItem, channel: str, thread_ts: str | None) -> dict | None:
+        """Where `item`'s message is among the recent messages of `channel` (of the thread, when
+        `thread_ts`), by its metadata; None when it is not there."""
+        thread: dict[str, Any] = {"ts": thread_ts} if thread_ts else {}
+        method = "conversations_replies" if thread_ts else "conversations_history"
+        tag, cursor = _tag(item), None
+        for _ in range(HISTORY_PAGES):
+            page = self._call(method, channel=channel, include_all_metadata=True, limit=HISTORY_PAGE, **thread,
+                              **({"cursor": cursor} if cursor else {}))
+            for message in page.get("messages") or []:
+                if message.get("metadata") == tag:
+                    return {"channel": channel, "ts": message["ts"]}
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+        return None
+
+    @cached_property
+    def _poster(self) -> WebClient:
+        """The client for posts: slack_sdk's retry of a lost connection would post again at once,
+        unlooked, what may have been posted; the outbox retries it instead."""
+        poster = copy.copy(self.client)
+        poster.retry_handlers = [handler for handler in self.client.retry_handlers
+                                 if not isinstance(handler, ConnectionErrorRetryHandler)]
+        return poster
+
+    def _call(self, method: str, *, client: WebClient | None = None, **arguments: object) -> dict:
+        client = client or self.client
         channel = arguments.get("channel")
         try:
             try:
-                return getattr(self.client, method)(**arguments).data
+                return getattr(client, method)(**arguments).data
             except SlackApiError as error:
                 if error.response.get("error") != "not_in_channel" or not isinstance(channel, str):
                     raise
                 self.client.conversations_join(channel=channel)
-                return getattr(self.client, method)(**arguments).data
+                return getattr(client, method)(**arguments).data
         except SlackApiError as error:
             code = error.response.get("error") or f"HTTP {error.response.status_code}"
-            if error.response.status_code >= 500 or error.response.status_code == 429 or code in _TRANSIENT_ERRORS:
-                raise TransientFailure(f"{method}: {code}") from None
+            status = error.response.status_code
+            if status >= 500 or status == 429 or code in _TRANSIENT_ERRORS:
+                raise TransientFailure(f"{method}: {code}", in_doubt=status >= 500 or code in _MAYBE_DONE_ERRORS) \
+                    from None
             raise PermanentFailure(f"{method}: {code}") from None
         except (OSError, http.client.HTTPException) as error:
-            raise TransientFailure(f"{method}: {type(error).__name__}: {error}") from None
+            raise TransientFailure(f"{method}: {type(error).__name__}: {error}", in_doubt=_maybe_sent(error)) from None
 
     # -- failures --------------------------------------------------------------------------
 
-    def _retry_later(self, item: OutboxItem, error: str) -> None:
+    def _retry_later(self, item: OutboxItem, error: str, *, in_doubt: bool) -> None:
         now = self.clock()
         lifetime = EPHEMERAL_LIFETIME if item.kind == "ephemeral" else MESSAGE_LIFETIME
         if now - item.created_at > lifetime:
@@ -309,7 +379,7 @@ class Outbox:
         delay = min(MAX_BACKOFF_SECONDS, 2 ** item.attempts)
         log.warning("Slack delivery failed, retrying in %s s: %s", delay, error,
                     extra={"outbox_id": item.id, "kind": item.kind, "attempt": item.attempts + 1})
-        self.store.outbox_retry(item.id, now + timedelta(seconds=delay), error)
+        self.store.outbox_retry(item.id, now + timedelta(seconds=delay), error, in_doubt=in_doubt)
 
     def _give_up(self, item: OutboxItem, error: str) -> None:
         log.error("Slack delivery failed for good: %s", error, extra={"outbox_id": item.id, "kind": item.kind})
@@ -319,6 +389,20 @@ class Outbox:
             self.store.enqueue(kind="ephemeral", payload={"text": message.text, "blocks": message.blocks},
                                now=self.clock(), request_id=item.request_id, channel=item.channel,
                                user=item.user, response_url=item.response_url)
+
+
+def _tag(item: OutboxItem) -> dict[str, Any]:
+    """The message metadata an item's message carries: its id, and when it was queued (an id alone
+    may be handed out again by a new or pruned database)."""
+    return {"event_type": METADATA_EVENT,
+            "event_payload": {"outbox_id": item.id, "queued_at": to_iso(item.created_at)}}
+
+
+def _maybe_sent(error: Exception) -> bool:
+    """Whether a call that failed with `error` may have reached Slack all the same: not when the
+    connection was refused or the name did not resolve, else (a timeout, a reset) it may."""
+    reason = error.reason if isinstance(error, URLError) else error
+    return not isinstance(reason, (ConnectionRefusedError, socket.gaierror))
 
 
 def _file(payload: dict) -> dict:

@@ -2,8 +2,12 @@
 
 The double is a real HTTP server. It records every call (method, arguments, headers), answers like
 Slack does (auth.test, chat.postMessage, chat.update, chat.postEphemeral, conversations.join and
-.open, usergroups.users.list, the three steps of files_upload_v2, response_url), and fails on
-demand: an HTTP status (500, 429 with Retry-After) or `ok: false` with an error code.
+.open, usergroups.users.list, the three steps of files_upload_v2, response_url), keeps the messages
+posted with their metadata and answers conversations.history and .replies from them (newest first,
+resp. the thread oldest first, in pages; metadata only with include_all_metadata), and fails on
+demand: an HTTP status (500, 429 with Retry-After) or `ok: false` with an error code. It can also
+do a call and answer it late (after the client gave up) or not at all (the connection dropped):
+the outcomes a client cannot tell from a call that never arrived.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 BOT_USER = "UBOT00001"
+BOT_ID = "B0TEST001"
 TEAM = "T0TEST001"
+HANG_UP = 0      # a status that means: close the connection without an answer
 
 
 @dataclass
@@ -30,6 +36,14 @@ class Call:
     args: dict[str, Any]
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Late:
+    method: str
+    times: int
+    seconds: float
+    hang_up: bool
 
 
 @dataclass
@@ -48,6 +62,8 @@ class SlackDouble:
         self.socket_url = "ws://127.0.0.1:9/unset"   # what apps.connections.open hands out
         self.delays: dict[str, float] = {}   # method -> seconds to wait before answering
         self._failures: list[Failure] = []
+        self._late: list[Late] = []
+        self.messages: dict[str, list[dict[str, Any]]] = {}   # channel -> messages posted, oldest first
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._ts = itertools.count(1)
@@ -63,12 +79,18 @@ class SlackDouble:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 status, headers, body = double._handle(self.path, dict(self.headers), raw)
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                if status == HANG_UP:
+                    self.close_connection = True
+                    return
+                try:
+                    self.send_response(status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:   # a late answer: the client has gone
+                    self.close_connection = True
 
             do_GET = do_POST
 
@@ -91,6 +113,21 @@ class SlackDouble:
         """The next `times` calls of `method` ("*" for any) fail as told."""
         with self._lock:
             self._failures.append(Failure(method, times, status, error, retry_after))
+
+    def answer_late(self, method: str, seconds: float, *, times: int = 1) -> None:
+        """The next `times` calls of `method` are done at once and answered `seconds` later."""
+        with self._lock:
+            self._late.append(Late(method, times, seconds, hang_up=False))
+
+    def hang_up(self, method: str, *, times: int = 1) -> None:
+        """The next `times` calls of `method` are done, and the connection is closed without an answer."""
+        with self._lock:
+            self._late.append(Late(method, times, 0, hang_up=True))
+
+    def posted(self, channel: str) -> list[dict[str, Any]]:
+        """The messages in `channel` (thread replies too), oldest first."""
+        with self._lock:
+            return [dict(message) for message in self.messages.get(channel, [])]
 
     def response_url(self, name: str = "r") -> str:
         return f"{self.base}/response/{name}"
@@ -142,7 +179,13 @@ class SlackDouble:
                 return self._record(method, args, headers, failure.status, extra, body.encode())
             return self._record(method, args, headers, 200, {},
                                 json.dumps({"ok": False, "error": failure.error}).encode())
-        return self._record(method, args, headers, 200, {}, answer())
+        late = self._take_late(method)
+        done = self._record(method, args, headers, 200, {}, answer())
+        if late is not None:
+            time.sleep(late.seconds)
+            if late.hang_up:
+                return HANG_UP, {}, b""
+        return done
 
     def _record(self, method: str, args: dict[str, Any], headers: dict[str, str], status: int,
                 extra: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -160,6 +203,14 @@ class SlackDouble:
                     return failure
         return None
 
+    def _take_late(self, method: str) -> Late | None:
+        with self._lock:
+            for late in self._late:
+                if late.method == method and late.times > 0:
+                    late.times -= 1
+                    return late
+        return None
+
     @staticmethod
     def _arguments(headers: dict[str, str], raw: bytes, query: str) -> dict[str, Any]:
         args: dict[str, Any] = dict(urllib.parse.parse_qsl(query))
@@ -168,7 +219,7 @@ class SlackDouble:
             args.update(json.loads(raw or b"{}"))
         elif raw:
             args.update(urllib.parse.parse_qsl(raw.decode()))
-        for key in ("blocks", "files"):
+        for key in ("blocks", "files", "metadata"):
             if isinstance(args.get(key), str):
                 args[key] = json.loads(args[key])
         return args
@@ -177,12 +228,22 @@ class SlackDouble:
         ts = f"1700000000.{next(self._ts):06d}" if method in ("chat.postMessage", "chat.postEphemeral") else None
         if method == "auth.test":
             return {"ok": True, "url": "https://oncall-test.slack.com/", "team": "Test", "user": "oncall-bot",
-                    "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0TEST001"}
+                    "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID}
         if method == "chat.postMessage":
+            message = {"type": "message", "ts": ts, "text": args.get("text"), "user": BOT_USER, "bot_id": BOT_ID,
+                       **{key: args[key] for key in ("thread_ts", "metadata", "blocks") if args.get(key)}}
+            with self._lock:
+                self.messages.setdefault(args.get("channel"), []).append(message)
             return {"ok": True, "channel": args.get("channel"), "ts": ts,
                     "message": {"text": args.get("text"), "ts": ts, "thread_ts": args.get("thread_ts")}}
         if method == "chat.update":
+            with self._lock:
+                for message in self.messages.get(args.get("channel"), []):
+                    if message["ts"] == args.get("ts"):
+                        message.update({key: args[key] for key in ("text", "blocks", "metadata") if key in args})
             return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts")}
+        if method in ("conversations.history", "conversations.replies"):
+            return self._history(method, args)
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": ts}
         if method == "apps.connections.open":
@@ -199,6 +260,23 @@ class SlackDouble:
         if method == "files.completeUploadExternal":
             return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in args.get("files", [])]}
         return {"ok": True}
+
+    def _history(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            posted = [dict(message) for message in self.messages.get(args.get("channel"), [])]
+        if method == "conversations.history":     # the channel's own messages, newest first
+            found = [m for m in reversed(posted) if m.get("thread_ts") in (None, m["ts"])]
+        else:                                     # a thread: its parent, then its replies, oldest first
+            found = [m for m in posted if args.get("ts") in (m["ts"], m.get("thread_ts"))]
+            if not found:
+                return {"ok": False, "error": "thread_not_found"}
+        if args.get("include_all_metadata") not in (True, "1", "true"):
+            for message in found:
+                message.pop("metadata", None)
+        start, limit = int(args.get("cursor") or 0), int(args.get("limit") or 100)
+        page, more = found[start:start + limit], start + limit < len(found)
+        return {"ok": True, "messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
 
 # -- requests to the bot, signed like Slack's --------------------------------------------------

@@ -103,6 +103,8 @@ def test_the_manifest_is_valid_for_slack_and_lists_every_command(tmp_path, args,
         assert {c["url"] for c in commands} == {"https://bot.example.com/slack/events"}
         assert manifest["settings"]["interactivity"]["request_url"] == "https://bot.example.com/slack/events"
     assert {"commands", "chat:write", "files:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])
+    # an outbox post in doubt is looked for in the history of the channel, private channel or DM it went to
+    assert {"channels:history", "groups:history", "im:history"} <= set(manifest["oauth_config"]["scopes"]["bot"])
 
 
 def test_the_console_script_is_the_same_as_python_m_bot(tmp_path):

@@ -17,7 +17,7 @@ Error tree:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -132,6 +132,42 @@ class OutboxItem:
     payload: dict[str, Any]
     attempts: int
     created_at: datetime
+    # An earlier attempt may have reached Slack: its outcome is unknown (a timeout, a connection
+    # lost after the request went out, a sender that died while its lease ran), so a message it
+    # posts is looked for before it is posted again.
+    in_doubt: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table as `oncall-bot db copy` moves it between stores, whatever their backends: rows by
+    key, values as Python values (moments as UTC datetimes, JSON as what it decodes to)."""
+
+    name: str
+    key: str                           # the primary key: rows are read in its order, and kept under it
+    identity: tuple[str, ...]          # columns that never change once written: two rows under one key
+                                       # that differ in them are two histories, not one row seen twice
+    moments: frozenset[str] = frozenset()
+    json: frozenset[str] = frozenset()
+    derived: frozenset[str] = frozenset()   # computed by each store from the other columns: not copied
+
+
+# What a store holds, in the order a copy moves it (an event names its incident). Not in it: the
+# schema's bookkeeping, and `heartbeat`, the row /healthz rewrites on every check.
+HISTORY = (
+    Table("incidents", "id", ("title", "opened_by", "opened_at"),
+          moments=frozenset({"opened_at", "started_at", "acknowledged_at", "resolved_at"}),
+          derived=frozenset({"time_to_resolve", "time_to_acknowledge"})),
+    Table("events", "id", ("incident_id", "at", "user", "kind", "text", "data"), moments=frozenset({"at"}),
+          json=frozenset({"data"})),
+    Table("reports", "week", ("week",), moments=frozenset({"claimed_at"})),
+    Table("outbox", "id", ("created_at", "kind", "request_id", "payload"),
+          moments=frozenset({"created_at", "next_at", "lease_until", "sent_at", "failed_at", "in_flight_since"}),
+          json=frozenset({"payload"})),
+    Table("work", "id", ("key", "kind", "created_at"), moments=frozenset({"created_at", "lease_until", "done_at"}),
+          json=frozenset({"payload"})),
+)
+NOT_HISTORY = ("heartbeat",)
 
 
 @dataclass(frozen=True)
@@ -162,6 +198,14 @@ class Store(Protocol):
     @property
     def local_dir(self) -> Path:
         """A directory of this machine for what the bot caches beside its data (git mirrors)."""
+
+    @property
+    def location(self) -> str:
+        """Where the data is, said for people: the file, or the server and database (no password)."""
+
+    def migrate(self) -> list[str]:
+        """Applies the schema's migrations this database lacks (once, however many processes start
+        at once); returns their names, none when the schema was current."""
 
     def write(self) -> AbstractContextManager[None]:
         """One unit of work: what is read in it is current, and nobody writes until it ends
@@ -211,12 +255,15 @@ class Store(Protocol):
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
                 response_url: str | None = None) -> int: ...
-    def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None: ...
+    def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
+        """The next item due, leased to the caller and marked in flight until its outcome is recorded
+        (sent, retry, failed): an item claimed while still so marked is `in_doubt`."""
     def next_outbox_due(self) -> datetime | None: ...
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None,
                     ts: str | None = None) -> None: ...
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None: ...
-    def outbox_retry(self, item_id: int, at: datetime, error: str) -> None: ...
+    def outbox_retry(self, item_id: int, at: datetime, error: str, *, in_doubt: bool = False) -> None:
+        """Try again at `at`; `in_doubt`: this attempt may have reached Slack (the mark stays)."""
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None: ...
     def outbox_superseded(self, item: OutboxItem) -> bool: ...
     def prune_outbox(self, before: datetime) -> int: ...
@@ -227,15 +274,33 @@ class Store(Protocol):
     def check_writable(self, now: datetime) -> None:
         """Raises StoreUnavailable unless a write commits within a second."""
 
+    # moving a history between stores (bot/store/copy.py)
+    def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` rows of `table` with keys past `after` (from the first when None), in key
+        order, without the derived columns."""
 
-def open_store(location: str | Path) -> Store:
-    """The store at `location`: a PostgreSQL URL, or an SQLite file's path (or `sqlite:///path`)."""
+    def rows_with_keys(self, table: Table, keys: Sequence[Any]) -> list[dict[str, Any]]:
+        """The rows of `table` under `keys` that it holds, without the derived columns."""
+
+    def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+        """Adds the `rows` (as `rows` gives them) whose keys `table` does not hold yet, as they are
+        (their text was redacted when first stored); returns how many. Ids are kept, and the ids the
+        store hands out next come after them."""
+
+    def optimize(self) -> None:
+        """After many rows were added at once: what the database needs to read them as fast as
+        rows written one by one (PostgreSQL: statistics and the visibility map)."""
+
+
+def open_store(location: str | Path, *, migrate: bool = True) -> Store:
+    """The store at `location`: a PostgreSQL URL, or an SQLite file's path (or `sqlite:///path`);
+    its schema brought up to date unless `migrate` is false."""
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         from bot.store.postgres import PostgresStore
 
-        return PostgresStore(text)
+        return PostgresStore(text, migrate=migrate)
     from bot.store.sqlite import SqliteStore
 
     # As SQLAlchemy reads it: sqlite:///oncall.db is relative, sqlite:////srv/oncall.db absolute.
-    return SqliteStore(text.removeprefix("sqlite:///"))
+    return SqliteStore(text.removeprefix("sqlite:///"), migrate=migrate)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
     EXPORT_COLUMNS,
+    HISTORY,
     RESOLVED,
     SEVERITIES,
     Event,
@@ -43,6 +44,7 @@ from bot.store import (
     Report,
     Resolutions,
     StoreUnavailable,
+    Table,
     WorkItem,
     redacted,
 )
@@ -95,6 +97,13 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX work_pending ON work (id) WHERE done_at IS NULL;
         DROP TABLE deliveries;
     """),
+    # Set when a sender claims an item, cleared when its outcome is known: still set at the next
+    # claim, the earlier attempt may have reached Slack.
+    ("0003_outbox_marks_attempts_in_flight", "ALTER TABLE outbox ADD COLUMN in_flight_since timestamptz"),
+    # The few incidents not resolved, without reading the many that are: every command about "the
+    # channel's incident" asks for them (open_incidents writes the predicate as a literal, so the
+    # planner can match it).
+    ("0004_open_incidents", "CREATE INDEX incidents_open ON incidents (id) WHERE status <> 'resolved'"),
 )
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
 _EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
@@ -104,12 +113,17 @@ _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "ack
 
 
 class PostgresStore:
-    def __init__(self, url: str, local_dir: Path | None = None):
-        """The database at `url`; what the bot caches on this machine (git mirrors) goes in
-        `local_dir`, the working directory unless given."""
+    def __init__(self, url: str, local_dir: Path | None = None, *, migrate: bool = True):
+        """The database at `url`, its schema brought up to date unless `migrate` is false; what the
+        bot caches on this machine (git mirrors) goes in `local_dir`, the working directory unless
+        given."""
         self.url = url
         self._local_dir = local_dir or Path.cwd()
         self._local = threading.local()
+        try:   # the pool only logs why it cannot connect: one connection first, to say so
+            psycopg.connect(url, connect_timeout=CONNECT_SECONDS).close()
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"{_where(url)}: {_first_line(error)}") from None
         self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_SECONDS,
                                     kwargs={"autocommit": True, "options": "-c timezone=UTC"},
                                     check=ConnectionPool.check_connection, open=False, name="oncall-bot")
@@ -118,11 +132,16 @@ class PostgresStore:
         except PoolTimeout:
             self._pool.close()
             raise StoreUnavailable(f"{_where(url)}: no connection within {CONNECT_SECONDS} s") from None
-        self.migrate()
+        if migrate:
+            self.migrate()
 
     @property
     def local_dir(self) -> Path:
         return self._local_dir
+
+    @property
+    def location(self) -> str:
+        return _where(self.url)
 
     def migrate(self) -> list[str]:
         """Applies the migrations this database lacks (once, whatever the number of processes
@@ -265,7 +284,7 @@ class PostgresStore:
 
     def open_incidents(self, channel: str | None = None, *, service: str | None = None,
                        severity: int | None = None) -> list[Incident]:
-        where, params = "status != %s", [RESOLVED]
+        where, params = f"status <> '{RESOLVED}'", list[Any]()
         if channel is not None:
             where, params = where + " AND (channel = %s OR announce_channel = %s)", [*params, channel, channel]
         filters, more = _filters(service, severity)
@@ -435,8 +454,8 @@ class PostgresStore:
         SKIP LOCKED while its lease is set, so two senders never take the same one, and an item
         still waits for the unsent items of its incident and of its request before it."""
         rows = self._rows(
-            """UPDATE outbox SET lease_until = %(lease)s WHERE id = (
-                   SELECT id FROM outbox AS o
+            """WITH next AS (
+                   SELECT id, in_flight_since IS NOT NULL AS in_doubt FROM outbox AS o
                    WHERE sent_at IS NULL AND failed_at IS NULL
                      AND (next_at IS NULL OR next_at <= %(now)s)
                      AND (lease_until IS NULL OR lease_until <= %(now)s)
@@ -445,8 +464,9 @@ class PostgresStore:
                            WHERE earlier.id < o.id AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL
                              AND (earlier.incident_id = o.incident_id OR earlier.request_id = o.request_id))
                    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-               RETURNING id, kind, request_id, incident_id, channel, "user", response_url, payload, attempts,
-                         created_at""",
+               UPDATE outbox SET lease_until = %(lease)s, in_flight_since = %(now)s FROM next WHERE outbox.id = next.id
+               RETURNING outbox.id, kind, request_id, incident_id, channel, "user", response_url, payload, attempts,
+                         created_at, next.in_doubt""",
             {"now": now, "lease": now + lease})
         if not rows:
             return None
@@ -459,20 +479,21 @@ class PostgresStore:
         return due.astimezone(UTC) if due else None
 
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
-        self._execute("UPDATE outbox SET sent_at = %s, lease_until = NULL, sent_channel = %s, sent_ts = %s "
-                      "WHERE id = %s", [now, channel, ts, item_id])
+        self._execute("UPDATE outbox SET sent_at = %s, lease_until = NULL, in_flight_since = NULL, sent_channel = %s, "
+                      "sent_ts = %s WHERE id = %s", [now, channel, ts, item_id])
 
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None:
         rows = self._rows("SELECT sent_channel, sent_ts FROM outbox WHERE id = %s", [item_id])
         return (rows[0]["sent_channel"], rows[0]["sent_ts"]) if rows and rows[0]["sent_ts"] else None
 
-    def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
-        self._execute("UPDATE outbox SET attempts = attempts + 1, next_at = %s, lease_until = NULL, error = %s "
-                      "WHERE id = %s", [at, redact(error), item_id])
+    def outbox_retry(self, item_id: int, at: datetime, error: str, *, in_doubt: bool = False) -> None:
+        in_flight = "in_flight_since" if in_doubt else "NULL"
+        self._execute(f"UPDATE outbox SET attempts = attempts + 1, next_at = %s, lease_until = NULL, "
+                      f"in_flight_since = {in_flight}, error = %s WHERE id = %s", [at, redact(error), item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
-        self._execute("UPDATE outbox SET failed_at = %s, lease_until = NULL, error = %s, attempts = attempts + 1 "
-                      "WHERE id = %s", [now, redact(error), item_id])
+        self._execute("UPDATE outbox SET failed_at = %s, lease_until = NULL, in_flight_since = NULL, error = %s, "
+                      "attempts = attempts + 1 WHERE id = %s", [now, redact(error), item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         same, value = {
@@ -513,6 +534,54 @@ class PostgresStore:
                              [now, now])
         except psycopg.Error as error:
             raise StoreUnavailable(f"{_where(self.url)}: {_first_line(error)}") from error
+
+    # -- moving a history between stores -------------------------------------------------------
+
+    def optimize(self) -> None:
+        """VACUUM ANALYZE of the history's tables: the planner's statistics, and the visibility map
+        without which /mttr's index-only scans of incidents_durations still visit every row in
+        the table (100,000 incidents just copied: about 4x slower until autovacuum comes by)."""
+        with self._connection() as conn:
+            for table in HISTORY:
+                conn.execute(f"VACUUM (ANALYZE) {_column(table.name)}")
+
+    def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
+        name, key = _column(table.name), _column(table.key)
+        where, params = ("", []) if after is None else (f"WHERE {key} > %s", [after])
+        return [_unstored(table, row) for row in self._rows(
+            f"SELECT * FROM {name} {where} ORDER BY {key} LIMIT %s", [*params, limit])]
+
+    def rows_with_keys(self, table: Table, keys: Sequence[Any]) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        return [_unstored(table, row) for row in self._rows(
+            f"SELECT * FROM {_column(table.name)} WHERE {_column(table.key)} = ANY(%s)", [list(keys)])]
+
+    def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+        """INSERT … ON CONFLICT DO NOTHING in one unit of work (incident numbers are taken under its
+        lock); a serial key's sequence is then moved past the highest id, never back."""
+        if not rows:
+            return 0
+        columns = [column for column in rows[0] if column not in table.derived]
+        values = [[Jsonb(row[column]) if column in table.json and row[column] is not None else row[column]
+                   for column in columns] for row in rows]
+        name, key = _column(table.name), _column(table.key)
+        with self.write(), self._connection() as conn:
+            cursor = conn.cursor()
+            cursor.executemany(f"INSERT INTO {name} ({', '.join(map(_column, columns))}) "
+                               f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING", values)
+            added = cursor.rowcount
+            row = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", [table.name, table.key]).fetchone()
+            if row and row[0]:
+                conn.execute(f"SELECT setval(%s, GREATEST((SELECT MAX({key}) FROM {name}), "
+                             f"(SELECT last_value FROM {row[0]})))", [row[0]])
+        return added
+
+
+def _unstored(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row as `Store.rows` gives it: moments in UTC, no derived column (jsonb is decoded by psycopg)."""
+    return {column: value.astimezone(UTC) if column in table.moments and value is not None else value
+            for column, value in row.items() if column not in table.derived}
 
 
 def _stored(fields: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -37,6 +37,7 @@ from bot.store import (
     Report,
     Resolutions,
     StoreUnavailable,
+    Table,
     WorkItem,
     redacted,
 )
@@ -139,12 +140,19 @@ def _work_queue(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE deliveries")
 
 
+def _in_flight(db: sqlite_utils.Database) -> None:
+    # Set when a sender claims an item, cleared when its outcome is known: still set at the next
+    # claim, the earlier attempt may have reached Slack.
+    db.table("outbox").add_column("in_flight_since", str)
+
+
 _MIGRATIONS = (
     ("0001_incidents_timeline_outbox", _initial_schema),
     ("0002_incident_cause_and_weekly_reports", _cause_and_reports),
     ("0003_outbox_remembers_where_messages_went", _sent_message_ids),
     ("0004_incident_durations", _durations),
     ("0005_work_queue", _work_queue),
+    ("0006_outbox_marks_attempts_in_flight", _in_flight),
 )
 
 
@@ -174,8 +182,9 @@ def _csv_cell(column: str) -> str:
 
 
 class SqliteStore:
-    def __init__(self, path: Path | str):
-        """Opens the database at `path`, creating it on a first run; StoreUnavailable when it cannot.
+    def __init__(self, path: Path | str, *, migrate: bool = True):
+        """Opens the database at `path`, creating it on a first run, and brings its schema up to
+        date unless `migrate` is false; StoreUnavailable when it cannot.
 
         Only here, and only once: a marker beside the file remembers that a database was made there,
         and every later connection opens the file read-write without creating it, so a database
@@ -196,21 +205,37 @@ class SqliteStore:
             sqlite3.connect(self.path).close()
             if not marker.exists():
                 marker.write_text(f"oncall-bot created {file.name} here on {utc_now():%Y-%m-%d %H:%M} UTC\n")
-            if not self._schema_is_current():
-                import sqlite_utils
-
-                with self._transaction() as db:
-                    migrations().apply(sqlite_utils.Database(db))
         except (sqlite3.Error, OSError) as error:
             raise StoreUnavailable(f"{file}: cannot use the database: {error}") from None
+        if migrate:
+            self.migrate()
 
-    def _schema_is_current(self) -> bool:
+    @property
+    def location(self) -> str:
+        return self.path
+
+    def migrate(self) -> list[str]:
+        """Applies the migrations the file lacks, in one immediate transaction (so two processes
+        starting at once apply each once); returns their names."""
+        try:
+            if not self._missing_migrations():
+                return []
+            import sqlite_utils
+
+            with self._transaction() as db:
+                missing = self._missing_migrations()
+                migrations().apply(sqlite_utils.Database(db))
+            return missing
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"{self.path}: cannot use the database: {error}") from None
+
+    def _missing_migrations(self) -> list[str]:
         try:
             applied = {row[0] for row in self._db.execute(
                 "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET])}
         except sqlite3.OperationalError:   # no such table: a new database
-            return False
-        return applied >= {name for name, _ in _MIGRATIONS}
+            applied = set()
+        return [name for name, _ in _MIGRATIONS if name not in applied]
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -523,11 +548,13 @@ class SqliteStore:
             if not rows:
                 return None
             row = rows[0]
-            self._db.execute("UPDATE outbox SET lease_until = ? WHERE id = ?", [to_iso(now + lease), row["id"]])
+            self._db.execute("UPDATE outbox SET lease_until = ?, in_flight_since = ? WHERE id = ?",
+                             [to_iso(now + lease), stamp, row["id"]])
         return OutboxItem(
             id=row["id"], kind=row["kind"], request_id=row["request_id"], incident_id=row["incident_id"],
             channel=row["channel"], user=row["user"], response_url=row["response_url"],
             payload=json.loads(row["payload"]), attempts=row["attempts"], created_at=from_iso(row["created_at"]),
+            in_doubt=row["in_flight_since"] is not None,
         )
 
     def next_outbox_due(self) -> datetime | None:
@@ -538,25 +565,26 @@ class SqliteStore:
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
         with self._transaction() as db:
             db.execute(
-                "UPDATE outbox SET sent_at = ?, lease_until = NULL, sent_channel = ?, sent_ts = ? WHERE id = ?",
-                [to_iso(now), channel, ts, item_id])
+                "UPDATE outbox SET sent_at = ?, lease_until = NULL, in_flight_since = NULL, sent_channel = ?, "
+                "sent_ts = ? WHERE id = ?", [to_iso(now), channel, ts, item_id])
 
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None:
         """Where an outbox message went (channel, ts), once Slack has taken it."""
         row = self._db.execute("SELECT sent_channel, sent_ts FROM outbox WHERE id = ?", [item_id]).fetchone()
         return (row[0], row[1]) if row and row[1] else None
 
-    def outbox_retry(self, item_id: int, at: datetime, error: str) -> None:
+    def outbox_retry(self, item_id: int, at: datetime, error: str, *, in_doubt: bool = False) -> None:
+        in_flight = "in_flight_since" if in_doubt else "NULL"
         with self._transaction() as db:
             db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, error = ? WHERE id = ?",
-                [to_iso(at), redact(error), item_id])
+                f"UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, "
+                f"in_flight_since = {in_flight}, error = ? WHERE id = ?", [to_iso(at), redact(error), item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
         with self._transaction() as db:
             db.execute(
-                "UPDATE outbox SET failed_at = ?, lease_until = NULL, error = ?, attempts = attempts + 1 WHERE id = ?",
-                [to_iso(now), redact(error), item_id])
+                "UPDATE outbox SET failed_at = ?, lease_until = NULL, in_flight_since = NULL, error = ?, "
+                "attempts = attempts + 1 WHERE id = ?", [to_iso(now), redact(error), item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         """A view that a newer one, queued behind it, replaces need not be sent: an incident's
@@ -621,6 +649,40 @@ class SqliteStore:
     def local_dir(self) -> Path:
         return Path(self.path).resolve().parent
 
+    # -- moving a history between stores -------------------------------------------------------
+
+    def optimize(self) -> None:
+        """Nothing to do: /mttr's covering index is read without statistics or a visibility map."""
+
+    def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
+        name, key = _column(table.name), _column(table.key)
+        where, params = ("", []) if after is None else (f"WHERE {key} > ?", [after])
+        return [_unstored(table, row) for row in self._rows(
+            f"SELECT * FROM {name} {where} ORDER BY {key} LIMIT ?", [*params, limit])]
+
+    def rows_with_keys(self, table: Table, keys: Sequence[Any]) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        return [_unstored(table, row) for row in self._rows(
+            f"SELECT * FROM {_column(table.name)} WHERE {_column(table.key)} IN ({','.join('?' * len(keys))})",
+            keys)]
+
+    def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+        """INSERT OR IGNORE, in one transaction. An INTEGER PRIMARY KEY hands out the highest id
+        plus one next, so the ids kept need nothing more; an incident's durations are computed, as
+        on every write."""
+        if not rows:
+            return 0
+        columns = [column for column in rows[0] if column not in table.derived]
+        values = [[_stored_value(table, column, row[column]) for column in columns] for row in rows]
+        with self._transaction() as db:
+            added = db.executemany(f"INSERT OR IGNORE INTO {_column(table.name)} ({', '.join(map(_column, columns))}) "
+                                   f"VALUES ({', '.join('?' * len(columns))})", values).rowcount
+            if table.name == "incidents":
+                keys = [row[table.key] for row in rows]
+                db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id IN ({','.join('?' * len(keys))})", keys)
+        return added
+
 
 def _begin_immediate(db: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE, waiting for the write lock in steps of at most a millisecond or two.
@@ -670,6 +732,21 @@ def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]
         sql += " AND severity = ?"
         params.append(severity)
     return sql, params
+
+
+def _unstored(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row as `Store.rows` gives it: moments as datetimes, JSON decoded, no derived column."""
+    return {column: from_iso(value) if column in table.moments
+            else json.loads(value) if column in table.json and value is not None
+            else value for column, value in row.items() if column not in table.derived}
+
+
+def _stored_value(table: Table, column: str, value: Any) -> Any:
+    if column in table.moments:
+        return to_iso(value)
+    if column in table.json and value is not None:
+        return to_json(value)
+    return value
 
 
 def _stored(fields: dict[str, Any]) -> dict[str, Any]:
