@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot import config as config_module  # noqa: E402
-from bot.console import Local  # noqa: E402
+from bot.console import Terminal  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from commands import registry, sections  # noqa: E402
 from commands.deploys.history import LOG_FORMAT  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
     config_path.write_text(f'[services.api]\nrepo = "{CACHE}"\n\n'
                            f'[services.mono]\nrepo = "{CACHE}"\npaths = ["services/svc07/"]\n')
     config = config_module.load(config_path, registry(), sections(), required=True)
-    runner = Local(SqliteStore(work / "oncall.db"), config, registry(), lambda: NOW)
+    runner = Terminal(SqliteStore(work / "oncall.db"), config, registry(), lambda: NOW)
 
     def deploys(text: str):
         def run() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot import config as config_module  # noqa: E402
-from bot.console import Local  # noqa: E402
+from bot.console import Terminal  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from commands import registry, sections  # noqa: E402
 
@@ -82,7 +82,7 @@ def diagnose(sample: Sample, work: Path) -> Outcome:
     config_path = work / "oncall.toml"
     config_path.write_text(f"[services.api]\nlogs = [{json.dumps(str(sample.path))}]\n", encoding="utf-8")
     config = config_module.load(config_path, registry(), sections(), required=True)
-    runner = Local(SqliteStore(work / "oncall.db"), config, registry(), lambda: NOW)
+    runner = Terminal(SqliteStore(work / "oncall.db"), config, registry(), lambda: NOW)
     reply = runner.invoke("/logs api --last 20")
     if reply.outcome.value != "ok":
         return Outcome(sample, (), str(reply.data.get("message", reply.outcome.value)))

@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot import config as config_module  # noqa: E402
-from bot.console import Local  # noqa: E402
+from bot.console import Terminal  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from commands import registry, sections  # noqa: E402
 
@@ -260,13 +260,13 @@ def _env(path: Path) -> dict[str, str]:
     return {"ONCALL_CONFIG": str(_config_file(path)), "ONCALL_DB": str(_WORK / "cli.db"), "PATH": "/usr/bin:/bin"}
 
 
-def _runner(path: Path) -> Local:
+def _runner(path: Path) -> Terminal:
     config = config_module.load(_config_file(path), registry(), sections(), required=True)
     clock_at = lambda: START + timedelta(days=30)  # noqa: E731
-    return Local(SqliteStore(_WORK / f"{path.stem}.db"), config, registry(), clock_at)
+    return Terminal(SqliteStore(_WORK / f"{path.stem}.db"), config, registry(), clock_at)
 
 
-def timed(runner: Local, query: str) -> float:
+def timed(runner: Terminal, query: str) -> float:
     def once() -> None:
         reply = runner.invoke(query)
         if reply.outcome.value != "ok":

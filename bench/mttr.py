@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bot.config import Config  # noqa: E402
-from bot.console import Local  # noqa: E402
+from bot.console import Terminal  # noqa: E402
 from bot.store import Store  # noqa: E402
 from bot.store.copy import copy_history  # noqa: E402
 from bot.store.postgres import PostgresStore  # noqa: E402
@@ -96,7 +96,7 @@ def postgres_copy(source: Store) -> Iterator[PostgresStore]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def mttr(runner: Local, text: str):
+def mttr(runner: Terminal, text: str):
     def run() -> None:
         reply = runner.invoke(text)
         assert reply.outcome.value == "ok", reply.data
@@ -109,7 +109,7 @@ def main() -> None:
         print(f"building {INCIDENTS:,} incidents in {CACHE.relative_to(ROOT)} …")
         build(CACHE)
     store = SqliteStore(CACHE)
-    runner = Local(store, Config(), registry(), lambda: NOW)
+    runner = Terminal(store, Config(), registry(), lambda: NOW)
     reader = sqlite3.connect(CACHE)
 
     def floor() -> None:
@@ -121,7 +121,7 @@ def main() -> None:
     all_ms = best_of(5, mttr(runner, "/mttr --weeks 105"))
     week_ms = best_of(5, mttr(runner, "/mttr"))
     with postgres_copy(store) as postgres:
-        on_postgres = Local(postgres, Config(), registry(), lambda: NOW)
+        on_postgres = Terminal(postgres, Config(), registry(), lambda: NOW)
         assert on_postgres.invoke("/mttr --weeks 105").data == covered, "PostgreSQL must count the same"
         pg_all_ms = best_of(5, mttr(on_postgres, "/mttr --weeks 105"))
         pg_week_ms = best_of(5, mttr(on_postgres, "/mttr"))

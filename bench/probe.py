@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot import config as config_module  # noqa: E402
 from bot.app import SlackBot, SlackEnv, web_client  # noqa: E402
-from bot.console import Local  # noqa: E402
+from bot.console import Terminal  # noqa: E402
 from bot.render import Renderer  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from bot.times import utc_now  # noqa: E402
@@ -143,7 +143,7 @@ def timed(action) -> float:
     return time.monotonic() - started
 
 
-def fan_out(local: Local, config: config_module.Config) -> dict[str, float]:
+def fan_out(local: Terminal, config: config_module.Config) -> dict[str, float]:
     everything = [Target(service, probe) for service, settings in config.services.items()
                   for probe in ProbeSettings.of(settings).probes.values()]
 
@@ -225,7 +225,7 @@ def main() -> None:
     (work / "oncall.toml").write_text(config_text(health.server_address[1], listener.getsockname()[1]))
     config = config_module.load(work / "oncall.toml", registry(), sections(), required=True)
 
-    local = Local(SqliteStore(work / "fanout.db"), config, registry(), utc_now)
+    local = Terminal(SqliteStore(work / "fanout.db"), config, registry(), utc_now)
     figures = fan_out(local, config)
     print(f"/probe all: 20 targets, 5 hanging, timeout {TIMEOUT_SECONDS} s (median of {RUNS} runs)")
     fan_out_ratio, sequential_ratio = figures["all"] / TIMEOUT_SECONDS, figures["sequential"] / TIMEOUT_SECONDS

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot import config as config_module  # noqa: E402
-from bot.console import Local  # noqa: E402
+from bot.console import Terminal  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from bot.times import utc_now  # noqa: E402
 from commands import registry, sections  # noqa: E402
@@ -125,7 +125,7 @@ def main() -> None:
             url = "http://127.0.0.1:{health.server_address[1]}/healthz"
         """))
         config = config_module.load(Path(tmp) / "oncall.toml", registry(), sections(), required=True)
-        runner = Local(SqliteStore(Path(tmp) / "bench.db"), config, registry(), utc_now)
+        runner = Terminal(SqliteStore(Path(tmp) / "bench.db"), config, registry(), utc_now)
         runner.invoke("/incident open checkout 500s --service api --started 5m ago")
         with_fresh_errors(log)
 

@@ -200,16 +200,16 @@ def _worker_count(text: str) -> int:
 
 
 def _console(args: argparse.Namespace) -> int:
-    from bot.console import Local
+    from bot.console import Terminal
 
     configure_logging(logging.WARNING)
     paths = _paths()
-    local = Local(_store(paths), _config(paths), registry(), args.clock)
+    local = Terminal(_store(paths), _config(paths), registry(), args.clock)
     return local.console(sys.stdin, sys.stdout)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bot.console import Local
+    from bot.console import Terminal
 
     configure_logging(logging.WARNING)
     words = [word for word in args.text if word != "--json"]
@@ -218,7 +218,7 @@ def _run(args: argparse.Namespace) -> int:
     if not line:
         raise StartupError('run needs a command, like: oncall-bot run "/incident list"')
     paths = _paths()
-    local = Local(_store(paths), _config(paths), registry(), args.clock)
+    local = Terminal(_store(paths), _config(paths), registry(), args.clock)
     return local.run(line, as_json=as_json, out=sys.stdout, err=sys.stderr)
 
 
@@ -234,7 +234,7 @@ def _manifest(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from bot.app import web_client
-    from bot.console import Local
+    from bot.console import Terminal
     from bot.dispatch import Dispatcher
     from bot.outbox import Outbox
     from bot.render import Renderer
@@ -249,7 +249,7 @@ def _summary(args: argparse.Namespace) -> int:
     if week and not re.match(r"^\d{4}-W\d{2}$", week):
         raise StartupError(f"--week: {args.week!r} is not an ISO week like 2026-W47")
     if not args.post:
-        return Local(store, config, registry(), args.clock).run(
+        return Terminal(store, config, registry(), args.clock).run(
             f"/mttr report {week or 'last-week'}", as_json=False, out=sys.stdout, err=sys.stderr,
             save_file=Path(args.png) if args.png else None)
     channel = config.slack.summary_channel

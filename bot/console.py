@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 EXIT_CODES = {Outcome.OK: 0, Outcome.FAILED: 1, Outcome.USAGE: 2}
 
 
-class Local:
+class Terminal:
     def __init__(self, store: Store, config: Config, commands: dict[str, Command],
                  clock: Callable[[], datetime]):
         self.commands = commands

@@ -21,7 +21,7 @@ import pytest
 from bot import config as config_module
 from bot.app import SlackBot, SlackEnv, web_client
 from bot.config import Config
-from bot.console import Local
+from bot.console import Terminal
 from bot.render import Renderer
 from bot.store import Store
 from bot.store.postgres import PostgresStore
@@ -109,10 +109,10 @@ def make_config(tmp_path: Path):
 
 @pytest.fixture
 def local(store: Store, clock: Clock):
-    """local(config=None) -> a Local runner (console/run frontend) on the test store and clock."""
+    """local(config=None) -> a Terminal runner (console/run frontend) on the test store and clock."""
 
-    def make(config: Config | None = None) -> Local:
-        return Local(store, config or Config(), registry(), clock)
+    def make(config: Config | None = None) -> Terminal:
+        return Terminal(store, config or Config(), registry(), clock)
 
     return make
 

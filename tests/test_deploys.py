@@ -352,7 +352,7 @@ def test_each_problem_gets_a_clear_private_message(tmp_path, repo, service, loca
 def test_git_is_stopped_at_the_deadline(repo, make_config):
     repo.commit("initial import", T - timedelta(hours=1))
     api = DeploySettings.of(make_config(f'[services.api]\nrepo = "{repo.path}"\n').services["api"])
-    window = history.Window(T - timedelta(days=1), None, 10)
+    window = history.DeployWindow(T - timedelta(days=1), None, 10)
     with history.opened(str(repo.path), api, "main", time.monotonic() + 5) as readable:
         assert len(readable.deploys(window).deploys) == 1
     with history.opened(str(repo.path), api, "main", time.monotonic() - 1) as late:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from bot import config as config_module
 from bot.command import Outcome
-from bot.console import Local
+from bot.console import Terminal
 from bot.redact import redact_data
 from bot.serialize import json_default, to_json
 from bot.store.sqlite import SqliteStore
@@ -52,7 +52,7 @@ def _git(repo: Path, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory) -> Local:
+def runner(tmp_path_factory) -> Terminal:
     """A service with a git repository, a log and two probes; two incidents, one resolved."""
     root = tmp_path_factory.mktemp("fuzz")
     repo = root / "repo"
@@ -80,14 +80,14 @@ def runner(tmp_path_factory) -> Local:
         deadline = "5s"
     """))
     config = config_module.load(path, registry(), sections(), required=True)
-    local = Local(SqliteStore(root / "oncall.db"), config, registry(), lambda: NOW)
+    local = Terminal(SqliteStore(root / "oncall.db"), config, registry(), lambda: NOW)
     local.invoke("/incident open db down --service api")
     local.invoke("/incident open checkout slow")
     local.invoke("/incident resolve #2 fixed")
     return local
 
 
-def _check(runner: Local, line: str) -> None:
+def _check(runner: Terminal, line: str) -> None:
     reply = runner.invoke(line)
     assert reply.template != "internal_error", line
     runner.renderer.slack(reply.template, reply.data)

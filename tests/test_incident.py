@@ -7,7 +7,7 @@ import pytest
 
 from bot.command import Audience, Outcome
 from bot.config import Config
-from bot.console import Local
+from bot.console import Terminal
 from bot.dispatch import Invocation
 from commands import registry
 from git_repo import GitRepo
@@ -99,9 +99,9 @@ def test_which_incident(local, store):
 
 
 def test_elsewhere_no_incident_lists_the_open_ones(store, clock):
-    console = Local(store, Config(), registry(), clock)
+    console = Terminal(store, Config(), registry(), clock)
     console.invoke("/incident open db down")
-    other = Local(store, Config(), registry(), clock)
+    other = Terminal(store, Config(), registry(), clock)
     other_reply = other.dispatcher.run(_invocation("/incident ack", channel="C0OTHER01"))
     assert other_reply.data["message"].startswith("No incident is open in this channel")
     assert [i.id for i in other_reply.data["incidents"]] == [1]

@@ -19,7 +19,7 @@ import pytest
 from bot.command import Audience, Outcome
 from bot.config import ConfigError
 from bot.render import Renderer
-from commands.logs import parse
+from commands.logs import parse, report
 from commands.logs.reading import BLOCK
 
 DATA = Path(__file__).parent / "data" / "logs"
@@ -113,6 +113,15 @@ def test_the_last_errors_newest_first_folded_with_counts(local, api, logs_dir):
     assert "/api/orders/2" in events[1].text                  # the newest occurrence is shown
     assert events[0].cause.id == events[1].cause.id == "python.uncaught_exception"
     assert events[1].frame == "/srv/api/src/acme/views.py:12 in show"
+
+
+def test_errors_past_the_kinds_kept_are_counted_and_said(local, api, logs_dir, monkeypatch):
+    monkeypatch.setattr(report, "MAX_SIGNATURES", 2)
+    (logs_dir / "app.log").write_text("".join(python_error(30 - n, f"ValueError: kind {'abcde'[n]}") for n in range(5)))
+    runner = local(api())
+    reply = runner.invoke("/logs api")
+    assert reply.data["distinct"] == 2 and reply.data["ungrouped"] == 3
+    assert "3 more occurrences of still other errors were counted" in runner.renderer.text(reply.template, reply.data)
 
 
 def test_json_keys_are_the_contract(local, api, logs_dir):

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from commands.logs import causes
-from commands.logs.reading import BackwardFile, LogFile, Stats
+from commands.logs.reading import BackwardFile, LogFile, SourcesRead
 from commands.logs.records import BackwardGrouper, Dialect, decode, detect, forward_records, parse_time
-from commands.logs.report import CauseContext, Folder
+from commands.logs.report import CauseContext, EventGroups
 from commands.logs.search import Query
 
 NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
@@ -39,7 +39,7 @@ def events_of(lines: list[str], *, query: Query | None = None) -> list:
     data = [line.encode() for line in lines]
     dialect = detect(data, Dialect(now=NOW))
     query = query or Query()
-    folder = Folder(())
+    folder = EventGroups(())
     for completed in forward_records(iter([data]), dialect):
         for record_lines in completed:
             if (record := query.accept(record_lines, "app.log", dialect)) is not None:
@@ -52,7 +52,7 @@ def grouped_backwards(lines: list[str], tmp_path: Path, block: int = 64) -> list
     path.write_bytes("".join(line + "\n" for line in lines).encode())
     data = [line.encode() for line in lines]
     dialect = detect(data, Dialect(now=NOW))
-    reader = BackwardFile(LogFile(path, path.name), Stats())
+    reader = BackwardFile(LogFile(path, path.name), SourcesRead())
     reader.block_size = block
     grouper = BackwardGrouper(dialect)
     records = [record for span in reader.spans() for record in grouper.feed(span)[0]]
@@ -204,7 +204,7 @@ def test_a_bare_message_naming_an_error_keeps_the_trace_under_it():
 ])
 def test_the_stack_is_told_from_the_frames_of_a_trace_cut_at_its_top(lines, stack):
     record = decode([line.encode() for line in ["Something failed:", *lines]], "app.log", Dialect(now=NOW))
-    from commands.logs.events import analyse
+    from commands.logs.analysis import analyse
     assert analyse(record, ()).stack == stack
 
 

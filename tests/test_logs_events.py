@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from commands.logs import causes, reading
-from commands.logs.events import analyse, collapsed, mask
-from commands.logs.reading import BackwardFile, LogFile, Stats
+from commands.logs.analysis import analyse, collapsed, mask
+from commands.logs.reading import BackwardFile, LogFile, SourcesRead
 from commands.logs.records import BackwardGrouper, Dialect, decode, detect, forward_records
-from commands.logs.report import CauseContext, Folder
+from commands.logs.report import CauseContext, EventGroups
 
 DATA = Path(__file__).parent / "data" / "logs"
 
@@ -37,7 +37,7 @@ def records_of(path: Path) -> list:
 
 
 def events_of(path: Path, *, app_paths: tuple[str, ...] = (), limit: int = 10, silenced=frozenset()):
-    folder = Folder(app_paths)
+    folder = EventGroups(app_paths)
     for record in reversed(records_of(path)):        # a scan meets the newest entries first
         if record.level is not None and record.level >= 40:
             folder.add(record)
@@ -187,7 +187,7 @@ def test_reading_backwards_groups_like_reading_forwards(name, monkeypatch):
     for _ in range(5):
         monkeypatch.setattr(reading, "BLOCK", generator.choice([16, 64, 300, 4096]))
         monkeypatch.setattr(reading, "MAX_BLOCK", reading.BLOCK * 4)
-        reader = BackwardFile(LogFile(path, path.name), Stats())
+        reader = BackwardFile(LogFile(path, path.name), SourcesRead())
         grouper = BackwardGrouper(dialect)
         backward = []
         for span in reader.spans():
@@ -242,7 +242,7 @@ def test_a_record_stays_bounded_whatever_its_lines(tmp_path):
     assert sum(len(line) for line in record) < 401 * 17_000
     path = tmp_path / "app.log"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    reader = BackwardFile(LogFile(path, "app.log"), Stats())
+    reader = BackwardFile(LogFile(path, "app.log"), SourcesRead())
     grouper = BackwardGrouper(Dialect(headed=True))
     backward = [records for span in reader.spans() for records in grouper.feed(span, True)[0]]
     backward += grouper.finish()

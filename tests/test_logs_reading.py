@@ -18,23 +18,23 @@ from commands.logs.reading import (
     BackwardFile,
     CommandFailed,
     LogFile,
+    SourcesRead,
     SourceUnreadable,
-    Stats,
     command_chunks,
     discover,
     forward_lines,
     gzip_chunks,
 )
 from commands.logs.records import Dialect
-from commands.logs.report import Folder
+from commands.logs.report import EventGroups
 from commands.logs.search import Query, Scan, log_stream
 from commands.logs.sources import Pushdown
 from commands.logs.sources.command import CommandLog
 from commands.logs.sources.files import FileLog
 
 
-def backward_lines(path: Path, stats: Stats | None = None) -> list[bytes]:
-    reader = BackwardFile(LogFile(path, path.name), stats or Stats())
+def backward_lines(path: Path, stats: SourcesRead | None = None) -> list[bytes]:
+    reader = BackwardFile(LogFile(path, path.name), stats or SourcesRead())
     lines: list[bytes] = []
     for span in reader.spans():
         lines[:0] = span.lines()
@@ -74,7 +74,7 @@ def test_backwards_gives_every_line_whatever_the_block_edges(tmp_path, small_blo
 def test_spans_split_lazily_give_the_same_lines(tmp_path, small_blocks):
     path = tmp_path / "app.log"
     path.write_bytes(b"".join(f"line {n} {'x' * (n % 40)}\n".encode() for n in range(200)))
-    reader = BackwardFile(LogFile(path, "app.log"), Stats())
+    reader = BackwardFile(LogFile(path, "app.log"), SourcesRead())
     for span in reader.spans():
         assert list(span.iter_lines()) == span.lines()
 
@@ -93,7 +93,7 @@ def test_a_10_mb_line_is_cut_and_memory_stays_bounded(tmp_path):
 def test_the_newest_lines_cost_one_block(tmp_path):
     path = tmp_path / "app.log"
     path.write_bytes(b"old line\n" * 200_000)
-    stats = Stats()
+    stats = SourcesRead()
     reader = BackwardFile(LogFile(path, "app.log"), stats)
     first = next(reader.spans())
     assert first.lines()[-1] == b"old line"
@@ -103,7 +103,7 @@ def test_the_newest_lines_cost_one_block(tmp_path):
 def test_a_file_truncated_while_read_ends_with_a_note(tmp_path):
     path = tmp_path / "app.log"
     path.write_bytes(b"2026-11-24 14:00:00 INFO x\n" * 50_000)
-    stats = Stats()
+    stats = SourcesRead()
     reader = BackwardFile(LogFile(path, "app.log"), stats)
     spans = reader.spans()
     next(spans)
@@ -116,7 +116,7 @@ def test_a_file_truncated_while_read_ends_with_a_note(tmp_path):
 def test_a_file_renamed_while_read_is_read_to_its_start(tmp_path):
     path = tmp_path / "app.log"
     path.write_bytes(b"".join(f"line {n}\n".encode() for n in range(30_000)))
-    reader = BackwardFile(LogFile(path, "app.log"), Stats())
+    reader = BackwardFile(LogFile(path, "app.log"), SourcesRead())
     spans = reader.spans()
     lines = next(spans).lines()
     path.rename(tmp_path / "app.log.1")
@@ -131,7 +131,7 @@ def test_rotated_siblings_come_newest_first(tmp_path):
                  "web.log-20261122.gz", "web.log-20261123", "web.log"):
         (tmp_path / name).write_bytes(b"x\n")
     (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(b"x\n"))
-    stats = Stats()
+    stats = SourcesRead()
     logs = discover((str(tmp_path / "*.log"),), stats)
     assert [[log.name for log in files] for files in logs] == [
         ["app.log", "app.log.1", "app.log.2.gz", "app.log.3.gz", "app.log.10.gz"],
@@ -146,7 +146,7 @@ def test_gzip_is_streamed_and_a_cut_gzip_ends_with_a_note(tmp_path):
     data = b"".join(f"2026-11-24 14:00:{n % 60:02d} INFO line {n}\n".encode() for n in range(20_000))
     path = tmp_path / "app.log.2.gz"
     path.write_bytes(gzip.compress(data))
-    stats = Stats()
+    stats = SourcesRead()
     log = LogFile(path, path.name)
     assert b"".join(gzip_chunks(log, stats)) == data
     path.write_bytes(gzip.compress(data)[:3000])
@@ -160,11 +160,11 @@ def test_gzip_is_streamed_and_a_cut_gzip_ends_with_a_note(tmp_path):
 
 def test_an_unreadable_file_is_a_source_error(tmp_path):
     with pytest.raises(SourceUnreadable, match="gone.log: no such file or directory"):
-        BackwardFile(LogFile(tmp_path / "gone.log", "gone.log"), Stats())
+        BackwardFile(LogFile(tmp_path / "gone.log", "gone.log"), SourcesRead())
 
 
 def test_a_command_is_run_without_a_shell_and_its_output_streamed(tmp_path):
-    stats = Stats()
+    stats = SourcesRead()
     argv = (sys.executable, "-c", "import sys; print('a;b $HOME'); print('x', file=sys.stderr)")
     output = b"".join(command_chunks(argv, stats, time.monotonic() + 10))
     assert output == b"a;b $HOME\n"
@@ -175,15 +175,15 @@ def test_a_failing_command_says_why():
     argv = (sys.executable, "-c", "import sys; print('partial'); sys.exit('journal is not readable')")
     received = bytearray()
     with pytest.raises(CommandFailed, match="exited with code 1: journal is not readable"):
-        for chunk in command_chunks(argv, Stats(), time.monotonic() + 10):
+        for chunk in command_chunks(argv, SourcesRead(), time.monotonic() + 10):
             received += chunk
     assert received == b"partial\n"
     with pytest.raises(CommandFailed, match="no-such-binary-here: cannot run it"):
-        list(command_chunks(("no-such-binary-here",), Stats(), time.monotonic() + 10))
+        list(command_chunks(("no-such-binary-here",), SourcesRead(), time.monotonic() + 10))
 
 
 def test_a_command_that_hangs_is_stopped_at_the_deadline_and_killed():
-    stats = Stats()
+    stats = SourcesRead()
     argv = (sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)")
     started = time.monotonic()
     output = b"".join(command_chunks(argv, stats, time.monotonic() + 1.5))
@@ -194,7 +194,7 @@ def test_a_command_that_hangs_is_stopped_at_the_deadline_and_killed():
 
 def test_a_command_output_is_bounded(monkeypatch):
     monkeypatch.setattr(reading, "COMMAND_OUTPUT_LIMIT", 100_000)
-    stats = Stats()
+    stats = SourcesRead()
     argv = (sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('y' * 1000 + '\\n')")
     total = sum(len(chunk) for chunk in command_chunks(argv, stats, time.monotonic() + 10))
     assert 100_000 <= total < 100_000 + reading.BLOCK
@@ -212,7 +212,7 @@ def test_lines_with_invalid_utf8_and_binary_junk_are_read(tmp_path):
 def test_a_span_cut_in_pieces_keeps_every_line(tmp_path, small_blocks):
     path = tmp_path / "app.log"
     path.write_bytes(b"".join(f"line {n} {'x' * (n % 30)}\n".encode() for n in range(300)) + b"no newline")
-    reader = BackwardFile(LogFile(path, "app.log"), Stats())
+    reader = BackwardFile(LogFile(path, "app.log"), SourcesRead())
     for span in reader.spans():
         pieces = list(span.pieces(20))
         assert [line for piece in reversed(pieces) for line in piece.lines()] == span.lines()
@@ -229,12 +229,12 @@ def test_the_forward_path_folds_while_streaming_and_counts_every_repeat(tmp_path
     monkeypatch.setattr(search, "FORWARD_BUFFER_BYTES", 100_000)
     path = tmp_path / "app.log.1.gz"
     path.write_bytes(gzip.compress((FLOOD * 50_000 + "2026-11-24 13:59:30 ERROR the last one\n").encode()))
-    stats = Stats()
+    stats = SourcesRead()
     query = Query(min_level=40)
     scan = Scan([log_stream(FileLog(path.name, (LogFile(path, path.name),), Pushdown(), stats), Dialect(), query, stats,
                            time.monotonic() + 30)], query,
                 time.monotonic() + 30, stats, NOW)
-    folder = Folder(())
+    folder = EventGroups(())
     for record in scan:
         if record is not None:
             folder.add(record)
@@ -244,7 +244,7 @@ def test_the_forward_path_folds_while_streaming_and_counts_every_repeat(tmp_path
 
 
 def test_the_forward_path_keeps_what_it_folds_not_every_line(monkeypatch):
-    stats = Stats()
+    stats = SourcesRead()
     query = Query(min_level=40)
     argv = (sys.executable, "-c", f"import sys; sys.stdout.write({FLOOD!r} * 30_000)")
     tracemalloc.start()
@@ -265,7 +265,7 @@ def test_closing_the_scan_early_kills_the_log_command_and_its_children(tmp_path)
               f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
               f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
               f"while True:\n    sys.stdout.write({FLOOD!r} * 1000)\n    sys.stdout.flush()\n    time.sleep(0.01)\n")
-    stats = Stats()
+    stats = SourcesRead()
     query = Query(min_level=40)
     deadline = time.monotonic() + 30
     scan = Scan([log_stream(CommandLog("python", (sys.executable, "-c", script), stats, deadline), Dialect(), query,
@@ -294,7 +294,7 @@ def _running(pid: int) -> bool:
 
 def test_a_command_closed_while_read_is_killed(tmp_path):
     chunks = command_chunks((sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); "
-                                                   "time.sleep(60)"), Stats(), time.monotonic() + 30)
+                                                   "time.sleep(60)"), SourcesRead(), time.monotonic() + 30)
     pid = int(next(chunks))
     chunks.close()
     assert not _running(pid)
@@ -306,7 +306,7 @@ def test_a_command_closed_while_read_is_killed(tmp_path):
 ])
 def test_a_source_that_is_not_a_regular_file_is_reported_not_read(tmp_path, make, kind):
     make(tmp_path / "app.log")
-    stats = Stats()
+    stats = SourcesRead()
     assert discover((str(tmp_path / "*.log"),), stats) == []
     assert stats.unreadable == [f"{tmp_path}/app.log: {kind}, not a log file"]
 
@@ -315,11 +315,11 @@ def test_a_fifo_or_a_device_is_never_read(tmp_path):
     os.mkfifo(tmp_path / "app.log.2.gz")
     fifo = LogFile(tmp_path / "app.log.2.gz", "app.log.2.gz")
     with pytest.raises(SourceUnreadable, match="app.log.2.gz: a FIFO, not a log file"):
-        list(gzip_chunks(fifo, Stats()))
+        list(gzip_chunks(fifo, SourcesRead()))
     with pytest.raises(SourceUnreadable, match="app.log.2.gz: a FIFO, not a log file"):
-        BackwardFile(fifo, Stats())
+        BackwardFile(fifo, SourcesRead())
     with pytest.raises(SourceUnreadable, match="zero: a character device, not a log file"):
-        BackwardFile(LogFile(Path("/dev/zero"), "zero"), Stats())
+        BackwardFile(LogFile(Path("/dev/zero"), "zero"), SourcesRead())
 
 
 def test_the_forward_path_lets_the_least_recent_kinds_go_with_a_note(tmp_path, monkeypatch):
@@ -327,7 +327,7 @@ def test_the_forward_path_lets_the_least_recent_kinds_go_with_a_note(tmp_path, m
     path = tmp_path / "app.log.1.gz"
     path.write_bytes(gzip.compress("".join(f"2026-11-24 13:5{n}:00 ERROR kind {'ABCDE'[n]}\n" for n in range(5))
                                    .encode()))
-    stats = Stats()
+    stats = SourcesRead()
     query = Query(min_level=40)
     scan = Scan([log_stream(FileLog(path.name, (LogFile(path, path.name),), Pushdown(), stats), Dialect(), query, stats,
                            time.monotonic() + 30)], query,
@@ -345,7 +345,7 @@ def test_rotated_siblings_come_from_one_listing_per_directory(tmp_path, monkeypa
     listings = []
     real_listdir = os.listdir
     monkeypatch.setattr(os, "listdir", lambda path: listings.append(path) or real_listdir(path))
-    logs = discover((f"{tmp_path}/worker-*.log",), Stats())
+    logs = discover((f"{tmp_path}/worker-*.log",), SourcesRead())
     assert len(listings) <= 2                              # the glob's own listing and the rotations'
     assert [file.name for file in next(files for files in logs if files[0].name == "worker-007.log")] == [
         "worker-007.log", "worker-007.log.1"]

@@ -7,7 +7,7 @@ import pytest
 import sqlite_utils
 
 from bot.config import Config
-from bot.console import Local
+from bot.console import Terminal
 from bot.store import Store
 from bot.store.sqlite import SqliteStore, migrations
 from bot.times import utc_now
@@ -54,7 +54,7 @@ def test_times_are_plain_iso_text_for_outside_tools(tmp_path, clock, local):
 
 
 def _open_and_resolve(store: Store, index: int) -> None:
-    runner = Local(store, Config(), registry(), utc_now)
+    runner = Terminal(store, Config(), registry(), utc_now)
     opened = runner.invoke(f"/incident open incident number {index}")
     assert opened.outcome.value == "ok", opened.data
     resolved = runner.invoke(f"/incident resolve #{opened.incident_id} done {index}")

@@ -31,10 +31,10 @@ from commands.deploys.history import (
     Deploy,
     DeployDetail,
     DeployError,
+    DeployWindow,
     History,
     Listing,
     UnknownRef,
-    Window,
     checked_ref,
     opened,
 )
@@ -151,21 +151,21 @@ def _services(ctx: Context, args: DeploysArgs, incident: Incident | None) -> lis
 
 
 def _window(ctx: Context, args: DeploysArgs, incident: Incident | None,
-            services: list[DeploySettings]) -> tuple[Window, dict[str, Any]]:
+            services: list[DeploySettings]) -> tuple[DeployWindow, dict[str, Any]]:
     """The git window, and how to describe it."""
     now = ctx.now()
     if args.last is not None:
-        return Window(None, None, args.last), {"kind": "last", "last": args.last}
+        return DeployWindow(None, None, args.last), {"kind": "last", "last": args.last}
     if args.since is not None:
         since = _since(args.since, now, ctx)
-        return Window(since, None, MAX_DEPLOYS), {"kind": "since", "since": since}
+        return DeployWindow(since, None, MAX_DEPLOYS), {"kind": "since", "since": since}
     if incident is not None:
         before = max(DEFAULT_WINDOW, *(service.suspect_window for service in services))
         since, until = incident.started_at - before, min(incident.started_at + INCIDENT_MARGIN, now)
-        return Window(since, until, MAX_DEPLOYS), {"kind": "incident", "since": since, "until": until,
+        return DeployWindow(since, until, MAX_DEPLOYS), {"kind": "incident", "since": since, "until": until,
                                                     "margin": INCIDENT_MARGIN}
     since = now - DEFAULT_WINDOW
-    return Window(since, None, MAX_DEPLOYS), {"kind": "default", "since": since, "span": DEFAULT_WINDOW}
+    return DeployWindow(since, None, MAX_DEPLOYS), {"kind": "default", "since": since, "span": DEFAULT_WINDOW}
 
 
 def _since(text: str, now: datetime, ctx: Context) -> datetime:
@@ -216,7 +216,7 @@ def _listing(ctx: Context, services: list[DeploySettings], args: DeploysArgs,
     return data
 
 
-def _report(ctx: Context, service: DeploySettings, branch: str | None, window: Window,
+def _report(ctx: Context, service: DeploySettings, branch: str | None, window: DeployWindow,
             incident: Incident | None) -> tuple[ServiceReport, list[Deploy]]:
     branch = _branch(service, branch)
     with _history(ctx, service, branch) as (history, fetched):
@@ -238,7 +238,7 @@ def count_deploys(ctx: Context, service: DeploySettings, since: datetime, until:
     """How many deploys `service` had from `since` to `until`; None when its repo cannot be read."""
     try:
         with _history(ctx, service, _branch(service, None)) as (history, _):
-            return len(history.deploys(Window(since, until, MAX_DEPLOYS)).deploys)
+            return len(history.deploys(DeployWindow(since, until, MAX_DEPLOYS)).deploys)
     except DeployError:
         return None
 
@@ -336,7 +336,7 @@ def _history(ctx: Context, service: DeploySettings, branch: str) -> Iterator[tup
 # -- suspects ---------------------------------------------------------------------------------------
 
 
-def _suspects(history: History, window: Window, listing: Listing, incident: Incident,
+def _suspects(history: History, window: DeployWindow, listing: Listing, incident: Incident,
               suspect_window: timedelta) -> tuple[list[Deploy], Deploy | None]:
     """Every deploy in the suspect window, and the last one before it, listed or not.
 
@@ -350,11 +350,11 @@ def _suspects(history: History, window: Window, listing: Listing, incident: Inci
     if reaches and (window.until is None or window.until >= start):
         suspects = [d for d in listing.deploys if low <= d.when <= start]
     else:
-        suspects = history.deploys(Window(low, start, MAX_DEPLOYS)).deploys
+        suspects = history.deploys(DeployWindow(low, start, MAX_DEPLOYS)).deploys
     if not suspects:
         return [], None
     if older is None:
-        before = history.deploys(Window(None, low - timedelta(seconds=1), 1)).deploys
+        before = history.deploys(DeployWindow(None, low - timedelta(seconds=1), 1)).deploys
         older = before[0] if before else None
     return _mark_suspects(suspects, incident, suspect_window), older
 

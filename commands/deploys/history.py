@@ -91,7 +91,7 @@ _TAG_BATCH = 32
 
 
 @dataclass(frozen=True)
-class Window:
+class DeployWindow:
     """Which deploys: those from `since` to `until` (None: open-ended), at most `limit`, newest first."""
 
     since: datetime | None
@@ -184,7 +184,7 @@ class History:
 
     # -- listings ----------------------------------------------------------------------------
 
-    def deploys(self, window: Window) -> Listing:
+    def deploys(self, window: DeployWindow) -> Listing:
         """The deploys in `window`, newest first."""
         if self.tag_glob is not None:
             return self._tag_listing(window)
@@ -234,7 +234,7 @@ class History:
             self._check_not_empty()
         return tags
 
-    def _tag_listing(self, window: Window) -> Listing:
+    def _tag_listing(self, window: DeployWindow) -> Listing:
         tags = self._tags()
         start = next((i for i, tag in enumerate(tags) if window.until is None or tag.when <= window.until),
                      len(tags))

@@ -28,10 +28,10 @@ from bot.command import Audience, Command, CommandError, Context, Need, Reply, U
 from bot.redact import excerpt
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
-from commands.logs import causes, sources
-from commands.logs.reading import Stats
+from commands.logs import causes, report, sources
+from commands.logs.reading import SourcesRead
 from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS, Dialect
-from commands.logs.report import CauseContext, Folder, StatusCounter, request_lines
+from commands.logs.report import CauseContext, EventGroups, StatusCounter, request_lines
 from commands.logs.search import (
     Bound,
     Query,
@@ -139,7 +139,7 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
         request_id=to_bytes(args.request_id) if args.request_id else None, statuses=args.status,
         since=since, until=until,
     )
-    stats = Stats()
+    stats = SourcesRead()
     left = ctx.deadline - time.monotonic()
     deadline = ctx.deadline - min(DEADLINE_MARGIN_SECONDS, DEADLINE_MARGIN_SHARE * left)
     kinds = sources.kinds()
@@ -158,7 +158,7 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
                   "regex_flags": "i" if args.regex and args.regex.ignore_case else "",
                   "request_id": args.request_id, "status": args.status_text, "since": since, "until": until,
                   "window": window, "last": args.last},
-        "events": [], "distinct": 0, "lines": [], "status": None,
+        "events": [], "distinct": 0, "ungrouped": 0, "lines": [], "status": None,
     }
     bound = DEFAULT_BOUND if since is None else None
     with Scan(streams, query, deadline, stats, now, bound) as scan:
@@ -167,9 +167,8 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
         elif mode == "status":
             _collect_status(scan, data, args, context)
         else:
-            folder = _fold(scan, args.last, context.app_paths, whole_window=since is not None)
-            data["events"] = folder.events(args.last, context)
-            data["distinct"] = len(folder.groups)
+            _show(_fold(scan, args.last, context.app_paths, whole_window=since is not None), args.last, context,
+                  data)
     if not stats.read and not scan.timed_out:
         raise CommandError(f"Could not read any log of {service.name}: {'; '.join(stats.unreadable)}. "
                            f"Check its sources ({', '.join(service.sources)}) in [services.{service.name}].")
@@ -224,10 +223,10 @@ def _literal(regex: UserRegex | None) -> bytes | None:
     return to_bytes(literal) if literal else None
 
 
-def _fold(scan: Scan, limit: int, app_paths: tuple[str, ...], *, whole_window: bool) -> Folder:
+def _fold(scan: Scan, limit: int, app_paths: tuple[str, ...], *, whole_window: bool) -> EventGroups:
     """Read until `limit` events are settled, then a little further back so that their counts mean
     something (or, with a window, to its start: the counts cover it)."""
-    folder = Folder(app_paths)
+    folder = EventGroups(app_paths)
     found_at: int | None = None                 # bytes read when `limit` events were settled
     horizon: datetime | None = None
     for record in scan:
@@ -257,24 +256,30 @@ def _collect_request(scan: Scan, data: dict[str, Any], context: CauseContext) ->
         if oldest is not None and scan.frontier is not None and scan.frontier < oldest - REQUEST_SPREAD:
             break
     data["lines"] = request_lines(found)
-    folder = Folder(context.app_paths)
+    folder = EventGroups(context.app_paths)
     for record in found:
         if record.level is not None and record.level >= ERROR:
             folder.add(record)
-    data["events"] = folder.events(MAX_EVENTS, context)
-    data["distinct"] = len(folder.groups)
+    _show(folder, MAX_EVENTS, context, data)
 
 
 def _collect_status(scan: Scan, data: dict[str, Any], args: LogsArgs, context: CauseContext) -> None:
     counter = StatusCounter(args.status_text or "")
-    folder = Folder(context.app_paths)
+    folder = EventGroups(context.app_paths)
     for record in scan:
         if record is not None:
             counter.add(record)
             folder.add(record)
     data["status"] = counter.summary()
-    data["events"] = folder.events(args.last, context)
-    data["distinct"] = len(folder.groups)
+    _show(folder, args.last, context, data)
+
+
+def _show(groups: EventGroups, limit: int, context: CauseContext, data: dict[str, Any]) -> None:
+    """The reply's events: the `limit` newest kinds, how many kinds in all, and how many occurrences
+    were only counted (past MAX_SIGNATURES kinds)."""
+    data["events"] = groups.events(limit, context)
+    data["distinct"] = len(groups.groups)
+    data["ungrouped"], data["max_kinds"] = groups.ungrouped, report.MAX_SIGNATURES
 
 
 def _record(ctx: Context, incident: Incident, data: dict[str, Any], now: datetime) -> None:

@@ -13,7 +13,7 @@ reported, never opened for reading, so nothing blocks or reads forever. A comman
 child that is killed whenever its reading stops, however it stops (the end, a limit, or the
 generator closed or collected because the scan was abandoned).
 
-`Stats` keeps which sources could be read and why the others could not: when none could, the
+`SourcesRead` keeps which sources could be read and why the others could not: when none could, the
 command fails saying so instead of answering "no errors".
 
 Error tree:
@@ -66,7 +66,7 @@ class CommandFailed(SourceError):
 
 
 @dataclass
-class Stats:
+class SourcesRead:
     """What reading cost and where it stopped, across all sources of one query."""
 
     bytes_read: int = 0
@@ -91,7 +91,7 @@ class LogFile:
         return self.path.suffix == ".gz"
 
 
-def discover(patterns: tuple[str, ...], stats: Stats, *, links_outside: bool = False) -> list[list[LogFile]]:
+def discover(patterns: tuple[str, ...], stats: SourcesRead, *, links_outside: bool = False) -> list[list[LogFile]]:
     """The configured globs -> one list per log, newest file first (app.log, app.log.1, app.log-20261124.gz),
     the logs most recently written first, at most MAX_LOGS of them (the others are named in
     `stats.not_read`). A file that resolves outside the directories the globs name (a symlink to
@@ -301,7 +301,7 @@ class BackwardFile:
     faults than the reading itself.
     """
 
-    def __init__(self, log: LogFile, stats: Stats):
+    def __init__(self, log: LogFile, stats: SourcesRead):
         self.log = log
         self.stats = stats
         self.fd = open_regular(log)
@@ -403,7 +403,7 @@ def forward_lines(chunks: Iterator[bytes]) -> Iterator[list[bytes]]:
         yield [_cut(carry, len(carry) + dropped)]
 
 
-def gzip_chunks(log: LogFile, stats: Stats) -> Generator[bytes, None, None]:
+def gzip_chunks(log: LogFile, stats: SourcesRead) -> Generator[bytes, None, None]:
     raw = os.fdopen(open_regular(log), "rb")
     with raw, gzip.GzipFile(fileobj=raw, mode="rb") as handle:
         started = False
@@ -431,7 +431,7 @@ def _gzip_problem(error: Exception) -> str:
     return f"corrupt gzip data ({error})"
 
 
-def command_chunks(argv: tuple[str, ...], stats: Stats, deadline: float) -> Generator[bytes, None, None]:
+def command_chunks(argv: tuple[str, ...], stats: SourcesRead, deadline: float) -> Generator[bytes, None, None]:
     """stdout of `argv` (no shell), until it exits, `COMMAND_OUTPUT_LIMIT` bytes, or the deadline.
 
     The child never outlives the reading: it is killed in `finally`, which also runs when this
@@ -457,7 +457,7 @@ def command_chunks(argv: tuple[str, ...], stats: Stats, deadline: float) -> Gene
                 stream.close()
 
 
-def _output(process: subprocess.Popen[bytes], name: str, stats: Stats, deadline: float) -> Iterator[bytes]:
+def _output(process: subprocess.Popen[bytes], name: str, stats: SourcesRead, deadline: float) -> Iterator[bytes]:
     started = time.monotonic()
     errors = bytearray()
     total = 0

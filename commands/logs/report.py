@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from commands.logs import causes
-from commands.logs.events import analyse, collapsed, fold_key, mask
+from commands.logs.analysis import analyse, collapsed, fold_key, mask
 from commands.logs.records import LEVEL_NAMES, Record, earliest
 
 MAX_SIGNATURES = 1000           # distinct events tracked in one scan; more are counted, not kept
@@ -51,13 +51,13 @@ class CauseContext:
     probes: Mapping[str, str] = field(default_factory=dict)     # probe name -> kind
 
 
-class Folder:
+class EventGroups:
     """Records -> events folded by signature; the newest occurrence is the one shown."""
 
     def __init__(self, app_paths: tuple[str, ...]):
         self.app_paths = app_paths
         self.groups: dict[str, _Group] = {}
-        self.untracked = 0               # occurrences of signatures past MAX_SIGNATURES
+        self.ungrouped = 0               # occurrences of signatures past MAX_SIGNATURES, counted only
         self._signatures: dict[tuple[object, ...], str] = {}
 
     def add(self, record: Record) -> None:
@@ -68,7 +68,7 @@ class Folder:
         group = self.groups.get(signature)
         if group is None:
             if len(self.groups) >= MAX_SIGNATURES:
-                self.untracked += record.repeats
+                self.ungrouped += record.repeats
                 return
             self.groups[signature] = _Group(record, record.repeats, first, moment)
             return

@@ -41,8 +41,8 @@ import ahocorasick_rs
 import re2
 
 from commands.logs import causes
-from commands.logs.events import fold_key
-from commands.logs.reading import BLOCK, SourceError, Span, Stats, forward_lines
+from commands.logs.analysis import fold_key
+from commands.logs.reading import BLOCK, SourceError, SourcesRead, Span, forward_lines
 from commands.logs.records import (
     ERROR,
     WARN,
@@ -299,7 +299,7 @@ class Scan:
     step. A record newer than `frontier` is final: no stream can still yield a newer one.
     """
 
-    def __init__(self, streams: list[Generator[_Step, None, None]], query: Query, deadline: float, stats: Stats,
+    def __init__(self, streams: list[Generator[_Step, None, None]], query: Query, deadline: float, stats: SourcesRead,
                  now: datetime, bound: Bound | None = None):
         self.streams = streams
         self.query = query
@@ -389,7 +389,7 @@ class Scan:
 # -- streams ----------------------------------------------------------------------------------------
 
 
-def log_stream(log: Log, dialect: Dialect, query: Query, stats: Stats,
+def log_stream(log: Log, dialect: Dialect, query: Query, stats: SourcesRead,
                deadline: float) -> Generator[_Step, None, None]:
     """One log of a source, its parts newest first: a part read backwards steps span by span, one
     read forwards is folded as it streams. A part that cannot be read is a note, and the older ones
@@ -419,7 +419,7 @@ def pushdown(query: Query) -> Pushdown:
 
 
 def _backward_stream(reader: BackwardReader, source: str, dialect: Dialect, query: Query,
-                     stats: Stats) -> Iterator[_Step]:
+                     stats: SourcesRead) -> Iterator[_Step]:
     grouper: BackwardGrouper | None = None
     gate = Gate()
     newest: datetime | None = None
@@ -457,7 +457,7 @@ def _matching(raw: list[list[bytes]], earliest_start: bytes | None, source: str,
 
 
 def _forward_stream(chunks: Generator[bytes, None, None], source: str, dialect: Dialect, query: Query,
-                    stats: Stats, deadline: float) -> Iterator[_Step]:
+                    stats: SourcesRead, deadline: float) -> Iterator[_Step]:
     """Read a forward-only source to its end, folding its matches as they come, then give them
     newest first. After every chunk a step without records lets the scan stop it (and closing this
     generator closes `chunks`, which kills a command)."""

@@ -31,9 +31,9 @@ from functools import cache
 from typing import Any, Protocol
 
 from bot.config import Table
-from commands.logs.reading import SourceError, Span, Stats
+from commands.logs.reading import SourceError, SourcesRead, Span
 
-__all__ = ["Backward", "Forward", "Log", "Pushdown", "SourceError", "SourceKind", "Stats", "kinds"]
+__all__ = ["Backward", "Forward", "Log", "Pushdown", "SourceError", "SourceKind", "SourcesRead", "kinds"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Log(Protocol):
 class SourceKind:
     name: str
     read: Callable[[Table], Any]                                        # settings, or None: not used
-    logs: Callable[[Any, Pushdown, Stats, float], list[Log]]
+    logs: Callable[[Any, Pushdown, SourcesRead, float], list[Log]]
 
 
 @cache

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Table
-from commands.logs.reading import Stats, command_chunks
+from commands.logs.reading import SourcesRead, command_chunks
 from commands.logs.sources import Backward, Forward, Log, Pushdown, SourceKind
 
 
@@ -16,7 +16,7 @@ from commands.logs.sources import Backward, Forward, Log, Pushdown, SourceKind
 class CommandLog:
     name: str
     argv: tuple[str, ...]
-    stats: Stats
+    stats: SourcesRead
     deadline: float
 
     def parts(self) -> Iterator[Backward | Forward]:
@@ -27,7 +27,7 @@ def _read(table: Table) -> tuple[str, ...] | None:
     return table.strings("log_command") or None
 
 
-def _logs(argv: tuple[str, ...], pushdown: Pushdown, stats: Stats, deadline: float) -> list[Log]:
+def _logs(argv: tuple[str, ...], pushdown: Pushdown, stats: SourcesRead, deadline: float) -> list[Log]:
     return [CommandLog(Path(argv[0]).name, argv, stats, deadline)]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.config import Table
-from commands.logs.reading import BackwardFile, LogFile, Stats, discover, gzip_chunks
+from commands.logs.reading import BackwardFile, LogFile, SourcesRead, discover, gzip_chunks
 from commands.logs.sources import Backward, Forward, Log, Pushdown, SourceKind
 
 
@@ -24,7 +24,7 @@ class FileLog:
     name: str
     files: tuple[LogFile, ...]
     pushdown: Pushdown
-    stats: Stats
+    stats: SourcesRead
 
     def parts(self) -> Iterator[Backward | Forward]:
         for log in self.files:
@@ -43,7 +43,7 @@ def _read(table: Table) -> FileSettings | None:
     return FileSettings(globs, links_outside) if globs else None
 
 
-def _logs(settings: FileSettings, pushdown: Pushdown, stats: Stats, deadline: float) -> list[Log]:
+def _logs(settings: FileSettings, pushdown: Pushdown, stats: SourcesRead, deadline: float) -> list[Log]:
     return [FileLog(files[0].name, tuple(files), pushdown, stats)
             for files in discover(settings.globs, stats, links_outside=settings.links_outside)]
 
