@@ -24,9 +24,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from bot.times import format_duration
+from commands.deploys.history import Deploy
+from commands.logs.report import Event
+from commands.probe.errors import TooManyConnections
+from commands.probe.runner import DOWN, OK, ProbeResult
 
 DEPLOY, DEPENDENCY, RESOURCE, KNOWN_CAUSE, NONE = "deploy", "dependency", "resource", "known_cause", "none"
 EVIDENCE_THRESHOLD = 40
@@ -56,8 +59,8 @@ class Endpoint:
     name: str                                 # the probe's name
 
 
-def rank(*, deploys: Sequence[Any], deploy_files: dict[str, list[str]], probes: Sequence[Any],
-         host: Sequence[Any], errors: Sequence[Any], endpoints: dict[str, Endpoint],
+def rank(*, deploys: Sequence[Deploy], deploy_files: dict[str, list[str]], probes: Sequence[ProbeResult],
+         host: Sequence[ProbeResult], errors: Sequence[Event], endpoints: dict[str, Endpoint],
          first_error: datetime | None, started: datetime | None, suspect_window: timedelta,
          incident_id: int | None) -> list[Verdict]:
     """Every verdict the parts support, best first; or the one `none` verdict.
@@ -65,7 +68,7 @@ def rank(*, deploys: Sequence[Any], deploy_files: dict[str, list[str]], probes: 
     `endpoints`: each probe's (by its target name) host, port and name.
     """
     frames = {path for event in errors for path in frame_paths(event.text)}
-    failing = [result for result in probes if result.status != "ok"]
+    failing = [result for result in probes if result.status != OK]
     named = {result.target: naming_line(errors, endpoints[result.target])
              for result in failing if result.target in endpoints}
     explained = {id(event) for found in named.values() if found for event in found[0]}
@@ -81,13 +84,13 @@ def rank(*, deploys: Sequence[Any], deploy_files: dict[str, list[str]], probes: 
     return verdicts
 
 
-def naming_line(errors: Sequence[Any], endpoint: Endpoint) -> tuple[list[Any], str] | None:
+def naming_line(errors: Sequence[Event], endpoint: Endpoint) -> tuple[list[Event], str] | None:
     """The errors that mention `endpoint` (its host, host:port, port or name), and the first line
     that does, quoted; None when no error does."""
     mention = _mention(endpoint)
     if mention is None:
         return None
-    naming: list[Any] = []
+    naming: list[Event] = []
     quoted = ""
     for event in sorted(errors, key=lambda e: (e.first_seen is None, e.first_seen or datetime.min)):
         for line in event.text.splitlines():
@@ -142,7 +145,7 @@ def _renamed_to(path: str) -> str:
     return path.split(" => ")[-1]
 
 
-def _deploy_verdicts(deploys: Sequence[Any], deploy_files: dict[str, list[str]], frames: set[str],
+def _deploy_verdicts(deploys: Sequence[Deploy], deploy_files: dict[str, list[str]], frames: set[str],
                      anchor: datetime | None, window: timedelta, incident_id: int | None) -> list[Verdict]:
     verdicts = []
     for deploy in (d for d in deploys if d.suspect):
@@ -167,12 +170,13 @@ def _deploy_verdicts(deploys: Sequence[Any], deploy_files: dict[str, list[str]],
     return verdicts
 
 
-def _dependency_verdicts(failing: Sequence[Any], named: dict[str, tuple[list[Any], str] | None]) -> list[Verdict]:
+def _dependency_verdicts(failing: Sequence[ProbeResult],
+                         named: dict[str, tuple[list[Event], str] | None]) -> list[Verdict]:
     """`named`: for each failing probe the errors name, those errors and the line that names it."""
     verdicts = []
     for result in failing:
         naming = named.get(result.target)
-        exhausted = result.error == "TooManyConnections" or ("connections" in result.detail
+        exhausted = result.error == TooManyConnections.__name__ or ("connections" in result.detail
                                                               and "exhausted" in result.detail)
         if exhausted:
             used, most = result.metrics.get("connections"), result.metrics.get("max_connections")
@@ -181,7 +185,7 @@ def _dependency_verdicts(failing: Sequence[Any], named: dict[str, tuple[list[Any
             score = 80 + (10 if naming else 0)
         else:
             summary = f"{_kind_name(result.kind)} ({result.service} {result.target}) is {result.status}"
-            score = (70 if result.status == "down" else 45) + (20 if naming else 0)
+            score = (70 if result.status == DOWN else 45) + (20 if naming else 0)
         evidence = result.detail + (f" — the logs name it: “{naming[1]}”" if naming else "")
         since = min((e.first_seen for e in naming[0] if e.first_seen), default=None) if naming else None
         verdicts.append(Verdict(DEPENDENCY, summary, evidence, score, since=since,
@@ -189,12 +193,12 @@ def _dependency_verdicts(failing: Sequence[Any], named: dict[str, tuple[list[Any
     return verdicts
 
 
-def _resource_verdicts(host: Sequence[Any]) -> list[Verdict]:
+def _resource_verdicts(host: Sequence[ProbeResult]) -> list[Verdict]:
     return [Verdict(RESOURCE, f"This host: {re.split(r'; | · ', result.detail)[0]}", result.detail,
-                    65 if result.status == "down" else 50) for result in host if result.status != "ok"]
+                    65 if result.status == DOWN else 50) for result in host if result.status != OK]
 
 
-def _known_cause_verdicts(errors: Sequence[Any]) -> list[Verdict]:
+def _known_cause_verdicts(errors: Sequence[Event]) -> list[Verdict]:
     verdicts = []
     for event in errors:
         if event.cause is None:
@@ -211,7 +215,8 @@ def _kind_name(kind: str) -> str:
     return {"postgres": "Postgres", "mysql": "MySQL", "redis": "Redis", "http": "HTTP", "tcp": "TCP"}.get(kind, kind)
 
 
-def _nothing_found(deploys: Sequence[Any], probes: Sequence[Any], host: Sequence[Any], errors: Sequence[Any]) -> str:
+def _nothing_found(deploys: Sequence[Deploy], probes: Sequence[ProbeResult], host: Sequence[ProbeResult],
+                   errors: Sequence[Event]) -> str:
     checked = [
         f"{sum(1 for d in deploys if d.suspect)} suspect deploys",
         f"{len(probes)} probes, {sum(1 for r in probes if r.status != 'ok')} not ok",
