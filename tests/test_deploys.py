@@ -565,7 +565,7 @@ def test_a_failed_fetch_keeps_the_transports_reason():
     assert git_reason(stderr) == ("ssh: Could not resolve hostname no-such-host.invalid: Name or service not known "
                                   "(Could not read from remote repository)")
     assert git_reason("fatal: repository 'https://ops:hunter2@git.example/x' not found") == \
-        "repository 'https://ops:***@git.example/x' not found"
+        "repository 'https://ops:[redacted:password]@git.example/x' not found"
 
 
 @pytest.mark.parametrize("body", ["word " * 1_000_000, "\n" * 5_000_000])

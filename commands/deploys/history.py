@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.command import CommandError
+from bot.redact import redact
 from commands.deploys.settings import DeploySettings
 
 if TYPE_CHECKING:
@@ -392,7 +393,7 @@ def git_reason(error: str) -> str:
     line = line.removeprefix("fatal: ").removeprefix("error: ").rstrip(".")
     if at and line.startswith("Could not read from remote repository"):
         line = f"{lines[at - 1].rstrip('.')} ({line})"   # the transport's own words say why (ssh: …)
-    return re.sub(r"(://[^/\s:@]+):[^/\s@]+@", r"\1:***@", line)
+    return redact(line)
 
 
 def _records(output: str, size: int) -> list[tuple[str, ...]]:

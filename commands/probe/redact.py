@@ -2,9 +2,9 @@
 
 A probe's URL, DSN and headers come from the config, usually with a password read from the
 environment. Details are scrubbed twice: the target's own secrets (password, user:password,
-secret query parameters, header values) wherever they appear, then anything shaped like a
-credential (`scheme://user:pass@`, `password=…`, `?token=…`), in case a driver echoed a part of a
-connection string we did not foresee.
+secret query parameters, header values) wherever they appear, whatever their shape, then by the
+bot's redaction rules (bot.redact: `scheme://user:pass@`, `password=…`, `?token=…`, tokens), in
+case a driver echoed a part of a connection string we did not foresee. One mask, the bot's.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import threading
 from functools import cache
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from bot.redact import redact as redact_text
 from commands.probe.settings import ProbeConfig
 
-MASK = "***"
+MASK = "[redacted:secret]"
 MIN_HEADER_SECRET = 6
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 _KEY_VALUE = re.compile(r"(?i)\b((?:ssl)?password|passwd|pwd)(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&,;]+)")
 _SECRET_PARAM = re.compile(r"(?i)(pass|pwd|secret|token|key|auth|sig|credential)")
-_QUERY_SECRET = re.compile(r"(?i)([?&][^=&\s]*(?:pass|pwd|secret|token|key|auth|sig|credential)[^=&\s]*=)[^&#\s]+")
 
 _seen: set[str] = set()        # every secret of every probe run so far, for the log filter
 _seen_lock = threading.Lock()
@@ -57,9 +56,7 @@ def secrets_of(probe: ProbeConfig) -> frozenset[str]:
 def redact(text: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    text = _USERINFO.sub(rf"\1{MASK}@", text)
-    text = _KEY_VALUE.sub(rf"\1\2{MASK}", text)
-    return _QUERY_SECRET.sub(rf"\1{MASK}", text)
+    return redact_text(text)
 
 
 def public_url(url: str) -> str:
