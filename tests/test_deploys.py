@@ -485,6 +485,7 @@ def _children() -> set[int]:
     return found
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)   # about git's processes, not the store
 def test_a_thousand_queries_leave_no_git_process_and_no_open_file(incident_repo, service, local):
     repo, sha = incident_repo
     repo.tag("v1.0", T - timedelta(minutes=100), ref=sha["good"])

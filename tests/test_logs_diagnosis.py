@@ -323,6 +323,7 @@ def corpus() -> list[tuple[Path, str]]:
     return samples
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)   # about reading logs, not the store
 def test_the_corpus_of_real_traces_meets_the_bar(local, make_config):
     """Right cause on 95% of the traces with a known one, never a wrong one, none on noise (issue 11);
     and every cause of the catalog is named right on at least one real trace."""
