@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from bot.config import Config, Service
-from bot.store import Incident, Store
+from bot.store import BOT_KINDS, Incident, Store
 
 Args = TypeVar("Args")
 
@@ -87,9 +87,19 @@ class Context:
     deadline: float = field(default_factory=lambda: time.monotonic() + 30)
     progress: Callable[[Reply], None] = lambda reply: None   # shows a long command's partial reply
     may_run: Callable[[str], bool] = lambda command: True     # [access]: may this user run /command here
+    records: bool = True      # False for a part of a command that records the whole (/triage's /logs)
 
     def now(self) -> datetime:
         return self.clock()
+
+    def record(self, incident: Incident, kind: str, text: str, data: dict[str, Any]) -> None:
+        """The bot's own entry in `incident`'s timeline, as the caller's: one line (`text`), the
+        details in `data` (their shape per kind is in ARCHITECTURE.md). A part of a larger command
+        records nothing: the whole is one entry."""
+        if kind not in BOT_KINDS:
+            raise ValueError(f"{kind!r} is not one of the bot's entry kinds (bot.store.BOT_KINDS)")
+        if self.records:
+            self.store.add_event(incident.id, at=self.now(), user=self.user, kind=kind, text=text, data=data)
 
     @overload
     def incident(self, ref: int | None, *, required: Literal[True] = True) -> Incident: ...

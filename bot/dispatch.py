@@ -72,8 +72,9 @@ class Dispatcher:
             user=invocation.user, channel=invocation.channel, store=self.store, config=self.config,
             request_id=invocation.request_id, clock=self.clock,
             deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS, may_run=may_run,
-            **({"progress": progress} if progress else {}),
         )
+        if progress is not None:
+            context = replace(context, progress=progress)
         try:
             return command.run(context, command.parse(invocation.text))
         except UsageError as error:

@@ -48,6 +48,7 @@ _OPTIONS = {
     "open": {"sev": Option.VALUE, "service": Option.VALUE, "started": Option.WORDS},
     "update": {"sev": Option.VALUE, "service": Option.VALUE, **_MILESTONE_OPTIONS, "cause": Option.VALUE},
     "resolve": {"cause": Option.VALUE},
+    "timeline": {"mine": Option.FLAG, "people": Option.FLAG},
 }
 _LEADING_REF = re.compile(r"\s*(#\d+)(?=\s|$)")
 _CAUSE = re.compile(r"^deploy:(\S+)$", re.I)
@@ -63,6 +64,7 @@ class IncidentArgs:
     service: str | None = None
     times: dict[str, str] = field(default_factory=dict)   # milestone option -> WHEN as typed
     cause: str | None = None                              # the deploy's ref as typed (a sha or a tag)
+    only: frozenset[str] = frozenset()                    # timeline filters: "mine", "people"
 
 
 def parse(text: str) -> IncidentArgs:
@@ -93,7 +95,7 @@ def parse(text: str) -> IncidentArgs:
         cause = typed.group(1).lower() if _HEX.match(typed.group(1)) else typed.group(1)
     parsed = IncidentArgs(
         action=action, incident=args.incident, text=args.text, severity=severity,
-        service=args.options.get("service"), cause=cause,
+        service=args.options.get("service"), cause=cause, only=frozenset(args.flags),
         times={m.option: str(args.options[m.option]) for m in MILESTONES if m.option in args.options},
     )
     if action not in ("open", "list") and parsed.incident is None and parsed.text.isdigit():
@@ -106,8 +108,11 @@ def parse(text: str) -> IncidentArgs:
                          "[--acked WHEN] [--resolved WHEN] [--cause deploy:<sha>].")
     if action == "list" and parsed.text not in ("", "open", "recent"):
         raise UsageError(f"list takes open or recent, not {parsed.text!r}.")
-    if action in ("status", "timeline") and parsed.text:
-        raise UsageError(f"{action} takes only an incident number, like #12.")
+    if action == "status" and parsed.text:
+        raise UsageError("status takes only an incident number, like #12.")
+    if action == "timeline" and parsed.text:
+        raise UsageError("timeline takes an incident number (#12), --mine (your entries) and --people "
+                         "(people's entries, not the bot's findings).")
     return parsed
 
 
@@ -236,7 +241,10 @@ def _list(ctx: Context, args: IncidentArgs) -> Reply:
 def _timeline(ctx: Context, args: IncidentArgs) -> Reply:
     incident = ctx.incident(args.incident)
     data = card_data(incident, ctx.now())
-    data["events"] = ctx.store.events(incident.id)
+    data["events"] = [event for event in ctx.store.events(incident.id)
+                      if ("mine" not in args.only or event.user == ctx.user)
+                      and ("people" not in args.only or not event.by_bot)]
+    data["only"] = sorted(args.only)
     return Reply("incident_timeline", data, Audience.THREAD, incident_id=incident.id)
 
 

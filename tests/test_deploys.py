@@ -202,6 +202,9 @@ def test_during_an_incident_suspects_last_known_good_and_the_rollback_hint(incid
     event = store.events(opened.incident_id)[-1]
     assert event.kind == "deploys" and event.data["suspects"] == [sha["commit"], sha["merge"]]
     assert event.data["last_known_good"] == sha["good"]
+    assert [d["sha"] for d in event.data["suspect_deploys"]] == event.data["suspects"]
+    assert event.text == (f"/deploys {reply.data['service']}: 3 deploys, suspects {sha['commit'][:10]}, "
+                          f"{sha['merge'][:10]}; last known good {sha['good'][:10]}")
     text = runner.renderer.text("deploys", reply.data)
     assert "2 suspects" in text and "Last known good" in text and reply.data["rollback_hint"] in text
 

@@ -349,3 +349,39 @@ def test_the_list_says_how_long_an_incident_has_been_going_not_how_long_it_was_a
     listed = runner.invoke("/incident list")
     text = runner.renderer.text(listed.template, listed.data)
     assert "acknowledged · ongoing for 1 h 30 m" in text and "acknowledged for" not in text
+
+
+def test_timeline_filters_mine_and_people(local, store):
+    runner = local()
+    runner.invoke("/incident open db down")
+    incident = store.incident(1)
+    store.add_event(1, at=incident.opened_at, user="U0BOB0001", kind="update", text="bob looked")
+    store.add_event(1, at=incident.opened_at, user=runner.user, kind="probe", text="/probe db: 1 down (db/main)")
+    store.add_event(1, at=incident.opened_at, user="U0BOB0001", kind="logs", text="/logs db: nothing matched")
+    store.add_event(1, at=incident.opened_at, user=None, kind="update", text="nobody's")
+
+    def timeline(flags):
+        reply = runner.invoke(f"/incident timeline {flags}")
+        return [(e.user, e.kind) for e in reply.data["events"]], runner.renderer.text(reply.template, reply.data)
+
+    mine, text = timeline("--mine")
+    assert mine == [(runner.user, "opened"), (runner.user, "probe")] and "your entries" in text
+    assert "/probe db: 1 down (db/main)" in text and "*probe*" not in text      # a finding is its one line
+    people, text = timeline("--people")
+    assert people == [(runner.user, "opened"), ("U0BOB0001", "update")] and "people's entries" in text
+    both, _ = timeline("--people --mine #1")
+    assert both == [(runner.user, "opened")]
+    everything, _ = timeline("")
+    assert len(everything) == 5
+
+
+@pytest.mark.parametrize("line, says", [
+    ("/incident timeline --mine junk", "timeline takes an incident number (#12), --mine"),
+    ("/incident timeline --mine=yes", "--mine takes no value"),
+    ("/incident status --people", "unknown option --people"),
+])
+def test_timeline_filters_misused_get_the_usage(local, line, says):
+    runner = local()
+    runner.invoke("/incident open db down")
+    reply = runner.invoke(line)
+    assert reply.outcome is Outcome.USAGE and says in reply.data["message"]

@@ -216,7 +216,10 @@ def test_inside_an_incident_channel_bare_logs_is_the_incidents_service_and_its_t
     assert reply.data["query"]["since"] == NOW - timedelta(minutes=30)      # started 20m ago, 10m lead
     assert [(e.exception, e.count) for e in reply.data["events"]] == [("KeyError: 'id'", 2)]
     event = runner.dispatcher.store.events(incident_id)[-1]
-    assert event.kind == "logs" and event.text == "/logs api: KeyError: 'id' ×2"
+    assert event.kind == "logs" and event.text == "/logs api: 1 kind of error — KeyError: 'id' ×2"
+    assert event.data["causes"] == [{"id": "python.uncaught_exception", "title": event.data["events"][0]["cause"]["title"],
+                                     "count": 2}]
+    assert event.data["events"][0]["exception"] == "KeyError: 'id'" and event.data["events"][0]["count"] == 2
     assert event.data["events"][0]["cause"]["id"] == "python.uncaught_exception"
     assert "KeyError" in event.data["events"][0]["excerpt"]
     timeline = runner.invoke("/incident timeline").data["events"]

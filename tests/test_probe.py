@@ -154,8 +154,9 @@ def test_bare_probe_in_an_incident_channel_probes_its_service_and_records_it(loc
     event = store.events(1)[-1]
     assert (event.kind, event.text) == ("probe", "/probe web: 2 ok")
     assert [r["target"] for r in event.data["results"]] == [r.target for r in reply.data["results"]]
+    assert event.data["counts"] == {"down": 0, "degraded": 0, "ok": 2}
     named = runner_.invoke("/probe api search #1")
-    assert named.incident_id == 1 and store.events(1)[-1].text == "/probe api search: 1 down"
+    assert named.incident_id == 1 and store.events(1)[-1].text == "/probe api search: 1 down (api/search)"
 
 
 def test_an_incident_without_a_service(local, make_config, web):

@@ -95,6 +95,11 @@ class Incident:
         return data
 
 
+# The bot's own timeline entries: what a command found, one line with its details in the data
+# (ARCHITECTURE.md: event kinds), written through Context.record. Every other entry is a person's.
+BOT_KINDS = frozenset({"deploys", "logs", "probe", "triage"})
+
+
 @dataclass(frozen=True)
 class Event:
     id: int
@@ -104,6 +109,11 @@ class Event:
     kind: str
     text: str | None
     data: dict[str, Any]
+
+    @property
+    def by_bot(self) -> bool:
+        """The bot's entry (a finding, or nobody's), not something a person did or wrote."""
+        return self.user is None or self.kind in BOT_KINDS
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "at": to_iso(self.at)}

@@ -24,6 +24,7 @@ from typing import Any
 
 from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, CommandError, Context, Need, Reply, UsageError
+from bot.redact import excerpt
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
 from commands.deploys import mirror
@@ -49,6 +50,7 @@ MAX_LAST = 200
 MAX_DEPLOYS = 500                          # per service; the JSON says `truncated` past it
 SHOWN = 15                                 # deploys in the message, then "and M more"
 SHOWN_FILES = 20
+ENTRY_NAMED = 3                            # suspects the timeline's one line names
 PARALLEL_SERVICES = 4
 _OPTIONS = {"since": Option.WORDS, "last": Option.VALUE, "branch": Option.VALUE}
 
@@ -118,14 +120,15 @@ def run(ctx: Context, args: DeploysArgs) -> Reply:
     if args.ref is not None:
         template, data = "deploys_detail", _detail(ctx, services[0], args.ref, incident)
         deploy = data["deploy"]
-        event_text = f"{services[0].name} {deploy.short_sha} in detail"
-        event_data = {"service": services[0].name, "sha": deploy.sha, "suspect": deploy.suspect}
+        event_text = f"/deploys {services[0].name}: {deploy.short_sha} in detail"
+        event_data = {"service": services[0].name, "sha": deploy.sha, "suspect": deploy.suspect,
+                      "deploy": _entry_deploy(deploy)}
     else:
         template, data = "deploys", _listing(ctx, services, args, incident)
         event_text, event_data = _event(data)
     if incident is None:
         return Reply(template, data)
-    ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="deploys", text=event_text, data=event_data)
+    ctx.record(incident, "deploys", event_text, event_data)
     return Reply(template, data, Audience.THREAD, incident_id=incident.id)
 
 
@@ -392,19 +395,28 @@ def _event(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The timeline's line and data: which deploys were seen and suspected, not the whole listing."""
     suspects = [d for report in data["services"] for d in report.suspects]
     last_known_good = data.get("last_known_good")
-    text = f"{len(data['deploys'])} deploys of {data['service'] or 'all services'}"
+    count = len(data["deploys"])
+    text = f"/deploys {data['service'] or 'all services'}: {count} deploy{'s' if count != 1 else ''}"
     if suspects:
-        text += f"; suspects: {', '.join(d.short_sha for d in suspects)}"
+        named = ", ".join(d.short_sha for d in suspects[:ENTRY_NAMED])
+        text += f", suspects {named}{', …' if len(suspects) > ENTRY_NAMED else ''}"
     if last_known_good:
-        text += f"; last known good: {last_known_good.short_sha}"
+        text += f"; last known good {last_known_good.short_sha}"
     return text, {
         "services": [report.name for report in data["services"]],
         "window": data["window"],
         "deploys": [d.sha for d in data["deploys"]],
         "suspects": [d.sha for d in suspects],
+        "suspect_deploys": [_entry_deploy(d) for d in suspects],
         "last_known_good": last_known_good.sha if last_known_good else None,
         "rollback_hint": data.get("rollback_hint"),
     }
+
+
+def _entry_deploy(deploy: Deploy) -> dict[str, Any]:
+    """A deploy as the timeline keeps it: enough to name it in a postmortem."""
+    return {"service": deploy.service, "sha": deploy.sha, "short_sha": deploy.short_sha, "when": deploy.when,
+            "author": deploy.author, "subject": excerpt(deploy.subject, 200), "pr": deploy.pr, "tag": deploy.tag}
 
 
 COMMAND = Command(

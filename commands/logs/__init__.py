@@ -62,6 +62,8 @@ MAX_REQUEST_ENTRIES = 200
 DEADLINE_MARGIN_SECONDS = 3                # stop reading this long before the command's deadline,
 DEADLINE_MARGIN_SHARE = 0.2                # or this share of the time left, when that is less
 TIMELINE_EXCERPT = 4000
+ENTRY_NAMED = 3          # kinds of error the timeline's one line names (the most frequent)
+ENTRY_NAME = 60          # characters of each
 _STATUS = re.compile(r"^([1-5])(xx|\d\d)$", re.I)
 _OPTIONS = {"since": Option.WORDS, "grep": Option.WORDS, "level": Option.VALUE, "last": Option.VALUE,
             "request-id": Option.VALUE, "status": Option.VALUE}
@@ -184,7 +186,7 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     data["notes"] = stats.notes
     if incident is None or (incident.service and incident.service != service.name):
         return Reply("logs", data, Audience.CALLER)     # only what is about its service goes into an incident
-    _record(ctx, incident, data, now)
+    _record(ctx, incident, data)
     return Reply("logs", data, Audience.THREAD, incident_id=incident.id)
 
 
@@ -282,18 +284,27 @@ def _show(groups: EventGroups, limit: int, context: CauseContext, data: dict[str
     data["ungrouped"], data["max_kinds"] = groups.ungrouped, report.MAX_SIGNATURES
 
 
-def _record(ctx: Context, incident: Incident, data: dict[str, Any], now: datetime) -> None:
-    """The paste is a timeline event of the incident: what was asked and what came back."""
-    events = data["events"]
-    summary = (f"/logs {data['service']}: " + (
-        "; ".join(excerpt(event.exception, 120) + (f" ×{event.count}" if event.count > 1 else "") for event in events)
-        if events else "nothing matched"))
-    ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="logs", text=summary, data={
+def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
+    """One line in the incident's timeline (the kinds of errors, the most frequent first); what was
+    asked and what came back in its data."""
+    events = sorted(data["events"], key=lambda event: -event.count)
+    named = ", ".join(f"{excerpt(event.exception, ENTRY_NAME)} ×{event.count}" for event in events[:ENTRY_NAMED])
+    found = (f"{len(events)} kind{'s' if len(events) != 1 else ''} of error — {named}"
+             f"{', …' if len(events) > ENTRY_NAMED else ''}") if events else "nothing matched"
+    causes_found: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event.cause:
+            cause = causes_found.setdefault(event.cause.id, {"id": event.cause.id, "title": event.cause.title,
+                                                             "count": 0})
+            cause["count"] += event.count
+    ctx.record(incident, "logs", f"/logs {data['service']}: {found}", {
         "service": data["service"], "mode": data["mode"], "query": data["query"],
-        "events": [{"excerpt": excerpt(event.excerpt, TIMELINE_EXCERPT), "count": event.count,
+        "events": [{"exception": excerpt(event.exception, ENTRY_NAME * 4),
+                    "excerpt": excerpt(event.excerpt, TIMELINE_EXCERPT), "count": event.count,
                     "signature": event.signature,
                     "first_seen": event.first_seen, "last_seen": event.last_seen,
-                    "cause": asdict(event.cause) if event.cause else None} for event in events],
+                    "cause": asdict(event.cause) if event.cause else None} for event in data["events"]],
+        "causes": list(causes_found.values()),
         "status": data["status"], "request_lines": len(data["lines"]),
     })
 

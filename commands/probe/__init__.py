@@ -20,12 +20,13 @@ from bot.args import parse_args
 from bot.command import Audience, Command, CommandError, Context, Need, Reply, UsageError
 from bot.config import Config
 from bot.store import Incident
-from commands.probe.runner import DEGRADED, DOWN, OK, Target, run_probes
+from commands.probe.runner import DEGRADED, DOWN, OK, ProbeResult, Target, run_probes
 from commands.probe.settings import PROBE_KINDS, ProbeConfig, ProbeSettings
 
 SETTINGS = (ProbeSettings,)
 
 ALL = "all"
+ENTRY_NAMED = 3             # failing targets the timeline's one line names
 REPLY_MARGIN_SECONDS = 1.0  # left of the command's deadline to render and post the answer
 
 
@@ -67,10 +68,22 @@ def run(ctx: Context, args: ProbeArgs) -> Reply:
     }
     if incident is None:
         return Reply("probe", data, Audience.CALLER)
-    summary = ", ".join(f"{counts[status]} {status}" for status in (DOWN, DEGRADED, OK) if counts[status])
-    ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="probe", text=f"/probe {scope}: {summary}",
-                        data={"scope": scope, "results": results})
+    ctx.record(incident, "probe", f"/probe {scope}: {entry_line(results)}",
+               {"scope": scope, "counts": data["counts"], "results": results})
     return Reply("probe", data, Audience.THREAD, incident_id=incident.id)
+
+
+def entry_line(results: list[ProbeResult]) -> str:
+    """The timeline's line of a probe: counts by status, the failing targets named ("1 down (web/db), 2 ok")."""
+    parts = []
+    for status in (DOWN, DEGRADED, OK):
+        hit = [result for result in results if result.status == status]
+        if not hit:
+            continue
+        named = ", ".join(f"{r.service}/{r.target}" for r in hit[:ENTRY_NAMED])
+        named += ", …" if len(hit) > ENTRY_NAMED else ""
+        parts.append(f"{len(hit)} {status}" + (f" ({named})" if status != OK else ""))
+    return ", ".join(parts) or "nothing probed"
 
 
 def _incident(ctx: Context, args: ProbeArgs) -> Incident | None:

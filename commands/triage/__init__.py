@@ -26,6 +26,7 @@ from typing import Any
 from bot.args import parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.config import Service
+from bot.redact import excerpt
 from bot.store import Incident, Store
 from bot.times import to_iso
 from commands.deploys import COMMAND as DEPLOYS
@@ -87,7 +88,9 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
     ctx.progress(reply(final=False))
     landed: queue.Queue[str] = queue.Queue()
     # The parts are told the incident by #N; without one they must not find the channel's (another service's).
-    part_ctx = dataclasses.replace(ctx, channel=None, deadline=deadline, progress=lambda partial: None)
+    # The triage is one entry in the timeline, with what its parts found: they record nothing themselves.
+    part_ctx = dataclasses.replace(ctx, channel=None, deadline=deadline, progress=lambda partial: None,
+                                   records=False)
     for name, work in _work(part_ctx, service, incident).items():
         if not ctx.may_run(_COMMAND_OF[name]):     # a part is its command: [access] applies as to the command
             parts[name].state, parts[name].note = SKIPPED, f"not allowed: you may not run /{_COMMAND_OF[name]}"
@@ -231,16 +234,24 @@ def _seen_before(store: Store, service: str, incident: Incident | None, errors: 
 
 
 def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
+    """One line (the most likely cause), and what every part found in the data."""
     top: Verdict = data["verdicts"][0]
-    ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="triage",
-                        text=f"/triage {data['service']}: {top.summary}", data={
-                            "service": data["service"],
-                            "verdicts": data["verdicts"],
-                            "parts": data["parts"],
-                            "impact_start": data["impact_start"]["at"] if data["impact_start"] else None,
-                            "signatures": [event.signature for event in (data["logs"] or {}).get("events", [])],
-                            "seen_before": [item["incident"].id for item in data["seen_before"]],
-                        })
+    line = f"most likely {top.summary} (score {top.score})" if top.score else top.summary
+    deploys, probes, logs = data["deploys"] or {}, data["probes"] or {}, data["logs"] or {}
+    events = logs.get("events", [])
+    ctx.record(incident, "triage", f"/triage {data['service']}: {line}", {
+        "service": data["service"],
+        "verdicts": data["verdicts"],
+        "parts": data["parts"],
+        "impact_start": data["impact_start"]["at"] if data["impact_start"] else None,
+        "signatures": [event.signature for event in events],
+        "seen_before": [item["incident"].id for item in data["seen_before"]],
+        "suspects": [deploy.sha for deploy in deploys.get("deploys", []) if deploy.suspect],
+        "probes": [{"service": r.service, "target": r.target, "kind": r.kind, "status": r.status, "error": r.error}
+                   for r in [*probes.get("results", []), *(data["host"] or {}).get("results", [])]],
+        "errors": [{"exception": excerpt(event.exception, 240), "count": event.count, "signature": event.signature,
+                    "cause": event.cause.id if event.cause else None} for event in events],
+    })
 
 
 COMMAND = Command(
