@@ -3,7 +3,9 @@
 One render, two backends. Templates write Slack mrkdwn and call `header()`, `divider()`,
 `context()`, `buttons()`, `code()` for structure and `mention()`, `channel()`, `link()` inline;
 those emit private-use markers that no value can carry, so no value can forge a block, a button,
-a mention or a link.
+a mention or a link. The `when` filter is such a marker too: a Slack date (`<!date^…>`, shown in
+each reader's zone) with the configured zone's text as its fallback, which plain-text fields (a
+header, a button, the notification) and the text backend show.
 
 One door for every value: the environment cleans what a template is given before the template
 sees it (`new_context`: the data, deep, dataclasses included), every attribute or item a template
@@ -155,7 +157,7 @@ class Renderer:
             header=_header, divider=_divider, context=_context, buttons=_buttons, code=_code,
             mention=_mention, channel=_channel, usergroup=_usergroup, link=_link, thread_link=self.thread_link,
         )
-        self.env.filters.update(when=self.when, ago=self.ago, duration=format_duration, day=self.day)
+        self.env.filters.update(when=self.date, ago=self.ago, duration=format_duration, day=self.day)
 
     def has(self, template: str) -> bool:
         try:
@@ -202,6 +204,15 @@ class Renderer:
             return clock
         day = "%a %d %b" if local.year == today.year else "%a %d %b %Y"
         return f"{local.strftime(day)} {clock}"
+
+    def date(self, moment: datetime | str | None) -> Markup | str:
+        """The `when` filter: a time Slack shows in each reader's own zone (`<!date^…>`), whose
+        fallback, and the text backend's rendering, is `when` in the configured zone. To the
+        minute, as shown: two times in the same minute are the same."""
+        local = self._local(moment)
+        if local is None:
+            return "—"
+        return _inline("date", str(int(local.timestamp()) // 60 * 60), self.when(local))
 
     def day(self, moment: datetime | str | None) -> str:
         local = self._local(moment)
@@ -317,11 +328,14 @@ def _section(text: str) -> Iterable[Block]:
 # -- Slack backend ---------------------------------------------------------------------------------
 
 
-def _slack_inline(text: str, backtick: str = SLACK_BACKTICK) -> str:
-    """Inline markers -> Slack's syntax; a value's backticks -> `backtick` (a look-alike in mrkdwn)."""
+def _slack_inline(text: str, backtick: str = SLACK_BACKTICK, *, plain: bool = False) -> str:
+    """Inline markers -> Slack's syntax; a value's backticks -> `backtick` (a look-alike in mrkdwn).
+    `plain`: for plain_text fields (a header, a button), where a date is its fallback text."""
 
     def replace(match: re.Match[str]) -> str:
         kind, parts = match.group(1), match.group(2).split(_INLINE_FIELD)
+        if kind == "date":
+            return parts[1] if plain else f"<!date^{parts[0]}^{{date_short_pretty}} {{time}}|{parts[1]}>"
         if kind == "user":
             return f"<@{parts[0]}>"
         if kind == "channel":
@@ -338,7 +352,7 @@ def to_slack(blocks: list[Block]) -> SlackMessage:
     for block in blocks:
         out.extend(_slack_blocks(block))
     fallback = next((_plain(b) for b in blocks if b.kind in ("header", "section")), "")
-    fallback = _slack_inline(fallback)
+    fallback = _slack_inline(fallback, plain=True)     # a notification: dates as their text, never cut inside one
     if len(fallback) > MAX_FALLBACK:
         fallback = re.sub(r"&[a-z]*$", "", fallback[:MAX_FALLBACK - 1]) + "…"
     if len(out) <= MAX_BLOCKS:
@@ -353,7 +367,7 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
     if block.kind == "divider":
         return [{"type": "divider"}]
     if block.kind == "header":
-        text = _slack_inline(block.text, "`")
+        text = _slack_inline(block.text, "`", plain=True)
         if len(text) <= MAX_HEADER and "\n" not in text:
             return [{"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}]
         return [_mrkdwn_section(chunk) for chunk in _chunks(f"*{_slack_inline(block.text)}*", MAX_SECTION)]
@@ -365,7 +379,7 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
         buttons = []
         for index, (label, value, *extra) in enumerate(block.items):
             button = {"type": "button", "action_id": f"run:{index}", "value": _plain_text(value),
-                      "text": {"type": "plain_text", "text": _slack_inline(label, "`")[:75], "emoji": True}}
+                      "text": {"type": "plain_text", "text": _slack_inline(label, "`", plain=True)[:75], "emoji": True}}
             if extra and extra[0] in ("primary", "danger"):
                 button["style"] = extra[0]
             if len(extra) == 3:
@@ -374,7 +388,7 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
         return [{"type": "actions", "elements": buttons[i:i + MAX_BUTTONS]}
                 for i in range(0, len(buttons), MAX_BUTTONS)]
     if block.kind == "code":
-        body = _slack_inline(block.text, "`").replace("```", "`\u200b``")
+        body = _slack_inline(block.text, "`", plain=True).replace("```", "`\u200b``")
         return [_mrkdwn_section(f"```\n{chunk}\n```") for chunk in _chunks(body, MAX_SECTION - 8)]
     return [_mrkdwn_section(chunk) for chunk in _chunks(_slack_inline(block.text), MAX_SECTION)]
 
@@ -382,7 +396,7 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
 def _confirm(label: str, *, question: str, no: str) -> dict[str, Any]:
     """Slack's confirm dialog for a button: its label is the title and the yes."""
     def plain(text: str, size: int) -> dict[str, Any]:
-        return {"type": "plain_text", "text": _slack_inline(text, "`")[:size], "emoji": True}
+        return {"type": "plain_text", "text": _slack_inline(text, "`", plain=True)[:size], "emoji": True}
 
     return {"title": plain(label, 100), "text": {"type": "mrkdwn", "text": _slack_inline(question)[:300]},
             "confirm": plain(label, 30), "deny": plain(no, 30)}
@@ -420,6 +434,8 @@ def _chunks(text: str, size: int) -> list[str]:
 def _text_inline(text: str) -> str:
     def replace(match: re.Match[str]) -> str:
         kind, parts = match.group(1), match.group(2).split(_INLINE_FIELD)
+        if kind == "date":
+            return parts[1]
         if kind == "user":
             return f"@{parts[0]}"
         if kind == "channel":

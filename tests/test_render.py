@@ -118,6 +118,28 @@ def test_times_are_shown_in_the_configured_zone(renderer):
     assert other_year == "Wed 01 Jan 2020 01:00 CET"
 
 
+def test_times_in_slack_are_slack_dates_each_reader_sees_in_their_zone(renderer):
+    moment = datetime(2026, 11, 24, 12, 5, 42, tzinfo=UTC)
+    message, text = slack(renderer, "{{ header('Since ' ~ (a | when)) }}at {{ a | when }}\n"
+                                    "{{ context('checked ' ~ (a | when)) }}"
+                                    "{{ buttons(('Set started to ' ~ (a | when), '/x', '', 'Set it to ' ~ (a | when) ~ '?', 'No')) }}"
+                                    "{{ code(a | when) }}", a=moment)
+    date = "<!date^1795521900^{date_short_pretty} {time}|13:05 CET>"     # to the minute, as shown
+    header, section, context, actions, code = message.blocks
+    assert header["text"]["text"] == "Since 13:05 CET"                   # plain text: the fallback
+    assert section["text"]["text"] == f"at {date}" and context["elements"][0]["text"] == f"checked {date}"
+    button = actions["elements"][0]
+    assert button["text"]["text"] == "Set started to 13:05 CET" and button["confirm"]["text"]["text"] == f"Set it to {date}?"
+    assert code["text"]["text"] == "```\n13:05 CET\n```"
+    assert message.text == "Since 13:05 CET"
+    assert text == "== Since 13:05 CET ==\nat 13:05 CET\nchecked 13:05 CET\n[Set started to 13:05 CET: /x]\n    13:05 CET"
+
+
+def test_a_value_cannot_forge_a_slack_date(renderer):
+    message, _ = slack(renderer, "{{ v }}", v="<!date^1^{time}|x> \ue003date\ue0051\ue005x\ue003")
+    assert "<!date" not in message.blocks[0]["text"]["text"] and "&lt;!date^1^{time}|x&gt;" in message.blocks[0]["text"]["text"]
+
+
 def test_every_block_is_valid_json_for_slack(renderer):
     message, _ = slack(renderer, "{{ header('H') }}body\n{{ context('c') }}{{ divider() }}{{ code('x') }}")
     assert json.loads(json.dumps(message.blocks))[0] == {"type": "header", "text": {"type": "plain_text", "text": "H", "emoji": True}}

@@ -14,6 +14,7 @@ from slack_bolt.request import BoltRequest
 from bot.command import Command, Reply
 from bot.dispatch import Invocation
 from bot.jsonlog import JsonFormatter
+from bot.store import Event
 from commands import incident as incident_command
 from conftest import table_rows, unwritable
 from slack_double import eventually, home_button_click, home_opened, sign, slash_command
@@ -214,9 +215,9 @@ def test_past_the_budget_the_whole_answer_is_uploaded_in_the_thread(slack_bot, s
     client.command("/incident", "open db down")
     slack_double.wait_for("chat.postMessage")
     incident = eventually(lambda: store.incident(1).thread_ts and store.incident(1))
-    events = [{"at": incident.opened_at, "user": "U0ALICE01", "kind": "update", "text": f"note {n} " + "x" * 60,
-               "data": {}} for n in range(3000)]
-    data = {**incident_command.card_data(incident, incident.opened_at), "events": events}
+    events = [Event(id=n, incident_id=1, at=incident.opened_at, user="U0ALICE01", kind="update",
+                    text=f"note {n} " + "x" * 60, data={}) for n in range(3000)]
+    data = {**incident_command.card_data(incident, incident.opened_at), "events": events, "only": []}
     bot.worker.outbox.post(Reply("incident_timeline", data, "thread", incident_id=1),
              Invocation("incident", "timeline", "U0ALICE01", "C0INCIDNT", "r1"))
     slack_double.wait_for("files.completeUploadExternal")
@@ -466,3 +467,19 @@ def test_a_private_answer_through_response_url_survives_slack_hiccups(slack_bot,
     (answer,) = slack_double.wait_for("response_url", timeout=20)
     failed = [c for c in slack_double.called("response_url") if c.args.get("_failed")]
     assert len(failed) == 2 and answer.at - failed[0].at >= 1.0 and "No incident is open" in blocks_text(answer)
+
+
+# -- Slack-native: dates each reader sees in their own zone --------------------------------------------
+
+def test_times_are_slack_dates_with_a_fallback_and_the_card_shows_the_start_not_a_frozen_age(
+        slack_bot, slack_double, make_config):
+    bot, client = slack_bot(make_config('timezone = "Europe/Berlin"'), use_clock=True)
+    client.command("/incident", "open db down --started 14:20")            # 13:20 UTC; the clock says 14:00 UTC
+    (announcement,) = slack_double.wait_for("chat.postMessage")
+    started = "<!date^1795526400^{date_short_pretty} {time}|14:20 CET>"
+    card = blocks_text(announcement)
+    assert f"*Ongoing since* {started}" in card and "Ongoing for" not in card
+    assert announcement.args["text"] == "🔴 Incident #1: db down"           # the notification: plain text
+    client.command("/incident", "timeline")
+    timeline = slack_double.wait_for("chat.postMessage", 2)[1]
+    assert "<!date^1795528800^{date_short_pretty} {time}|15:00 CET>" in blocks_text(timeline)   # opened now
