@@ -37,8 +37,10 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from bot import redact
 from bot.command import Command
 from bot.config import Config
-from bot.dispatch import Invocation
+from bot.dispatch import Dispatcher, Invocation
 from bot.jsonlog import request_id
+from bot.manifest import SHORTCUTS
+from bot.outbox import FORM_CALLBACK
 from bot.render import Renderer
 from bot.store import Store, StoreUnavailable
 from bot.times import utc_now
@@ -50,6 +52,7 @@ EVENTS_PATH = "/slack/events"
 # Slack's largest request is a button on a 50-block message, which it sends back whole (percent-encoded).
 MAX_REQUEST_BYTES = 4 << 20
 SIGNATURE_MAX_AGE_SECONDS = 5 * 60
+QUOTE_MAX = 1000     # characters of a message quoted by a shortcut (it travels in the form's private_metadata)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,12 @@ class SlackBot:
         def on_home_opened(ack: Callable[..., None], body: dict[str, Any], event: dict[str, Any]) -> None:
             self._on_home_opened(ack, body, event)
 
+        def on_shortcut(ack: Callable[..., None], body: dict[str, Any], shortcut: dict[str, Any]) -> None:
+            self._on_shortcut(ack, body)
+
+        def on_submission(ack: Callable[..., None], body: dict[str, Any], view: dict[str, Any]) -> None:
+            self._on_submission(ack, body, view)
+
         self.app = App(
             signing_secret=env.signing_secret,
             client=WebClient(base_url=env.api_url.rstrip("/") + "/", timeout=SLACK_TIMEOUT_SECONDS),
@@ -123,6 +132,11 @@ class SlackBot:
             self.app.command(f"/{name}")(on_command)
         self.app.action(re.compile(r"^run:"))(on_button)
         self.app.event("app_home_opened")(on_home_opened)
+        for shortcut in SHORTCUTS:
+            self.app.shortcut(shortcut.callback_id)(on_shortcut)
+        self.app.view(re.compile(f"^{re.escape(FORM_CALLBACK)}"))(on_submission)
+        # Checks a submitted form at once, so that its errors are shown in the form (nothing is run here).
+        self.forms = Dispatcher(store, config, commands, clock)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -201,8 +215,42 @@ class SlackBot:
         request_id.set(rid)
         invocation = Invocation(
             command=body["command"].lstrip("/"), text=body.get("text") or "", user=body["user_id"],
-            channel=body.get("channel_id"), request_id=rid, response_url=body.get("response_url"))
+            channel=body.get("channel_id"), request_id=rid, response_url=body.get("response_url"),
+            trigger_id=body.get("trigger_id"))
         self._queue(ack, COMMAND, body.get("trigger_id"), body, work_payload(invocation))
+
+    def _on_shortcut(self, ack: Callable[..., None], body: dict[str, Any]) -> None:
+        """A message shortcut: its command run on the message, which is quoted (redacted, cut)."""
+        rid = new_request_id()
+        request_id.set(rid)
+        shortcut = next(s for s in SHORTCUTS if s.callback_id == body.get("callback_id"))
+        name, _, text = shortcut.command.lstrip("/").partition(" ")
+        message, channel = body.get("message") or {}, (body.get("channel") or {}).get("id")
+        quote = {"text": redact.excerpt(message.get("text") or "", QUOTE_MAX), "user": message.get("user"),
+                 "channel": channel, "ts": message.get("ts")}
+        invocation = Invocation(command=name, text=text, user=body["user"]["id"], channel=channel, request_id=rid,
+                                response_url=body.get("response_url") or None, trigger_id=body.get("trigger_id"),
+                                quote=quote)
+        self._queue(ack, COMMAND, body.get("trigger_id"), body, work_payload(invocation))
+
+    def _on_submission(self, ack: Callable[..., None], body: dict[str, Any], view: dict[str, Any]) -> None:
+        """A submitted form: checked at once (errors are answered in the form, which stays open),
+        then run as its command, as the submitting user, in the channel the form was asked from."""
+        rid = new_request_id()
+        request_id.set(rid)
+        asked = json.loads(view.get("private_metadata") or "{}")
+        invocation = Invocation(
+            command=view["callback_id"].removeprefix(FORM_CALLBACK), text="", user=body["user"]["id"],
+            channel=asked.get("channel"), request_id=rid, form=_form_values(view), quote=asked.get("quote"))
+        try:
+            errors = self.forms.check_form(invocation)
+        except Exception:   # the worker will say what went wrong, where the answer goes
+            log.exception("could not check a form for /%s", invocation.command)
+            errors = {}
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        self._queue(ack, COMMAND, f"{view.get('id')}:{view.get('hash')}", body, work_payload(invocation))
 
     def _on_button(self, ack: Callable[..., None], body: dict[str, Any], action: dict[str, Any]) -> None:
         rid = new_request_id()
@@ -240,6 +288,17 @@ class SlackBot:
             log.info("dropped a redelivered %s", kind, extra={"delivery": key})
             return
         self.queued()
+
+
+def _form_values(view: dict[str, Any]) -> dict[str, str]:
+    """A submitted view's input values by field name (its inputs' action ids); empty when not filled in."""
+    values: dict[str, str] = {}
+    for block in ((view.get("state") or {}).get("values") or {}).values():
+        for name, element in block.items():
+            chosen = element.get("value") or (element.get("selected_option") or {}).get("value") \
+                or element.get("selected_user")
+            values[name] = chosen if isinstance(chosen, str) else ""
+    return values
 
 
 def _answer(start_response: Callable[..., Any], status: str, text: str) -> Iterable[bytes]:

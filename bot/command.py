@@ -25,6 +25,7 @@ class Audience(StrEnum):
     CHANNEL = "channel"      # the channel it was asked in
     THREAD = "thread"        # the thread of `Reply.incident_id`
     ANNOUNCE = "announce"    # a new incident's announcement: its ts becomes the incident's thread
+    FORM = "form"            # a form the caller fills in (Slack: a modal); its values go to `Command.form`
 
 
 class Outcome(StrEnum):
@@ -51,6 +52,25 @@ class Reply:
     card: Reply | None = None   # the incident's announcement, re-rendered in place after a change
     outcome: Outcome = Outcome.OK
     files: tuple[Upload, ...] = ()
+    then: tuple[Reply, ...] = ()   # messages posted after this one, in order (a quote in a new thread)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The message an incident is declared from (Slack's message shortcut): its text, redacted
+    and cut, who wrote it, and its link (None when Slack did not give one)."""
+
+    text: str
+    user: str | None = None
+    link: str | None = None
+
+
+class FormError(Exception):
+    """A submitted form's values that cannot be taken: field name -> why (shown by the field)."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__("; ".join(fields.values()))
+        self.fields = fields
 
 
 class UsageError(Exception):
@@ -88,6 +108,8 @@ class Context:
     progress: Callable[[Reply], None] = lambda reply: None   # shows a long command's partial reply
     may_run: Callable[[str], bool] = lambda command: True     # [access]: may this user run /command here
     records: bool = True      # False for a part of a command that records the whole (/triage's /logs)
+    forms: bool = False       # the frame can show a form (Slack, with the command's trigger)
+    quote: Quote | None = None   # the message the command was run on (a message shortcut)
 
     def now(self) -> datetime:
         return self.clock()
@@ -188,6 +210,9 @@ class Command(Generic[Args]):
     parse: Callable[[str], Args]               # text -> arguments, or UsageError
     run: Callable[[Context, Args], Reply]      # arguments -> reply, or UsageError / CommandError
     help_data: Callable[[Config], dict[str, Any]] = lambda config: {}   # what the help template shows
+    # A submitted form's values (field name -> text) -> arguments, or FormError; for a command
+    # whose run may answer with a form (Audience.FORM).
+    form: Callable[[Context, dict[str, str]], Args] | None = None
 
     @property
     def help_template(self) -> str:

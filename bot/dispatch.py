@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from bot.access import Access
-from bot.command import Command, CommandError, Context, Outcome, Reply, UsageError
+from bot.command import Command, CommandError, Context, FormError, Outcome, Quote, Reply, UsageError
 from bot.config import Config
 from bot.store import Store
 
@@ -34,6 +35,9 @@ class Invocation:
     channel: str | None
     request_id: str
     response_url: str | None = None
+    trigger_id: str | None = None           # Slack's, for a form (a modal) the command may answer with
+    form: dict[str, str] | None = None      # a submitted form's values: run instead of the text
+    quote: dict[str, Any] | None = None     # the message it was run on (a Quote's fields)
 
 
 class Dispatcher:
@@ -63,20 +67,17 @@ class Dispatcher:
         if invocation.text.strip().lower() in HELP_WORDS:
             data = {**command.help_data(self.config), "command": command, "config": self.config}
             return Reply(command.help_template, data)
-        access = self.access
-
-        def may_run(other: str) -> bool:
-            return access is None or access.check(other, invocation.user, invocation.channel) is None
-
-        context = Context(
-            user=invocation.user, channel=invocation.channel, store=self.store, config=self.config,
-            request_id=invocation.request_id, clock=self.clock,
-            deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS, may_run=may_run,
-        )
+        context = self._context(invocation)
         if progress is not None:
             context = replace(context, progress=progress)
         try:
+            if invocation.form is not None:
+                if command.form is None:
+                    raise UsageError(f"/{name} takes no form.")
+                return command.run(context, command.form(context, invocation.form))
             return command.run(context, command.parse(invocation.text))
+        except FormError as error:
+            return _error(name, str(error), outcome=Outcome.USAGE)
         except UsageError as error:
             return _error(name, str(error), usage=command.usage, outcome=Outcome.USAGE)
         except CommandError as error:
@@ -85,6 +86,35 @@ class Dispatcher:
             log.exception("/%s failed", name, extra={"command_text": invocation.text, "user": invocation.user})
             return Reply("internal_error", {"command": name, "request_id": invocation.request_id},
                          outcome=Outcome.FAILED)
+
+
+    def check_form(self, invocation: Invocation) -> dict[str, str]:
+        """A submitted form's values checked as its command will take them (nothing is run):
+        field name -> why, for the form to show while it is still open."""
+        command = self.commands.get(invocation.command)
+        if command is None or command.form is None or invocation.form is None:
+            return {}
+        try:
+            command.form(self._context(invocation), invocation.form)
+        except FormError as error:
+            return error.fields
+        return {}
+
+    def _context(self, invocation: Invocation) -> Context:
+        access = self.access
+
+        def may_run(other: str) -> bool:
+            return access is None or access.check(other, invocation.user, invocation.channel) is None
+
+        quote = Quote(text=invocation.quote.get("text") or "", user=invocation.quote.get("user"),
+                      link=invocation.quote.get("link")) if invocation.quote else None
+        return Context(
+            user=invocation.user, channel=invocation.channel, store=self.store, config=self.config,
+            request_id=invocation.request_id, clock=self.clock,
+            deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS, may_run=may_run,
+            forms=invocation.trigger_id is not None,
+            quote=quote,
+        )
 
 
 def _error(command: str, message: str, *, usage: str | None = None, incidents: list | None = None,

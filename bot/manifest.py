@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from bot.command import Command
@@ -22,6 +23,22 @@ BOT_SCOPES = [
     "im:history",          # ... in the direct message a private answer from the App Home goes to
 ]
 BOT_EVENTS = ["app_home_opened"]       # the App Home tab
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A message shortcut (a message's ⋯ menu): runs `command` as typed, on that message."""
+
+    callback_id: str
+    name: str              # at most 24 characters
+    description: str
+    command: str
+
+
+SHORTCUTS = (
+    Shortcut("declare_incident", "Declare incident",
+             "Open an incident from this message: the form, then the message quoted in its thread", "/incident open"),
+)
 
 
 def manifest(commands: dict[str, Command], http_url: str | None) -> dict[str, Any]:
@@ -50,6 +67,8 @@ def manifest(commands: dict[str, Command], http_url: str | None) -> dict[str, An
             "app_home": {"home_tab_enabled": True, "messages_tab_enabled": True,
                          "messages_tab_read_only_enabled": True},
             "slash_commands": slash_commands,
+            "shortcuts": [{"name": shortcut.name, "type": "message", "callback_id": shortcut.callback_id,
+                           "description": shortcut.description} for shortcut in SHORTCUTS],
         },
         "oauth_config": {"scopes": {"bot": BOT_SCOPES}},
         "settings": {

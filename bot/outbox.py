@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import copy
 import http.client
+import json
 import logging
 import socket
 import threading
@@ -52,6 +53,7 @@ _TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_un
                      "team_access_not_granted"}
 _MAYBE_DONE_ERRORS = {"internal_error", "fatal_error"}   # Slack: "some aspect of the operation may have succeeded"
 METADATA_EVENT = "oncall_outbox"
+FORM_CALLBACK = "form:"   # a modal's callback_id: form:<command>
 HISTORY_PAGE = 200       # messages per conversations.history/.replies page
 HISTORY_PAGES = 5        # how far back an earlier post is looked for: a channel's newest 1,000 messages
                          # (a thread's first 1,000 replies)
@@ -107,8 +109,25 @@ class Outbox:
         first write takes the store's write lock, and it is held until the unit ends.
         `replacing`: the outbox id of a progress message that this reply replaces in place.
         """
-        message = self.renderer.slack(reply.template, reply.data)
+        rows = self._reply_rows(reply, invocation, replacing)
+        for then in reply.then:
+            rows += self._reply_rows(then, invocation, None, point=False)
+        for kind, payload, where in rows:
+            self.store.enqueue(kind=kind, payload=payload, **where)
+        self.wake()
+
+    def _reply_rows(self, reply: Reply, invocation: Invocation, replacing: int | None, *,
+                    point: bool = True) -> list[_Row]:
+        """The outbox rows of one reply, rendered; `point`: tell a caller in another channel where it went."""
         common = self._common(invocation)
+        if reply.audience is Audience.FORM:
+            view = self.renderer.view(reply.template, reply.data)
+            # The form's submission comes back with these: which command takes it, and where it was asked.
+            view.update(callback_id=f"{FORM_CALLBACK}{invocation.command}", private_metadata=json.dumps(
+                {"channel": invocation.channel, "quote": invocation.quote}, ensure_ascii=False))
+            return [("form", {"trigger_id": invocation.trigger_id, "view": view}, {"channel": invocation.channel,
+                                                                                  **common})]
+        message = self.renderer.slack(reply.template, reply.data)
         incident = self.store.incident(reply.incident_id) if reply.incident_id else None
         rows: list[_Row] = []
         if replacing is not None:
@@ -117,7 +136,7 @@ class Outbox:
             kind = "announce" if reply.audience is Audience.ANNOUNCE else "message"
             rows += self._rows(kind, message, {"channel": incident.announce_channel, "incident_id": incident.id,
                                                **common})
-            if invocation.channel not in (None, incident.announce_channel):  # None: the App Home
+            if point and invocation.channel not in (None, incident.announce_channel):  # None: the App Home
                 pointer = self.renderer.slack("pointer", {"incident": incident})
                 rows += self._rows("ephemeral", pointer, {"channel": invocation.channel, **common})
         elif reply.audience is Audience.CHANNEL:
@@ -132,9 +151,7 @@ class Outbox:
             card = self.renderer.slack(reply.card.template, reply.card.data)
             rows += self._rows("update", card, {"channel": incident.announce_channel, "incident_id": incident.id,
                                                 **common})
-        for kind, payload, where in rows:
-            self.store.enqueue(kind=kind, payload=payload, **where)
-        self.wake()
+        return rows
 
     @staticmethod
     def _place(reply: Reply, invocation: Invocation) -> dict[str, Any]:
@@ -267,6 +284,9 @@ class Outbox:
             return self._call("views_publish", user_id=item.user, view={"type": "home", **payload})
         if item.kind == "upload":
             self._call("files_upload_v2", **self._where(item, incident), **_file(payload))
+            return None
+        if item.kind == "form":     # its trigger lives 3 seconds: a retry later would fail, and says so
+            self._call("views_open", trigger_id=payload["trigger_id"], view=payload["view"])
             return None
         if item.kind == "upload_dm":
             direct = self._call("conversations_open", users=item.user)["channel"]["id"]

@@ -53,6 +53,10 @@ MAX_HEADER = 150
 MAX_CONTEXT = 10
 MAX_BUTTONS = 25
 MAX_FALLBACK = 300
+MAX_VIEW_TITLE = 24      # a modal's title, submit and close labels
+MAX_LABEL = 2000         # an input's label
+MAX_INPUT = 3000         # a text input's value
+MAX_OPTION = 75          # an option's text and value
 
 # Private-use characters: not whitespace to str.strip()/split() (the ASCII separators \x1c-\x1f are).
 # An inline marker has its own field separator: it may sit inside a block's field (a mention in a context).
@@ -68,7 +72,7 @@ SLACK_BACKTICK = "\u02cb"   # ˋ, where a backtick would end a code span
 
 @dataclass(frozen=True)
 class Block:
-    kind: str                       # section | code | header | divider | context | buttons
+    kind: str                       # section | code | header | divider | context | buttons | field | form
     text: str = ""
     items: tuple[tuple[str, ...], ...] = ()
 
@@ -156,6 +160,7 @@ class Renderer:
         self.env.globals.update(
             header=_header, divider=_divider, context=_context, buttons=_buttons, code=_code,
             mention=_mention, channel=_channel, usergroup=_usergroup, link=_link, thread_link=self.thread_link,
+            form=_form, text_field=_text_field, select_field=_select_field, user_field=_user_field,
         )
         self.env.filters.update(when=self.date, ago=self.ago, duration=format_duration, day=self.day)
 
@@ -178,6 +183,18 @@ class Renderer:
 
     def slack(self, template: str, data: dict[str, Any]) -> SlackMessage:
         return to_slack(self.blocks(template, data))
+
+    def view(self, template: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A modal (Slack's view) from a template that calls `form()` and the `*_field()` globals;
+        `callback_id` and `private_metadata` are the frame's to add."""
+        blocks = self.blocks(template, data)
+        forms = [block for block in blocks if block.kind == "form"]
+        if len(forms) != 1:
+            raise ValueError(f"{template}: a view needs one form(title, submit)")
+        (title, submit, close), = forms[0].items
+        return {"type": "modal", "title": _plain_field(title, MAX_VIEW_TITLE),
+                "submit": _plain_field(submit, MAX_VIEW_TITLE), "close": _plain_field(close, MAX_VIEW_TITLE),
+                "blocks": [out for block in blocks if block.kind != "form" for out in _slack_blocks(block)]}
 
     def thread_link(self, channel: str | None, ts: str | None, label: str) -> Markup | str:
         """A link to a message's thread when the workspace is known, else just the label."""
@@ -261,6 +278,31 @@ def _buttons(*buttons: tuple[str, ...]) -> Markup:
     return _mark("buttons", *buttons)
 
 
+def _form(title: str, submit: str, close: str) -> Markup:
+    """A modal's title and buttons: the template is a form (Renderer.view)."""
+    return _mark("form", (title, submit, close))
+
+
+def _text_field(name: str, label: str, value: Any = "", placeholder: str = "", optional: bool = False,
+                multiline: bool = False, max_length: int = MAX_INPUT) -> Markup:
+    """A text input; its value is submitted under `name`."""
+    return _mark("field", ("text", name, label, value or "", placeholder, "optional" if optional else "",
+                           "multiline" if multiline else "", str(max_length)))
+
+
+def _select_field(name: str, label: str, options: Iterable[tuple[Any, Any]], initial: Any = None,
+                  optional: bool = False) -> Markup:
+    """A static select of (value, label) options; the chosen value is submitted under `name`."""
+    return _mark("field", ("select", name, label, "" if initial is None else initial, "",
+                           "optional" if optional else ""),
+                 *((str(value), text) for value, text in options))
+
+
+def _user_field(name: str, label: str, optional: bool = False) -> Markup:
+    """A users select; the chosen user's id is submitted under `name`."""
+    return _mark("field", ("user", name, label, "", "", "optional" if optional else ""))
+
+
 def _code(text: Any) -> Markup:
     return _mark("code", text)
 
@@ -294,7 +336,7 @@ def _split_blocks(rendered: str) -> Iterable[Block]:
     for match in _BLOCK_MARK.finditer(rendered):
         yield from _section(rendered[position:match.start()])
         kind, payload = match.group(1), match.group(2)
-        if kind in ("context", "buttons"):
+        if kind in ("context", "buttons", "field", "form"):
             items = tuple(_fields(item) for item in payload.split(_ITEM) if item)
             if items:
                 yield Block(kind, items=items)
@@ -387,10 +429,44 @@ def _slack_blocks(block: Block) -> list[dict[str, Any]]:
             buttons.append(button)
         return [{"type": "actions", "elements": buttons[i:i + MAX_BUTTONS]}
                 for i in range(0, len(buttons), MAX_BUTTONS)]
+    if block.kind == "field":
+        return [_input(block)]
+    if block.kind == "form":
+        return []
     if block.kind == "code":
         body = _slack_inline(block.text, "`", plain=True).replace("```", "`\u200b``")
         return [_mrkdwn_section(f"```\n{chunk}\n```") for chunk in _chunks(body, MAX_SECTION - 8)]
     return [_mrkdwn_section(chunk) for chunk in _chunks(_slack_inline(block.text), MAX_SECTION)]
+
+
+def _input(block: Block) -> dict[str, Any]:
+    """An input block of a modal; its block and action ids are the field's name, so a submission's
+    values and the errors answered about them are by name."""
+    (kind, name, label, value, placeholder, optional, *rest), *options = block.items
+    name = _plain_text(name)
+    element: dict[str, Any] = {"action_id": name}
+    if kind == "text":
+        multiline, max_length = rest
+        element.update(type="plain_text_input", multiline=bool(multiline), max_length=int(max_length))
+        if value:
+            element["initial_value"] = _plain_text(_slack_inline(value, "`", plain=True))[:int(max_length)]
+    elif kind == "select":
+        choices = [{"text": _plain_field(text, MAX_OPTION), "value": _plain_text(option)[:MAX_OPTION]}
+                   for option, text in options]
+        element.update(type="static_select", options=choices)
+        chosen = [choice for choice in choices if choice["value"] == _plain_text(value)]
+        if chosen:
+            element["initial_option"] = chosen[0]
+    else:
+        element["type"] = "users_select"
+    if placeholder:
+        element["placeholder"] = _plain_field(placeholder, 150)
+    return {"type": "input", "block_id": name, "label": _plain_field(label, MAX_LABEL), "optional": bool(optional),
+            "element": element}
+
+
+def _plain_field(text: str, size: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": _slack_inline(text, "`", plain=True)[:size], "emoji": True}
 
 
 def _confirm(label: str, *, question: str, no: str) -> dict[str, Any]:
@@ -467,6 +543,10 @@ def to_text(blocks: list[Block]) -> str:
         elif block.kind == "buttons":
             lines.append("  ".join(f"[{_text_inline(label)}: {_plain_text(value)}]"
                                    for label, value, *_ in block.items))
+        elif block.kind == "form":
+            lines.append(f"== {_text_inline(block.items[0][0])} ==")
+        elif block.kind == "field":
+            lines.append(f"{_text_inline(block.items[0][2])}: {_text_inline(block.items[0][3])}")
         elif block.kind == "code":
             lines.extend("    " + line for line in _text_inline(block.text).split("\n"))
         else:

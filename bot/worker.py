@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -202,6 +202,10 @@ class Worker:
 
     def _run(self, item: WorkItem, invocation: Invocation) -> None:
         started = time.monotonic()
+        quote = invocation.quote
+        if invocation.form is not None and quote and quote.get("ts") and not quote.get("link"):
+            # The message a form was opened on is linked from what the command posts.
+            invocation = replace(invocation, quote={**quote, "link": self._permalink(quote["channel"], quote["ts"])})
         shown: list[int] = []   # the outbox id of the progress message, once there is one
 
         def progress(partial: Reply) -> None:
@@ -224,6 +228,14 @@ class Worker:
             self._publish_home(item, invocation.user, invocation.request_id)
         log.info("/%s answered", invocation.command, extra={
             "user": invocation.user, "outcome": reply.outcome.value, "ms": round((time.monotonic() - started) * 1000)})
+
+    def _permalink(self, channel: str, ts: str) -> str | None:
+        try:
+            link: str = self.outbox.client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"]
+            return link
+        except Exception as error:
+            log.warning("chat.getPermalink failed (%s): the message is quoted without its link", error)
+            return None
 
     def _publish_home(self, item: WorkItem, user: str, rid: str) -> None:
         """`user`'s App Home: open incidents with their buttons, this week's numbers, the last report.

@@ -14,13 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.args import Option, number, parse_args
-from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.redact import redact
+from bot.command import Audience, Command, CommandError, Context, FormError, Reply, UsageError
+from bot.redact import excerpt, redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
 from commands.deploys import find_deploy
 
 DEFAULT_SEVERITY = 3
+FORM_TITLE_MAX = 150                     # the open form's title field
+NEEDS_A_TITLE = "An incident needs a title: /incident open <title>."
 DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
 RECENT_LIMIT = 15
 FUTURE_SLACK = timedelta(seconds=5)      # "now" typed a moment after the clock was read
@@ -102,8 +104,6 @@ def parse(text: str) -> IncidentArgs:
     if action not in ("open", "list") and parsed.incident is None and parsed.text.isdigit():
         raise UsageError(f"Did you mean #{parsed.text}? An incident is named with #, like "
                          f"/incident {action} #{parsed.text}.")
-    if action == "open" and not parsed.text:
-        raise UsageError("An incident needs a title: /incident open <title>.")
     if action == "update" and not (parsed.text or severity or parsed.service or parsed.times or cause):
         raise UsageError("Say what changed: /incident update <note> [--sev N] [--service S] [--started WHEN] "
                          "[--acked WHEN] [--resolved WHEN] [--cause deploy:<sha>].")
@@ -125,6 +125,10 @@ def run(ctx: Context, args: IncidentArgs) -> Reply:
 
 
 def _open(ctx: Context, args: IncidentArgs) -> Reply:
+    if not args.text.strip():
+        if ctx.forms:     # Slack: the form asks for the title, and the rest
+            return _open_form(ctx, args)
+        raise UsageError(NEEDS_A_TITLE)
     now = ctx.now()
     service = _service(ctx, args.service)
     started = _when(ctx, "started", args.times["started"], now) if "started" in args.times else now
@@ -139,11 +143,51 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
             opened_by=ctx.user, opened_at=now, started_at=started, channel=ctx.channel,
             announce_channel=ctx.config.slack.incident_channel or ctx.channel,
         )
+        quote = ctx.quote
         ctx.store.add_event(incident_id, at=now, user=ctx.user, kind="opened", text=title,
                             data={"severity": args.severity or DEFAULT_SEVERITY, "service": service,
-                                  "started_at": started})
+                                  "started_at": started, **({"quote": quote} if quote else {})})
         incident = _reread(ctx, incident_id)
-    return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id)
+    then = (Reply("incident_quote", {"incident": incident, "quote": quote, "user": ctx.user}, Audience.THREAD,
+                  incident_id=incident_id),) if quote else ()
+    return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id, then=then)
+
+
+def _open_form(ctx: Context, args: IncidentArgs) -> Reply:
+    """The form `/incident open` without a title answers with, what was typed filled in; a message
+    the incident is declared from is quoted, and its first line is the title offered."""
+    offered = ctx.quote.text.strip().split("\n", 1)[0] if ctx.quote and ctx.quote.text.strip() else ""
+    return Reply("incident_open_form", {
+        "title": excerpt(offered, FORM_TITLE_MAX), "title_max": FORM_TITLE_MAX, "severities": SEVERITIES,
+        "severity": args.severity or DEFAULT_SEVERITY, "services": sorted(ctx.config.services),
+        "service": args.service, "started": args.times.get("started", ""), "quote": ctx.quote,
+    }, Audience.FORM)
+
+
+def form(ctx: Context, values: dict[str, str]) -> IncidentArgs:
+    """The submitted open form -> the arguments of `/incident open`, every field checked as the
+    command checks it; FormError names each field at fault."""
+    title = " ".join((values.get("title") or "").split())
+    severity = number(values.get("severity") or str(DEFAULT_SEVERITY))
+    service = values.get("service") or None
+    started = (values.get("started") or "").strip()
+    errors: dict[str, str] = {}
+    if not title:
+        errors["title"] = NEEDS_A_TITLE.split(":")[0] + "."
+    elif len(title) > FORM_TITLE_MAX:
+        errors["title"] = f"At most {FORM_TITLE_MAX} characters."
+    if severity not in SEVERITIES:
+        errors["severity"] = "SEV1, SEV2, SEV3 or SEV4."
+    for field_name, check in (("service", lambda: _service(ctx, service)),
+                              ("started", lambda: started and _when(ctx, "started", started, ctx.now()))):
+        try:
+            check()
+        except (UsageError, CommandError) as error:
+            errors[field_name] = str(error).removeprefix("--started: ").removeprefix("--started ")
+    if errors:
+        raise FormError(errors)
+    return IncidentArgs(action="open", text=title, severity=severity, service=service,
+                        times={"started": started} if started else {})
 
 
 def _ack(ctx: Context, args: IncidentArgs) -> Reply:
@@ -379,4 +423,5 @@ COMMAND = Command(
     parse=parse,
     run=run,
     help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},
+    form=form,
 )

@@ -5,7 +5,8 @@ Slack does (auth.test, chat.postMessage, chat.update, chat.postEphemeral, conver
 .open, usergroups.users.list, the three steps of files_upload_v2, response_url), keeps the messages
 posted with their metadata and answers conversations.history and .replies from them (newest first,
 resp. the thread oldest first, in pages; metadata only with include_all_metadata), and fails on
-demand: an HTTP status (500, 429 with Retry-After) or `ok: false` with an error code. It can also
+demand: an HTTP status (500, 429 with Retry-After) or `ok: false` with an error code. views.open (the modal it opened),
+chat.getPermalink. It can also
 do a call and answer it late (after the client gave up) or not at all (the connection dropped):
 the outcomes a client cannot tell from a call that never arrived.
 """
@@ -68,6 +69,7 @@ class SlackDouble:
         self._changed = threading.Condition(self._lock)
         self._ts = itertools.count(1)
         self._files = itertools.count(1)
+        self._views = itertools.count(1)
         self.uploads: dict[str, bytes] = {}
         double = self
 
@@ -219,7 +221,7 @@ class SlackDouble:
             args.update(json.loads(raw or b"{}"))
         elif raw:
             args.update(urllib.parse.parse_qsl(raw.decode()))
-        for key in ("blocks", "files", "metadata"):
+        for key in ("blocks", "files", "metadata", "view"):
             if isinstance(args.get(key), str):
                 args[key] = json.loads(args[key])
         return args
@@ -252,6 +254,14 @@ class SlackDouble:
             return {"ok": True, "channel": {"id": args.get("channel")}}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))[1:]}}
+        if method == "chat.getPermalink":
+            ts = str(args.get("message_ts", ""))
+            return {"ok": True, "channel": args.get("channel"),
+                    "permalink": f"https://oncall-test.slack.com/archives/{args.get('channel')}/p{ts.replace('.', '')}"}
+        if method == "views.open":
+            view = args.get("view")
+            view = json.loads(view) if isinstance(view, str) else view
+            return {"ok": True, "view": {**(view or {}), "id": f"V{next(self._views):08d}", "hash": "h1"}}
         if method == "usergroups.users.list":
             return {"ok": True, "users": self.usergroups.get(args.get("usergroup"), [])}
         if method == "files.getUploadURLExternal":
@@ -317,6 +327,43 @@ def button_click(value: str, *, user: str = "U0ALICE01", channel: str = "C0INCID
         "response_url": "", "actions": [{"action_id": "run:0", "block_id": "b1", "type": "button",
                                          "value": value, "text": {"type": "plain_text", "text": "x"},
                                          "action_ts": str(time.time())}],
+    }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def message_shortcut(callback_id: str, message_text: str, *, user: str = "U0ALICE01", channel: str = "C0ALERTS1",
+                     message_ts: str = "1699999999.000100", author: str | None = "U0CAROL01",
+                     trigger_id: str | None = None) -> bytes:
+    """A message shortcut (message_action) payload, as Slack POSTs it."""
+    payload = {
+        "type": "message_action", "callback_id": callback_id, "team": {"id": TEAM, "domain": "oncall-test"},
+        "user": {"id": user, "username": user.lower(), "team_id": TEAM}, "api_app_id": "A0TEST001",
+        "token": "legacy-verification-token", "channel": {"id": channel, "name": "alerts"},
+        "trigger_id": trigger_id or f"{next(_triggers)}.{int(time.time())}.short", "action_ts": str(time.time()),
+        "message_ts": message_ts, "response_url": "",
+        "message": {"type": "message", "ts": message_ts, "text": message_text,
+                    **({"user": author} if author else {"bot_id": "B0ALERTS1"})},
+    }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def view_submission(view: dict[str, Any], values: dict[str, Any], *, user: str = "U0ALICE01") -> bytes:
+    """A view_submission payload for a modal the bot opened (`view` as views.open was called, with
+    the id the double gave it); `values`: field name -> text, or {"option": v} / {"user": U}."""
+    state: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict) and "option" in value:
+            element = {"type": "static_select", "selected_option": {"value": value["option"]}}
+        elif isinstance(value, dict):
+            element = {"type": "users_select", "selected_user": value["user"]}
+        else:
+            element = {"type": "plain_text_input", "value": value}
+        state[name] = {name: element}
+    payload = {
+        "type": "view_submission", "team": {"id": TEAM, "domain": "oncall-test"},
+        "user": {"id": user, "username": user.lower(), "team_id": TEAM}, "api_app_id": "A0TEST001",
+        "token": "legacy-verification-token", "trigger_id": f"{next(_triggers)}.{int(time.time())}.view",
+        "view": {**view, "id": view.get("id", "V00000001"), "hash": f"h{next(_triggers)}", "state": {"values": state}},
     }
     return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
 

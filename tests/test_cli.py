@@ -98,7 +98,9 @@ def test_the_manifest_is_valid_for_slack_and_lists_every_command(tmp_path, args,
     assert [c["command"] for c in commands] == [f"/{name}" for name in registry()]
     assert all(c["usage_hint"] == registry()[c["command"][1:]].usage for c in commands)
     assert manifest["settings"]["socket_mode_enabled"] is socket
-    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True     # buttons, the form, the shortcut
+    assert [(s["type"], s["callback_id"], s["name"]) for s in manifest["features"]["shortcuts"]] == \
+        [("message", "declare_incident", "Declare incident")]
     if not socket:
         assert {c["url"] for c in commands} == {"https://bot.example.com/slack/events"}
         assert manifest["settings"]["interactivity"]["request_url"] == "https://bot.example.com/slack/events"

@@ -17,7 +17,15 @@ from bot.jsonlog import JsonFormatter
 from bot.store import Event
 from commands import incident as incident_command
 from conftest import table_rows, unwritable
-from slack_double import eventually, home_button_click, home_opened, sign, slash_command
+from slack_double import (
+    eventually,
+    home_button_click,
+    home_opened,
+    message_shortcut,
+    sign,
+    slash_command,
+    view_submission,
+)
 
 
 def blocks_text(call) -> str:
@@ -483,3 +491,89 @@ def test_times_are_slack_dates_with_a_fallback_and_the_card_shows_the_start_not_
     client.command("/incident", "timeline")
     timeline = slack_double.wait_for("chat.postMessage", 2)[1]
     assert "<!date^1795528800^{date_short_pretty} {time}|15:00 CET>" in blocks_text(timeline)   # opened now
+
+
+# -- Slack-native: the open form (a modal) and the Declare incident shortcut ------------------------------
+
+SERVICES = '[services.api]\n[services.web]\n'
+
+
+def test_open_without_a_title_opens_the_form_and_its_submission_opens_the_incident(
+        slack_bot, slack_double, store, make_config):
+    bot, client = slack_bot(make_config(SERVICES))
+    client.command("/incident", "open --sev 2", trigger_id="77.1.form")
+    (opened,) = slack_double.wait_for("views.open")
+    view = opened.args["view"]
+    assert opened.args["trigger_id"] == "77.1.form" and view["type"] == "modal"
+    assert view["callback_id"] == "form:incident" and view["title"]["text"] == "Declare an incident"
+    assert json.loads(view["private_metadata"])["channel"] == "C0INCIDNT"
+    fields = {block["block_id"]: block for block in view["blocks"] if block["type"] == "input"}
+    assert list(fields) == ["title", "severity", "service", "started"]
+    assert fields["severity"]["element"]["initial_option"]["value"] == "2"        # what was typed, filled in
+    assert [o["value"] for o in fields["service"]["element"]["options"]] == ["api", "web"]
+    assert fields["service"]["optional"] and fields["started"]["optional"] and not fields["title"]["optional"]
+    assert store.recent_incidents(10) == []
+
+    response = client.post(view_submission(view, {"title": "checkout 500s", "severity": {"option": "1"},
+                                                  "service": {"option": "api"}, "started": ""}, user="U0BOB0001"))
+    assert response.status_code == 200 and response.text == ""                    # the modal closes
+    (announcement,) = slack_double.wait_for("chat.postMessage")
+    assert announcement.args["channel"] == "C0INCIDNT" and "checkout 500s" in blocks_text(announcement)
+    incident = store.incident(1)
+    assert (incident.title, incident.severity, incident.service, incident.opened_by) == \
+        ("checkout 500s", 1, "api", "U0BOB0001")
+    assert not slack_double.called("response_url")
+
+
+def test_a_form_with_errors_stays_open_and_says_which_field(slack_bot, slack_double, store, make_config):
+    bot, client = slack_bot(make_config(SERVICES))
+    client.command("/incident", "open")
+    view = slack_double.wait_for("views.open")[0].args["view"]
+    response = client.post(view_submission(view, {"title": "   ", "severity": {"option": "3"},
+                                                  "service": {"option": "nope"}, "started": "in a bit"}))
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["response_action"] == "errors" and set(answer["errors"]) == {"title", "service", "started"}
+    assert "needs a title" in answer["errors"]["title"] and "Unknown service 'nope'" in answer["errors"]["service"]
+    assert "is not a time" in answer["errors"]["started"]
+    time.sleep(0.3)
+    assert store.recent_incidents(10) == [] and not slack_double.called("chat.postMessage")
+
+
+def test_the_console_still_asks_for_a_title(local):
+    reply = local().invoke("/incident open")
+    assert reply.outcome.value == "usage" and "An incident needs a title" in reply.data["message"]
+
+
+def test_declare_incident_on_a_message_quotes_and_links_it_in_the_new_thread(
+        slack_bot, slack_double, store, make_config):
+    bot, client = slack_bot(make_config(SERVICES))
+    secret = "glpat-Zq81xK3mP9qR2sT5vW8y"
+    alert = f"Checkout p99 > 2s on api <@U0BOSS001>\nrunbook token {secret}\n" + "x" * 3000
+    response = client.post(message_shortcut("declare_incident", alert, trigger_id="88.1.short"))
+    assert response.status_code == 200 and response.text == ""
+    (opened,) = slack_double.wait_for("views.open")
+    view = opened.args["view"]
+    assert opened.args["trigger_id"] == "88.1.short" and secret not in json.dumps(opened.args)
+    shown = json.dumps(view["blocks"], ensure_ascii=False)
+    assert "From a message* by <@U0CAROL01>" in shown and "&lt;@U0BOSS001&gt;" in shown and "[redacted:" in shown
+    title = next(b for b in view["blocks"] if b.get("block_id") == "title")["element"]["initial_value"]
+    assert title == "Checkout p99 > 2s on api <@U0BOSS001>"                      # its first line, offered
+    assert len(view["private_metadata"]) <= 3000
+
+    client.post(view_submission(view, {"title": "checkout slow", "severity": {"option": "2"}, "started": "",
+                                       "service": {"option": "api"}}, user="U0BOB0001"))
+    posts = slack_double.wait_for("chat.postMessage", 2)
+    announcement, quote = posts
+    assert announcement.args["channel"] == "C0ALERTS1" and "thread_ts" not in announcement.args
+    assert quote.args["thread_ts"] == store.incident(1).thread_ts
+    (permalink,) = slack_double.called("chat.getPermalink")
+    assert (permalink.args["channel"], permalink.args["message_ts"]) == ("C0ALERTS1", "1699999999.000100")
+    text = blocks_text(quote)
+    assert "<@U0BOB0001> declared #1 from <https://oncall-test.slack.com/archives/C0ALERTS1/p1699999999000100|this message>" \
+        in text and "by <@U0CAROL01>" in text
+    assert ":\\n> Checkout p99 &gt; 2s on api &lt;@U0BOSS001&gt;\\n&gt; runbook token [redacted:" in text   # each line quoted
+    assert "…" in text and secret not in text
+    opened_event = store.events(1)[0]
+    assert opened_event.kind == "opened" and opened_event.data["quote"]["link"].endswith("p1699999999000100")
+    assert secret not in json.dumps(opened_event.data)
