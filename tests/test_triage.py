@@ -236,8 +236,9 @@ def test_progress_is_shown_part_by_part_and_everything_goes_in_the_timeline(loca
     assert recorded.data["verdicts"][0]["kind"] == "deploy" and recorded.data["signatures"]
     top = reply.data["verdicts"][0]
     assert recorded.text == f"/triage pay: most likely {top.summary} (score {top.score})"
-    assert recorded.data["suspects"] and recorded.data["errors"][0]["count"] == 2
-    assert [p["target"] for p in recorded.data["probes"]] == ["host"]
+    assert recorded.data["suspects"] == [d["sha"] for d in recorded.data["suspect_deploys"]] != []
+    assert recorded.data["events"][0]["count"] == 2 and recorded.data["events"][0]["cause"]
+    assert [r["target"] for r in recorded.data["results"]] == ["host"]
 
 
 def triage_invocation(line, user):

@@ -122,7 +122,7 @@ def run(ctx: Context, args: DeploysArgs) -> Reply:
         deploy = data["deploy"]
         event_text = f"/deploys {services[0].name}: {deploy.short_sha} in detail"
         event_data = {"service": services[0].name, "sha": deploy.sha, "suspect": deploy.suspect,
-                      "deploy": _entry_deploy(deploy)}
+                      "deploy": entry_deploy(deploy)}
     else:
         template, data = "deploys", _listing(ctx, services, args, incident)
         event_text, event_data = _event(data)
@@ -407,14 +407,14 @@ def _event(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "window": data["window"],
         "deploys": [d.sha for d in data["deploys"]],
         "suspects": [d.sha for d in suspects],
-        "suspect_deploys": [_entry_deploy(d) for d in suspects],
+        "suspect_deploys": [entry_deploy(d) for d in suspects],
         "last_known_good": last_known_good.sha if last_known_good else None,
         "rollback_hint": data.get("rollback_hint"),
     }
 
 
-def _entry_deploy(deploy: Deploy) -> dict[str, Any]:
-    """A deploy as the timeline keeps it: enough to name it in a postmortem."""
+def entry_deploy(deploy: Deploy) -> dict[str, Any]:
+    """A deploy as a timeline entry's data keeps it (/deploys', /triage's): enough to name it in a postmortem."""
     return {"service": deploy.service, "sha": deploy.sha, "short_sha": deploy.short_sha, "when": deploy.when,
             "author": deploy.author, "subject": excerpt(deploy.subject, 200), "pr": deploy.pr, "tag": deploy.tag}
 

@@ -284,6 +284,13 @@ def _show(groups: EventGroups, limit: int, context: CauseContext, data: dict[str
     data["ungrouped"], data["max_kinds"] = groups.ungrouped, report.MAX_SIGNATURES
 
 
+def entry_events(events: list[report.Event]) -> list[dict[str, Any]]:
+    """Errors as a timeline entry's data keeps them (/logs', /triage's)."""
+    return [{"exception": excerpt(event.exception, ENTRY_NAME * 4), "excerpt": excerpt(event.excerpt, TIMELINE_EXCERPT),
+             "count": event.count, "signature": event.signature, "first_seen": event.first_seen,
+             "last_seen": event.last_seen, "cause": asdict(event.cause) if event.cause else None} for event in events]
+
+
 def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
     """One line in the incident's timeline (the kinds of errors, the most frequent first); what was
     asked and what came back in its data."""
@@ -299,11 +306,7 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
             cause["count"] += event.count
     ctx.record(incident, "logs", f"/logs {data['service']}: {found}", {
         "service": data["service"], "mode": data["mode"], "query": data["query"],
-        "events": [{"exception": excerpt(event.exception, ENTRY_NAME * 4),
-                    "excerpt": excerpt(event.excerpt, TIMELINE_EXCERPT), "count": event.count,
-                    "signature": event.signature,
-                    "first_seen": event.first_seen, "last_seen": event.last_seen,
-                    "cause": asdict(event.cause) if event.cause else None} for event in data["events"]],
+        "events": entry_events(data["events"]),
         "causes": list(causes_found.values()),
         "status": data["status"], "request_lines": len(data["lines"]),
     })

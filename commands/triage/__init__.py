@@ -26,12 +26,13 @@ from typing import Any
 from bot.args import parse_args
 from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
 from bot.config import Service
-from bot.redact import excerpt
 from bot.store import Incident, Store
 from bot.times import to_iso
 from commands.deploys import COMMAND as DEPLOYS
+from commands.deploys import entry_deploy
 from commands.deploys.settings import DeploySettings
 from commands.logs import COMMAND as LOGS
+from commands.logs import entry_events
 from commands.logs.settings import LogSettings
 from commands.probe import COMMAND as PROBE
 from commands.probe.check import endpoint
@@ -239,6 +240,7 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
     line = f"most likely {top.summary} (score {top.score})" if top.score else top.summary
     deploys, probes, logs = data["deploys"] or {}, data["probes"] or {}, data["logs"] or {}
     events = logs.get("events", [])
+    suspects = [deploy for deploy in deploys.get("deploys", []) if deploy.suspect]
     ctx.record(incident, "triage", f"/triage {data['service']}: {line}", {
         "service": data["service"],
         "verdicts": data["verdicts"],
@@ -246,11 +248,11 @@ def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
         "impact_start": data["impact_start"]["at"] if data["impact_start"] else None,
         "signatures": [event.signature for event in events],
         "seen_before": [item["incident"].id for item in data["seen_before"]],
-        "suspects": [deploy.sha for deploy in deploys.get("deploys", []) if deploy.suspect],
-        "probes": [{"service": r.service, "target": r.target, "kind": r.kind, "status": r.status, "error": r.error}
-                   for r in [*probes.get("results", []), *(data["host"] or {}).get("results", [])]],
-        "errors": [{"exception": excerpt(event.exception, 240), "count": event.count, "signature": event.signature,
-                    "cause": event.cause.id if event.cause else None} for event in events],
+        # What the parts found, in the shapes of their own entries (/deploys', /probe's, /logs').
+        "suspects": [deploy.sha for deploy in suspects],
+        "suspect_deploys": [entry_deploy(deploy) for deploy in suspects],
+        "results": [*probes.get("results", []), *(data["host"] or {}).get("results", [])],
+        "events": entry_events(events),
     })
 
 
