@@ -69,7 +69,7 @@ class FormError(Exception):
     """A submitted form's values that cannot be taken: field name -> why (shown by the field)."""
 
     def __init__(self, fields: dict[str, str]):
-        super().__init__("; ".join(fields.values()))
+        super().__init__(" ".join(fields.values()))
         self.fields = fields
 
 

@@ -87,7 +87,6 @@ class Dispatcher:
             return Reply("internal_error", {"command": name, "request_id": invocation.request_id},
                          outcome=Outcome.FAILED)
 
-
     def check_form(self, invocation: Invocation) -> dict[str, str]:
         """A submitted form's values checked as its command will take them (nothing is run):
         field name -> why, for the form to show while it is still open."""
@@ -112,8 +111,7 @@ class Dispatcher:
             user=invocation.user, channel=invocation.channel, store=self.store, config=self.config,
             request_id=invocation.request_id, clock=self.clock,
             deadline=time.monotonic() + COMMAND_DEADLINE_SECONDS, may_run=may_run,
-            forms=invocation.trigger_id is not None,
-            quote=quote,
+            forms=invocation.trigger_id is not None, quote=quote,
         )
 
 
