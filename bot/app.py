@@ -226,8 +226,11 @@ class SlackBot:
         shortcut = next(s for s in SHORTCUTS if s.callback_id == body.get("callback_id"))
         name, _, text = shortcut.command.lstrip("/").partition(" ")
         message, channel = body.get("message") or {}, (body.get("channel") or {}).get("id")
-        quote = {"text": redact.excerpt(message.get("text") or "", QUOTE_MAX), "user": message.get("user"),
-                 "channel": channel, "ts": message.get("ts")}
+        # An alert a tool posted may say it all in its attachments' fallback text.
+        said = message.get("text") or "\n".join(attachment.get("fallback") or attachment.get("text") or ""
+                                                for attachment in message.get("attachments") or [])
+        quote = {"text": redact.excerpt(said, QUOTE_MAX), "user": message.get("user"), "channel": channel,
+                 "ts": message.get("ts")}
         invocation = Invocation(command=name, text=text, user=body["user"]["id"], channel=channel, request_id=rid,
                                 response_url=body.get("response_url") or None, trigger_id=body.get("trigger_id"),
                                 quote=quote)

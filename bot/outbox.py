@@ -54,6 +54,7 @@ _TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_un
 _MAYBE_DONE_ERRORS = {"internal_error", "fatal_error"}   # Slack: "some aspect of the operation may have succeeded"
 METADATA_EVENT = "oncall_outbox"
 FORM_CALLBACK = "form:"   # a modal's callback_id: form:<command>
+MAX_METADATA = 3000       # a view's private_metadata
 HISTORY_PAGE = 200       # messages per conversations.history/.replies page
 HISTORY_PAGES = 5        # how far back an earlier post is looked for: a channel's newest 1,000 messages
                          # (a thread's first 1,000 replies)
@@ -123,8 +124,8 @@ class Outbox:
         if reply.audience is Audience.FORM:
             view = self.renderer.view(reply.template, reply.data)
             # The form's submission comes back with these: which command takes it, and where it was asked.
-            view.update(callback_id=f"{FORM_CALLBACK}{invocation.command}", private_metadata=json.dumps(
-                {"channel": invocation.channel, "quote": invocation.quote}, ensure_ascii=False))
+            view.update(callback_id=f"{FORM_CALLBACK}{invocation.command}",
+                        private_metadata=_form_metadata(invocation.channel, invocation.quote))
             return [("form", {"trigger_id": invocation.trigger_id, "view": view}, {"channel": invocation.channel,
                                                                                   **common})]
         message = self.renderer.slack(reply.template, reply.data)
@@ -409,6 +410,16 @@ class Outbox:
             self.store.enqueue(kind="ephemeral", payload={"text": message.text, "blocks": message.blocks},
                                now=self.clock(), request_id=item.request_id, channel=item.channel,
                                user=item.user, response_url=item.response_url)
+
+
+def _form_metadata(channel: str | None, quote: dict[str, Any] | None) -> str:
+    """A form's private_metadata (at most MAX_METADATA characters): the asking channel, and the
+    quoted message, its text cut shorter when its JSON would be too long."""
+    while True:
+        metadata = json.dumps({"channel": channel, "quote": quote}, ensure_ascii=False)
+        if len(metadata) <= MAX_METADATA or not quote or not quote.get("text"):
+            return metadata
+        quote = {**quote, "text": quote["text"][:len(quote["text"]) // 2] + "…"}
 
 
 def _tag(item: OutboxItem) -> dict[str, Any]:

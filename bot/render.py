@@ -57,6 +57,7 @@ MAX_VIEW_TITLE = 24      # a modal's title, submit and close labels
 MAX_LABEL = 2000         # an input's label
 MAX_INPUT = 3000         # a text input's value
 MAX_OPTION = 75          # an option's text and value
+MAX_OPTIONS = 100        # a select's options: past them, the field is a text input
 
 # Private-use characters: not whitespace to str.strip()/split() (the ASCII separators \x1c-\x1f are).
 # An inline marker has its own field separator: it may sit inside a block's field (a mention in a context).
@@ -445,6 +446,8 @@ def _input(block: Block) -> dict[str, Any]:
     (kind, name, label, value, placeholder, optional, *rest), *options = block.items
     name = _plain_text(name)
     element: dict[str, Any] = {"action_id": name}
+    if kind == "select" and len(options) > MAX_OPTIONS:
+        kind, rest = "text", ["", str(MAX_OPTION)]
     if kind == "text":
         multiline, max_length = rest
         element.update(type="plain_text_input", multiline=bool(multiline), max_length=int(max_length))

@@ -333,7 +333,7 @@ def button_click(value: str, *, user: str = "U0ALICE01", channel: str = "C0INCID
 
 def message_shortcut(callback_id: str, message_text: str, *, user: str = "U0ALICE01", channel: str = "C0ALERTS1",
                      message_ts: str = "1699999999.000100", author: str | None = "U0CAROL01",
-                     trigger_id: str | None = None) -> bytes:
+                     trigger_id: str | None = None, attachments: list[dict[str, Any]] | None = None) -> bytes:
     """A message shortcut (message_action) payload, as Slack POSTs it."""
     payload = {
         "type": "message_action", "callback_id": callback_id, "team": {"id": TEAM, "domain": "oncall-test"},
@@ -342,7 +342,8 @@ def message_shortcut(callback_id: str, message_text: str, *, user: str = "U0ALIC
         "trigger_id": trigger_id or f"{next(_triggers)}.{int(time.time())}.short", "action_ts": str(time.time()),
         "message_ts": message_ts, "response_url": "",
         "message": {"type": "message", "ts": message_ts, "text": message_text,
-                    **({"user": author} if author else {"bot_id": "B0ALERTS1"})},
+                    **({"user": author} if author else {"bot_id": "B0ALERTS1"}),
+                    **({"attachments": attachments} if attachments else {})},
     }
     return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
 

@@ -204,3 +204,24 @@ def test_a_button_value_and_label_keep_their_text(renderer):
     message, text = slack(renderer, "{{ buttons((label, value)) }}", label="Run `x` & go", value="/logs api --grep `x`")
     (button,) = message.blocks[0]["elements"]
     assert button["value"] == "/logs api --grep `x`" and button["text"]["text"] == "Run `x` &amp; go"
+
+
+def test_a_form_is_a_modal_whose_fields_are_named_inputs(renderer):
+    many = [(f"s{n}", f"service {n}") for n in range(101)]
+    template = ("{{ form('Declare an incident', 'Open', 'Cancel') }}{{ text_field('title', 'Title', t) }}"
+                "{{ select_field('sev', 'Severity', [(1, 'SEV1'), (2, 'SEV2')], 2) }}{{ user_field('lead', 'Lead', optional=True) }}"
+                "{{ select_field('service', 'Service', many) }}")
+    blocks = list(render._split_blocks(renderer.env.from_string(template).render(t="a & <b>", many=many)))
+    title, sev, lead, service = [out for block in blocks if block.kind != "form" for out in render._slack_blocks(block)]
+    assert title["element"]["initial_value"] == "a & <b>"     # a value, not markup
+    assert (title["block_id"], title["element"]["action_id"], title["optional"]) == ("title", "title", False)
+    assert sev["element"]["initial_option"] == {"text": {"type": "plain_text", "text": "SEV2", "emoji": True}, "value": "2"}
+    assert lead["element"] == {"action_id": "lead", "type": "users_select"} and lead["optional"]
+    assert service["element"]["type"] == "plain_text_input"      # past Slack's 100 options: typed instead
+
+
+def test_a_forms_private_metadata_fits_slack(renderer):
+    from bot.outbox import MAX_METADATA, _form_metadata
+
+    metadata = _form_metadata("C1", {"text": "\x01" * 1000, "user": "U1", "channel": "C1", "ts": "1.2"})
+    assert len(metadata) <= MAX_METADATA and json.loads(metadata)["quote"]["ts"] == "1.2"

@@ -577,3 +577,15 @@ def test_declare_incident_on_a_message_quotes_and_links_it_in_the_new_thread(
     opened_event = store.events(1)[0]
     assert opened_event.kind == "opened" and opened_event.data["quote"]["link"].endswith("p1699999999000100")
     assert secret not in json.dumps(opened_event.data)
+
+
+def test_declare_incident_on_a_tools_alert_quotes_its_attachment(slack_bot, slack_double, store):
+    bot, client = slack_bot()
+    client.post(message_shortcut("declare_incident", "", author=None,
+                                 attachments=[{"fallback": "[FIRING] HighErrorRate api", "color": "danger"}]))
+    view = slack_double.wait_for("views.open")[0].args["view"]
+    assert "From a message*, quoted" in json.dumps(view["blocks"])                # no author: a bot posted it
+    assert [b["block_id"] for b in view["blocks"] if b["type"] == "input"] == ["title", "severity", "started"]
+    client.post(view_submission(view, {"title": "api errors", "severity": {"option": "3"}, "started": ""}))
+    quote = slack_double.wait_for("chat.postMessage", 2)[1]
+    assert "[FIRING] HighErrorRate api" in blocks_text(quote)
