@@ -373,6 +373,9 @@ def test_timeline_filters_mine_and_people(local, store):
     assert both == [(runner.user, "opened")]
     everything, _ = timeline("")
     assert len(everything) == 5
+    status = runner.invoke("/incident status")
+    latest = runner.renderer.text(status.template, status.data)
+    assert f"@{runner.user} /probe db: 1 down (db/main)" in latest and "probe: /probe" not in latest
 
 
 @pytest.mark.parametrize("line, says", [
