@@ -406,7 +406,8 @@ class Outbox:
         log.error("Slack delivery failed for good: %s", error, extra={"outbox_id": item.id, "kind": item.kind})
         self.store.outbox_failed(item.id, self.clock(), error)
         if item.kind != "ephemeral" and item.user and (item.response_url or item.channel):
-            message = self.renderer.slack("delivery_failed", {"error": error, "target": item.channel})
+            message = self.renderer.slack("delivery_failed", {"error": error, "target": item.channel,
+                                                              "a_form": item.kind == "form"})
             self.store.enqueue(kind="ephemeral", payload={"text": message.text, "blocks": message.blocks},
                                now=self.clock(), request_id=item.request_id, channel=item.channel,
                                user=item.user, response_url=item.response_url)

@@ -589,3 +589,12 @@ def test_declare_incident_on_a_tools_alert_quotes_its_attachment(slack_bot, slac
     client.post(view_submission(view, {"title": "api errors", "severity": {"option": "3"}, "started": ""}))
     quote = slack_double.wait_for("chat.postMessage", 2)[1]
     assert "[FIRING] HighErrorRate api" in blocks_text(quote)
+
+
+def test_a_form_slack_would_not_open_is_told_to_whoever_asked(slack_bot, slack_double, store):
+    slack_double.fail("views.open", error="expired_trigger_id")
+    bot, client = slack_bot()
+    client.command("/incident", "open")
+    (told,) = slack_double.wait_for("response_url")
+    assert "I could not open the form (`views_open: expired_trigger_id`); try again" in blocks_text(told)
+    assert store.recent_incidents(10) == []
