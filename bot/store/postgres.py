@@ -35,10 +35,10 @@ from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
     EXPORT_COLUMNS,
-    AlertGroup,
     HISTORY,
     RESOLVED,
     SEVERITIES,
+    AlertGroup,
     Event,
     Incident,
     OutboxItem,

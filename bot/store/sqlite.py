@@ -29,9 +29,9 @@ from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
     EXPORT_COLUMNS,
-    AlertGroup,
     RESOLVED,
     SEVERITIES,
+    AlertGroup,
     Event,
     Incident,
     OutboxItem,
