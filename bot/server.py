@@ -48,7 +48,7 @@ MAX_BUFFERED_BYTES = 64 << 20
 MAX_CONNECTIONS = 10_000             # fewer when the process may not open that many files
 SPARE_FILES = 256                    # files kept for the database, git, probes and logs
 
-_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(.*?)[ \t]*$", re.I | re.M)
+_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(.*?)[ \t]*\r?$", re.I | re.M)
 _CHUNKED = re.compile(rb"^transfer-encoding[ \t]*:", re.I | re.M)
 _EXPECT_CONTINUE = re.compile(rb"^expect[ \t]*:[ \t]*100-continue[ \t]*\r?$", re.I | re.M)
 

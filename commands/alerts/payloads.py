@@ -52,7 +52,6 @@ class Notification:
     dedup_key: str
     title: str
     alerts: tuple[Alert, ...]
-    link: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,9 +99,8 @@ def _grouped(source: Source, data: dict[str, Any]) -> Notification:
     parsed = tuple(_grouped_alert(alert, f"alerts[{index}]") for index, alert in enumerate(alerts))
     common = _labels(data, "commonLabels")
     annotations = _labels(data, "commonAnnotations")
-    title = (annotations.get("summary") or common.get("alertname") or parsed[0].summary or parsed[0].name
-             or _text(data, "title") or f"alerts from {source.label}")
-    return Notification(source.label, key, _cut(title), parsed, _url(_text(data, "externalURL")))
+    title = common.get("alertname") or annotations.get("summary") or parsed[0].name
+    return Notification(source.label, key, _cut(title), parsed)
 
 
 def _grouped_alert(alert: Any, where: str) -> Alert:
@@ -139,7 +137,7 @@ def _generic(source: Source, data: dict[str, Any], now: datetime) -> Notificatio
     link = _url(_text(data, "link"))
     alert = Alert(fingerprint=key, status=status, name=title, labels=labels, summary=None,
                   starts_at=_moment(started, "started") if started else to_iso(now) or "", ends_at=None, url=link)
-    return Notification(source.label, key, title, (alert,), link)
+    return Notification(source.label, key, title, (alert,))
 
 
 def _required(data: dict[str, Any], key: str, *, where: str = "", limit: int = MAX_TEXT_CHARS) -> str:
