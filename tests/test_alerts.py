@@ -13,10 +13,12 @@ import pytest
 from bot import export
 from bot.command import Context, Malformed
 from bot.config import ConfigError
+from bot.render import Renderer
 from bot.store import RESOLVED
 from commands import alerts
 from commands.alerts.payloads import parse
 from commands.alerts.settings import AlertSettings
+from commands.incident import card_data
 from conftest import table_rows
 from slack_double import eventually
 
@@ -331,3 +333,62 @@ def test_sources_without_a_channel_are_refused_at_serve(make_config):
     config = make_config('[alerts.sources.x]\nkind = "generic"\ntoken = "t"\n')
     with pytest.raises(ConfigError, match="alerts.channel: not set, nor \\[slack\\] incident_channel"):
         alerts.endpoints(config)
+
+
+# -- triage at page time -------------------------------------------------------------------------------
+
+
+TRIAGED = """
+[services.checkout]
+
+[access]
+"/triage" = { users = ["U0BOSS001"] }     # people's access: the bot runs its own duties all the same
+"""
+
+
+def card_update(double, incident) -> str:
+    """The last update of the incident's announcement (not of a progress message)."""
+    return blocks(double.wait_for("chat.update", 1, timeout=20, where=lambda call: call.args["ts"] == incident.thread_ts
+                                  and "Triage:" in blocks(call))[-1])
+
+
+def test_an_incident_an_alert_opens_is_triaged_in_its_thread_and_its_card_says_the_verdict(
+        slack_bot, slack_double, store, make_config, monkeypatch):
+    monkeypatch.setenv("ALERTS_TOKEN", TOKEN)
+    monkeypatch.setenv("GRAFANA_PASSWORD", PASSWORD)
+    bot, client = slack_bot(make_config(CONFIG + TRIAGED))
+    post(client, "prom", am_body(am_alert("HighErrorRate")), bearer())
+    eventually(lambda: any(event.kind == "triage" for event in store.events(1)), timeout=20)
+    incident = store.incident(1)
+    (triage,) = [call for call in slack_double.called("chat.postMessage") if "Triage · checkout · #1" in blocks(call)]
+    assert triage.args["thread_ts"] == incident.thread_ts
+    assert incident.verdict and incident.status == "open"
+    assert f"*Triage:* {incident.verdict[:20]}" in card_update(slack_double, incident)
+    assert [event.user for event in store.events(1)][:2] == ["oncall-bot", "oncall-bot"]
+
+
+def blocks(call) -> str:
+    return json.dumps(call.args.get("blocks"), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("on_open", [True, False])
+def test_incident_open_runs_triage_when_on_open_is_set(slack_bot, slack_double, store, make_config, on_open):
+    bot, client = slack_bot(make_config(f"[triage]\non_open = {str(on_open).lower()}\n[services.checkout]\n"))
+    client.command("/incident", "open checkout 500s --service checkout")
+    eventually(lambda: store.incident(1) and store.incident(1).thread_ts)
+    if on_open:
+        eventually(lambda: store.incident(1).verdict, timeout=20)
+        assert [event.kind for event in store.events(1)] == ["opened", "triage"]
+    else:
+        slack_double.wait_for("chat.postMessage")
+        assert store.incident(1).verdict is None
+        assert [row[1].partition(":")[0] for row in table_rows(store, "work")] == ["command"]
+
+
+def test_the_card_of_an_alert_says_its_source_and_names_the_bot_without_a_mention(store, alert_config, clock):
+    config = alert_config("auto_resolve = true\n")
+    notify(store, config, clock, am_body(am_alert("A")))
+    notify(store, config, clock, am_body(am_alert("A", "resolved")))
+    card = Renderer(config.timezone, clock).slack("incident_card", card_data(store.incident(1), clock()))
+    assert "*Opened by* an alert from `alertmanager:prom`" in card.text + json.dumps(card.blocks)
+    assert "*Resolved by* oncall-bot" in json.dumps(card.blocks) and "<@oncall-bot>" not in json.dumps(card.blocks)
