@@ -6,8 +6,8 @@ import pytest
 from bot import config as config_module
 from bot.config import ConfigError
 from commands import registry, sections
-from commands.deploys.settings import DeploySettings
 from commands.alerts.settings import AlertSettings
+from commands.deploys.settings import DeploySettings
 from commands.logs.settings import LogSettings
 from commands.probe.settings import ProbeSettings
 
