@@ -10,7 +10,7 @@ the acknowledgement itself (an event is refused with 503, so Slack sends it agai
 Features' endpoints (bot.command.Inbound: POST /alerts/NAME) are answered here too, without Bolt:
 401 without their credentials (a bearer token or HTTP basic auth, compared in constant time), 413
 past their size, 400 with the reason for a body they do not take; a body taken is queued as work
-under a key of its bytes (the same notification sent again is dropped) and answered 202. Without a
+under a key of what was read (the same notification sent again is dropped) and answered 202. Without a
 signing secret (a Socket Mode deployment), `serve` answers only these, and /healthz.
 
 Before Bolt sees a request, the frame reads it (at most MAX_REQUEST_BYTES), checks its signature and
@@ -216,14 +216,16 @@ class SlackBot:
             except Malformed as error:
                 status, reason = "400 Bad Request", str(error)
             else:
-                return self._queue_inbound(start_response, hook, name, body, payload)
+                return self._queue_inbound(start_response, hook, name, payload)
         log.warning("rejected a request to %s: %s", path, reason, extra={"status": int(status[:3])})
         headers = [("WWW-Authenticate", 'Bearer, Basic realm="oncall-bot"')] if status.startswith("401") else []
         return _answer(start_response, status, reason if status.startswith("400") else status[4:], headers)
 
-    def _queue_inbound(self, start_response: Callable[..., Any], hook: Inbound, name: str, body: bytes,
+    def _queue_inbound(self, start_response: Callable[..., Any], hook: Inbound, name: str,
                        payload: dict[str, Any]) -> Iterable[bytes]:
-        key = f"{hook.prefix}:{name}:{hashlib.sha256(body).hexdigest()}"
+        # Keyed by what was read (a time the sender left out is the arrival's): the same notification
+        # resent is dropped, and a stale retry cannot undo what a later one said.
+        key = f"{hook.prefix}:{name}:{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()}"
         try:
             queued = self.store.queue_work(key, hook.prefix, {"endpoint": name, "request_id": request_id.get(),
                                                               "payload": payload}, self.clock())

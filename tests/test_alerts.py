@@ -392,3 +392,18 @@ def test_the_card_of_an_alert_says_its_source_and_names_the_bot_without_a_mentio
     card = Renderer(config.timezone, clock).slack("incident_card", card_data(store.incident(1), clock()))
     assert "*Opened by* an alert from `alertmanager:prom`" in card.text + json.dumps(card.blocks)
     assert "*Resolved by* oncall-bot" in json.dumps(card.blocks) and "<@oncall-bot>" not in json.dumps(card.blocks)
+
+
+def test_a_generic_alert_without_a_start_fires_again_after_it_was_resolved(
+        slack_bot, slack_double, store, alert_config, clock):
+    bot, client = slack_bot(alert_config(), use_clock=True)
+    alert = {"title": "backup failed", "dedup_key": "backup", "severity": "error"}
+    cron = bearer("cron-secret-token")
+    assert post(client, "cron", alert, cron).text == "queued"
+    assert post(client, "cron", alert, cron).text == "already queued"        # a retry, the same second
+    assert post(client, "cron", {**alert, "status": "resolved"}, cron).text == "queued"
+    eventually(lambda: len(table_rows(store, "work")) == 2 and store.work_pending() == 0)
+    resolve(store, 1, clock)
+    clock.advance(minutes=10)
+    assert post(client, "cron", alert, cron).text == "queued"
+    eventually(lambda: store.incident(1).status == "open" and store.incident(1).reopened == 1)
