@@ -36,7 +36,7 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot.access import Access
-from bot.command import Command, Context, Inbound, Job, Outcome, Reply
+from bot.command import Audience, Command, Context, Inbound, Job, Outcome, Reply
 from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.jsonlog import request_id
@@ -235,12 +235,16 @@ class Worker:
     def _receive(self, item: WorkItem, hook: Inbound) -> None:
         """What a feature's endpoint took, done by the feature as the bot; its replies posted, and the
         work done, in one atomic unit."""
-        if item.attempts > MAX_ATTEMPTS:
-            log.error("a request to /%s/%s was taken %d times without being done; dropped", hook.prefix,
-                      item.payload["endpoint"], item.attempts - 1)
-            self.store.work_done(item.id, self.clock())
-            return
         channel = hook.channel(self.config)
+        path = f"/{hook.prefix}/{item.payload['endpoint']}"
+        if item.attempts > MAX_ATTEMPTS:    # said where people look, rather than dropped in silence
+            log.error("a request to %s was taken %d times without being done", path, item.attempts - 1)
+            with self.store.atomic():
+                self.outbox.post(Reply("inbound_failed", {"path": path, "attempts": item.attempts - 1,
+                                                          "request_id": item.payload["request_id"]}, Audience.CHANNEL),
+                                 Invocation(hook.prefix, "", BOT_USER, channel, item.payload["request_id"]))
+                self.store.work_done(item.id, self.clock())
+            return
         ctx = Context(user=BOT_USER, channel=channel, store=self.store, config=self.config,
                       request_id=item.payload["request_id"], clock=self.clock)
         invocation = Invocation(hook.prefix, "", BOT_USER, channel, item.payload["request_id"])
@@ -250,7 +254,7 @@ class Worker:
                 self.outbox.post(reply, invocation)
                 self._queue_duties(reply)
             self.store.work_done(item.id, self.clock())
-        log.info("a request to /%s/%s done", hook.prefix, item.payload["endpoint"], extra={"messages": len(replies)})
+        log.info("a request to %s done", path, extra={"messages": len(replies)})
 
     def _queue_duties(self, reply: Reply) -> None:
         for duty in reply.duties:

@@ -407,3 +407,16 @@ def test_a_generic_alert_without_a_start_fires_again_after_it_was_resolved(
     clock.advance(minutes=10)
     assert post(client, "cron", alert, cron).text == "queued"
     eventually(lambda: store.incident(1).status == "open" and store.incident(1).reopened == 1)
+
+
+def test_a_group_remembers_a_bounded_number_of_alerts_forgetting_resolved_ones_first(
+        store, alert_config, clock, monkeypatch):
+    monkeypatch.setattr(alerts, "KEPT_ALERTS", 3)
+    config = alert_config()
+    notify(store, config, clock, am_body(am_alert("A", starts="2026-11-24T13:00:00Z"),
+                                         am_alert("B", starts="2026-11-24T13:01:00Z")))
+    notify(store, config, clock, am_body(am_alert("A", "resolved", starts="2026-11-24T13:00:00Z"),
+                                         am_alert("B", "resolved", starts="2026-11-24T13:01:00Z")))
+    notify(store, config, clock, am_body(am_alert("C"), am_alert("D")))
+    kept = store.alert_group("alertmanager:prom", '{}:{alertname="HighErrorRate"}').alerts
+    assert sorted(kept) == ["b", "c", "d"]

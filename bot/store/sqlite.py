@@ -181,7 +181,8 @@ def migrations() -> Migrations:
 
 _EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
                      "time_to_resolve_seconds": "time_to_resolve"}.get(name, name)) for name in EXPORT_COLUMNS]
-# Columns whose text came from people (the others are numbers, times, ids and states the bot wrote).
+# Columns whose text came from people or alert senders (the others are numbers, times, ids and states
+# the bot wrote).
 _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
                     "source", "dedup_key"}
 _FORMULA_START = "'[=+@\t\r-]*'"

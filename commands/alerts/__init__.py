@@ -34,6 +34,7 @@ SETTINGS = (AlertSettings,)
 
 MAX_BODY_BYTES = 1 << 20          # a group of MAX_ALERTS alerts with their labels fits
 SHOWN_ALERTS = 20                 # alerts listed in one message; the others are counted
+KEPT_ALERTS = 1000                # alerts a group remembers; past it, the resolved ones started longest ago go
 
 
 def endpoints(config: Config) -> dict[str, Credentials]:
@@ -73,8 +74,17 @@ def handle(ctx: Context, payload: dict[str, Any]) -> list[Reply]:
         incident = ctx.store.incident(group.incident_id) if group and group.incident_id else None
         replies, incident = _act(ctx, settings, note, news, incident, now)
         ctx.store.save_alert_group(AlertGroup(note.source, note.dedup_key, incident.id if incident else None,
-                                              known, now))
+                                              _bounded(known), now))
     return replies
+
+
+def _bounded(known: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """At most KEPT_ALERTS alerts, forgetting resolved ones first (a firing one forgotten would be news again)."""
+    resolved = sorted((fingerprint for fingerprint, alert in known.items() if alert["status"] != FIRING),
+                      key=lambda fingerprint: known[fingerprint]["starts_at"])
+    for fingerprint in resolved[:max(0, len(known) - KEPT_ALERTS)]:
+        del known[fingerprint]
+    return known
 
 
 class _News:
