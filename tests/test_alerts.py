@@ -9,12 +9,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot import export
 from bot.command import Context, Malformed
 from bot.config import ConfigError
 from bot.render import Renderer
 from bot.store import RESOLVED
+from bot.store.sqlite import SqliteStore
 from commands import alerts
 from commands.alerts.payloads import parse
 from commands.alerts.settings import AlertSettings
@@ -167,8 +170,9 @@ def test_without_credentials_401_and_nothing_queued(slack_bot, slack_double, sto
     (json.dumps({"alerts": []}).encode(), "groupKey: missing"),
     (json.dumps(am_body(am_alert("X"))).replace('"firing"', '"burning"').encode(), "alerts[0].status: must be firing"),
     (json.dumps(am_body({**am_alert("X"), "startsAt": "yesterday"})).encode(), "alerts[0].startsAt: \"yesterday\""),
+    (json.dumps(am_body({**am_alert("X"), "startsAt": "0001-01-01T00:00:00+01:00"})).encode(), "is not a time"),
     (json.dumps(am_body({**am_alert("X"), "labels": {"a": 1}})).encode(), "alerts[0].labels: must be an object"),
-], ids=["not-json", "not-object", "no-group", "bad-status", "bad-time", "bad-labels"])
+], ids=["not-json", "not-object", "no-group", "bad-status", "bad-time", "time-out-of-range", "bad-labels"])
 def test_a_malformed_body_gets_400_with_its_reason_logged(slack_bot, store, alert_config, caplog, body, reason):
     bot, client = slack_bot(alert_config())
     response = post(client, "prom", body, bearer())
@@ -420,3 +424,38 @@ def test_a_group_remembers_a_bounded_number_of_alerts_forgetting_resolved_ones_f
     notify(store, config, clock, am_body(am_alert("C"), am_alert("D")))
     kept = store.alert_group("alertmanager:prom", '{}:{alertname="HighErrorRate"}').alerts
     assert sorted(kept) == ["b", "c", "d"]
+
+
+TRICKY = ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59", "2026-02-30T00:00:00Z",
+          "2026-11-24T14:00:00.1234567890123Z", "firing", "resolved", "critical", "javascript:alert(1)", "http://x/<>",
+          "a" * 3000]
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+                    | st.sampled_from(TRICKY),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                    max_leaves=12)
+FIELDS = ["groupKey", "alerts", "status", "labels", "annotations", "startsAt", "endsAt", "fingerprint",
+          "generatorURL", "commonLabels", "commonAnnotations", "title", "dedup_key", "started", "severity", "service",
+          "link"]
+
+
+def test_no_body_makes_a_traceback(tmp_path, alert_config, clock):
+    """Whatever a source sends: Malformed (400), or a notification the domain acts on without failing."""
+    config = alert_config()
+    store = SqliteStore(tmp_path / "fuzz.db")
+    valid = am_body(am_alert("A"))
+
+    @settings(max_examples=150, derandomize=True, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(st.sampled_from(["prom", "graf", "cron"]), st.sampled_from(FIELDS), JSON, st.booleans())
+    def fuzz(source: str, field: str, value, in_alert: bool) -> None:
+        body = json.loads(json.dumps(valid))
+        (body["alerts"][0] if in_alert else body)[field] = value
+        try:
+            payload = alerts.read(config, source, json.dumps(body).encode(), clock())
+        except Malformed:
+            return
+        ctx = Context(user="oncall-bot", channel="C0INCIDNT", store=store, config=config, request_id="f", clock=clock)
+        for reply in alerts.handle(ctx, payload):
+            Renderer(config.timezone, clock).slack(reply.template, reply.data)
+
+    fuzz()

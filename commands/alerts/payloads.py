@@ -174,10 +174,10 @@ def _moment(text: str | None, name: str) -> str:
     if not match:
         raise Malformed(f"{name}: {_shown(text)} is not an RFC 3339 time like 2026-11-24T14:05:00Z")
     try:
-        moment = datetime.fromisoformat(match.group(1) + match.group(3).replace("Z", "+00:00"))
-    except ValueError:
+        moment = datetime.fromisoformat(match.group(1) + match.group(3).replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError):    # February 30th; year 1 or 9999 past UTC
         raise Malformed(f"{name}: {_shown(text)} is not a time") from None
-    return to_iso(moment.astimezone(UTC)) or ""
+    return to_iso(moment) or ""
 
 
 def _url(text: str | None) -> str | None:
