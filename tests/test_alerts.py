@@ -243,11 +243,13 @@ def test_auto_resolve_resolves_once_every_alert_is_resolved(store, alert_config,
     assert [r.data.get("event") for r in notify(store, config, clock, am_body(am_alert("A", "resolved"), am_alert("B")))] \
         == ["update"]
     assert store.incident(1).status == "open"
+    assert (store.events(1)[-1].kind, store.events(1)[-1].text) == ("alerts", "alertmanager:prom resolved: A")
     replies = notify(store, config, clock, am_body(am_alert("A", "resolved"), am_alert("B", "resolved")))
     assert [r.data.get("event") for r in replies] == ["auto_resolved", "resolved"]
     incident = store.incident(1)
     assert incident.status == RESOLVED and incident.resolved_by == "oncall-bot"
-    assert store.events(1)[-1].kind == "resolved" and "resolved" in store.events(1)[-1].text
+    assert [event.kind for event in store.events(1)] == ["opened", "alerts", "alerts", "resolved"]
+    assert store.events(1)[-1].text == "every alert of alertmanager:prom resolved"
 
 
 def test_alerts_open_when_does_not_match_are_only_posted_to_the_channel(store, alert_config, clock):

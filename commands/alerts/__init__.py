@@ -5,7 +5,8 @@ queues what `read` makes of its body; a worker then hands it to `handle`, in one
 notification is acted on once, whatever the number of replicas and redeliveries, and two
 notifications of one group never open two incidents:
 
-- a group with an open incident: its new firing and resolved alerts go to the incident's thread;
+- a group with an open incident: its new firing and resolved alerts go to the incident's thread
+  and timeline;
   once none fires, the thread says so and offers Resolve (`auto_resolve`: the bot resolves it);
 - a group firing again after its incident was resolved reopens it within `reopen_within`, else opens
   a new one that says it was seen before (#N);
@@ -98,6 +99,7 @@ def _act(ctx: Context, settings: AlertSettings, note: Notification, news: _News,
          now: datetime) -> tuple[list[Reply], Incident | None]:
     """The replies, and the group's incident after this notification."""
     if incident is not None and incident.status != RESOLVED:
+        _record(ctx, incident, note, news, now)
         if news.resolved and not news.still_firing:
             if settings.auto_resolve:
                 return [_notice(note, news, incident, "auto_resolved"),
@@ -135,6 +137,19 @@ def _open(ctx: Context, settings: AlertSettings, note: Notification, news: _News
     assert incident is not None
     return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id,
                  duties=duties_at_open(ctx.config, incident)), incident
+
+
+def _record(ctx: Context, incident: Incident, note: Notification, news: _News, now: datetime) -> None:
+    """The alerts that fired or resolved, in the incident's timeline."""
+    if not news.firing and not news.resolved:
+        return
+    said = [f"{what} {', '.join(alert.name for alert in alerts[:SHOWN_ALERTS])}"
+            + (f" and {len(alerts) - SHOWN_ALERTS} more" if len(alerts) > SHOWN_ALERTS else "")
+            for what, alerts in (("firing:", news.firing), ("resolved:", news.resolved)) if alerts]
+    ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="alerts", text=f"{note.source} " + "; ".join(said),
+                        data={"source": note.source, "firing": [alert.fingerprint for alert in news.firing],
+                              "resolved": [alert.fingerprint for alert in news.resolved],
+                              "still_firing": news.still_firing})
 
 
 def _incident(ctx: Context, text: str) -> Reply:
