@@ -18,11 +18,11 @@ from test_serve import Served, free_port
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 TOKEN = "am-webhook-token-0f9e8d"
-pytestmark = pytest.mark.skipif(BINARY is None, reason="prometheus-alertmanager is not installed (.ci/run installs it)")
 
 
 class Alertmanager:
     def __init__(self, tmp_path, webhook: str):
+        assert BINARY, "prometheus-alertmanager is not installed: apt-get install prometheus-alertmanager (.ci/run does)"
         self.port = free_port()
         config = tmp_path / "alertmanager.yml"
         config.write_text(textwrap.dedent(f"""\
