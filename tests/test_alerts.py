@@ -461,3 +461,18 @@ def test_no_body_makes_a_traceback(tmp_path, alert_config, clock):
             Renderer(config.timezone, clock).slack(reply.template, reply.data)
 
     fuzz()
+
+
+def test_triage_runs_when_an_alert_opens_or_reopens_an_incident_of_a_configured_service(store, alert_config, clock):
+    config = alert_config('[services.checkout]\n')
+    opened = notify(store, config, clock, am_body(am_alert("HighErrorRate")))
+    assert [duty.command for duty in opened[0].duties] == ["/triage #1"] and opened[1].data["triage"]
+    notify(store, config, clock, am_body(am_alert("HighErrorRate", "resolved")))
+    resolve(store, 1, clock)
+    clock.advance(minutes=5)
+    reopened = notify(store, config, clock, am_body(am_alert("HighErrorRate", starts="2026-11-24T14:04:00Z")))
+    assert [(duty.key, duty.command) for duty in reopened[0].duties] == [("triage-at-open:1:1", "/triage #1")]
+    unknown = notify(store, config, clock, am_body(am_alert("Other", service="ledger"), group="other"))
+    assert unknown[0].duties == () and not unknown[1].data["triage"]
+    assert "No triage: ledger is not a configured service" in Renderer(config.timezone, clock).text(
+        unknown[1].template, unknown[1].data)

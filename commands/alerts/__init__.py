@@ -17,7 +17,7 @@ notifications of one group never open two incidents:
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -112,7 +112,10 @@ def _act(ctx: Context, settings: AlertSettings, note: Notification, news: _News,
         return ([_notice(note, news, None, "unmatched")] if news.resolved else []), incident
     if incident is not None and incident.resolved_at and now - incident.resolved_at <= settings.reopen_within:
         reopened = _incident(ctx, f"reopen #{incident.id} {note.source} fires again")
-        return [reopened, _notice(note, news, incident, "refired")], incident
+        incident = ctx.store.incident(incident.id) or incident
+        triage = duties_at_open(ctx.config, incident)
+        return [replace(reopened, duties=triage), _notice(note, news, incident, "refired", triage=bool(triage))], \
+            incident
     if not any(settings.opens(alert.labels) for alert in news.firing):
         return [_notice(note, news, None, "unmatched")], incident
     card, opened = _open(ctx, settings, note, news, now, seen_before=incident)

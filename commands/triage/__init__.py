@@ -114,11 +114,11 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
 
 
 def duties_at_open(config: Config, incident: Incident) -> tuple[Duty, ...]:
-    """/triage of a new incident, run by the bot in its thread at once (the incident's service must
-    be configured: triage reads its repo, probes and logs)."""
+    """/triage of an incident just opened (or reopened: paged again), run by the bot in its thread at
+    once (the incident's service must be configured: triage reads its repo, probes and logs)."""
     if incident.service not in config.services:
         return ()
-    return (Duty(key=f"triage-at-open:{incident.id}", command=f"/triage #{incident.id}",
+    return (Duty(key=f"triage-at-open:{incident.id}:{incident.reopened}", command=f"/triage #{incident.id}",
                  channel=incident.announce_channel),)
 
 
