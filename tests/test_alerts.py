@@ -190,12 +190,13 @@ def test_an_oversized_body_gets_413_and_an_unknown_source_404(slack_bot, store, 
 
 
 def test_the_generic_payload_is_validated(alert_config, clock):
-    source = AlertSettings.of(alert_config()).source("cron")
+    settings = AlertSettings.of(alert_config())
+    source = settings.source("cron")
     for body, reason in (({"title": "x", "status": "firing"}, "dedup_key: missing"),
                          ({"dedup_key": "k"}, "title: missing"),
                          ({"title": "x", "dedup_key": "k", "status": "gone"}, "status: must be firing or resolved")):
         with pytest.raises(Malformed, match=reason):
-            parse(source, json.dumps(body).encode(), clock())
+            parse(settings, source, json.dumps(body).encode(), clock())
 
 
 # -- the domain, with a fixed clock, on both stores ----------------------------------------------------------
@@ -476,3 +477,10 @@ def test_triage_runs_when_an_alert_opens_or_reopens_an_incident_of_a_configured_
     assert unknown[0].duties == () and not unknown[1].data["triage"]
     assert "No triage: ledger is not a configured service" in Renderer(config.timezone, clock).text(
         unknown[1].template, unknown[1].data)
+
+
+def test_the_generic_severity_and_service_are_read_as_the_configured_labels(store, alert_config, clock):
+    config = alert_config('severity_label = "priority"\nservice_label = "app"\n')
+    body = {"title": "queue stuck", "dedup_key": "q", "severity": "critical", "service": "billing"}
+    notify(store, config, clock, body, source="cron")
+    assert (store.incident(1).severity, store.incident(1).service) == (1, "billing")

@@ -48,10 +48,11 @@ def endpoints(config: Config) -> dict[str, Credentials]:
 
 
 def read(config: Config, name: str, body: bytes, now: datetime) -> dict[str, Any]:
-    source = AlertSettings.of(config).source(name)
+    settings = AlertSettings.of(config)
+    source = settings.source(name)
     if source is None:   # the frame only routes configured names here
         raise Malformed(f"no source {name!r}")
-    return parse(source, body, now).to_dict()
+    return parse(settings, source, body, now).to_dict()
 
 
 def channel(config: Config) -> str | None:

@@ -73,7 +73,7 @@ class Notification:
         return min((level for level in levels if level is not None), default=default)
 
 
-def parse(source: Source, body: bytes, now: datetime) -> Notification:
+def parse(settings: AlertSettings, source: Source, body: bytes, now: datetime) -> Notification:
     """The notification `body` holds, or Malformed saying why it is not one."""
     try:
         data = json.loads(body.decode("utf-8"))
@@ -84,7 +84,7 @@ def parse(source: Source, body: bytes, now: datetime) -> Notification:
     if not isinstance(data, dict):
         raise Malformed("the body is not a JSON object")
     if source.kind == "generic":
-        return _generic(source, data, now)
+        return _generic(settings, source, data, now)
     return _grouped(source, data)
 
 
@@ -122,14 +122,14 @@ def _grouped_alert(alert: Any, where: str) -> Alert:
     )
 
 
-def _generic(source: Source, data: dict[str, Any], now: datetime) -> Notification:
+def _generic(settings: AlertSettings, source: Source, data: dict[str, Any], now: datetime) -> Notification:
     title = _cut(_required(data, "title"))
     status = data.get("status", FIRING)
     if status not in (FIRING, RESOLVED):
         raise Malformed(f"status: must be firing or resolved, not {_shown(status)}")
     key = _required(data, "dedup_key", limit=MAX_KEY_CHARS)
     labels = _labels(data, "labels")
-    for field, label in (("severity", "severity"), ("service", "service")):
+    for field, label in (("severity", settings.severity_label), ("service", settings.service_label)):
         value = _text(data, field, limit=MAX_TEXT_CHARS)
         if value is not None:
             labels[label] = value
