@@ -112,7 +112,7 @@ def test_an_alertmanager_group_opens_one_incident_and_later_alerts_go_to_its_thr
     assert post(client, "prom", am_body(am_alert("HighErrorRate")), bearer()).text == "already queued"
     post(client, "prom", am_body(am_alert("HighErrorRate"), am_alert("HighErrorRate", fingerprint="eu")), bearer())
     third = texts(slack_double, 3)[2]
-    assert "Firing" in third and "1 alert(s) of this group" not in third and "2 alert(s) of this group still firing" in third
+    assert "Firing" in third and "2 alert(s) of this group still firing" in third
     assert slack_double.called("chat.postMessage")[2].args["thread_ts"] == incident.thread_ts
 
     post(client, "prom", am_body(am_alert("HighErrorRate", "resolved"), am_alert("HighErrorRate", fingerprint="eu")),
@@ -190,13 +190,13 @@ def test_an_oversized_body_gets_413_and_an_unknown_source_404(slack_bot, store, 
 
 
 def test_the_generic_payload_is_validated(alert_config, clock):
-    settings = AlertSettings.of(alert_config())
-    source = settings.source("cron")
+    configured = AlertSettings.of(alert_config())
+    source = configured.source("cron")
     for body, reason in (({"title": "x", "status": "firing"}, "dedup_key: missing"),
                          ({"dedup_key": "k"}, "title: missing"),
                          ({"title": "x", "dedup_key": "k", "status": "gone"}, "status: must be firing or resolved")):
         with pytest.raises(Malformed, match=reason):
-            parse(settings, source, json.dumps(body).encode(), clock())
+            parse(configured, source, json.dumps(body).encode(), clock())
 
 
 # -- the domain, with a fixed clock, on both stores ----------------------------------------------------------
