@@ -233,6 +233,7 @@ class Server(BaseApplication):
     def load(self) -> SlackBot:
         bot = self.build()
         self.workers.start()
-        logging.getLogger(__name__).info("serving Slack on %s with %d worker process(es)", self.bind,
-                                         self.workers.count)
+        answered = [*(["Slack"] if bot.env.signing_secret else []), *sorted(bot.routes)]
+        logging.getLogger(__name__).info("serving %s on %s with %d worker process(es)", ", ".join(answered),
+                                         self.bind, self.workers.count)
         return bot
