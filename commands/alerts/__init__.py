@@ -17,7 +17,7 @@ notifications of one group never open two incidents:
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -89,11 +89,13 @@ def _bounded(known: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return known
 
 
+@dataclass(frozen=True)
 class _News:
-    def __init__(self, firing: list[Alert], resolved: list[Alert], still_firing: int):
-        self.firing = firing              # alerts firing now that were not
-        self.resolved = resolved          # alerts resolved now that were firing
-        self.still_firing = still_firing  # alerts of the group firing after this notification
+    """What a notification tells that the group did not know."""
+
+    firing: list[Alert]               # alerts firing now that were not
+    resolved: list[Alert]             # alerts resolved now that were firing
+    still_firing: int                 # alerts of the group firing after this notification
 
 
 def _act(ctx: Context, settings: AlertSettings, note: Notification, news: _News, incident: Incident | None,
