@@ -264,6 +264,11 @@ def test_alerts_open_when_does_not_match_are_only_posted_to_the_channel(store, a
     assert notify(store, config, clock, paged)[0].template == "incident_card"
     assert store.incident(1).severity == 4
 
+    silent = alert_config("open_when = []\n")     # nothing pages: every group is only posted
+    assert [reply.audience.value for reply in notify(store, silent, clock, am_body(am_alert("X"), group="x"))] == [
+        "channel"]
+    assert len(store.recent_incidents(5)) == 1
+
 
 def test_concurrent_notifications_of_one_group_open_one_incident(store, alert_config, clock):
     config = alert_config()
