@@ -19,6 +19,8 @@ from bot.redact import excerpt, redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
 from commands.deploys import find_deploy
+from commands.triage import duties_at_open
+from commands.triage.settings import TriageSettings
 
 DEFAULT_SEVERITY = 3
 FORM_TITLE_MAX = 150                     # the open form's title field
@@ -150,7 +152,9 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
         incident = _reread(ctx, incident_id)
     then = (Reply("incident_quote", {"incident": incident, "quote": quote, "user": ctx.user}, Audience.THREAD,
                   incident_id=incident_id),) if quote else ()
-    return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id, then=then)
+    duties = duties_at_open(ctx.config, incident) if TriageSettings.of(ctx.config).on_open else ()
+    return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id,
+                 then=then, duties=duties)
 
 
 def _open_form(ctx: Context, args: IncidentArgs) -> Reply:
