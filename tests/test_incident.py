@@ -359,6 +359,7 @@ def test_timeline_filters_mine_and_people(local, store):
     store.add_event(1, at=incident.opened_at, user=runner.user, kind="probe", text="/probe db: 1 down (db/main)")
     store.add_event(1, at=incident.opened_at, user="U0BOB0001", kind="logs", text="/logs db: nothing matched")
     store.add_event(1, at=incident.opened_at, user=None, kind="update", text="nobody's")
+    store.add_event(1, at=incident.opened_at, user="oncall-bot", kind="alerts", text="alertmanager firing: X")
 
     def timeline(flags):
         reply = runner.invoke(f"/incident timeline {flags}")
@@ -372,7 +373,7 @@ def test_timeline_filters_mine_and_people(local, store):
     both, _ = timeline("--people --mine #1")
     assert both == [(runner.user, "opened")]
     everything, _ = timeline("")
-    assert len(everything) == 5
+    assert len(everything) == 6
     status = runner.invoke("/incident status")
     latest = runner.renderer.text(status.template, status.data)
     assert f"@{runner.user} /probe db: 1 down (db/main)" in latest and "probe: /probe" not in latest
