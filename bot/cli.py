@@ -1,4 +1,4 @@
-"""oncall-bot serve | socket | console | run | manifest | summary | export | db migrate | db copy
+"""oncall-bot serve | socket | console | run | manifest | summary | export | postmortem | db migrate | db copy
 
 A missing token, a bad config or an unusable database is one line on stderr naming what is wrong
 and where, with exit code 2: never a traceback.
@@ -110,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="only incidents opened since DATE (2026-11-01, ISO 8601 with a time, or 7d)")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.set_defaults(handler=_export)
+
+    postmortem = sub.add_parser("postmortem", help="print the postmortem draft of incident N (Markdown)")
+    postmortem.add_argument("number", metavar="N", help="the incident's number")
+    postmortem.set_defaults(handler=_postmortem)
 
     db = sub.add_parser("db", help="the database: apply its schema, copy a history into another")
     actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -306,6 +310,19 @@ def _export(args: argparse.Namespace) -> int:
             since = datetime.combine(day, time(), config.timezone)
     export.write(_store(paths), since, args.format, sys.stdout)
     return 0
+
+
+def _postmortem(args: argparse.Namespace) -> int:
+    from bot.args import number
+    from bot.console import Terminal
+
+    configure_logging(logging.WARNING)
+    incident = number(args.number.lstrip("#"))
+    if incident is None:
+        raise StartupError(f"postmortem: {args.number!r} is not an incident number, like 12")
+    paths = _paths()
+    local = Terminal(_store(paths), _config(paths), registry(), args.clock)
+    return local.print_file(f"/incident postmortem #{incident}", out=sys.stdout, err=sys.stderr)
 
 
 def _db_migrate(args: argparse.Namespace) -> int:

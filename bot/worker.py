@@ -36,13 +36,13 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot.access import Access
-from bot.command import Command, Job, Outcome, Reply
+from bot.command import Audience, Command, Job, Outcome, Reply
 from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.jsonlog import request_id
 from bot.outbox import Outbox
 from bot.render import Renderer
-from bot.schedule import Scheduler
+from bot.schedule import DUTY, Scheduler
 from bot.store import Store, StoreUnavailable, WorkItem
 from bot.times import to_iso
 
@@ -211,7 +211,12 @@ class Worker:
         with self.store.atomic():
             reply = self.dispatcher.run(invocation, progress)
             try:
-                self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
+                if item.kind == DUTY and reply.audience is Audience.CALLER:
+                    # A duty has nobody to answer privately: what it says there (nothing is due after
+                    # all, an error) is only logged.
+                    log.info("/%s %s: nothing posted (%s)", invocation.command, invocation.text, reply.template)
+                else:
+                    self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
             except StoreUnavailable:
                 raise
             except Exception:  # the answer could not be rendered: say so where the answer was due
