@@ -106,11 +106,12 @@ def _causes(events: list[Event]) -> list[LogCause]:
         for error in event.data.get("events") or []:
             if not isinstance(error, dict):
                 continue
-            cause = error.get("cause") if isinstance(error.get("cause"), dict) else {}
-            what = str(cause.get("title") or cause.get("id") or error.get("excerpt") or "?")
+            cause = error.get("cause")
+            known: dict[str, Any] = cause if isinstance(cause, dict) else {}
+            what = str(known.get("title") or known.get("id") or error.get("excerpt") or "?")
             count = int(error.get("count") or 1)
             seen = causes.get(what)
             if seen is None or count > seen.count:
-                causes[what] = LogCause(what, count, error.get("first_seen") or (seen and seen.first_seen),
-                                        error.get("last_seen"))
+                first_seen = error.get("first_seen") or (seen.first_seen if seen else None)
+                causes[what] = LogCause(what, count, first_seen, error.get("last_seen"))
     return sorted(causes.values(), key=lambda cause: -cause.count)

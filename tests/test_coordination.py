@@ -363,3 +363,18 @@ def test_a_duty_whose_reminder_went_away_posts_nothing(local, store, clock, slac
     finally:
         worker.stop(2)
     assert [call.method for call in slack_double.calls if call.method != "auth.test"] == []
+
+
+def test_in_slack_claim_lead_is_a_button_and_comms_takes_a_mention(slack_bot, slack_double, store):
+    bot, client = slack_bot()
+    client.command("/incident", "open checkout 500s --sev 2")
+    slack_double.wait_for("chat.postMessage")
+    eventually(lambda: store.incident(1).thread_ts)
+    client.click("/incident lead #1", user="U0BOB0001", message_ts=store.incident(1).thread_ts)
+    (update,) = slack_double.wait_for("chat.update")
+    assert store.incident(1).lead == "U0BOB0001"
+    assert "<@U0BOB0001>" in json.dumps(update.args["blocks"]) and "Claim lead" not in json.dumps(update.args["blocks"])
+    client.command("/incident", "comms <@U0ANA0001|ana>")
+    replies = slack_double.wait_for("chat.postMessage", 3)
+    assert "comms: nobody → *<@U0ANA0001>*" in json.dumps(replies[2].args["blocks"], ensure_ascii=False)
+    assert store.incident(1).comms == ANA
