@@ -71,6 +71,7 @@ class Worker:
         self.dispatcher = Dispatcher(store, config, commands, clock,
                                      Access(config.access, lambda group: _group_members(client, group)))
         # The bot runs its own duties: [access] is for people.
+        self.duties = Dispatcher(store, config, commands, clock)
         self.scheduler = Scheduler(store, config, commands, self.outbox, clock, self.wake, jobs)
         self.threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="work")
@@ -208,8 +209,9 @@ class Worker:
             shown[:] = [self._progress.submit(
                 self.outbox.progress, partial, invocation, shown[0] if shown else None).result()]
 
+        dispatcher = self.duties if item.kind == DUTY else self.dispatcher
         with self.store.atomic():
-            reply = self.dispatcher.run(invocation, progress)
+            reply = dispatcher.run(invocation, progress)
             try:
                 if item.kind == DUTY and reply.audience is Audience.CALLER:
                     # A duty has nobody to answer privately: what it says there (nothing is due after

@@ -347,6 +347,22 @@ def test_two_workers_and_a_restart_post_each_reminder_once(local, store, clock, 
     assert len(slack_double.called("chat.postMessage")) == 1 and not slack_double.called("chat.postEphemeral")
 
 
+def test_reminders_are_posted_where_access_rules_limit_who_runs_incident(local, store, clock, slack_double,
+                                                                         make_config):
+    config = make_config('[access]\n"/incident" = { users = ["U0ALICE01"] }\n')
+    local().invoke("/incident open db down --sev 1")
+    env = SlackEnv("xoxb-worker", "", slack_double.api_url)
+    worker = Worker(store, config, registry(), web_client(env), Renderer(config.timezone, clock), clock, jobs=JOBS)
+    clock.advance(minutes=5)
+    assert worker.scheduler.tick() == 1
+    worker.start()
+    try:
+        (post,) = slack_double.wait_for("chat.postMessage", timeout=10)
+        assert "not acknowledged" in post.args["text"]
+    finally:
+        worker.stop(2)
+
+
 def test_a_duty_whose_reminder_went_away_posts_nothing(local, store, clock, slack_double):
     runner = local()
     runner.invoke("/incident open db down --sev 1")
