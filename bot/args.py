@@ -32,8 +32,8 @@ _OPTION = re.compile(r"^(?:--|—|–)([A-Za-z][A-Za-z0-9-]*)(?:=(.*))?$", re.S)
 _INCIDENT_REF = re.compile(r"^#(\d+)$")
 MAX_DIGITS = 15
 # A user as Slack escapes a mention in a slash command's text (`<@U012AB3CD|ana>`, `<@U012AB3CD>`), or
-# the bare id (typed in the console or `run`).
-_USER = re.compile(r"^(?:<@([UW][A-Z0-9]{2,20})(?:\|[^<>|]{0,100})?>|([UW][A-Z0-9]{2,20}))$")
+# the bare id typed in the console or `run` (with a digit and 8 characters or more, so "UPS" is a word).
+_USER = re.compile(r"^(?:<@([UW][A-Z0-9]{2,20})(?:\|[^<>|]{0,100})?>|([UW](?=[A-Z0-9]*\d)[A-Z0-9]{8,20}))$")
 
 
 @dataclass

@@ -143,7 +143,7 @@ def _parse_coordination(action: str, rest: str) -> IncidentArgs:
         return IncidentArgs(action, args.incident, text=" ".join(text.split()), user=owner)
     if action == "postmortem":
         if words and words[0] == "done":
-            return IncidentArgs(action, args.incident, text=" ".join(words[1:]), done=True)
+            return IncidentArgs(action, args.incident, text=readable(" ".join(words[1:])), done=True)
         if words:
             raise UsageError("postmortem takes an incident number, or done [link] once it is written.")
         return IncidentArgs(action, args.incident)

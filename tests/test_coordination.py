@@ -135,10 +135,12 @@ def test_followups_are_added_done_listed_and_exported(local, store):
 def test_followup_text_is_needed_bounded_and_redacted(local, store):
     runner = local()
     runner.invoke("/incident open db down")
+    runner.invoke("/incident followup replace the UPS")           # a word, not a user id
+    assert (store.followups(1)[0].text, store.followups(1)[0].owner) == ("replace the UPS", None)
     assert runner.invoke(f"/incident followup <@{ANA}>").outcome is Outcome.USAGE
     assert runner.invoke("/incident followup " + "x" * 501).outcome is Outcome.USAGE
     runner.invoke("/incident followup rotate password=hunter2hunter2")
-    assert "hunter2" not in store.followups(1)[0].text and "[redacted" in store.followups(1)[0].text
+    assert "hunter2" not in store.followups(1)[1].text and "[redacted" in store.followups(1)[1].text
 
 
 # -- the postmortem ------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ def test_postmortem_done_is_recorded_once(local, store, clock):
     runner = local()
     runner.invoke("/incident open db down")
     runner.invoke("/incident resolve")
-    done = runner.invoke("/incident postmortem done https://wiki.example/pm/1")
+    done = runner.invoke("/incident postmortem done <https://wiki.example/pm/1|pm>")
     assert done.template == "incident_event" and store.incident(1).postmortem_at == clock()
     assert store.events(1)[-1].kind == "postmortem" and store.events(1)[-1].text == "https://wiki.example/pm/1"
     assert runner.invoke("/incident postmortem #1 done").data["why"] == "postmortem_written"

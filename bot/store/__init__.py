@@ -290,8 +290,8 @@ class Store(Protocol):
     def add_followup(self, incident_id: int, *, text: str, owner: str | None, by: str, at: datetime) -> Followup:
         """A new follow-up, numbered after the incident's others."""
     def followups(self, incident_id: int) -> list[Followup]: ...
-    def followup_done(self, incident_id: int, number: int, *, by: str | None, at: datetime | None) -> Followup | None:
-        """Marks follow-up `number` done (`at`), or not done again (`at` None); None when there is none."""
+    def followup_done(self, incident_id: int, number: int, *, by: str, at: datetime) -> Followup | None:
+        """Marks follow-up `number` done; None when the incident has no such follow-up."""
     def reminders(self, incident_id: int) -> dict[str, ReminderState]: ...
     def set_reminder(self, incident_id: int, kind: str, *, snoozed_until: datetime | None = None,
                      reminded_for: datetime | None = None) -> None:

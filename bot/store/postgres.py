@@ -457,11 +457,11 @@ class PostgresStore:
         return [Followup(**{**row, "created_at": row["created_at"].astimezone(UTC),
                             "done_at": row["done_at"].astimezone(UTC) if row["done_at"] else None}) for row in rows]
 
-    def followup_done(self, incident_id: int, number: int, *, by: str | None, at: datetime | None) -> Followup | None:
+    def followup_done(self, incident_id: int, number: int, *, by: str, at: datetime) -> Followup | None:
         with self.write():
             changed = self._execute("UPDATE followups SET done_at = %s, done_by = %s "
                                     "WHERE incident_id = %s AND number = %s",
-                                    [_second(at) if at else None, by, incident_id, number])
+                                    [_second(at), by, incident_id, number])
             found = [item for item in self.followups(incident_id) if item.number == number]
             return found[0] if changed and found else None
 

@@ -516,7 +516,7 @@ class SqliteStore:
         return [Followup(**{**row, "created_at": from_iso(row["created_at"]), "done_at": from_iso(row["done_at"])})
                 for row in rows]
 
-    def followup_done(self, incident_id: int, number: int, *, by: str | None, at: datetime | None) -> Followup | None:
+    def followup_done(self, incident_id: int, number: int, *, by: str, at: datetime) -> Followup | None:
         with self._transaction() as db:
             changed = db.execute("UPDATE followups SET done_at = ?, done_by = ? WHERE incident_id = ? AND number = ?",
                                  [to_iso(at), by, incident_id, number]).rowcount
