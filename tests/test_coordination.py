@@ -2,8 +2,11 @@
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,6 +18,7 @@ from bot.console import Terminal
 from bot.dispatch import Invocation
 from bot.render import Renderer
 from bot.schedule import BOT_USER
+from bot.store.sqlite import SqliteStore
 from bot.worker import Worker
 from commands import registry
 from commands.reminders import JOBS, ReminderSettings, found_due
@@ -396,3 +400,40 @@ def test_in_slack_claim_lead_is_a_button_and_comms_takes_a_mention(slack_bot, sl
     replies = slack_double.wait_for("chat.postMessage", 3)
     assert "comms: nobody → *<@U0ANA0001>*" in json.dumps(replies[2].args["blocks"], ensure_ascii=False)
     assert store.incident(1).comms == ANA
+
+
+def test_two_worker_processes_and_a_restart_post_a_reminder_once(tmp_path, slack_double):
+    """`oncall-bot work` twice at once on one database, then once more after they stopped: the
+    reminder due when they start is posted once."""
+    store = SqliteStore(tmp_path / "oncall.db")
+    opened = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+    store.insert_incident(title="db down", severity=1, service=None, status="open", opened_by=ANA, opened_at=opened,
+                          started_at=opened, channel="C0INCIDNT", announce_channel="C0INCIDNT",
+                          thread_ts="1700000000.000100")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ONCALL_"))}
+    env.update(SLACK_BOT_TOKEN="xoxb-work", SLACK_API_URL=slack_double.api_url, ONCALL_NOW="2026-11-24T14:06:00Z")
+
+    def work() -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "bot", "work"], cwd=tmp_path, env=env, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        return process
+
+    def stop(processes: list[subprocess.Popen]) -> None:
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.close()              # the parent is gone: the worker drains and exits
+        for process in processes:
+            assert process.wait(timeout=30) == 0
+
+    both = [work(), work()]
+    try:
+        (post,) = slack_double.wait_for("chat.postMessage", timeout=20)
+        assert post.args["thread_ts"] == "1700000000.000100" and "not acknowledged after 6 m" in post.args["text"]
+        time.sleep(1)                          # both schedulers have looked by now
+    finally:
+        stop(both)
+    restarted = work()
+    time.sleep(1)
+    stop([restarted])
+    assert len(slack_double.called("chat.postMessage")) == 1
