@@ -53,6 +53,8 @@ def test_lead_is_claimed_handed_over_and_shown(local, store):
     assert roles == [("lead", ANA, {"field": "lead", "old": None, "new": ANA}),
                      ("lead", ANA, {"field": "lead", "old": ANA, "new": BEN}),
                      ("comms", ANA, {"field": "comms", "old": None, "new": ANA})]
+    listed = runner.invoke("/incident list")
+    assert f"lead @{BEN}" in runner.renderer.text(listed.template, listed.data)
     timeline = runner.invoke("/incident timeline #1")
     assert f"*lead*: @{ANA} → @{BEN}" in runner.renderer.text(timeline.template, timeline.data)
 
