@@ -118,8 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the database: apply its schema, copy a history into another")
     actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("migrate", help="apply the schema to ONCALL_DB").set_defaults(handler=_db_migrate)
-    copy = actions.add_parser("copy", help="copy a history (incidents, timeline, reports, outbox, work queue) into "
-                                           "another database, adding only what it lacks")
+    copy = actions.add_parser("copy", help="copy a history (incidents, timeline, follow-ups, reminders, reports, "
+                                           "outbox, work queue) into another database, adding only what it lacks")
     copy.add_argument("--from", dest="source", required=True, metavar="PATH_OR_URL",
                       help="an SQLite file (or sqlite:///path), or a postgresql:// URL")
     copy.add_argument("--to", dest="target", required=True, metavar="URL",

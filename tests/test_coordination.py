@@ -16,6 +16,7 @@ from bot.command import Audience, Context, Outcome
 from bot.config import Config, ConfigError
 from bot.console import Terminal
 from bot.dispatch import Invocation
+from bot.manifest import manifest
 from bot.render import Renderer
 from bot.schedule import BOT_USER
 from bot.store.sqlite import SqliteStore
@@ -91,7 +92,9 @@ def test_mentions_and_links_slack_escapes_in_notes_read_as_typed(local, store):
     runner.invoke("/incident open db down")
     runner.invoke(f"/incident update asked <@{ANA}|ana> in <#C0OPS0001|ops>, see <https://x.example/a|x> &amp; more")
     assert store.events(1)[-1].text == "asked @ana in #ops, see https://x.example/a & more"
-    assert registry()["incident"].mentions
+    escaping = {entry["command"]: entry["should_escape"]
+                for entry in manifest(registry(), None)["features"]["slash_commands"]}
+    assert escaping["/incident"] and not escaping["/logs"]      # a /logs --grep is taken as typed
 
 
 def test_the_lead_ask_for_incidents_nobody_opened_by_hand_has_a_claim_button(local, store):
