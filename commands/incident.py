@@ -20,6 +20,8 @@ from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
 from commands import postmortem, reminders
 from commands.deploys import find_deploy
+from commands.triage import duties_at_open
+from commands.triage.settings import TriageSettings
 
 DEFAULT_SEVERITY = 3
 DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
@@ -186,7 +188,9 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
                             data={"severity": args.severity or DEFAULT_SEVERITY, "service": service,
                                   "started_at": started})
         incident = _reread(ctx, incident_id)
-    return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id)
+    duties = duties_at_open(ctx.config, incident) if TriageSettings.of(ctx.config).on_open else ()
+    return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id,
+                 duties=duties)
 
 
 def _ack(ctx: Context, args: IncidentArgs) -> Reply:
