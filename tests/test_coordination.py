@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from test_cli import oncall
 
 from bot import export
 from bot.app import SlackEnv, web_client
@@ -203,8 +204,6 @@ def test_postmortem_done_is_recorded_once(local, store, clock):
 
 
 def test_oncall_bot_postmortem_prints_the_draft(tmp_path):
-    from test_cli import oncall
-
     assert oncall(tmp_path, "run", "/incident open db down --sev 1").returncode == 0
     printed = oncall(tmp_path, "postmortem", "1")
     assert printed.returncode == 0 and printed.stdout.startswith("# Postmortem: #1 db down\n")
