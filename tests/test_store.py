@@ -25,7 +25,8 @@ def test_schema_is_versioned_and_applied_once(tmp_path):
                                                 "0004_incident_durations",
                                                 "0005_work_queue",
                                                 "0006_outbox_marks_attempts_in_flight",
-                                                "0007_alerts"]
+                                                "0007_alerts",
+                                                "0009_coordination"]
     assert sqlite_utils.Database(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -40,13 +40,15 @@ def redacted(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: redact(value) if isinstance(value, str) else value for key, value in fields.items()}
 
 
+INCIDENT_MOMENTS = ("opened_at", "started_at", "acknowledged_at", "resolved_at", "postmortem_at")
+
 # What `oncall-bot export` gives of an incident, and the columns it comes from.
 EXPORT_COLUMNS = (
     "id", "title", "severity", "service", "status", "cause",
     "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
     "resolved_by", "resolved_at", "resolution", "reopened",
     "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
-    "source", "dedup_key",
+    "source", "dedup_key", "lead", "comms", "postmortem_at",
 )
 @dataclass(frozen=True)
 class Incident:
@@ -71,13 +73,16 @@ class Incident:
     source: str | None = None       # what opened it: "alertmanager:prom" (kind:source); None: a person
     dedup_key: str | None = None    # the alert group it was opened for (Alertmanager's groupKey, …)
     verdict: str | None = None      # the last /triage's top verdict about it, shown on its card
+    lead: str | None = None         # the incident commander (a Slack user id)
+    comms: str | None = None        # who keeps the stakeholders informed (a Slack user id)
+    postmortem_at: datetime | None = None   # when its postmortem was written
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Incident:
         """The incident of a row (times as ISO text or as datetimes); the stored durations are left
         out (they follow from the times)."""
         fields = {key: row[key] for key in cls.__dataclass_fields__}
-        for key in ("opened_at", "started_at", "acknowledged_at", "resolved_at"):
+        for key in INCIDENT_MOMENTS:
             value = row[key]
             fields[key] = value.astimezone(UTC) if isinstance(value, datetime) else from_iso(value)
         return cls(**fields)
@@ -123,6 +128,39 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "at": to_iso(self.at)}
+
+
+@dataclass(frozen=True)
+class Followup:
+    """An action item of an incident, numbered 1, 2, … within it."""
+
+    incident_id: int
+    number: int
+    text: str
+    owner: str | None
+    created_by: str | None
+    created_at: datetime
+    done_at: datetime | None = None
+    done_by: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.done_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "created_at": to_iso(self.created_at), "done_at": to_iso(self.done_at),
+                "done": self.done}
+
+
+@dataclass(frozen=True)
+class ReminderState:
+    """What the store remembers of one kind of reminder of one incident: snoozed until when, and
+    the moment it was last due when it was posted (so each due moment is reminded once)."""
+
+    incident_id: int
+    kind: str
+    snoozed_until: datetime | None = None
+    reminded_for: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -172,10 +210,12 @@ class Table:
 # schema's bookkeeping, and `heartbeat`, the row /healthz rewrites on every check.
 HISTORY = (
     Table("incidents", "id", ("title", "opened_by", "opened_at"),
-          moments=frozenset({"opened_at", "started_at", "acknowledged_at", "resolved_at"}),
+          moments=frozenset(INCIDENT_MOMENTS),
           derived=frozenset({"time_to_resolve", "time_to_acknowledge"})),
     Table("events", "id", ("incident_id", "at", "user", "kind", "text", "data"), moments=frozenset({"at"}),
           json=frozenset({"data"})),
+    Table("followups", "id", ("incident_id", "number", "created_at"), moments=frozenset({"created_at", "done_at"})),
+    Table("reminders", "id", ("incident_id", "kind"), moments=frozenset({"snoozed_until", "reminded_for"})),
     Table("reports", "week", ("week",), moments=frozenset({"claimed_at"})),
     Table("outbox", "id", ("created_at", "kind", "request_id", "payload"),
           moments=frozenset({"created_at", "next_at", "lease_until", "sent_at", "failed_at", "in_flight_since"}),
@@ -272,6 +312,21 @@ class Store(Protocol):
     def add_event(self, incident_id: int, *, at: datetime, user: str | None, kind: str,
                   text: str | None = None, data: dict[str, Any] | None = None) -> None: ...
     def events(self, incident_id: int) -> list[Event]: ...
+    def last_event_at(self, incident_id: int, kinds: Iterable[str]) -> datetime | None:
+        """When the latest event of one of `kinds` was recorded in the incident's timeline."""
+
+    # coordination: follow-ups, reminders, postmortems
+    def add_followup(self, incident_id: int, *, text: str, owner: str | None, by: str, at: datetime) -> Followup:
+        """A new follow-up, numbered after the incident's others."""
+    def followups(self, incident_id: int) -> list[Followup]: ...
+    def followup_done(self, incident_id: int, number: int, *, by: str, at: datetime) -> Followup | None:
+        """Marks follow-up `number` done; None when the incident has no such follow-up."""
+    def reminders(self, incident_id: int) -> dict[str, ReminderState]: ...
+    def set_reminder(self, incident_id: int, kind: str, *, snoozed_until: datetime | None = None,
+                     reminded_for: datetime | None = None) -> None:
+        """Records a snooze or a reminder posted (whichever is given; the other is kept)."""
+    def resolved_since(self, since: datetime) -> list[Incident]:
+        """The incidents resolved at or after `since`, oldest resolution first."""
 
     # the work queue
     def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None: ...
