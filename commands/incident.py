@@ -197,6 +197,8 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
         ctx.store.add_event(incident_id, at=now, user=ctx.user, kind="opened", text=title,
                             data={"severity": args.severity or DEFAULT_SEVERITY, "service": service,
                                   "started_at": started, **({"quote": quote} if quote else {})})
+        if args.user is not None:     # the form's lead, handed as /incident lead hands it
+            _hand(ctx, _reread(ctx, incident_id), "lead", args.user, now)
         incident = _reread(ctx, incident_id)
     then = (Reply("incident_quote", {"incident": incident, "quote": quote, "user": ctx.user}, Audience.THREAD,
                   incident_id=incident_id),) if quote else ()
@@ -223,7 +225,10 @@ def form(ctx: Context, values: dict[str, str]) -> IncidentArgs:
     severity = number(values.get("severity") or str(DEFAULT_SEVERITY))
     service = values.get("service") or None
     started = (values.get("started") or "").strip()
+    lead = user(values["lead"]) if values.get("lead") else None
     errors: dict[str, str] = {}
+    if values.get("lead") and lead is None:
+        errors["lead"] = "Pick the lead from the list of people."
     if not title:
         errors["title"] = NEEDS_A_TITLE.split(":")[0] + "."
     elif len(title) > FORM_TITLE_MAX:
@@ -239,7 +244,7 @@ def form(ctx: Context, values: dict[str, str]) -> IncidentArgs:
     if errors:
         raise FormError(errors)
     return IncidentArgs(action="open", text=title, severity=severity, service=service,
-                        times={"started": started} if started else {})
+                        times={"started": started} if started else {}, user=lead)
 
 
 def _ack(ctx: Context, args: IncidentArgs) -> Reply:
@@ -363,14 +368,23 @@ def _assign(ctx: Context, args: IncidentArgs, role: str) -> Reply:
     who = args.user or ctx.user
     with ctx.store.write():
         incident = ctx.incident(args.incident)
-        old = getattr(incident, role)
-        if old == who:
+        change = _hand(ctx, incident, role, who, now)
+        if change is None:
             return Reply("incident_notice", {"incident": incident, "why": "already_in_role", "role": role,
                                              "user": who}, incident_id=incident.id)
-        ctx.store.update_incident(incident.id, **{role: who})
-        change = {"field": role, "old": old, "new": who}
-        ctx.store.add_event(incident.id, at=now, user=ctx.user, kind=role, data=change)
         return _changed(ctx, incident.id, "updated", now, changes=[change])
+
+
+def _hand(ctx: Context, incident: Incident, role: str, who: str, now: datetime) -> dict[str, Any] | None:
+    """`role` of `incident` to `who`, with its timeline entry (a handoff); the change, or None when
+    `who` has it already. Inside the caller's unit of work."""
+    old = getattr(incident, role)
+    if old == who:
+        return None
+    ctx.store.update_incident(incident.id, **{role: who})
+    change = {"field": role, "old": old, "new": who}
+    ctx.store.add_event(incident.id, at=now, user=ctx.user, kind=role, data=change)
+    return change
 
 
 def _followup(ctx: Context, args: IncidentArgs) -> Reply:

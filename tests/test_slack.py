@@ -509,20 +509,25 @@ def test_open_without_a_title_opens_the_form_and_its_submission_opens_the_incide
     assert view["callback_id"] == "form:incident" and view["title"]["text"] == "Declare an incident"
     assert json.loads(view["private_metadata"])["channel"] == "C0INCIDNT"
     fields = {block["block_id"]: block for block in view["blocks"] if block["type"] == "input"}
-    assert list(fields) == ["title", "severity", "service", "started"]
+    assert list(fields) == ["title", "severity", "service", "started", "lead"]
+    assert fields["lead"]["element"]["type"] == "users_select" and fields["lead"]["optional"]
     assert fields["severity"]["element"]["initial_option"]["value"] == "2"        # what was typed, filled in
     assert [o["value"] for o in fields["service"]["element"]["options"]] == ["api", "web"]
     assert fields["service"]["optional"] and fields["started"]["optional"] and not fields["title"]["optional"]
     assert store.recent_incidents(10) == []
 
     response = client.post(view_submission(view, {"title": "checkout 500s", "severity": {"option": "1"},
-                                                  "service": {"option": "api"}, "started": ""}, user="U0BOB0001"))
+                                                  "service": {"option": "api"}, "started": "",
+                                                  "lead": {"user": "U0CAROL01"}}, user="U0BOB0001"))
     assert response.status_code == 200 and response.text == ""                    # the modal closes
     (announcement,) = slack_double.wait_for("chat.postMessage")
     assert announcement.args["channel"] == "C0INCIDNT" and "checkout 500s" in blocks_text(announcement)
     incident = store.incident(1)
-    assert (incident.title, incident.severity, incident.service, incident.opened_by) == \
-        ("checkout 500s", 1, "api", "U0BOB0001")
+    assert (incident.title, incident.severity, incident.service, incident.opened_by, incident.lead) == \
+        ("checkout 500s", 1, "api", "U0BOB0001", "U0CAROL01")
+    assert [(e.kind, e.user, e.data.get("new")) for e in store.events(1)] == \
+        [("opened", "U0BOB0001", None), ("lead", "U0BOB0001", "U0CAROL01")]     # handed as /incident lead hands it
+    assert "<@U0CAROL01>" in blocks_text(announcement)
     assert not slack_double.called("response_url")
 
 
@@ -531,10 +536,11 @@ def test_a_form_with_errors_stays_open_and_says_which_field(slack_bot, slack_dou
     client.command("/incident", "open")
     view = slack_double.wait_for("views.open")[0].args["view"]
     response = client.post(view_submission(view, {"title": "   ", "severity": {"option": "3"},
-                                                  "service": {"option": "nope"}, "started": "in a bit"}))
+                                                  "service": {"option": "nope"}, "started": "in a bit",
+                                                  "lead": {"user": "bogus"}}))
     assert response.status_code == 200
     answer = response.json()
-    assert answer["response_action"] == "errors" and set(answer["errors"]) == {"title", "service", "started"}
+    assert answer["response_action"] == "errors" and set(answer["errors"]) == {"title", "service", "started", "lead"}
     assert "needs a title" in answer["errors"]["title"] and "Unknown service 'nope'" in answer["errors"]["service"]
     assert "is not a time" in answer["errors"]["started"]
     time.sleep(0.3)
@@ -586,7 +592,7 @@ def test_declare_incident_on_a_tools_alert_quotes_its_attachment(slack_bot, slac
                                  attachments=[{"fallback": "[FIRING] HighErrorRate api", "color": "danger"}]))
     view = slack_double.wait_for("views.open")[0].args["view"]
     assert "From a message*, quoted" in json.dumps(view["blocks"])                # no author: a bot posted it
-    assert [b["block_id"] for b in view["blocks"] if b["type"] == "input"] == ["title", "severity", "started"]
+    assert [b["block_id"] for b in view["blocks"] if b["type"] == "input"] == ["title", "severity", "started", "lead"]
     client.post(view_submission(view, {"title": "api errors", "severity": {"option": "3"}, "started": ""}))
     quote = slack_double.wait_for("chat.postMessage", 2)[1]
     assert "[FIRING] HighErrorRate api" in blocks_text(quote)
