@@ -13,13 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from bot.command import Context
-from bot.store import Event, Incident
+from bot.store import BOT_KINDS, Event, Incident
 
 # The milestones, in the order they happen: (label, the incident's column).
 MILESTONES = (("started", "started_at"), ("opened", "opened_at"), ("acknowledged", "acknowledged_at"),
               ("resolved", "resolved_at"))
-# What the bot's commands record; every other kind of entry is a person's.
-FINDINGS = ("deploys", "probe", "logs", "triage")
+# What the bot's commands record; every other kind of entry is a person's. A /triage entry keeps
+# what its parts found under their entries' keys (ARCHITECTURE.md: timeline entries).
+FINDINGS = BOT_KINDS
 PROBE_OK = "ok"
 
 
@@ -73,7 +74,7 @@ def _suspects(events: list[Event]) -> list[str]:
     """The deploys /deploys named as suspects, each once, as first named."""
     found: list[str] = []
     for event in events:
-        if event.kind == "deploys":
+        if event.kind in ("deploys", "triage"):
             found += [sha for sha in event.data.get("suspects") or [] if isinstance(sha, str) and sha not in found]
     return found
 
@@ -82,7 +83,7 @@ def _probes(events: list[Event]) -> list[ProbeCourse]:
     """For each target a probe saw failing: when first, and when it was first seen up again after."""
     courses: dict[str, dict[str, Any]] = {}
     for event in events:
-        if event.kind != "probe":
+        if event.kind not in ("probe", "triage"):
             continue
         for result in event.data.get("results") or []:
             if not isinstance(result, dict):
@@ -101,7 +102,7 @@ def _causes(events: list[Event]) -> list[LogCause]:
     """The errors /logs read, by cause, most frequent first (readings overlap: the largest count is kept)."""
     causes: dict[str, LogCause] = {}
     for event in events:
-        if event.kind != "logs":
+        if event.kind not in ("logs", "triage"):
             continue
         for error in event.data.get("events") or []:
             if not isinstance(error, dict):

@@ -441,3 +441,20 @@ def test_two_worker_processes_and_a_restart_post_a_reminder_once(tmp_path, slack
     time.sleep(1)
     stop([restarted])
     assert len(slack_double.called("chat.postMessage")) == 1
+
+
+def test_the_postmortem_reads_what_a_triage_found(local, store, clock):
+    runner = local()
+    runner.invoke("/incident open checkout returns 500 --service api --started 10m ago")
+    store.add_event(1, at=clock(), user=ANA, kind="triage", text="/triage api: most likely Deploy a1b2c3d4e5 (api)",
+                    data={"verdicts": [], "suspects": ["a1b2c3d4e5f6" + "0" * 28],
+                          "results": [{"service": "api", "target": "db", "status": "down"}],
+                          "events": [{"excerpt": "PoolTimeout", "count": 7, "cause": {"id": "db.pool", "title": "pool exhausted"},
+                                      "first_seen": None, "last_seen": None}]})
+    clock.advance(minutes=5)
+    store.add_event(1, at=clock(), user=ANA, kind="probe", text="/probe api: 1 ok",
+                    data={"results": [{"service": "api", "target": "db", "status": "ok"}]})
+    text = runner.renderer.file(runner.invoke("/incident postmortem").files[0]).decode()
+    for expected in ("Suspect deploys: `a1b2c3d4e5`", "Probe api/db: down at 14:00 UTC, up again at 14:05 UTC",
+                     "Log errors: pool exhausted ×7"):
+        assert expected in text, expected
