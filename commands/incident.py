@@ -24,26 +24,33 @@ DEFAULT_SEVERITY = 3
 DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
 RECENT_LIMIT = 15
 FUTURE_SLACK = timedelta(seconds=5)      # "now" typed a moment after the clock was read
-ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline")
+ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline",
+           "mitigate")
 
 
 @dataclass(frozen=True)
 class Milestone:
-    """A moment in an incident's life that a user may correct with `--<option> WHEN`."""
+    """A moment in an incident's life; one with an `option` a user may correct with `--<option> WHEN`."""
 
-    option: str
+    option: str | None
     field: str                        # the incident's column
     reached_by: str | None = None     # the action that reaches it; it cannot be corrected before
-    measured_from: str | None = None  # the column its duration counts from, which it may not precede
+    not_before: tuple[str, ...] = ()  # the columns it may not precede (its durations count from some)
 
 
-# In the order they happen: each may not precede the ones above it (nor what it is measured from).
+# In the order they happen. A mitigation may come before anyone acknowledges (a rollback by a
+# pipeline), and a resolve typed late may be set before the opening (an incident opened afterwards).
 MILESTONES = (
     Milestone("started", "started_at"),
-    Milestone("acked", "acknowledged_at", reached_by="ack", measured_from="opened_at"),
-    Milestone("resolved", "resolved_at", reached_by="resolve", measured_from="started_at"),
+    Milestone("detected", "detected_at", not_before=("started_at",)),
+    Milestone(None, "opened_at", not_before=("detected_at",)),
+    Milestone("acked", "acknowledged_at", reached_by="ack", not_before=("started_at", "detected_at", "opened_at")),
+    Milestone("mitigated", "mitigated_at", not_before=("started_at", "detected_at")),
+    Milestone("resolved", "resolved_at", reached_by="resolve",
+              not_before=("started_at", "detected_at", "acknowledged_at", "mitigated_at")),
 )
-_MILESTONE_OPTIONS = {milestone.option: Option.WORDS for milestone in MILESTONES}
+_CORRECTABLE = {milestone.option: milestone for milestone in MILESTONES if milestone.option}   # option -> it
+_MILESTONE_OPTIONS = {option: Option.WORDS for option in _CORRECTABLE}
 _OPTIONS = {
     "open": {"sev": Option.VALUE, "service": Option.VALUE, "started": Option.WORDS},
     "update": {"sev": Option.VALUE, "service": Option.VALUE, **_MILESTONE_OPTIONS, "cause": Option.VALUE},
@@ -94,7 +101,7 @@ def parse(text: str) -> IncidentArgs:
     parsed = IncidentArgs(
         action=action, incident=args.incident, text=args.text, severity=severity,
         service=args.options.get("service"), cause=cause,
-        times={m.option: str(args.options[m.option]) for m in MILESTONES if m.option in args.options},
+        times={option: str(args.options[option]) for option in _CORRECTABLE if option in args.options},
     )
     if action not in ("open", "list") and parsed.incident is None and parsed.text.isdigit():
         raise UsageError(f"Did you mean #{parsed.text}? An incident is named with #, like "
@@ -103,7 +110,8 @@ def parse(text: str) -> IncidentArgs:
         raise UsageError("An incident needs a title: /incident open <title>.")
     if action == "update" and not (parsed.text or severity or parsed.service or parsed.times or cause):
         raise UsageError("Say what changed: /incident update <note> [--sev N] [--service S] [--started WHEN] "
-                         "[--acked WHEN] [--resolved WHEN] [--cause deploy:<sha>].")
+                         "[--detected WHEN] [--acked WHEN] [--mitigated WHEN] [--resolved WHEN] "
+                         "[--cause deploy:<sha>].")
     if action == "list" and parsed.text not in ("", "open", "recent"):
         raise UsageError(f"list takes open or recent, not {parsed.text!r}.")
     if action in ("status", "timeline") and parsed.text:
@@ -240,8 +248,23 @@ def _timeline(ctx: Context, args: IncidentArgs) -> Reply:
     return Reply("incident_timeline", data, Audience.THREAD, incident_id=incident.id)
 
 
+# -- milestones: mitigate ---------------------------------------------------------------------
+
+
+def _mitigate(ctx: Context, args: IncidentArgs) -> Reply:
+    now = ctx.now()
+    with ctx.store.write():
+        incident = _must_be_open(ctx.incident(args.incident))
+        if incident.mitigated_at is not None:
+            return _notice(incident, "already_mitigated")
+        ctx.store.update_incident(incident.id, mitigated_at=now)
+        ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="mitigated", text=args.text or None,
+                            data={"source": "person"})
+        return _changed(ctx, incident.id, "mitigated", now, note=args.text)
+
+
 _ACTIONS = {"open": _open, "ack": _ack, "update": _update, "resolve": _resolve, "reopen": _reopen,
-            "status": _status, "list": _list, "timeline": _timeline}
+            "status": _status, "list": _list, "timeline": _timeline, "mitigate": _mitigate}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -256,6 +279,8 @@ def card_data(incident: Incident, now: datetime) -> dict[str, Any]:
         "time_to_resolve": since_start if incident.resolved_at else None,
         "ongoing_for": None if incident.resolved_at else since_start,
         "time_to_acknowledge": incident.time_to_acknowledge,
+        "time_to_detect": incident.time_to_detect,
+        "time_to_mitigate": incident.time_to_mitigate,
     }
 
 
@@ -319,29 +344,28 @@ def _when(ctx: Context, option: str, text: str, now: datetime) -> datetime:
 
 def _corrected_times(ctx: Context, incident: Incident, typed: dict[str, str], now: datetime) -> dict[str, datetime]:
     """The milestones `typed` corrects (column -> time), each checked against the incident's others."""
-    times = {m.field: getattr(incident, m.field) for m in MILESTONES}
+    times: dict[str, datetime | None] = {m.field: getattr(incident, m.field) for m in MILESTONES}
     corrected: dict[str, datetime] = {}
-    for milestone in MILESTONES:
-        if milestone.option not in typed:
+    options = {milestone.field: option for option, milestone in _CORRECTABLE.items()}
+    for option, milestone in _CORRECTABLE.items():
+        if option not in typed:
             continue
         if milestone.reached_by and times[milestone.field] is None:
-            raise UsageError(f"--{milestone.option}: #{incident.id} is not {_past(milestone.field)} yet; "
+            raise UsageError(f"--{option}: #{incident.id} is not {_past(milestone.field)} yet; "
                              f"/incident {milestone.reached_by} #{incident.id} first.")
-        corrected[milestone.field] = times[milestone.field] = _when(ctx, milestone.option, typed[milestone.option], now)
-    for index, later in enumerate(MILESTONES):
-        bounds = [(m.field, times[m.field]) for m in MILESTONES[:index]]
-        if later.measured_from and later.measured_from not in times:
-            bounds.append((later.measured_from, getattr(incident, later.measured_from)))
-        for column, bound in bounds:
-            moment = times[later.field]
+        corrected[milestone.field] = times[milestone.field] = _when(ctx, option, typed[option], now)
+    for later in MILESTONES:
+        for column in later.not_before:
+            moment, bound = times[later.field], times[column]
             if moment is None or bound is None or moment >= bound:
                 continue
             if later.field in corrected:
-                raise UsageError(f"--{later.option} {typed[later.option]}: {_local(ctx, moment)} is before the "
+                option = options[later.field]
+                raise UsageError(f"--{option} {typed[option]}: {_local(ctx, moment)} is before the "
                                  f"incident was {_past(column)} ({_local(ctx, bound)}).")
             if column in corrected:
-                earlier = next(m for m in MILESTONES if m.field == column)
-                raise UsageError(f"--{earlier.option} {typed[earlier.option]}: {_local(ctx, bound)} is after the "
+                option = options[column]
+                raise UsageError(f"--{option} {typed[option]}: {_local(ctx, bound)} is after the "
                                  f"incident was {_past(later.field)} ({_local(ctx, moment)}).")
     return corrected
 
@@ -359,7 +383,7 @@ COMMAND = Command(
     description="Open, acknowledge, update and resolve incidents",
     usage="open <title> [--sev 1-4] [--service S] [--started WHEN] | ack | update <note> [--acked WHEN] "
           "[--resolved WHEN] | resolve [note] [--cause deploy:<sha>] | reopen | status | list [open|recent] | "
-          "timeline | help   (#N first picks an incident)",
+          "timeline | mitigate [note] | help   (#N first picks an incident)",
     parse=parse,
     run=run,
     help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},

@@ -46,7 +46,14 @@ EXPORT_COLUMNS = (
     "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
     "resolved_by", "resolved_at", "resolution", "reopened",
     "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
+    "detected", "mitigated", "recovered",
 )
+# The column each exported name comes from, where they differ.
+EXPORT_SOURCES = {"time_to_acknowledge_seconds": "time_to_acknowledge", "time_to_resolve_seconds": "time_to_resolve",
+                  "detected": "detected_at", "mitigated": "mitigated_at", "recovered": "recovered_at"}
+# The incident's moments, in the order they happen (a column each; export names some without `_at`).
+MOMENTS = ("started_at", "detected_at", "opened_at", "acknowledged_at", "mitigated_at", "resolved_at",
+           "recovered_at")
 @dataclass(frozen=True)
 class Incident:
     id: int
@@ -67,13 +74,16 @@ class Incident:
     thread_ts: str | None
     reopened: int
     cause: str | None = None        # what caused it, e.g. "deploy:<sha>"
+    detected_at: datetime | None = None     # an alert's start, or the service's first error in its logs
+    mitigated_at: datetime | None = None    # a rollback or revert seen in git, or /incident mitigate
+    recovered_at: datetime | None = None    # watched after the fix: errors back to their level, probes ok
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Incident:
         """The incident of a row (times as ISO text or as datetimes); the stored durations are left
         out (they follow from the times)."""
         fields = {key: row[key] for key in cls.__dataclass_fields__}
-        for key in ("opened_at", "started_at", "acknowledged_at", "resolved_at"):
+        for key in MOMENTS:
             value = row[key]
             fields[key] = value.astimezone(UTC) if isinstance(value, datetime) else from_iso(value)
         return cls(**fields)
@@ -86,6 +96,16 @@ class Incident:
     def time_to_acknowledge(self) -> float | None:
         """Seconds from the opening to the acknowledgement; None until acknowledged."""
         return (self.acknowledged_at - self.opened_at).total_seconds() if self.acknowledged_at else None
+
+    @property
+    def time_to_detect(self) -> float | None:
+        """Seconds from the start to the detection; None until detected."""
+        return (self.detected_at - self.started_at).total_seconds() if self.detected_at else None
+
+    @property
+    def time_to_mitigate(self) -> float | None:
+        """Seconds from the start to the mitigation; None until mitigated."""
+        return (self.mitigated_at - self.started_at).total_seconds() if self.mitigated_at else None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -118,6 +138,8 @@ class Resolutions:
     to_resolve: tuple[int, ...]                   # seconds, resolved - started
     to_acknowledge: tuple[int | None, ...]        # seconds, acknowledged - opened; None: never acknowledged
     slowest: tuple[tuple[int, int], ...] = ()     # (seconds to resolve, id), the longest first, as many as asked
+    to_detect: tuple[int | None, ...] = ()        # seconds, detected - started; None: no detection recorded
+    to_mitigate: tuple[int | None, ...] = ()      # seconds, mitigated - started; None: no mitigation recorded
 
 
 @dataclass(frozen=True)
@@ -156,8 +178,8 @@ class Table:
 # schema's bookkeeping, and `heartbeat`, the row /healthz rewrites on every check.
 HISTORY = (
     Table("incidents", "id", ("title", "opened_by", "opened_at"),
-          moments=frozenset({"opened_at", "started_at", "acknowledged_at", "resolved_at"}),
-          derived=frozenset({"time_to_resolve", "time_to_acknowledge"})),
+          moments=frozenset(MOMENTS),
+          derived=frozenset({"time_to_resolve", "time_to_acknowledge", "time_to_detect", "time_to_mitigate"})),
     Table("events", "id", ("incident_id", "at", "user", "kind", "text", "data"), moments=frozenset({"at"}),
           json=frozenset({"data"})),
     Table("reports", "week", ("week",), moments=frozenset({"claimed_at"})),

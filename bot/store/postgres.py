@@ -35,7 +35,9 @@ from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
     EXPORT_COLUMNS,
+    EXPORT_SOURCES,
     HISTORY,
+    MOMENTS,
     RESOLVED,
     SEVERITIES,
     Event,
@@ -104,11 +106,23 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     # channel's incident" asks for them (open_incidents writes the predicate as a literal, so the
     # planner can match it).
     ("0004_open_incidents", "CREATE INDEX incidents_open ON incidents (id) WHERE status <> 'resolved'"),
+    # The moments evidence gives (an alert, the logs, git, the watch after a fix), and the two
+    # durations /mttr adds, read from the covering index like the others.
+    ("0006_milestones", """
+        ALTER TABLE incidents ADD COLUMN detected_at timestamptz, ADD COLUMN mitigated_at timestamptz,
+            ADD COLUMN recovered_at timestamptz,
+            ADD COLUMN time_to_detect integer GENERATED ALWAYS AS
+                (round(extract(epoch FROM detected_at - started_at))::integer) STORED,
+            ADD COLUMN time_to_mitigate integer GENERATED ALWAYS AS
+                (round(extract(epoch FROM mitigated_at - started_at))::integer) STORED;
+        DROP INDEX incidents_durations;
+        CREATE INDEX incidents_durations ON incidents (severity, resolved_at)
+            INCLUDE (time_to_resolve, time_to_acknowledge, service, id, time_to_detect, time_to_mitigate);
+    """),
 )
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
-_EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
-                     "time_to_resolve_seconds": "time_to_resolve"}.get(name, name)) for name in EXPORT_COLUMNS]
-_TIMES = {"opened_at", "started_at", "acknowledged_at", "resolved_at"}
+_EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
+_TIMES = set(MOMENTS)
 _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by"}
 
 
@@ -345,16 +359,17 @@ class PostgresStore:
             for level in SEVERITIES if severity is None else (severity,):
                 where = f"WHERE severity = %s AND resolved_at >= %s AND resolved_at < %s{filters}"
                 values = [level, start, end, *params]
-                rows = conn.execute(f"SELECT time_to_resolve, time_to_acknowledge FROM incidents {where}",
-                                    values).fetchall()
+                rows = conn.execute(f"SELECT time_to_resolve, time_to_acknowledge, time_to_detect, time_to_mitigate "
+                                    f"FROM incidents {where}", values).fetchall()
                 if not rows:
                     continue
                 longest = conn.execute(
                     f"SELECT time_to_resolve, id FROM incidents {where} ORDER BY time_to_resolve DESC LIMIT %s",
                     [*values, slowest]).fetchall() if slowest else []
-                to_resolve, to_acknowledge = zip(*rows, strict=True)
+                to_resolve, to_acknowledge, to_detect, to_mitigate = zip(*rows, strict=True)
                 groups.append(Resolutions(level, to_resolve, to_acknowledge,
-                                          tuple((seconds, incident) for seconds, incident in longest)))
+                                          tuple((seconds, incident) for seconds, incident in longest),
+                                          to_detect, to_mitigate))
         return groups
 
     def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,

@@ -29,6 +29,7 @@ from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
     EXPORT_COLUMNS,
+    EXPORT_SOURCES,
     RESOLVED,
     SEVERITIES,
     Event,
@@ -111,8 +112,11 @@ def _sent_message_ids(db: sqlite_utils.Database) -> None:
 
 
 _SECONDS = "CAST(round((julianday({end}) - julianday({start})) * 86400) AS INTEGER)"
-_DURATIONS = (f"time_to_resolve = {_SECONDS.format(start='started_at', end='resolved_at')}, "
-              f"time_to_acknowledge = {_SECONDS.format(start='opened_at', end='acknowledged_at')}")
+_RESOLVE_AND_ACKNOWLEDGE = (f"time_to_resolve = {_SECONDS.format(start='started_at', end='resolved_at')}, "
+                            f"time_to_acknowledge = {_SECONDS.format(start='opened_at', end='acknowledged_at')}")
+_DURATIONS = (f"{_RESOLVE_AND_ACKNOWLEDGE}, "
+              f"time_to_detect = {_SECONDS.format(start='started_at', end='detected_at')}, "
+              f"time_to_mitigate = {_SECONDS.format(start='started_at', end='mitigated_at')}")
 
 
 def _durations(db: sqlite_utils.Database) -> None:
@@ -120,7 +124,7 @@ def _durations(db: sqlite_utils.Database) -> None:
     # numbers from one covering index per severity instead of parsing two dates per row.
     db.table("incidents").add_column("time_to_resolve", int)
     db.table("incidents").add_column("time_to_acknowledge", int)
-    db.execute(f"UPDATE incidents SET {_DURATIONS}")
+    db.execute(f"UPDATE incidents SET {_RESOLVE_AND_ACKNOWLEDGE}")
     db.execute("DROP INDEX incidents_resolution")
     db.table("incidents").create_index(["resolved_at"])
     db.table("incidents").create_index(
@@ -146,6 +150,19 @@ def _in_flight(db: sqlite_utils.Database) -> None:
     db.table("outbox").add_column("in_flight_since", str)
 
 
+def _milestones(db: sqlite_utils.Database) -> None:
+    # The moments evidence gives (an alert, the logs, git, the watch after a fix), and the two
+    # durations /mttr adds, kept in the covering index like the others.
+    for column in ("detected_at", "mitigated_at", "recovered_at"):
+        db.table("incidents").add_column(column, str)
+    db.table("incidents").add_column("time_to_detect", int)
+    db.table("incidents").add_column("time_to_mitigate", int)
+    db.execute("DROP INDEX incidents_durations")
+    db.table("incidents").create_index(
+        ["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service", "time_to_detect",
+         "time_to_mitigate"], index_name="incidents_durations")
+
+
 _MIGRATIONS = (
     ("0001_incidents_timeline_outbox", _initial_schema),
     ("0002_incident_cause_and_weekly_reports", _cause_and_reports),
@@ -153,6 +170,7 @@ _MIGRATIONS = (
     ("0004_incident_durations", _durations),
     ("0005_work_queue", _work_queue),
     ("0006_outbox_marks_attempts_in_flight", _in_flight),
+    ("0008_milestones", _milestones),
 )
 
 
@@ -166,8 +184,7 @@ def migrations() -> Migrations:
     return versions
 
 
-_EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
-                     "time_to_resolve_seconds": "time_to_resolve"}.get(name, name)) for name in EXPORT_COLUMNS]
+_EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
 # Columns whose text came from people (the others are numbers, times, ids and states the bot wrote).
 _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by"}
 _FORMULA_START = "'[=+@\t\r-]*'"
@@ -382,15 +399,17 @@ class SqliteStore:
         for level in SEVERITIES if severity is None else (severity,):
             where = f"WHERE severity = ? AND resolved_at >= ? AND resolved_at < ?{filters}"
             values = [level, to_iso(start), to_iso(end), *params]
-            rows = self._db.execute(f"SELECT time_to_resolve, time_to_acknowledge FROM incidents {where}",
-                                    values).fetchall()
+            rows = self._db.execute(
+                f"SELECT time_to_resolve, time_to_acknowledge, time_to_detect, time_to_mitigate FROM incidents {where}",
+                values).fetchall()
             if not rows:
                 continue
             longest = self._db.execute(
                 f"SELECT time_to_resolve, id FROM incidents {where} ORDER BY time_to_resolve DESC LIMIT ?",
                 [*values, slowest]).fetchall() if slowest else []
             groups.append(Resolutions(level, tuple(map(itemgetter(0), rows)), tuple(map(itemgetter(1), rows)),
-                                      tuple(longest)))
+                                      tuple(longest), tuple(map(itemgetter(2), rows)),
+                                      tuple(map(itemgetter(3), rows))))
         return groups
 
     def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,
