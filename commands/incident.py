@@ -18,7 +18,10 @@ from bot.command import Audience, Command, CommandError, Context, Reply, UsageEr
 from bot.redact import redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
+from commands import milestones
 from commands.deploys import find_deploy
+from commands.logs import first_error
+from commands.milestones import MILESTONES
 
 DEFAULT_SEVERITY = 3
 DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
@@ -28,27 +31,6 @@ ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "lis
            "mitigate")
 
 
-@dataclass(frozen=True)
-class Milestone:
-    """A moment in an incident's life; one with an `option` a user may correct with `--<option> WHEN`."""
-
-    option: str | None
-    field: str                        # the incident's column
-    reached_by: str | None = None     # the action that reaches it; it cannot be corrected before
-    not_before: tuple[str, ...] = ()  # the columns it may not precede (its durations count from some)
-
-
-# In the order they happen. A mitigation may come before anyone acknowledges (a rollback by a
-# pipeline), and a resolve typed late may be set before the opening (an incident opened afterwards).
-MILESTONES = (
-    Milestone("started", "started_at"),
-    Milestone("detected", "detected_at", not_before=("started_at",)),
-    Milestone(None, "opened_at", not_before=("detected_at",)),
-    Milestone("acked", "acknowledged_at", reached_by="ack", not_before=("started_at", "detected_at", "opened_at")),
-    Milestone("mitigated", "mitigated_at", not_before=("started_at", "detected_at")),
-    Milestone("resolved", "resolved_at", reached_by="resolve",
-              not_before=("started_at", "detected_at", "acknowledged_at", "mitigated_at")),
-)
 _CORRECTABLE = {milestone.option: milestone for milestone in MILESTONES if milestone.option}   # option -> it
 _MILESTONE_OPTIONS = {option: Option.WORDS for option in _CORRECTABLE}
 _OPTIONS = {
@@ -132,6 +114,7 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
     started = _when(ctx, "started", args.times["started"], now) if "started" in args.times else now
     # One line (a line break would fake the card's lines), redacted as it is stored, so a double submit is found.
     title = redact(" ".join(args.text.split()))
+    detected = first_error(ctx, service, started, now)    # read before the unit: the store's lock must not wait on logs
     with ctx.store.write():
         twin = _double_submit(ctx, title, now)
         if twin is not None:
@@ -144,6 +127,8 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
         ctx.store.add_event(incident_id, at=now, user=ctx.user, kind="opened", text=title,
                             data={"severity": args.severity or DEFAULT_SEVERITY, "service": service,
                                   "started_at": started})
+        if detected is not None:
+            milestones.record(ctx.store, incident_id, "detected_at", detected.at, detected.source)
         incident = ctx.store.incident(incident_id)
     return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id)
 
@@ -259,7 +244,7 @@ def _mitigate(ctx: Context, args: IncidentArgs) -> Reply:
             return _notice(incident, "already_mitigated")
         ctx.store.update_incident(incident.id, mitigated_at=now)
         ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="mitigated", text=args.text or None,
-                            data={"source": "person"})
+                            data={"source": {"kind": "person"}})
         return _changed(ctx, incident.id, "mitigated", now, note=args.text)
 
 

@@ -362,7 +362,7 @@ def test_mitigate_records_the_moment_once_with_its_note(local, clock, store):
     assert reply.outcome is Outcome.OK and reply.card is not None
     assert store.incident(1).mitigated_at == datetime(2026, 11, 24, 14, 12, tzinfo=UTC)
     (event,) = [e for e in store.events(1) if e.kind == "mitigated"]
-    assert (event.user, event.text, event.data) == (runner.user, "rolled back to v41", {"source": "person"})
+    assert (event.user, event.text, event.data) == (runner.user, "rolled back to v41", {"source": {"kind": "person"}})
     text = runner.renderer.text(reply.template, reply.data)
     assert "mitigated #1, 22 m 00 s after it started" in text and "> rolled back to v41" in text
     assert "*Mitigated* at 14:12 UTC" in runner.renderer.text(reply.card.template, reply.card.data)

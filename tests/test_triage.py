@@ -232,7 +232,7 @@ def test_progress_is_shown_part_by_part_and_everything_goes_in_the_timeline(loca
     assert shown[0].data["final"] is False and all(p["state"] == "running" for p in shown[0].data["parts"].values())
     assert len(shown) >= 2 and reply.data["final"] is True
     kinds = [event.kind for event in store.events(1)]
-    assert kinds[0] == "opened" and {"deploys", "logs", "triage"} <= set(kinds)
+    assert kinds[:2] == ["detected", "opened"] and {"deploys", "logs", "triage"} <= set(kinds)   # detected: its logs
     (recorded,) = [event for event in store.events(1) if event.kind == "triage"]
     assert recorded.data["verdicts"][0]["kind"] == "deploy" and recorded.data["signatures"]
 
@@ -340,11 +340,12 @@ def test_answers_about_another_service_are_given_but_not_recorded_in_the_inciden
         reply = runner.invoke(line)
         assert reply.outcome.value == "ok" and reply.incident_id is None, line
         assert reply.audience in (Audience.CALLER, Audience.CHANNEL), line
-    assert [event.kind for event in store.events(1)] == ["opened"]
+    assert [event.kind for event in store.events(1)] == ["detected", "opened"]    # detected: checkout's own logs
     for line in ("/deploys", "/probe", "/probe checkout", "/deploys checkout #1", "/probe web site #1"):
         reply = runner.invoke(line)                # the incident's service, or named with #N on purpose
         assert reply.audience is Audience.THREAD and reply.incident_id == 1, line
-    assert [event.kind for event in store.events(1)] == ["opened", "deploys", "probe", "probe", "deploys", "probe"]
+    assert [event.kind for event in store.events(1)] == ["detected", "opened", "deploys", "probe", "probe", "deploys",
+                                                         "probe"]
 
 
 def test_seen_before_only_for_the_same_service(local, store, two_services, clock):
