@@ -9,6 +9,7 @@ import pytest
 
 from bot.command import Outcome
 from commands import milestones
+from git_repo import GitRepo
 
 NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)      # the clock fixture's start
 
@@ -118,3 +119,85 @@ def test_evidence_never_overwrites_nor_breaks_the_order(local, store):
     assert store.incident(incident_id).detected_at == NOW - timedelta(minutes=20)
     timeline = runner.renderer.text("incident_timeline", runner.invoke("/incident timeline").data)
     assert "`13:40 UTC` *detected*: alert alertmanager:prom" in timeline
+
+
+# -- mitigated, from git -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitRepo:
+    return GitRepo(tmp_path / "api")
+
+
+def repo_config(make_config, repo: GitRepo, deploy: str) -> object:
+    return make_config(f'[services.api]\nrepo = "{repo.path}"\ndeploy = "{deploy}"\n')
+
+
+def test_a_revert_of_a_suspect_after_the_start_is_the_mitigation(local, store, make_config, repo):
+    repo.commit("initial import", NOW - timedelta(days=2), {"app.py": "a\n"})
+    good = repo.commit("Fine change (#40)", NOW - timedelta(hours=2), {"app.py": "b\n"})
+    suspect = repo.commit("Tune pool size (#42)", NOW - timedelta(minutes=40), {"pool.cfg": "size=5\n"})
+    repo.git("revert", "--no-edit", good, at=NOW - timedelta(minutes=20))        # not a suspect: no mitigation
+    repo.git("revert", "--no-edit", suspect, at=NOW - timedelta(minutes=10))
+    revert = repo.git("rev-parse", "HEAD")
+    runner = local(repo_config(make_config, repo, "commits"))
+    incident_id = runner.invoke("/incident open checkout returns 500 --service api --started 30m ago").incident_id
+    reply = runner.invoke("/deploys")
+    assert reply.data["services"][0].mitigation.reverts == suspect
+    assert "🩹 *Undone at 13:50 UTC*" in runner.renderer.text(reply.template, reply.data)
+    assert store.incident(incident_id).mitigated_at == NOW - timedelta(minutes=10)
+    (event,) = [e for e in store.events(incident_id) if e.kind == "mitigated"]
+    assert event.user is None and event.at == NOW - timedelta(minutes=10)
+    assert event.data["source"] == {"kind": "git", "service": "api", "sha": revert, "reverts": suspect,
+                                    "redeploys": None}
+    runner.invoke("/deploys")
+    assert [e.kind for e in store.events(incident_id)].count("mitigated") == 1
+    timeline = runner.renderer.text("incident_timeline", runner.invoke("/incident timeline").data)
+    assert f"*mitigated*: revert {revert[:10]} of suspect {suspect[:10]} seen in git" in timeline
+
+
+def test_a_reverting_pull_request_mitigates_when_it_is_merged(local, store, make_config, repo):
+    repo.commit("initial import", NOW - timedelta(days=2), {"app.py": "a\n"})
+    repo.pull_request(40, NOW - timedelta(hours=2), {"app.py": "b\n"})
+    suspect = repo.pull_request(41, NOW - timedelta(minutes=40), {"app.py": "c\n"})
+    repo.git("checkout", "-q", "-b", "revert-41")
+    repo.git("revert", "--no-edit", "-m", "1", suspect, at=NOW - timedelta(minutes=15))
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--no-ff", "-m", "Merge pull request #44 from acme/revert-41", "revert-41",
+             at=NOW - timedelta(minutes=5))
+    merged = repo.git("rev-parse", "HEAD")
+    runner = local(repo_config(make_config, repo, "merges"))
+    incident_id = runner.invoke("/incident open checkout returns 500 --service api --started 30m ago").incident_id
+    runner.invoke("/deploys")
+    incident = store.incident(incident_id)
+    assert incident.mitigated_at == NOW - timedelta(minutes=5)          # when it landed, not when it was written
+    (event,) = [e for e in store.events(incident_id) if e.kind == "mitigated"]
+    assert event.data["source"]["sha"] == merged and event.data["source"]["reverts"] == suspect
+
+
+def test_a_redeploy_of_the_last_known_good_tag_is_the_mitigation(local, store, make_config, repo):
+    repo.commit("initial import", NOW - timedelta(days=2))
+    repo.tag("v1.0", NOW - timedelta(hours=5))
+    repo.commit("feature", NOW - timedelta(hours=1))
+    repo.tag("v1.1", NOW - timedelta(minutes=45))
+    repo.tag("v1.2", NOW - timedelta(minutes=5), ref="v1.0^{}")
+    runner = local(repo_config(make_config, repo, "tags:v*"))
+    incident_id = runner.invoke("/incident open checkout returns 500 --service api --started 20m ago").incident_id
+    runner.invoke("/deploys")
+    assert store.incident(incident_id).mitigated_at == NOW - timedelta(minutes=5)
+    timeline = runner.renderer.text("incident_timeline", runner.invoke("/incident timeline").data)
+    assert "*mitigated*: redeploy of the last known good v1.0 seen in git" in timeline
+
+
+def test_no_undoing_deploy_no_mitigation_and_a_persons_stays(local, store, make_config, repo):
+    repo.commit("initial import", NOW - timedelta(days=2), {"app.py": "a\n"})
+    suspect = repo.commit("Tune pool size (#42)", NOW - timedelta(minutes=40), {"pool.cfg": "size=5\n"})
+    repo.commit("Roll forward (#43)", NOW - timedelta(minutes=10), {"timeouts.cfg": "30s\n"})
+    runner = local(repo_config(make_config, repo, "commits"))
+    incident_id = runner.invoke("/incident open checkout returns 500 --service api --started 30m ago").incident_id
+    runner.invoke("/deploys")
+    assert store.incident(incident_id).mitigated_at is None
+    runner.invoke("/incident mitigate failed over to the replica")
+    repo.git("revert", "--no-edit", suspect, at=NOW - timedelta(minutes=1))
+    runner.invoke("/deploys")
+    assert store.incident(incident_id).mitigated_at == NOW                       # the person's, kept
