@@ -58,8 +58,9 @@ def parse(text: str) -> IncidentArgs:
     # `/incident #12 resolve …` names the incident before the action; `/incident resolve #12 …` after it.
     leading = _LEADING_REF.match(text)
     ref, text = (leading.group(1), text[leading.end():]) if leading else ("", text)
-    match = re.match(r"\s*(\S*)(.*)", text, re.S)
-    action, rest = match.group(1).lower(), f"{ref} {match.group(2)}" if ref else match.group(2)
+    action, remainder = (text.split(maxsplit=1) + ["", ""])[:2]
+    action = action.lower()
+    rest = f"{ref} {remainder}" if ref else remainder
     if not action:
         raise UsageError("Say what to do: " + ", ".join(ACTIONS) + ".")
     if action not in ACTIONS:
@@ -129,7 +130,7 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
                                   "started_at": started})
         if detected is not None:
             milestones.record(ctx.store, incident_id, "detected_at", detected.at, detected.source)
-        incident = ctx.store.incident(incident_id)
+        incident = _reread(ctx, incident_id)
     return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id)
 
 
@@ -145,7 +146,7 @@ def _ack(ctx: Context, args: IncidentArgs) -> Reply:
 
 
 def _update(ctx: Context, args: IncidentArgs) -> Reply:
-    cause = _cause(ctx, ctx.incident(args.incident), args) if args.cause else None
+    cause = _cause(ctx, ctx.incident(args.incident), args.service, args.cause) if args.cause else None
     now = ctx.now()
     with ctx.store.write():
         incident = ctx.incident(args.incident)
@@ -179,7 +180,7 @@ def _update(ctx: Context, args: IncidentArgs) -> Reply:
 
 
 def _resolve(ctx: Context, args: IncidentArgs) -> Reply:
-    cause = _cause(ctx, ctx.incident(args.incident), args) if args.cause else None
+    cause = _cause(ctx, ctx.incident(args.incident), args.service, args.cause) if args.cause else None
     now = ctx.now()
     with ctx.store.write():
         incident = ctx.incident(args.incident)
@@ -269,9 +270,16 @@ def card_data(incident: Incident, now: datetime) -> dict[str, Any]:
     }
 
 
+def _reread(ctx: Context, incident_id: int) -> Incident:
+    """The incident as just written (incidents are never deleted)."""
+    incident = ctx.store.incident(incident_id)
+    assert incident is not None
+    return incident
+
+
 def _changed(ctx: Context, incident_id: int, what: str, now: datetime, *, note: str = "",
              changes: list[dict[str, Any]] | None = None, refresh: bool = True) -> Reply:
-    card = card_data(ctx.store.incident(incident_id), now)
+    card = card_data(_reread(ctx, incident_id), now)
     data = {**card, "event": what, "user": ctx.user, "at": now, "note": note or None, "changes": changes or []}
     return Reply("incident_event", data, Audience.THREAD, incident_id=incident_id,
                  card=Reply("incident_card", card, Audience.ANNOUNCE, incident_id) if refresh else None)
@@ -307,14 +315,14 @@ def _service(ctx: Context, name: str | None) -> str | None:
     return ctx.service(name, "incident").name
 
 
-def _cause(ctx: Context, incident: Incident, args: IncidentArgs) -> str:
-    """`deploy:<full sha>` of the deploy `args.cause` names in the service's repository (the
+def _cause(ctx: Context, incident: Incident, service_named: str | None, ref: str) -> str:
+    """`deploy:<full sha>` of the deploy `ref` names in the service's repository (the
     service being set by this same update, else the incident's; every repository without one).
     Read before the write transaction: git may take seconds, the store's lock must not."""
-    service = _service(ctx, args.service) if args.service is not None else incident.service
+    service = _service(ctx, service_named) if service_named is not None else incident.service
     if service is not None and service not in ctx.config.services:
         service = None      # a service named before it was configured: check every repository
-    return f"deploy:{find_deploy(ctx, service, args.cause).sha}"
+    return f"deploy:{find_deploy(ctx, service, ref).sha}"
 
 
 def _when(ctx: Context, option: str, text: str, now: datetime) -> datetime:

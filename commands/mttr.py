@@ -16,11 +16,9 @@ severities are grouped in one pass, so a window of 100,000 incidents costs about
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import math
-import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -166,6 +164,7 @@ def window_for(args: MttrArgs, now: datetime, tz: ZoneInfo) -> Window:
     if args.period == "last-week":
         return Window(_shift_weeks(this_week, -1, tz), 1, tz)
     match = _WEEK.match(args.period)
+    assert match is not None, "parse let only weeks through"
     year, week = int(match.group(1)), int(match.group(2))
     if not YEARS[0] <= year <= YEARS[1]:
         raise UsageError(f"{args.period}: weeks from {YEARS[0]} to {YEARS[1]} only.")
@@ -232,7 +231,7 @@ class _Window:
 
     def __init__(self, groups: list[Resolutions]):
         resolve = [sorted(group.to_resolve) for group in groups]
-        acknowledge = [sorted(filter(_is_known, group.to_acknowledge)) for group in groups]
+        acknowledge = [sorted(seconds for seconds in group.to_acknowledge if seconds is not None) for group in groups]
         self.by_severity = {group.severity: (_stats(r), _stats(a))
                             for group, r, a in zip(groups, resolve, acknowledge, strict=True)}
         self.to_resolve = _stats(sorted(itertools.chain.from_iterable(resolve)))
@@ -252,13 +251,12 @@ def _open_now(store: Store, now: datetime, service: str | None, severity: int | 
 
 def _incident_summary(store: Store, incident_id: int, now: datetime) -> dict[str, Any]:
     i = store.incident(incident_id)
+    assert i is not None, "a resolution's incident is never deleted"
     return {"id": i.id, "title": i.title, "severity": i.severity, "service": i.service,
             "time_to_resolve": i.time_to_resolve(now),
             "resolved_at": to_iso(i.resolved_at), "resolution": i.resolution,
             "announce_channel": i.announce_channel, "thread_ts": i.thread_ts}
 
-
-_is_known = functools.partial(operator.is_not, None)
 
 
 def _stats(ordered: Sequence[float]) -> Stats:

@@ -4,6 +4,7 @@ delivers every request twice to different replicas, one replica is killed with -
 database server restarts. Nothing is lost, nothing is done twice, and incident changes stay
 consistent."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from conftest import SIGNING_SECRET, BotClient
 from slack_double import SlackDouble, eventually, slash_command
 from test_serve import free_port
 
+_numbers = itertools.count()
 MONDAY_AFTER_THE_SLOT = "2026-11-23T09:30:00Z"   # the weekly report of 2026-W47 is due
 
 
@@ -39,12 +41,16 @@ class Replica:
         argv = [sys.executable, "-m", "bot", mode, "--workers", "1"]
         if mode == "serve":
             argv += ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, start_new_session=True)
+        # To a file, not a pipe nobody reads: a replica logging while the database is down would
+        # fill the pipe and stall on its next log line.
+        self.output = root / f"{mode}-{next(_numbers)}.log"
+        with self.output.open("w") as output:
+            self.process = subprocess.Popen(argv, cwd=root, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         self.client = BotClient(f"http://127.0.0.1:{self.port}", double) if self.port else None
 
     def healthy(self) -> bool:
-        assert self.process.poll() is None, self.process.stdout.read()
+        assert self.process.poll() is None, self.output.read_text()[-4000:]
         if self.client is None:
             return True
         try:
@@ -58,8 +64,7 @@ class Replica:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=30)
-        return self.process.returncode
+        return self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -90,6 +95,16 @@ def opened_titles(double: SlackDouble) -> list[str]:
     """The titles of the announcements Slack received, each as often as it was posted."""
     return [call.args["text"].split("replica test ", 1)[1].split(" ")[0] for call in double.called("chat.postMessage")
             if "replica test " in call.args.get("text", "") and "thread_ts" not in call.args]
+
+
+def queues(database: str) -> str:
+    """The work and outbox rows that are not done, and what each replica said: why something is missing."""
+    with psycopg.connect(database) as conn:
+        work = conn.execute("SELECT key, attempts, lease_until, done_at FROM work "
+                            "WHERE done_at IS NULL OR attempts > 1").fetchall()
+        outbox = conn.execute("SELECT id, kind, incident_id, attempts, next_at, in_flight_since, error FROM outbox "
+                              "WHERE sent_at IS NULL").fetchall()
+    return f"work not done or retried: {work}; outbox not sent: {outbox}"
 
 
 def test_replicas_do_everything_once_through_a_killed_replica_and_a_database_restart(replicas):
@@ -123,7 +138,10 @@ def test_replicas_do_everything_once_through_a_killed_replica_and_a_database_res
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: deliver(i, alive), range(12, 24)))
 
-    eventually(lambda: len(set(opened_titles(double))) == 24, timeout=90)
+    try:
+        eventually(lambda: len(set(opened_titles(double))) == 24, timeout=90)
+    except AssertionError:
+        raise AssertionError(f"announced {sorted(set(opened_titles(double)))}; {queues(database)}") from None
     time.sleep(2)
     titles = opened_titles(double)
     assert sorted(titles) == sorted(f"t{i:02d}" for i in range(24)), "lost or posted twice"

@@ -35,14 +35,15 @@ class Served:
             env["PORT"] = str(self.port)
         else:
             command += ["--port", str(self.port)]
-        self.process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        self.output = tmp_path / "serve.log"    # a file, not a pipe that fills up while nobody reads it
+        with self.output.open("w") as output:
+            self.process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = BotClient(self.url, double)
         eventually(self._healthy, timeout=20)
 
     def _healthy(self) -> bool:
-        assert self.process.poll() is None, self.process.stdout.read()
+        assert self.process.poll() is None, self.output.read_text()
         try:
             return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -51,8 +52,8 @@ class Served:
     def stop(self) -> tuple[int, float, str]:
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
-        output, _ = self.process.communicate(timeout=30)
-        return self.process.returncode, time.monotonic() - started, output
+        self.process.wait(timeout=30)
+        return self.process.returncode, time.monotonic() - started, self.output.read_text()
 
 
 @pytest.fixture(scope="module")
