@@ -51,6 +51,9 @@ class Reply:
     card: Reply | None = None   # the incident's announcement, re-rendered in place after a change
     outcome: Outcome = Outcome.OK
     files: tuple[Upload, ...] = ()
+    # A key naming one message of the incident's thread: the first reply with it posts the message,
+    # every later one (another command, another worker) updates that message in place.
+    in_place: str | None = None
 
 
 class UsageError(Exception):

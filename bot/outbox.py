@@ -115,8 +115,12 @@ class Outbox:
             rows += self._rows("update_message", message, {**self._place(reply, invocation), **common}, replacing)
         elif reply.audience in (Audience.THREAD, Audience.ANNOUNCE) and incident is not None:
             kind = "announce" if reply.audience is Audience.ANNOUNCE else "message"
-            rows += self._rows(kind, message, {"channel": incident.announce_channel, "incident_id": incident.id,
-                                               **common})
+            where = {"channel": incident.announce_channel, "incident_id": incident.id, **common}
+            earlier = self.store.outbox_keyed(reply.in_place) if reply.in_place else None
+            if earlier is not None:
+                rows += self._rows("update_message", message, where, earlier)
+            else:
+                rows += self._rows(kind, message, {**where, "key": reply.in_place} if reply.in_place else where)
             if invocation.channel not in (None, incident.announce_channel):  # None: the App Home
                 pointer = self.renderer.slack("pointer", {"incident": incident})
                 rows += self._rows("ephemeral", pointer, {"channel": invocation.channel, **common})

@@ -18,7 +18,7 @@ from bot.command import Audience, Command, CommandError, Context, Reply, UsageEr
 from bot.redact import redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
-from commands import milestones
+from commands import milestones, watch
 from commands.deploys import find_deploy
 from commands.logs import first_error
 from commands.milestones import MILESTONES
@@ -28,7 +28,7 @@ DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
 RECENT_LIMIT = 15
 FUTURE_SLACK = timedelta(seconds=5)      # "now" typed a moment after the clock was read
 ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline",
-           "mitigate")
+           "mitigate", "watch")
 
 
 _CORRECTABLE = {milestone.option: milestone for milestone in MILESTONES if milestone.option}   # option -> it
@@ -97,7 +97,7 @@ def parse(text: str) -> IncidentArgs:
                          "[--cause deploy:<sha>].")
     if action == "list" and parsed.text not in ("", "open", "recent"):
         raise UsageError(f"list takes open or recent, not {parsed.text!r}.")
-    if action in ("status", "timeline") and parsed.text:
+    if action in ("status", "timeline", "watch") and parsed.text:
         raise UsageError(f"{action} takes only an incident number, like #12.")
     return parsed
 
@@ -249,8 +249,13 @@ def _mitigate(ctx: Context, args: IncidentArgs) -> Reply:
         return _changed(ctx, incident.id, "mitigated", now, note=args.text)
 
 
+def _watch(ctx: Context, args: IncidentArgs) -> Reply:
+    # A fix is watched after the resolve too: the channel's incident may be resolved already.
+    return watch.check(ctx, ctx.incident(args.incident, required=False) or _last_resolved(ctx, None))
+
+
 _ACTIONS = {"open": _open, "ack": _ack, "update": _update, "resolve": _resolve, "reopen": _reopen,
-            "status": _status, "list": _list, "timeline": _timeline, "mitigate": _mitigate}
+            "status": _status, "list": _list, "timeline": _timeline, "mitigate": _mitigate, "watch": _watch}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -376,8 +381,10 @@ COMMAND = Command(
     description="Open, acknowledge, update and resolve incidents",
     usage="open <title> [--sev 1-4] [--service S] [--started WHEN] | ack | update <note> [--acked WHEN] "
           "[--resolved WHEN] | resolve [note] [--cause deploy:<sha>] | reopen | status | list [open|recent] | "
-          "timeline | mitigate [note] | help   (#N first picks an incident)",
+          "timeline | mitigate [note] | watch | help   (#N first picks an incident)",
     parse=parse,
     run=run,
-    help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT},
+    help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT,
+                              "watch_minutes": int(watch.WatchSettings.of(config).duration / watch.MINUTE),
+                              "steady": watch.STEADY},
 )

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from test_cli import oncall
 
-from bot.store import HISTORY, NOT_HISTORY, RESOLVED, Store
+from bot.store import HISTORY, NOT_HISTORY, RESOLVED, Store, WatchCheck
 from bot.store.copy import HistoriesDiffer, copy_history
 from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
@@ -38,6 +38,8 @@ def make_history(store: Store, incidents: int = 3) -> None:
                                   resolved_by="U0BOB0001", resolution="pool size back to 50", cause="deploy:" + "a" * 40)
             store.add_event(incident_id, at=opened + timedelta(minutes=47), user="U0BOB0001", kind="triage",
                             data={"service": "api", "signatures": [f"sig-{number}"], "ratio": 0.5, "ok": True})
+            store.add_watch_check(WatchCheck(incident_id, opened + timedelta(minutes=48), errors=0, errors_before=12,
+                                             probes_failing=0))
     store.claim_report("2026-W45", "C0REPORTS", START, "web-1:42")
     sent, failed, pending = (store.enqueue(kind=kind, payload={"text": kind, "blocks": [{"type": "divider"}]},
                                            now=START, request_id="req1", incident_id=1, channel="C0INCIDNT",

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bot.app import SlackEnv, web_client
 from bot.command import Outcome
-from commands import milestones
+from bot.config import ConfigError
+from bot.render import Renderer
+from bot.worker import Worker
+from commands import jobs, milestones, registry
+from commands.watch import WatchSettings
+from conftest import SIGNING_SECRET, table_rows
 from git_repo import GitRepo
 
 NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)      # the clock fixture's start
@@ -201,3 +209,155 @@ def test_no_undoing_deploy_no_mitigation_and_a_persons_stays(local, store, make_
     repo.git("revert", "--no-edit", suspect, at=NOW - timedelta(minutes=1))
     runner.invoke("/deploys")
     assert store.incident(incident_id).mitigated_at == NOW                       # the person's, kept
+
+
+# -- watching the fix --------------------------------------------------------------------------------
+
+
+def watch_config(make_config, logs_dir: Path, web, probe: str = "/ok", extra: str = ""):
+    return make_config(f"""
+        {extra}
+        [services.api]
+        logs = ["{logs_dir}/*.log"]
+
+        [services.api.probes.site]
+        kind = "http"
+        url = "{web.url}{probe}"
+    """)
+
+
+def minute_errors(minute: int, count: int) -> str:
+    """`count` errors in the minute that ends `minute` minutes after NOW."""
+    return "".join(error(-(minute - 1) - (second + 1) / 60) for second in range(count))
+
+
+def incident_log(logs_dir: Path, after: dict[int, int]) -> None:
+    """12 errors in the hour before the start (13:30), many during the incident, `after`: minute -> errors."""
+    usual = "".join(error(60 - n) for n in range(12))                   # 13:00 – 13:11
+    during = "".join(error(29 - n) for n in range(0, 29, 2))
+    (logs_dir / "app.log").write_text(usual + during + "".join(minute_errors(m, n) for m, n in sorted(after.items())))
+
+
+def at_minute(clock, minute: int) -> None:
+    clock.now = NOW + timedelta(minutes=minute, seconds=5)
+
+
+def test_the_fix_is_watched_until_recovered_in_one_message(local, store, clock, make_config, logs_dir, web):
+    incident_log(logs_dir, {1: 5, 8: 3})
+    runner = local(watch_config(make_config, logs_dir, web))
+    incident_id = runner.invoke("/incident open checkout is down --service api --started 30m ago").incident_id
+    runner.invoke("/incident mitigate rolled back")                           # 14:00
+    replies = []
+    for minute in range(1, 9):
+        at_minute(clock, minute)
+        replies.append(runner.invoke("/incident watch"))
+        if minute == 5:
+            assert store.incident(incident_id).recovered_at is None           # four good minutes only
+    assert {reply.in_place for reply in replies} == {f"watch:{incident_id}:2026-11-24T14:00:00Z"}
+    assert [c.errors for c in store.watch_checks(incident_id)] == [5, 0, 0, 0, 0, 0, 0, 3]
+    assert {c.errors_before for c in store.watch_checks(incident_id)} == {12}
+    assert replies[0].data["level"] == 1 and replies[0].data["good_minutes"] == 0
+    assert replies[6].data["good_minutes"] == 6
+    incident = store.incident(incident_id)
+    assert incident.recovered_at == datetime(2026, 11, 24, 14, 2, tzinfo=UTC)
+    (event,) = [e for e in store.events(incident_id) if e.kind == "recovered"]
+    assert event.at == incident.recovered_at and event.data["source"]["kind"] == "watch"
+    recovered = runner.renderer.text(replies[5].template, replies[5].data)
+    assert "errors *0/min* at 14:06 UTC" in recovered and "usual level at most 1/min (0.2/min" in recovered
+    assert "probes *ok*" in recovered and "✅ *Recovered* at 14:02 UTC" in recovered
+    came_back = runner.renderer.text(replies[7].template, replies[7].data)
+    assert "⚠️ *Errors came back* at 14:08 UTC" in came_back and "Reopen" not in came_back   # not resolved
+    at_minute(clock, 8)
+    again = runner.invoke("/incident watch")                                # the same minute: nothing new
+    assert len(store.watch_checks(incident_id)) == 8 and again.in_place == replies[0].in_place
+    at_minute(clock, 9)
+    runner.invoke("/incident resolve")
+    at_minute(clock, 10)
+    resolved = runner.invoke("/incident watch")
+    assert resolved.in_place == replies[0].in_place and resolved.data["until"] == NOW + timedelta(minutes=24, seconds=5)
+    text = runner.renderer.text(resolved.template, resolved.data)
+    assert "[Reopen: /incident reopen #1]" in text and "Errors came back" in text
+    timeline = runner.renderer.text("incident_timeline", runner.invoke("/incident timeline #1").data)
+    assert "`14:02 UTC` *recovered*: errors back to their level (1/min) and probes ok for 5 min" in timeline
+
+
+def test_failing_probes_keep_it_from_recovering(local, store, clock, make_config, logs_dir, web):
+    incident_log(logs_dir, {})
+    runner = local(watch_config(make_config, logs_dir, web, probe="/fail", extra='[watch]\nfor = "6m"'))
+    incident_id = runner.invoke("/incident open checkout is down --service api --started 30m ago").incident_id
+    runner.invoke("/incident resolve")
+    for minute in range(1, 8):
+        at_minute(clock, minute)
+        reply = runner.invoke("/incident watch")
+    assert store.incident(incident_id).recovered_at is None
+    assert [c.probes_failing for c in store.watch_checks(incident_id)] == [1] * 6          # 14:01 – 14:06, then over
+    text = runner.renderer.text(reply.template, reply.data)
+    assert "probes *not ok*: site down" in text and "Not recovered while watched" in text and "(done)" in text
+
+
+@pytest.mark.parametrize("line, message", [
+    ("/incident watch", "#1 is not mitigated nor resolved: a fix is watched for 15 min after"),
+    ("/incident watch #2", "#2 has no service with logs or probes to watch"),
+])
+def test_what_cannot_be_watched_says_why(local, store, make_config, logs_dir, web, line, message):
+    runner = local(watch_config(make_config, logs_dir, web))
+    runner.invoke("/incident open checkout is down --service api")
+    runner.invoke("/incident open elsewhere")
+    runner.invoke("/incident resolve #2")
+    reply = runner.invoke(line)
+    assert reply.outcome is Outcome.FAILED and message in reply.data["message"]
+
+
+def test_watch_for_is_checked(make_config):
+    with pytest.raises(ConfigError, match="watch.for"):
+        make_config('[watch]\nfor = "2d"\n')
+    assert WatchSettings.of(make_config('[watch]\nfor = "30m"\n')).duration == timedelta(minutes=30)
+
+
+def _settle(store, seconds: float = 20) -> None:
+    """Until every queued duty is done and every message sent."""
+    deadline = time.monotonic() + seconds
+    while store.work_pending() or store.outbox_pending():
+        assert time.monotonic() < deadline, "the duties and their messages were not done in time"
+        time.sleep(0.05)
+
+
+def test_each_minute_is_checked_once_across_workers_and_restarts_in_one_message(
+        local, store, clock, make_config, logs_dir, web, slack_double):
+    incident_log(logs_dir, {1: 5})
+    config = watch_config(make_config, logs_dir, web)
+    runner = local(config)
+    incident_id = runner.invoke("/incident open checkout is down --service api --started 30m ago").incident_id
+    store.update_incident(incident_id, announce_channel="C0INCIDNT", thread_ts="1700000000.000100")
+    runner.invoke("/incident mitigate")
+    env = SlackEnv("xoxb-test-token", SIGNING_SECRET, slack_double.api_url)
+
+    def worker() -> Worker:
+        started = Worker(store, config, registry(), web_client(env), Renderer(config.timezone, clock), clock,
+                         jobs=jobs())
+        started.start()
+        return started
+
+    workers = [worker(), worker()]
+    try:
+        for minute in range(1, 5):
+            at_minute(clock, minute)
+            new = [each.scheduler.tick() for each in workers]
+            assert sum(new) <= 1                                  # the minute's duty is queued once
+            _settle(store)
+            if minute == 2:                                        # a restart: the new worker finds it done
+                workers[0].stop(2)
+                workers[0] = worker()
+                assert workers[0].scheduler.tick() == 0
+        assert [c.at.minute for c in store.watch_checks(incident_id)] == [1, 2, 3, 4]
+        posted = [c for c in slack_double.called("chat.postMessage") if "Watching the fix" in c.args["text"]]
+        assert len(posted) == 1 and posted[0].args["thread_ts"] == "1700000000.000100"
+        updates = [c for c in slack_double.called("chat.update") if "Watching the fix" in c.args["text"]]
+        assert updates and all(c.args["channel"] == posted[0].args["channel"] for c in updates)
+        assert "errors *0/min* at 14:04 UTC" in json.dumps(updates[-1].args["blocks"], ensure_ascii=False)
+        duties = sorted(row[1] for row in table_rows(store, "work") if row[1].startswith("duty:watch:"))
+        assert duties == [f"duty:watch:{incident_id}:2026-11-24T14:0{m}:00Z" for m in range(1, 5)]
+    finally:
+        for each in workers:
+            each.stop(2)
+            each._pool.shutdown(wait=True)

@@ -143,6 +143,18 @@ class Resolutions:
 
 
 @dataclass(frozen=True)
+class WatchCheck:
+    """One minute of watching a fix: the service's errors in the minute before `at` and its probes at `at`."""
+
+    incident_id: int
+    at: datetime                   # the minute's end, to the minute
+    errors: int | None             # errors (or worse) logged in the minute; None: no log could be read
+    errors_before: int | None      # errors in the hour before the incident started: its usual level
+    probes_failing: int | None     # probes not ok; None: the service has none
+    failing: str | None = None     # which ones, and how ("db down, cache degraded")
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     id: int
     kind: str
@@ -182,6 +194,7 @@ HISTORY = (
           derived=frozenset({"time_to_resolve", "time_to_acknowledge", "time_to_detect", "time_to_mitigate"})),
     Table("events", "id", ("incident_id", "at", "user", "kind", "text", "data"), moments=frozenset({"at"}),
           json=frozenset({"data"})),
+    Table("watch_checks", "id", ("incident_id", "at"), moments=frozenset({"at"})),
     Table("reports", "week", ("week",), moments=frozenset({"claimed_at"})),
     Table("outbox", "id", ("created_at", "kind", "request_id", "payload"),
           moments=frozenset({"created_at", "next_at", "lease_until", "sent_at", "failed_at", "in_flight_since"}),
@@ -249,6 +262,8 @@ class Store(Protocol):
     def insert_incident(self, **fields: Any) -> int: ...
     def update_incident(self, incident_id: int, **fields: Any) -> None: ...
     def export(self, since: datetime | None, output_format: str) -> Iterator[list[str]]: ...
+    def watched(self, since: datetime) -> list[Incident]:
+        """The incidents mitigated or resolved since `since`: those whose fix may still be watched."""
 
     # what /mttr, the weekly report and /triage count
     def resolutions(self, start: datetime, end: datetime, *, service: str | None = None,
@@ -265,6 +280,11 @@ class Store(Protocol):
                   text: str | None = None, data: dict[str, Any] | None = None) -> None: ...
     def events(self, incident_id: int) -> list[Event]: ...
 
+    # watching a fix
+    def add_watch_check(self, check: WatchCheck) -> bool:
+        """Keeps `check` unless the incident has one at that minute; whether it was kept."""
+    def watch_checks(self, incident_id: int) -> list[WatchCheck]: ...
+
     # the work queue
     def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None: ...
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None: ...
@@ -276,7 +296,10 @@ class Store(Protocol):
     # the outbox, weekly reports, health
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
-                response_url: str | None = None) -> int: ...
+                response_url: str | None = None, key: str | None = None) -> int:
+        """Queues one item; `key` names a message later replies update in place (`outbox_keyed`)."""
+    def outbox_keyed(self, key: str) -> int | None:
+        """The outbox id of the message queued under `key`, if any."""
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
         """The next item due, leased to the caller and marked in flight until its outcome is recorded
         (sent, retry, failed): an item claimed while still so marked is `in_doubt`."""

@@ -22,6 +22,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from bot.store import (
     Resolutions,
     StoreUnavailable,
     Table,
+    WatchCheck,
     WorkItem,
     redacted,
 )
@@ -118,6 +120,13 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         DROP INDEX incidents_durations;
         CREATE INDEX incidents_durations ON incidents (severity, resolved_at)
             INCLUDE (time_to_resolve, time_to_acknowledge, service, id, time_to_detect, time_to_mitigate);
+        CREATE INDEX incidents_mitigated_at ON incidents (mitigated_at);
+        CREATE TABLE watch_checks (
+            id bigserial PRIMARY KEY, incident_id integer NOT NULL REFERENCES incidents (id),
+            at timestamptz NOT NULL, errors integer, errors_before integer, probes_failing integer, failing text,
+            UNIQUE (incident_id, at));
+        ALTER TABLE outbox ADD COLUMN message_key text;
+        CREATE INDEX outbox_message_key ON outbox (message_key) WHERE message_key IS NOT NULL;
     """),
 )
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
@@ -318,6 +327,9 @@ class PostgresStore:
                                 [user, title, since, RESOLVED], order="id DESC", limit=1)
         return twins[0] if twins else None
 
+    def watched(self, since: datetime) -> list[Incident]:
+        return self._incidents("mitigated_at >= %s OR resolved_at >= %s", [since, since])
+
     def insert_incident(self, **fields: Any) -> int:
         with self.write(), self._connection() as conn:
             row = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM incidents").fetchone()
@@ -422,6 +434,19 @@ class PostgresStore:
                           "WHERE incident_id = %s ORDER BY at, id", [incident_id])
         return [Event(**{**row, "at": row["at"].astimezone(UTC)}) for row in rows]
 
+    # -- watching a fix ---------------------------------------------------------------------
+
+    def add_watch_check(self, check: WatchCheck) -> bool:
+        row = {**asdict(check), "at": _second(check.at)}
+        return self._execute(
+            f"INSERT INTO watch_checks ({', '.join(map(_column, row))}) VALUES ({', '.join(['%s'] * len(row))}) "
+            "ON CONFLICT (incident_id, at) DO NOTHING", list(row.values())) == 1
+
+    def watch_checks(self, incident_id: int) -> list[WatchCheck]:
+        rows = self._rows("SELECT incident_id, at, errors, errors_before, probes_failing, failing FROM watch_checks "
+                          "WHERE incident_id = %s ORDER BY at", [incident_id])
+        return [WatchCheck(**{**row, "at": row["at"].astimezone(UTC)}) for row in rows]
+
     # -- deliveries, the outbox, weekly reports ------------------------------------------------
 
     def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None:
@@ -457,12 +482,16 @@ class PostgresStore:
 
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
-                response_url: str | None = None) -> int:
+                response_url: str | None = None, key: str | None = None) -> int:
         return int(self._returning(
-            'INSERT INTO outbox (created_at, request_id, kind, incident_id, channel, "user", response_url, payload) '
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            'INSERT INTO outbox (created_at, request_id, kind, incident_id, channel, "user", response_url, payload, '
+            "message_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             [_second(now), request_id, kind, incident_id, channel, user, response_url,
-             Jsonb(json.loads(to_json(payload)))]))
+             Jsonb(json.loads(to_json(payload))), key]))
+
+    def outbox_keyed(self, key: str) -> int | None:
+        found = self._one("SELECT MIN(id) FROM outbox WHERE message_key = %s", [key])
+        return int(found) if found is not None else None
 
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
         """As SqliteStore.claim_outbox, for senders in several processes: the row is locked with

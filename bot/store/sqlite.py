@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -39,6 +40,7 @@ from bot.store import (
     Resolutions,
     StoreUnavailable,
     Table,
+    WatchCheck,
     WorkItem,
     redacted,
 )
@@ -161,6 +163,14 @@ def _milestones(db: sqlite_utils.Database) -> None:
     db.table("incidents").create_index(
         ["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service", "time_to_detect",
          "time_to_mitigate"], index_name="incidents_durations")
+    db.table("incidents").create_index(["mitigated_at"])
+    # Watching a fix: a check a minute, once (its key), and the one message it updates in place.
+    db.table("watch_checks").create(
+        {"id": int, "incident_id": int, "at": str, "errors": int, "errors_before": int, "probes_failing": int,
+         "failing": str}, pk="id", not_null={"incident_id", "at"})
+    db.execute("CREATE UNIQUE INDEX watch_checks_minute ON watch_checks(incident_id, at)")
+    db.table("outbox").add_column("message_key", str)
+    db.execute("CREATE INDEX outbox_message_key ON outbox(message_key) WHERE message_key IS NOT NULL")
 
 
 _MIGRATIONS = (
@@ -452,6 +462,9 @@ class SqliteStore:
                 ORDER BY 1 DESC""",
             [this, *wanted, service, this, *wanted, service]).fetchall()
 
+    def watched(self, since: datetime) -> list[Incident]:
+        return self._incidents("mitigated_at >= ? OR resolved_at >= ?", [to_iso(since), to_iso(since)])
+
     def insert_incident(self, **fields: Any) -> int:
         with self._transaction() as db:
             incident_id = _insert(db, "incidents", _stored(fields))
@@ -480,6 +493,20 @@ class SqliteStore:
         rows = self._rows("SELECT * FROM events WHERE incident_id = ? ORDER BY at, id", [incident_id])
         return [Event(**{**row, "at": from_iso(row["at"]), "data": json.loads(row["data"] or "{}")})
                 for row in rows]
+
+    # -- watching a fix ---------------------------------------------------------------------
+
+    def add_watch_check(self, check: WatchCheck) -> bool:
+        with self._transaction() as db:
+            row = {**asdict(check), "at": to_iso(check.at)}
+            columns = ", ".join(map(_column, row))
+            return db.execute(f"INSERT OR IGNORE INTO watch_checks ({columns}) VALUES ({', '.join('?' * len(row))})",
+                              list(row.values())).rowcount == 1
+
+    def watch_checks(self, incident_id: int) -> list[WatchCheck]:
+        rows = self._rows("SELECT incident_id, at, errors, errors_before, probes_failing, failing FROM watch_checks "
+                          "WHERE incident_id = ? ORDER BY at", [incident_id])
+        return [WatchCheck(**{**row, "at": from_iso(row["at"])}) for row in rows]
 
     # -- the work queue --------------------------------------------------------------------
 
@@ -529,14 +556,18 @@ class SqliteStore:
 
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
-                response_url: str | None = None) -> int:
+                response_url: str | None = None, key: str | None = None) -> int:
         """Queue one item for Slack; returns its id."""
         with self._transaction() as db:
             return _insert(db, "outbox", {
                 "created_at": to_iso(now), "request_id": request_id, "kind": kind,
                 "incident_id": incident_id, "channel": channel, "user": user,
-                "response_url": response_url, "payload": to_json(payload),
+                "response_url": response_url, "payload": to_json(payload), "message_key": key,
             })
+
+    def outbox_keyed(self, key: str) -> int | None:
+        row = self._db.execute("SELECT MIN(id) FROM outbox WHERE message_key = ?", [key]).fetchone()
+        return row[0] if row else None
 
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
         """The oldest item that is due, not leased, and not behind an unsent item of its incident

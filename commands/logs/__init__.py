@@ -240,6 +240,26 @@ def first_error(ctx: Context, service: str | None, since: datetime, until: datet
     return FirstError(service, moment, excerpt(line, DETECTED_EXCERPT))
 
 
+def error_count(ctx: Context, service: str, since: datetime, until: datetime) -> int | None:
+    """How many errors (or worse) `service`'s logs hold from `since` until before `until`, repeats
+    included; None when it has no logs, none could be read, or the reading ran out of time."""
+    configured = ctx.config.services.get(service)
+    if configured is None or not LogSettings.of(configured).configured:
+        return None
+    query = Query(min_level=ERROR, since=since, until=until)
+    stats = SourcesRead()
+    _, streams = _streams(LogSettings.of(configured), query, stats, _deadline(ctx), ctx.now())
+    count = 0
+    with Scan(streams, query, _deadline(ctx), stats, ctx.now()) as scan:
+        for found in scan:
+            moment = found.timestamp if found is not None else None
+            if found is not None and moment is not None and since <= moment < until:
+                count += found.repeats
+    if not stats.read or scan.timed_out:
+        return None
+    return count
+
+
 def detect(ctx: Context, incident: Incident) -> Incident | None:
     """Records when `incident` was detected from its service's first error between its start and
     its opening, unless it was already detected (an alert, a person) or that window is empty (it was
