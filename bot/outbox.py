@@ -106,7 +106,16 @@ class Outbox:
         Everything is rendered before the first row is written: inside a worker's atomic unit the
         first write takes the store's write lock, and it is held until the unit ends.
         `replacing`: the outbox id of a progress message that this reply replaces in place.
+        A reply `in_place` finds its message and writes its rows in one unit of work, so two such
+        replies at once post one message (its rendering waits in the unit: one short message).
         """
+        if reply.in_place is None:
+            self._queue(reply, invocation, replacing)
+            return
+        with self.store.write():
+            self._queue(reply, invocation, replacing)
+
+    def _queue(self, reply: Reply, invocation: Invocation, replacing: int | None) -> None:
         message = self.renderer.slack(reply.template, reply.data)
         common = self._common(invocation)
         incident = self.store.incident(reply.incident_id) if reply.incident_id else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -251,7 +251,11 @@ def _mitigate(ctx: Context, args: IncidentArgs) -> Reply:
 
 def _watch(ctx: Context, args: IncidentArgs) -> Reply:
     # A fix is watched after the resolve too: the channel's incident may be resolved already.
-    return watch.check(ctx, ctx.incident(args.incident, required=False) or _last_resolved(ctx, None))
+    reply = watch.check(ctx, ctx.incident(args.incident, required=False) or _last_resolved(ctx, None))
+    if not reply.data["recovered_now"]:
+        return reply
+    card = Reply("incident_card", card_data(reply.data["incident"], ctx.now()), Audience.ANNOUNCE, reply.incident_id)
+    return replace(reply, card=card)
 
 
 _ACTIONS = {"open": _open, "ack": _ack, "update": _update, "resolve": _resolve, "reopen": _reopen,

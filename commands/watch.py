@@ -132,6 +132,7 @@ def check(ctx: Context, incident: Incident) -> Reply:
     minute = _floor_minute(now)
     if span.since < minute <= span.last_check:
         _check_minute(ctx, incident, minute, logs=logs, probes=probes)
+    recovered = None
     with ctx.store.write():
         incident = ctx.store.incident(incident.id) or incident
         checks = [c for c in ctx.store.watch_checks(incident.id) if c.at > span.since]
@@ -141,8 +142,9 @@ def check(ctx: Context, incident: Incident) -> Reply:
                 "kind": "watch", "errors_per_minute": watched.level, "minutes": STEADY, "logs": bool(logs),
                 "probes": bool(probes)})
             incident = recovered or incident
-    return Reply("watch", _data(incident, span, watched, now, logs=bool(logs), probes=bool(probes)),
-                 Audience.THREAD, incident_id=incident.id, in_place=f"watch:{incident.id}:{to_iso(span.since)}")
+    data = _data(incident, span, watched, now, logs=bool(logs), probes=bool(probes))
+    return Reply("watch", {**data, "recovered_now": recovered is not None}, Audience.THREAD,
+                 incident_id=incident.id, in_place=f"watch:{incident.id}:{to_iso(span.since)}")
 
 
 def _evidence(ctx: Context, incident: Incident) -> tuple[str | None, list[Target]]:

@@ -260,6 +260,8 @@ def test_the_fix_is_watched_until_recovered_in_one_message(local, store, clock, 
     assert replies[6].data["good_minutes"] == 6
     incident = store.incident(incident_id)
     assert incident.recovered_at == datetime(2026, 11, 24, 14, 2, tzinfo=UTC)
+    assert [reply.card is not None for reply in replies] == [False] * 5 + [True, False, False]   # the card says it
+    assert "*recovered* at 14:02 UTC" in runner.renderer.text(replies[5].card.template, replies[5].card.data)
     (event,) = [e for e in store.events(incident_id) if e.kind == "recovered"]
     assert event.at == incident.recovered_at and event.data["source"]["kind"] == "watch"
     recovered = runner.renderer.text(replies[5].template, replies[5].data)
