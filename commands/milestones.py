@@ -5,6 +5,15 @@ records what evidence shows: *detected* (an alert's start, the first error of th
 logs), *mitigated* (a revert of a suspect deploy or a redeploy of the last known good one, seen in
 git) and *recovered* (the watch after a fix). Evidence never overwrites a moment already recorded
 (a person's correction, `/incident update --detected WHEN`, does), and never breaks the order.
+
+What a milestone came from (`source`, kept in its timeline event and said by templates/_incident.j2):
+    {"kind": "alert", "source": "alertmanager:prom"}            detected: the alert's start
+    {"kind": "logs", "service": …, "error": …}                   detected: the first error in the logs
+    {"kind": "git", "service": …, "sha": …, "reverts": …, "redeploys": …}   mitigated: seen in git
+    {"kind": "watch", "errors_per_minute": …, "minutes": …, …}   recovered: the watch after the fix
+    {"kind": "person"}                                           mitigated: /incident mitigate
+An incident opened by an alert gets its detected time by `record(store, id, "detected_at", start,
+{"kind": "alert", "source": name})` in the unit that opens it.
 """
 
 from __future__ import annotations

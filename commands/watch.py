@@ -99,6 +99,9 @@ class Watched:
         def errors_ok(check: WatchCheck) -> bool:
             return not logs or (check.errors is not None and level is not None and check.errors <= level)
 
+        def errors_above(check: WatchCheck) -> bool:     # known to be: unread logs are not errors back
+            return logs and check.errors is not None and level is not None and check.errors > level
+
         def good(check: WatchCheck) -> bool:
             return errors_ok(check) and (not probes or check.probes_failing == 0)
 
@@ -110,7 +113,7 @@ class Watched:
         came_back = None
         seen_good = False
         for check in checks:
-            if seen_good and not errors_ok(check):
+            if seen_good and errors_above(check):
                 came_back = check.at
             seen_good = seen_good or good(check)
         steady = checks[len(checks) - streak].at if streak >= STEADY else None

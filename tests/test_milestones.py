@@ -13,9 +13,10 @@ from bot.app import SlackEnv, web_client
 from bot.command import Outcome
 from bot.config import ConfigError
 from bot.render import Renderer
+from bot.store import WatchCheck
 from bot.worker import Worker
 from commands import jobs, milestones, registry
-from commands.watch import WatchSettings
+from commands.watch import Watched, WatchSettings
 from conftest import SIGNING_SECRET, table_rows
 from git_repo import GitRepo
 
@@ -363,3 +364,23 @@ def test_each_minute_is_checked_once_across_workers_and_restarts_in_one_message(
         for each in workers:
             each.stop(2)
             each._pool.shutdown(wait=True)
+
+
+def _checks(*minutes: tuple[int | None, int | None]) -> list[WatchCheck]:
+    return [WatchCheck(1, NOW + timedelta(minutes=n + 1), errors=errors, errors_before=90, probes_failing=failing)
+            for n, (errors, failing) in enumerate(minutes)]
+
+
+def test_what_the_checks_say():
+    # 90 errors in the hour before: at most 2 a minute is the usual level.
+    steady = Watched.of(_checks((9, 0), (2, 0), (1, 0), (0, 0), (2, 0), (0, 0)), logs=True, probes=True)
+    assert (steady.level, steady.good_minutes, steady.steady_since, steady.came_back_at) == (
+        2, 5, NOW + timedelta(minutes=2), None)
+    back = Watched.of(_checks((0, 0), (3, 0), (None, 0)), logs=True, probes=True)
+    assert back.came_back_at == NOW + timedelta(minutes=2) and back.good_minutes == 0   # unread logs: not back
+    unread = Watched.of(_checks((0, 0), (None, 0)), logs=True, probes=True)
+    assert unread.came_back_at is None and unread.good_minutes == 0
+    probes_only = Watched.of(_checks(*[(None, 0)] * 5), logs=False, probes=True)
+    assert probes_only.steady_since == NOW + timedelta(minutes=1)
+    failing = Watched.of(_checks(*[(0, 1)] * 6), logs=True, probes=True)
+    assert failing.steady_since is None and failing.came_back_at is None

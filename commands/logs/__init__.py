@@ -181,8 +181,7 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     data["notes"] = stats.notes
     if incident is None or (incident.service and incident.service != service.name):
         return Reply("logs", data, Audience.CALLER)     # only what is about its service goes into an incident
-    if incident.service == service.name:
-        detect(ctx, incident)
+    detect(ctx, incident)
     _record(ctx, incident, data, now)
     return Reply("logs", data, Audience.THREAD, incident_id=incident.id)
 
@@ -226,9 +225,10 @@ def first_error(ctx: Context, service: str | None, since: datetime, until: datet
     settings = LogSettings.of(configured)
     query = Query(min_level=ERROR, since=since, until=until)
     stats = SourcesRead()
-    _, streams = _streams(settings, query, stats, _deadline(ctx), ctx.now())
+    deadline = _deadline(ctx)
+    _, streams = _streams(settings, query, stats, deadline, ctx.now())
     earliest: tuple[datetime, Any] | None = None
-    with Scan(streams, query, _deadline(ctx), stats, ctx.now()) as scan:
+    with Scan(streams, query, deadline, stats, ctx.now()) as scan:
         for found in scan:
             moment = (found.first_seen or found.timestamp) if found is not None else None
             if moment is not None and since <= moment <= until and (earliest is None or moment < earliest[0]):
@@ -248,9 +248,10 @@ def error_count(ctx: Context, service: str, since: datetime, until: datetime) ->
         return None
     query = Query(min_level=ERROR, since=since, until=until)
     stats = SourcesRead()
-    _, streams = _streams(LogSettings.of(configured), query, stats, _deadline(ctx), ctx.now())
+    deadline = _deadline(ctx)
+    _, streams = _streams(LogSettings.of(configured), query, stats, deadline, ctx.now())
     count = 0
-    with Scan(streams, query, _deadline(ctx), stats, ctx.now()) as scan:
+    with Scan(streams, query, deadline, stats, ctx.now()) as scan:
         for found in scan:
             moment = found.timestamp if found is not None else None
             if found is not None and moment is not None and since <= moment < until:
