@@ -107,12 +107,10 @@ def main() -> None:
     health = ThreadingHTTPServer(("127.0.0.1", 0), SlowHealth)
     threading.Thread(target=health.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory() as tmp:
-        work_log = Path(tmp) / "app.log"
-        work_log.symlink_to(log)  # read in place, never copied
         (Path(tmp) / "oncall.toml").write_text(textwrap.dedent(f"""
             [services.api]
             repo = "{repo}"
-            logs = ["{work_log}"]
+            logs = ["{log}"]
             app_paths = ["src/acme/"]
             [services.api.probes.db]
             kind = "postgres"
