@@ -267,7 +267,8 @@ def test_the_fix_is_watched_until_recovered_in_one_message(local, store, clock, 
     assert event.at == incident.recovered_at and event.data["source"]["kind"] == "watch"
     recovered = runner.renderer.text(replies[5].template, replies[5].data)
     assert "errors *0/min* at 14:06 UTC" in recovered and "usual level at most 1/min (0.2/min" in recovered
-    assert "probes *ok*" in recovered and "✅ *Recovered* at 14:02 UTC" in recovered
+    assert "probes *ok* at 14:06 UTC" in recovered and "errors at their usual level and probes ok for *5 min*" in recovered
+    assert "✅ *Recovered* at 14:02 UTC: errors at their usual level and probes ok for 5 minutes" in recovered
     came_back = runner.renderer.text(replies[7].template, replies[7].data)
     assert "⚠️ *Errors came back* at 14:08 UTC" in came_back and "Reopen" not in came_back   # not resolved
     at_minute(clock, 8)
@@ -279,9 +280,10 @@ def test_the_fix_is_watched_until_recovered_in_one_message(local, store, clock, 
     resolved = runner.invoke("/incident watch")
     assert resolved.in_place == replies[0].in_place and resolved.data["until"] == NOW + timedelta(minutes=24, seconds=5)
     text = runner.renderer.text(resolved.template, resolved.data)
-    assert "[Reopen: /incident reopen #1]" in text and "Errors came back" in text
+    assert "[Reopen: /incident reopen #1]" in text and "#1 is resolved: reopen it if it is not over" in text
     timeline = runner.renderer.text("incident_timeline", runner.invoke("/incident timeline #1").data)
-    assert "`14:02 UTC` *recovered*: errors back to their level (1/min) and probes ok for 5 min" in timeline
+    assert "`14:02 UTC` *recovered*: errors back to their usual level (at most 1/min) and probes ok for 5 min" \
+        in timeline
 
 
 def test_failing_probes_keep_it_from_recovering(local, store, clock, make_config, logs_dir, web):
@@ -295,7 +297,8 @@ def test_failing_probes_keep_it_from_recovering(local, store, clock, make_config
     assert store.incident(incident_id).recovered_at is None
     assert [c.probes_failing for c in store.watch_checks(incident_id)] == [1] * 6          # 14:01 – 14:06, then over
     text = runner.renderer.text(reply.template, reply.data)
-    assert "probes *not ok*: site down" in text and "Not recovered while watched" in text and "(done)" in text
+    assert "probes *not ok*: site down" in text and "(done)" in text
+    assert "Not recovered while watched: errors at their usual level and probes ok never lasted 5 minutes" in text
 
 
 @pytest.mark.parametrize("line, message", [
