@@ -7,6 +7,12 @@ by a worker all the same. Workers (bot/worker.py), in processes of their own, ru
 post their replies through the outbox. When the store cannot take the work, the asker is told so in
 the acknowledgement itself (an event is refused with 503, so Slack sends it again).
 
+Features' endpoints (bot.command.Inbound: POST /alerts/NAME) are answered here too, without Bolt:
+401 without their credentials (a bearer token or HTTP basic auth, compared in constant time), 413
+past their size, 400 with the reason for a body they do not take; a body taken is queued as work
+under a key of what was read (the same notification sent again is dropped) and answered 202. Without a
+signing secret (a Socket Mode deployment), `serve` answers only these, and /healthz.
+
 Before Bolt sees a request, the frame reads it (at most MAX_REQUEST_BYTES), checks its signature and
 age, and that it is UTF-8 and its JSON parses: anything else is answered 401, 400 or 413 with one
 bounded log line that names the reason and never holds the body (it may carry secrets and
@@ -15,6 +21,8 @@ response URLs), and no traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -35,7 +43,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from bot import redact
-from bot.command import Command
+from bot.command import Command, Credentials, Inbound, Malformed
 from bot.config import Config
 from bot.dispatch import Invocation
 from bot.jsonlog import request_id
@@ -89,9 +97,14 @@ class SlackBot:
     """The Bolt app over the work queue; callable as the WSGI application."""
 
     def __init__(self, env: SlackEnv, config: Config, store: Store, commands: dict[str, Command],
-                 clock: Callable[[], datetime] = utc_now, queued: Callable[[], None] = lambda: None):
-        """`queued` is told when work was queued (a worker of this process looks at once)."""
+                 clock: Callable[[], datetime] = utc_now, queued: Callable[[], None] = lambda: None,
+                 inbound: Iterable[Inbound] = ()):
+        """`queued` is told when work was queued (a worker of this process looks at once); `inbound`:
+        the features' endpoints served beside Slack's."""
         self.env = env
+        self.config = config
+        self.routes = {f"/{hook.prefix}/{name}": (hook, name, credentials)
+                       for hook in inbound for name, credentials in hook.endpoints(config).items()}
         redact.use(config.redaction)
         self.store = store
         self.clock = clock
@@ -130,7 +143,9 @@ class SlackBot:
         path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
         if path == "/healthz":
             return self._health(start_response)
-        if path != EVENTS_PATH or method != "POST":
+        if path in self.routes and method == "POST":
+            return self._inbound(environ, start_response, *self.routes[path])
+        if path != EVENTS_PATH or method != "POST" or not self.env.signing_secret:
             return _answer(start_response, "404 Not Found", "Not Found")
         headers = {key[5:].lower().replace("_", "-"): value for key, value in environ.items()
                    if key.startswith("HTTP_")}
@@ -181,6 +196,48 @@ class SlackBot:
         if not isinstance(parsed, dict):
             return "", ("400 Bad Request", "signed, but not a JSON object")
         return body, None
+
+    def _inbound(self, environ: dict[str, Any], start_response: Callable[..., Any], hook: Inbound, name: str,
+                 credentials: Credentials) -> Iterable[bytes]:
+        """A feature's endpoint: authenticate, bound, read, queue; 202 once queued."""
+        request_id.set(new_request_id())
+        path = environ.get("PATH_INFO")
+        length = environ.get("CONTENT_LENGTH") or "0"
+        if not _authorized(environ.get("HTTP_AUTHORIZATION", ""), credentials):
+            status, reason = "401 Unauthorized", "no valid credentials"
+        elif not length.isascii() or not length.isdigit():
+            status, reason = "400 Bad Request", "Content-Length is not a number"
+        elif int(length) > hook.max_bytes:
+            status, reason = "413 Payload Too Large", f"a body of {length} bytes (at most {hook.max_bytes})"
+        else:
+            body = environ["wsgi.input"].read(int(length)) if int(length) else b""
+            try:
+                payload = hook.read(self.config, name, body, self.clock())
+            except Malformed as error:
+                status, reason = "400 Bad Request", str(error)
+            else:
+                return self._queue_inbound(start_response, hook, name, payload)
+        log.warning("rejected a request to %s: %s", path, reason, extra={"status": int(status[:3])})
+        headers = [("WWW-Authenticate", 'Bearer, Basic realm="oncall-bot"')] if status.startswith("401") else []
+        return _answer(start_response, status, reason if status.startswith("400") else status[4:], headers)
+
+    def _queue_inbound(self, start_response: Callable[..., Any], hook: Inbound, name: str,
+                       payload: dict[str, Any]) -> Iterable[bytes]:
+        # Keyed by what was read (a time the sender left out is the arrival's): the same notification
+        # resent is dropped, and a stale retry cannot undo what a later one said.
+        key = f"{hook.prefix}:{name}:{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()}"
+        try:
+            queued = self.store.queue_work(key, hook.prefix, {"endpoint": name, "request_id": request_id.get(),
+                                                              "payload": payload}, self.clock())
+        except StoreUnavailable as error:
+            log.error("could not queue a request to /%s/%s: the store is unavailable (%s)", hook.prefix, name, error)
+            return _answer(start_response, "503 Service Unavailable", "the store is unavailable; send it again")
+        if queued is None:
+            log.info("dropped a request to /%s/%s sent before", hook.prefix, name)
+            return _answer(start_response, "202 Accepted", "already queued")
+        log.info("queued a request to /%s/%s", hook.prefix, name, extra={"work": queued})
+        self.queued()
+        return _answer(start_response, "202 Accepted", "queued")
 
     def _health(self, start_response: Callable[..., Any]) -> Iterable[bytes]:
         try:
@@ -242,7 +299,25 @@ class SlackBot:
         self.queued()
 
 
-def _answer(start_response: Callable[..., Any], status: str, text: str) -> Iterable[bytes]:
+def _answer(start_response: Callable[..., Any], status: str, text: str,
+            headers: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
     payload = text.encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(payload)))])
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(payload))),
+                            *(headers or [])])
     return [payload]
+
+
+def _authorized(header: str, credentials: Credentials) -> bool:
+    """Whether the Authorization header shows `credentials`: compared in constant time, all of it."""
+    scheme, _, value = header.strip().partition(" ")
+    if credentials.token is not None:
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), credentials.token.encode())
+    if credentials.username is None or credentials.password is None or scheme.lower() != "basic":
+        return False
+    try:
+        user, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return False
+    right_user = hmac.compare_digest(user, credentials.username.encode())
+    right_password = hmac.compare_digest(password, credentials.password.encode())
+    return right_user and right_password

@@ -24,7 +24,7 @@ from bot import config as config_module
 from bot.config import Config, ConfigError
 from bot.jsonlog import configure as configure_logging
 from bot.times import TimeParseError, clock_starting_at, iso_week, parse_since, to_iso, utc_now
-from commands import jobs, registry, sections
+from commands import inbound, jobs, registry, sections
 
 if TYPE_CHECKING:
     from bot.app import SlackEnv
@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oncall-bot", description="The Slack bot for the engineer on call.")
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
 
-    serve = sub.add_parser("serve", help="HTTP mode: POST /slack/events, GET /healthz; with its worker processes")
+    serve = sub.add_parser("serve", help="HTTP mode: POST /slack/events, POST /alerts/NAME, GET /healthz; with its "
+                                         "worker processes")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=None, help=f"default: $PORT, else {DEFAULT_PORT}")
     serve.add_argument("--workers", type=_worker_count, default=DEFAULT_WORKERS,
@@ -135,11 +136,18 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging()
     paths = _paths()
     config = _config(paths)
-    env = _slack_env(mode="serve")
+    try:
+        endpoints = [name for hook in inbound() for name in hook.endpoints(config)]
+    except ConfigError as error:
+        raise StartupError(str(error)) from None
+    # Without a signing secret, a Socket Mode deployment's `serve` answers only the features' endpoints.
+    slack_too = bool(os.environ.get("SLACK_SIGNING_SECRET", "").strip()) or not endpoints
+    env = _slack_env(mode="serve" if slack_too else "work")
     _store(paths).close()
     port = args.port if args.port is not None else _port_from_env()
     workers = WorkerProcesses(args.workers, args.clock)
-    Server(lambda: SlackBot(env, config, _store(paths), registry(), args.clock), args.host, port, workers).run()
+    Server(lambda: SlackBot(env, config, _store(paths), registry(), args.clock, inbound=inbound()), args.host, port,
+           workers).run()
     return 0
 
 
@@ -177,7 +185,7 @@ def _work(args: argparse.Namespace) -> int:
     config = _config(paths)
     env = _slack_env(mode="work")
     worker = Worker(_store(paths), config, registry(), web_client(env), Renderer(config.timezone, args.clock),
-                    args.clock, jobs=jobs())
+                    args.clock, jobs=jobs(), inbound=inbound())
     # The process that acks Slack comes first when they share the CPU; and a thread that holds the
     # database's write lock gets the interpreter back within half a millisecond, not five.
     os.nice(WORKER_NICENESS)

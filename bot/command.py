@@ -51,6 +51,7 @@ class Reply:
     card: Reply | None = None   # the incident's announcement, re-rendered in place after a change
     outcome: Outcome = Outcome.OK
     files: tuple[Upload, ...] = ()
+    duties: tuple[Duty, ...] = ()   # commands the bot runs next, as itself, once this reply is written
     # A key naming one message of the incident's thread: the first reply with it posts the message,
     # every later one (another command, another worker) updates that message in place.
     in_place: str | None = None
@@ -171,6 +172,34 @@ class Job:
     name: str
     every: timedelta
     due: Callable[[Context], Iterable[Duty]]
+
+
+class Malformed(Exception):
+    """A body an endpoint does not take: answered 400 with this reason."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who may call an endpoint: the bearer `token`, or HTTP basic auth's `username` and `password`."""
+
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A feature's HTTP endpoints on `serve` (`INBOUND` in its module): POST /<prefix>/<name> for each
+    name `endpoints` gives, answered 401 without its credentials. A body `read` takes (else
+    Malformed) is queued as work of kind `prefix`, and a worker passes what `read` made to `handle`,
+    whose replies are posted as the bot's, in `channel` when they go to a channel."""
+
+    prefix: str
+    max_bytes: int
+    endpoints: Callable[[Config], dict[str, Credentials]]
+    read: Callable[[Config, str, bytes, datetime], dict[str, Any]]
+    handle: Callable[[Context, dict[str, Any]], list[Reply]]
+    channel: Callable[[Config], str | None]
 
 
 @dataclass(frozen=True)

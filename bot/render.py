@@ -57,6 +57,7 @@ MAX_FALLBACK = 300
 _BLOCK, _FIELD, _ITEM, _INLINE, _BACKTICK, _INLINE_FIELD = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004", "\ue005"
 _BLOCK_MARK = re.compile(f"{_BLOCK}(\\w+){_FIELD}(.*?){_BLOCK}", re.S)
 _INLINE_MARK = re.compile(f"{_INLINE}(\\w+){_INLINE_FIELD}(.*?){_INLINE}", re.S)
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]+$")
 # Control characters (tab, LF and CR stay) and every private-use character, the planes' too.
 # (The backtick marker is left: a value cleaned twice keeps its backticks.)
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\ue003\ue005-\uf8ff\U000f0000-\U0010ffff]")
@@ -322,8 +323,8 @@ def _slack_inline(text: str, backtick: str = SLACK_BACKTICK) -> str:
 
     def replace(match: re.Match[str]) -> str:
         kind, parts = match.group(1), match.group(2).split(_INLINE_FIELD)
-        if kind == "user":
-            return f"<@{parts[0]}>"
+        if kind == "user":   # a Slack user's ID; else the bot itself ("oncall-bot"), named as it is
+            return f"<@{parts[0]}>" if _SLACK_USER.match(parts[0]) else parts[0]
         if kind == "channel":
             return f"<#{parts[0]}>"
         if kind == "usergroup":

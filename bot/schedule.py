@@ -21,7 +21,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.command import Command, Context, Job, Outcome
+from bot.command import Command, Context, Duty, Job, Outcome
 from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.outbox import Outbox
@@ -105,6 +105,13 @@ class WeeklyReport:
         return week
 
 
+def queue_duty(store: Store, duty: Duty, now: datetime) -> bool:
+    """Queues `duty` as work under its key, run by a worker as the bot's command; false when it was queued before."""
+    invocation = Invocation(duty.command.lstrip("/").partition(" ")[0], duty.command.partition(" ")[2], BOT_USER,
+                            duty.channel, request_id="duty-" + hashlib.sha1(duty.key.encode()).hexdigest()[:12])
+    return store.queue_work(f"duty:{duty.key}", DUTY, {"invocation": asdict(invocation)}, now) is not None
+
+
 class Scheduler:
     """The bot's own work, found due by the clock: the weekly report, and each feature's jobs.
 
@@ -152,10 +159,7 @@ class Scheduler:
             ctx = Context(user=BOT_USER, channel=None, store=self.store, config=self.config,
                           request_id=f"job-{job.name}", clock=self.clock)
             for duty in job.due(ctx):
-                invocation = Invocation(duty.command.lstrip("/").partition(" ")[0],
-                                        duty.command.partition(" ")[2], BOT_USER, duty.channel,
-                                        request_id="duty-" + hashlib.sha1(duty.key.encode()).hexdigest()[:12])
-                if self.store.queue_work(f"duty:{duty.key}", DUTY, {"invocation": asdict(invocation)}, now):
+                if queue_duty(self.store, duty, now):
                     new += 1
         if new:
             self.queued()

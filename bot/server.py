@@ -48,7 +48,7 @@ MAX_BUFFERED_BYTES = 64 << 20
 MAX_CONNECTIONS = 10_000             # fewer when the process may not open that many files
 SPARE_FILES = 256                    # files kept for the database, git, probes and logs
 
-_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(.*?)[ \t]*$", re.I | re.M)
+_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(.*?)[ \t]*\r?$", re.I | re.M)
 _CHUNKED = re.compile(rb"^transfer-encoding[ \t]*:", re.I | re.M)
 _EXPECT_CONTINUE = re.compile(rb"^expect[ \t]*:[ \t]*100-continue[ \t]*\r?$", re.I | re.M)
 
@@ -233,6 +233,7 @@ class Server(BaseApplication):
     def load(self) -> SlackBot:
         bot = self.build()
         self.workers.start()
-        logging.getLogger(__name__).info("serving Slack on %s with %d worker process(es)", self.bind,
-                                         self.workers.count)
+        answered = [*(["Slack"] if bot.env.signing_secret else []), *sorted(bot.routes)]
+        logging.getLogger(__name__).info("serving %s on %s with %d worker process(es)", ", ".join(answered),
+                                         self.bind, self.workers.count)
         return bot

@@ -36,13 +36,13 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot.access import Access
-from bot.command import Command, Job, Outcome, Reply
+from bot.command import Audience, Command, Context, Inbound, Job, Outcome, Reply
 from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.jsonlog import request_id
 from bot.outbox import Outbox
 from bot.render import Renderer
-from bot.schedule import Scheduler
+from bot.schedule import BOT_USER, DUTY, Scheduler, queue_duty
 from bot.store import Store, StoreUnavailable, WorkItem
 from bot.times import to_iso
 
@@ -63,14 +63,17 @@ log = logging.getLogger(__name__)
 class Worker:
     def __init__(self, store: Store, config: Config, commands: dict[str, Command], client: WebClient,
                  renderer: Renderer, clock: Callable[[], datetime], *, jobs: Iterable[Job] = (),
-                 threads: int = THREADS):
+                 inbound: Iterable[Inbound] = (), threads: int = THREADS):
         self.store = store
+        self.config = config
+        self.inbound = {hook.prefix: hook for hook in inbound}
         self.clock = clock
         self.renderer = renderer
         self.outbox = Outbox(store, client, renderer, clock, config.slack.outbox_retention)
         self.dispatcher = Dispatcher(store, config, commands, clock,
                                      Access(config.access, lambda group: _group_members(client, group)))
         # The bot runs its own duties: [access] is for people.
+        self.duties = Dispatcher(store, config, commands, clock)
         self.scheduler = Scheduler(store, config, commands, self.outbox, clock, self.wake, jobs)
         self.threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="work")
@@ -184,6 +187,8 @@ class Worker:
             try:
                 if item.kind == HOME:
                     self._publish_home(item, item.payload["user"], item.payload["request_id"])
+                elif item.kind in self.inbound:
+                    self._receive(item, self.inbound[item.kind])
                 elif invocation is not None and item.attempts > MAX_ATTEMPTS:
                     log.warning("/%s was taken %d times without being done", invocation.command, item.attempts - 1)
                     self._answer_cut_short(item.id, invocation)
@@ -208,8 +213,9 @@ class Worker:
             shown[:] = [self._progress.submit(
                 self.outbox.progress, partial, invocation, shown[0] if shown else None).result()]
 
+        dispatcher = self.duties if item.kind == DUTY else self.dispatcher
         with self.store.atomic():
-            reply = self.dispatcher.run(invocation, progress)
+            reply = dispatcher.run(invocation, progress)
             try:
                 self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
             except StoreUnavailable:
@@ -219,11 +225,42 @@ class Worker:
                 reply = Reply("internal_error", {"command": invocation.command, "request_id": invocation.request_id},
                               outcome=Outcome.FAILED)
                 self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
+            self._queue_duties(reply)
             self.store.work_done(item.id, self.clock())
         if item.payload.get("then_home"):
             self._publish_home(item, invocation.user, invocation.request_id)
         log.info("/%s answered", invocation.command, extra={
             "user": invocation.user, "outcome": reply.outcome.value, "ms": round((time.monotonic() - started) * 1000)})
+
+    def _receive(self, item: WorkItem, hook: Inbound) -> None:
+        """What a feature's endpoint took, done by the feature as the bot; its replies posted, and the
+        work done, in one atomic unit."""
+        channel = hook.channel(self.config)
+        path = f"/{hook.prefix}/{item.payload['endpoint']}"
+        if item.attempts > MAX_ATTEMPTS:    # said where people look, rather than dropped in silence
+            log.error("a request to %s was taken %d times without being done", path, item.attempts - 1)
+            with self.store.atomic():
+                self.outbox.post(Reply("inbound_failed", {"path": path, "attempts": item.attempts - 1,
+                                                          "request_id": item.payload["request_id"]}, Audience.CHANNEL),
+                                 Invocation(hook.prefix, "", BOT_USER, channel, item.payload["request_id"]))
+                self.store.work_done(item.id, self.clock())
+            return
+        ctx = Context(user=BOT_USER, channel=channel, store=self.store, config=self.config,
+                      request_id=item.payload["request_id"], clock=self.clock)
+        invocation = Invocation(hook.prefix, "", BOT_USER, channel, item.payload["request_id"])
+        with self.store.atomic():
+            replies = hook.handle(ctx, item.payload["payload"])
+            for reply in replies:
+                self.outbox.post(reply, invocation)
+                self._queue_duties(reply)
+            self.store.work_done(item.id, self.clock())
+        log.info("a request to %s done", path, extra={"messages": len(replies)})
+
+    def _queue_duties(self, reply: Reply) -> None:
+        for duty in reply.duties:
+            queue_duty(self.store, duty, self.clock())
+        if reply.duties:
+            self.wake()
 
     def _publish_home(self, item: WorkItem, user: str, rid: str) -> None:
         """`user`'s App Home: open incidents with their buttons, this week's numbers, the last report.

@@ -9,7 +9,7 @@ import pkgutil
 from functools import cache
 from types import ModuleType
 
-from bot.command import Command, Job
+from bot.command import Command, Inbound, Job
 from bot.config import Section
 
 
@@ -40,3 +40,9 @@ def sections() -> tuple[type[Section], ...]:
 def jobs() -> tuple[Job, ...]:
     """Every feature's jobs, run by the bot's scheduler (bot/schedule.py)."""
     return tuple(job for module in _features() for job in getattr(module, "JOBS", ()))
+
+
+@cache
+def inbound() -> tuple[Inbound, ...]:
+    """Every feature's HTTP endpoints on `serve` (bot/app.py), and the work they queue (bot/worker.py)."""
+    return tuple(module.INBOUND for module in _features() if isinstance(getattr(module, "INBOUND", None), Inbound))

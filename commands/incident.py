@@ -22,6 +22,8 @@ from commands import milestones, watch
 from commands.deploys import find_deploy
 from commands.logs import first_error
 from commands.milestones import MILESTONES
+from commands.triage import duties_at_open
+from commands.triage.settings import TriageSettings
 
 DEFAULT_SEVERITY = 3
 DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
@@ -131,7 +133,9 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
         if detected is not None:
             milestones.record(ctx.store, incident_id, "detected_at", detected.at, detected.source)
         incident = _reread(ctx, incident_id)
-    return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id)
+    duties = duties_at_open(ctx.config, incident) if TriageSettings.of(ctx.config).on_open else ()
+    return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id,
+                 duties=duties)
 
 
 def _ack(ctx: Context, args: IncidentArgs) -> Reply:

@@ -28,7 +28,7 @@ from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
 from bot.times import utc_now
 from bot.worker import Worker
-from commands import registry, sections
+from commands import inbound, registry, sections
 from slack_double import SlackDouble, button_click, sign, slash_command
 
 pytest_plugins = ["probe_servers", "postgres_servers"]   # their servers are fixtures for every test
@@ -185,8 +185,8 @@ def slack_bot(slack_double, store, clock):
         now = clock if use_clock else utc_now
         env = SlackEnv("xoxb-test-token", SIGNING_SECRET, slack_double.api_url)
         every = {**registry(), **(commands or {})}
-        worker = Worker(store, config, every, web_client(env), Renderer(config.timezone, now), now)
-        bot = InProcessBot(SlackBot(env, config, store, every, now, queued=worker.wake), worker)
+        worker = Worker(store, config, every, web_client(env), Renderer(config.timezone, now), now, inbound=inbound())
+        bot = InProcessBot(SlackBot(env, config, store, every, now, queued=worker.wake, inbound=inbound()), worker)
         worker.start()
         server = make_server("127.0.0.1", 0, bot.slack, server_class=_ThreadingWSGIServer,
                              handler_class=_QuietHandler)

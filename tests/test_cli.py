@@ -146,3 +146,10 @@ def test_a_deleted_database_is_a_startup_error_not_a_new_empty_one(tmp_path):
     assert gone.stderr.count("\n") == 1 and "the database is missing, but one was created there before" in gone.stderr
     (tmp_path / ".oncall.db.created").unlink()                                   # as the error says
     assert oncall(tmp_path, "run", "/incident list").returncode == 0
+
+
+def test_serve_with_alert_sources_but_no_channel_for_them_is_one_line(tmp_path):
+    (tmp_path / "oncall.toml").write_text('[alerts.sources.prom]\nkind = "alertmanager"\ntoken = "t"\n')
+    result = oncall(tmp_path, "serve", env={"SLACK_BOT_TOKEN": "xoxb-1"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("oncall-bot: oncall.toml: alerts.channel: not set, nor [slack] incident_channel")

@@ -6,6 +6,7 @@ import pytest
 from bot import config as config_module
 from bot.config import ConfigError
 from commands import registry, sections
+from commands.alerts.settings import AlertSettings
 from commands.deploys.settings import DeploySettings
 from commands.logs.settings import LogSettings
 from commands.probe.settings import ProbeSettings
@@ -15,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_example_config_is_valid(monkeypatch):
     monkeypatch.setenv("API_DATABASE_URL", "postgresql://app:secret@db.internal/app")
+    monkeypatch.setenv("ALERTMANAGER_TOKEN", "am-token")
+    monkeypatch.setenv("GRAFANA_WEBHOOK_PASSWORD", "grafana-password")
     config = config_module.load(ROOT / "oncall.example.toml", registry(), sections())
     api = config.services["api"]
     assert config.timezone.key == "Europe/Berlin"
@@ -25,6 +28,10 @@ def test_the_example_config_is_valid(monkeypatch):
     probes = ProbeSettings.of(api).probes
     assert probes["db"].dsn == "postgresql://app:secret@db.internal/app"
     assert probes["health"].expect_status == 200
+    alerts = AlertSettings.of(config)
+    assert [(s.name, s.kind, s.token, s.password) for s in alerts.sources] == [
+        ("prom", "alertmanager", "am-token", None), ("grafana", "grafana", None, "grafana-password")]
+    assert alerts.opens({"severity": "critical"}) and not alerts.opens({"severity": "warning"})
 
 
 def test_a_missing_optional_file_gives_embedded_defaults(tmp_path):

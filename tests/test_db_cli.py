@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from test_cli import oncall
 
-from bot.store import HISTORY, NOT_HISTORY, RESOLVED, Store, WatchCheck
+from bot.store import HISTORY, NOT_HISTORY, RESOLVED, AlertGroup, Store, WatchCheck
 from bot.store.copy import HistoriesDiffer, copy_history
 from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
@@ -22,7 +22,7 @@ START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 def make_history(store: Store, incidents: int = 3) -> None:
     """Something in every table of HISTORY: incidents in each state, their timeline, a weekly report,
-    outbox items sent, given up on and pending, work done and work waiting."""
+    outbox items sent, given up on and pending, work done and work waiting, an alert group."""
     for number in range(1, incidents + 1):
         opened = START + timedelta(hours=number)
         incident_id = store.insert_incident(
@@ -51,6 +51,9 @@ def make_history(store: Store, incidents: int = 3) -> None:
     done = store.queue_work("command:1.2.abc", "command", {"text": "/incident ack"}, START)
     store.work_done(done, START + timedelta(seconds=3))
     store.queue_work("command:1.3.abc", "command", {"text": "/mttr"}, START)
+    store.update_incident(1, source="alertmanager:prom", dedup_key='{}:{alertname="Down"}')
+    store.save_alert_group(AlertGroup("alertmanager:prom", '{}:{alertname="Down"}', 1,
+                                      {"f1": {"status": "resolved", "labels": {"alertname": "Down"}}}, START))
 
 
 def everything(store: Store) -> dict[str, list[dict]]:

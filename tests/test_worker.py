@@ -83,3 +83,26 @@ def test_work_claimed_too_often_is_told_as_cut_short(store, clock, slack_double)
         eventually(lambda: store.work_pending() == 0)
     finally:
         last.stop(2)
+
+
+def test_alert_work_claimed_too_often_is_said_in_the_channel_not_dropped_in_silence(store, clock, slack_double,
+                                                                                     make_config):
+    from commands import inbound
+
+    config = make_config('[slack]\nincident_channel = "C0INCIDNT"\n'
+                         '[alerts.sources.cron]\nkind = "generic"\ntoken = "t"\n')
+    store.queue_work("alerts:cron:x", "alerts", {"endpoint": "cron", "request_id": "r-alert", "payload": {}}, clock())
+    for _ in range(MAX_ATTEMPTS):
+        assert store.claim_work(clock(), LEASE) is not None
+        clock.advance(seconds=LEASE.total_seconds() + 1)
+    env = SlackEnv("xoxb-worker", "", slack_double.api_url)
+    last = Worker(store, config, registry(), web_client(env), Renderer(config.timezone, clock), clock,
+                  inbound=inbound())
+    last.start()
+    try:
+        (told,) = slack_double.wait_for("chat.postMessage", timeout=10)
+        assert told.args["channel"] == "C0INCIDNT" and "`/alerts/cron` was taken 3 times" in told.args["text"]
+        assert "r-alert" in told.args["text"] and store.recent_incidents(5) == []
+        eventually(lambda: store.work_pending() == 0)
+    finally:
+        last.stop(2)

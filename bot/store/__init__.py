@@ -46,7 +46,7 @@ EXPORT_COLUMNS = (
     "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
     "resolved_by", "resolved_at", "resolution", "reopened",
     "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
-    "detected", "mitigated", "recovered",
+    "source", "dedup_key", "detected", "mitigated", "recovered",
 )
 # The column each exported name comes from, where they differ.
 EXPORT_SOURCES = {"time_to_acknowledge_seconds": "time_to_acknowledge", "time_to_resolve_seconds": "time_to_resolve",
@@ -74,6 +74,9 @@ class Incident:
     thread_ts: str | None
     reopened: int
     cause: str | None = None        # what caused it, e.g. "deploy:<sha>"
+    source: str | None = None       # what opened it: "alertmanager:prom" (kind:source); None: a person
+    dedup_key: str | None = None    # the alert group it was opened for (Alertmanager's groupKey, …)
+    verdict: str | None = None      # the last /triage's top verdict about it, shown on its card
     detected_at: datetime | None = None     # an alert's start, or the service's first error in its logs
     mitigated_at: datetime | None = None    # a rollback or revert seen in git, or /incident mitigate
     recovered_at: datetime | None = None    # watched after the fix: errors back to their level, probes ok
@@ -201,6 +204,8 @@ HISTORY = (
           json=frozenset({"payload"})),
     Table("work", "id", ("key", "kind", "created_at"), moments=frozenset({"created_at", "lease_until", "done_at"}),
           json=frozenset({"payload"})),
+    Table("alert_groups", "id", ("source", "dedup_key"), moments=frozenset({"updated_at"}),
+          json=frozenset({"alerts"})),
 )
 NOT_HISTORY = ("heartbeat",)
 
@@ -215,6 +220,18 @@ class WorkItem:
     payload: dict[str, Any]
     attempts: int               # this claim included
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class AlertGroup:
+    """The alerts one source notifies together (Alertmanager's group), under its dedup key: the
+    incident they opened last, and each alert as last notified."""
+
+    source: str                             # "alertmanager:prom": the source's kind and name
+    dedup_key: str
+    incident_id: int | None
+    alerts: dict[str, dict[str, Any]]       # fingerprint -> the alert (JSON values)
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -318,6 +335,11 @@ class Store(Protocol):
     def last_report(self) -> Report | None: ...
     def check_writable(self, now: datetime) -> None:
         """Raises StoreUnavailable unless a write commits within a second."""
+
+    # alert groups (commands/alerts)
+    def alert_group(self, source: str, dedup_key: str) -> AlertGroup | None: ...
+    def save_alert_group(self, group: AlertGroup) -> None:
+        """Writes `group` under its source and dedup key (one row each: a second is an update)."""
 
     # moving a history between stores (bot/store/copy.py)
     def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:

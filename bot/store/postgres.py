@@ -41,6 +41,7 @@ from bot.store import (
     MOMENTS,
     RESOLVED,
     SEVERITIES,
+    AlertGroup,
     Event,
     Incident,
     OutboxItem,
@@ -108,6 +109,12 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     # channel's incident" asks for them (open_incidents writes the predicate as a literal, so the
     # planner can match it).
     ("0004_open_incidents", "CREATE INDEX incidents_open ON incidents (id) WHERE status <> 'resolved'"),
+    ("0005_alerts", """
+        ALTER TABLE incidents ADD COLUMN source text, ADD COLUMN dedup_key text, ADD COLUMN verdict text;
+        CREATE TABLE alert_groups (
+            id bigserial PRIMARY KEY, source text NOT NULL, dedup_key text NOT NULL, incident_id integer,
+            alerts jsonb NOT NULL, updated_at timestamptz NOT NULL, UNIQUE (source, dedup_key));
+    """),
     # The moments evidence gives (an alert, the logs, git, the watch after a fix), and the two
     # durations /mttr adds, read from the covering index like the others.
     ("0006_milestones", """
@@ -132,7 +139,8 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
 _EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
 _TIMES = set(MOMENTS)
-_TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by"}
+_TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
+                    "source", "dedup_key"}
 
 
 class PostgresStore:
@@ -578,6 +586,21 @@ class PostgresStore:
                              [now, now])
         except psycopg.Error as error:
             raise StoreUnavailable(f"{_where(self.url)}: {_first_line(error)}") from error
+
+    # -- alert groups --------------------------------------------------------------------------
+
+    def alert_group(self, source: str, dedup_key: str) -> AlertGroup | None:
+        rows = self._rows("SELECT source, dedup_key, incident_id, alerts, updated_at FROM alert_groups "
+                          "WHERE source = %s AND dedup_key = %s", [source, dedup_key])
+        return AlertGroup(**{**rows[0], "updated_at": rows[0]["updated_at"].astimezone(UTC)}) if rows else None
+
+    def save_alert_group(self, group: AlertGroup) -> None:
+        self._execute("INSERT INTO alert_groups (source, dedup_key, incident_id, alerts, updated_at) "
+                      "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, dedup_key) DO UPDATE SET "
+                      "incident_id = excluded.incident_id, alerts = excluded.alerts, updated_at = excluded.updated_at",
+                      [group.source, group.dedup_key, group.incident_id,
+                       Jsonb(json.loads(to_json(redact_data(group.alerts, default=json_default)))),
+                       _second(group.updated_at)])
 
     # -- moving a history between stores -------------------------------------------------------
 

@@ -33,6 +33,7 @@ from bot.store import (
     EXPORT_SOURCES,
     RESOLVED,
     SEVERITIES,
+    AlertGroup,
     Event,
     Incident,
     OutboxItem,
@@ -152,6 +153,17 @@ def _in_flight(db: sqlite_utils.Database) -> None:
     db.table("outbox").add_column("in_flight_since", str)
 
 
+def _alerts(db: sqlite_utils.Database) -> None:
+    db.table("incidents").add_column("source", str)
+    db.table("incidents").add_column("dedup_key", str)
+    db.table("incidents").add_column("verdict", str)
+    db.table("alert_groups").create(
+        {"id": int, "source": str, "dedup_key": str, "incident_id": int, "alerts": str, "updated_at": str},
+        pk="id", not_null={"source", "dedup_key", "alerts", "updated_at"})
+    # One group per source and key, whatever the number of replicas notified at once.
+    db.execute("CREATE UNIQUE INDEX alert_groups_key ON alert_groups(source, dedup_key)")
+
+
 def _milestones(db: sqlite_utils.Database) -> None:
     # The moments evidence gives (an alert, the logs, git, the watch after a fix), and the two
     # durations /mttr adds, kept in the covering index like the others.
@@ -180,6 +192,7 @@ _MIGRATIONS = (
     ("0004_incident_durations", _durations),
     ("0005_work_queue", _work_queue),
     ("0006_outbox_marks_attempts_in_flight", _in_flight),
+    ("0007_alerts", _alerts),
     ("0008_milestones", _milestones),
 )
 
@@ -195,8 +208,10 @@ def migrations() -> Migrations:
 
 
 _EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
-# Columns whose text came from people (the others are numbers, times, ids and states the bot wrote).
-_TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by"}
+# Columns whose text came from people or alert senders (the others are numbers, times, ids and states
+# the bot wrote).
+_TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
+                    "source", "dedup_key"}
 _FORMULA_START = "'[=+@\t\r-]*'"
 _NEEDS_QUOTES = "'*[\",\r\n]*'"
 
@@ -694,6 +709,24 @@ class SqliteStore:
                 conn.close()
         except sqlite3.Error as error:
             raise StoreUnavailable(str(error)) from error
+
+    # -- alert groups ----------------------------------------------------------------------
+
+    def alert_group(self, source: str, dedup_key: str) -> AlertGroup | None:
+        rows = self._rows("SELECT source, dedup_key, incident_id, alerts, updated_at FROM alert_groups "
+                          "WHERE source = ? AND dedup_key = ?", [source, dedup_key])
+        if not rows:
+            return None
+        row = rows[0]
+        return AlertGroup(**{**row, "alerts": json.loads(row["alerts"]), "updated_at": from_iso(row["updated_at"])})
+
+    def save_alert_group(self, group: AlertGroup) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO alert_groups (source, dedup_key, incident_id, alerts, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO UPDATE SET "
+                       "incident_id = excluded.incident_id, alerts = excluded.alerts, updated_at = excluded.updated_at",
+                       [group.source, group.dedup_key, group.incident_id,
+                        to_json(redact_data(group.alerts, default=json_default)), to_iso(group.updated_at)])
 
     @property
     def local_dir(self) -> Path:

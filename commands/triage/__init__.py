@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.args import parse_args
-from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
-from bot.config import Service
+from bot.command import Audience, Command, CommandError, Context, Duty, Reply, UsageError
+from bot.config import Config, Service
 from bot.store import Incident, Store
 from bot.times import to_iso
 from commands.deploys import COMMAND as DEPLOYS
@@ -109,7 +109,17 @@ def run(ctx: Context, args: TriageArgs) -> Reply:
     final = reply(final=True)
     if incident is not None:
         _record(ctx, incident, final.data)
+        final = dataclasses.replace(final, card=_card(ctx, incident.id))
     return final
+
+
+def duties_at_open(config: Config, incident: Incident) -> tuple[Duty, ...]:
+    """/triage of an incident just opened (or reopened: paged again), run by the bot in its thread at
+    once (the incident's service must be configured: triage reads its repo, probes and logs)."""
+    if incident.service not in config.services:
+        return ()
+    return (Duty(key=f"triage-at-open:{incident.id}:{incident.reopened}", command=f"/triage #{incident.id}",
+                 channel=incident.announce_channel),)
 
 
 _COMMAND_OF = {"deploys": "deploys", "probes": "probe", "logs": "logs", "host": "probe"}
@@ -230,8 +240,18 @@ def _seen_before(store: Store, service: str, incident: Incident | None, errors: 
     return seen[:3]
 
 
+def _card(ctx: Context, incident_id: int) -> Reply:
+    """The incident's announcement, whose summary line now says the verdict."""
+    from commands.incident import card_data  # /incident runs /triage at open: imported when used
+
+    incident = ctx.store.incident(incident_id)
+    assert incident is not None
+    return Reply("incident_card", card_data(incident, ctx.now()), Audience.ANNOUNCE, incident_id)
+
+
 def _record(ctx: Context, incident: Incident, data: dict[str, Any]) -> None:
     top: Verdict = data["verdicts"][0]
+    ctx.store.update_incident(incident.id, verdict=top.summary)
     ctx.store.add_event(incident.id, at=ctx.now(), user=ctx.user, kind="triage",
                         text=f"/triage {data['service']}: {top.summary}", data={
                             "service": data["service"],
