@@ -46,7 +46,7 @@ EXPORT_COLUMNS = (
     "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
     "resolved_by", "resolved_at", "resolution", "reopened",
     "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
-    "source", "dedup_key", "detected", "mitigated", "recovered",
+    "detected", "mitigated", "recovered", "source", "dedup_key",
 )
 # The column each exported name comes from, where they differ.
 EXPORT_SOURCES = {"time_to_acknowledge_seconds": "time_to_acknowledge", "time_to_resolve_seconds": "time_to_resolve",
