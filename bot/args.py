@@ -31,6 +31,9 @@ _TOKEN = re.compile("|".join(f"(?<!\\S){re.escape(a)}[^{re.escape(b)}]*{re.escap
 _OPTION = re.compile(r"^(?:--|—|–)([A-Za-z][A-Za-z0-9-]*)(?:=(.*))?$", re.S)
 _INCIDENT_REF = re.compile(r"^#(\d+)$")
 MAX_DIGITS = 15
+# A user as Slack escapes a mention in a slash command's text (`<@U012AB3CD|ana>`, `<@U012AB3CD>`), or
+# the bare id typed in the console or `run` (with a digit and 8 characters or more, so "UPS" is a word).
+_USER = re.compile(r"^(?:<@([UW][A-Z0-9]{2,20})(?:\|[^<>|]{0,100})?>|([UW](?=[A-Z0-9]*\d)[A-Z0-9]{8,20}))$")
 
 
 @dataclass
@@ -104,6 +107,28 @@ def number(text: str) -> int | None:
     if not text.isascii() or not text.isdigit() or len(text) > MAX_DIGITS:
         return None
     return int(text)
+
+
+def user(token: str) -> str | None:
+    """The Slack user id a word names (a mention as Slack sends it, or an id), else None."""
+    found = _USER.match(token)
+    return (found.group(1) or found.group(2)) if found else None
+
+
+_ESCAPED = re.compile(r"<([@#!])?([^<>|]{1,500})(?:\|([^<>]{0,500}))?>")
+
+
+def readable(text: str) -> str:
+    """Free text of a command whose users, channels and links Slack escapes (`Command.mentions`), as it
+    was typed: `<@U012AB3CD|ana>` -> `@ana`, `<#C0123|ops>` -> `#ops`, `<https://x|x>` -> `https://x`."""
+    def typed(match: re.Match[str]) -> str:
+        sigil, target, label = match.groups()
+        if sigil in ("@", "#"):
+            return f"{sigil}{label or target}"
+        if sigil == "!":
+            return label or "@" + target.split("^")[0]
+        return target
+    return _ESCAPED.sub(typed, text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _unquote(token: str) -> str:

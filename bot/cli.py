@@ -1,4 +1,4 @@
-"""oncall-bot serve | socket | console | run | manifest | summary | export | db migrate | db copy
+"""oncall-bot serve | socket | console | run | manifest | summary | export | postmortem | db migrate | db copy
 
 A missing token, a bad config or an unusable database is one line on stderr naming what is wrong
 and where, with exit code 2: never a traceback.
@@ -112,11 +112,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.set_defaults(handler=_export)
 
+    postmortem = sub.add_parser("postmortem", help="print the postmortem draft of incident N (Markdown)")
+    postmortem.add_argument("number", metavar="N", help="the incident's number")
+    postmortem.set_defaults(handler=_postmortem)
+
     db = sub.add_parser("db", help="the database: apply its schema, copy a history into another")
     actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("migrate", help="apply the schema to ONCALL_DB").set_defaults(handler=_db_migrate)
-    copy = actions.add_parser("copy", help="copy a history (incidents, timeline, reports, outbox, work queue) into "
-                                           "another database, adding only what it lacks")
+    copy = actions.add_parser("copy", help="copy a history (incidents, timeline, follow-ups, reminders, reports, "
+                                           "outbox, work queue) into another database, adding only what it lacks")
     copy.add_argument("--from", dest="source", required=True, metavar="PATH_OR_URL",
                       help="an SQLite file (or sqlite:///path), or a postgresql:// URL")
     copy.add_argument("--to", dest="target", required=True, metavar="URL",
@@ -314,6 +318,19 @@ def _export(args: argparse.Namespace) -> int:
             since = datetime.combine(day, time(), config.timezone)
     export.write(_store(paths), since, args.format, sys.stdout)
     return 0
+
+
+def _postmortem(args: argparse.Namespace) -> int:
+    from bot.args import number
+    from bot.console import Terminal
+
+    configure_logging(logging.WARNING)
+    incident = number(args.number.lstrip("#"))
+    if incident is None:
+        raise StartupError(f"postmortem: {args.number!r} is not an incident number, like 12")
+    paths = _paths()
+    local = Terminal(_store(paths), _config(paths), registry(), args.clock)
+    return local.print_file(f"/incident postmortem #{incident}", out=sys.stdout, err=sys.stderr)
 
 
 def _db_migrate(args: argparse.Namespace) -> int:

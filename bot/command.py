@@ -35,11 +35,14 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Upload:
-    """A file that goes with a reply (a chart, say), uploaded after the message in the same place."""
+    """A file that goes with a reply (a chart, say), uploaded after the message in the same place: its
+    `content`, or a text document the frame writes from `template` and `data` (a Markdown draft)."""
 
     filename: str
     title: str
-    content: bytes
+    content: bytes = b""
+    template: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,7 @@ class Command(Generic[Args]):
     parse: Callable[[str], Args]               # text -> arguments, or UsageError
     run: Callable[[Context, Args], Reply]      # arguments -> reply, or UsageError / CommandError
     help_data: Callable[[Config], dict[str, Any]] = lambda config: {}   # what the help template shows
+    mentions: bool = False      # Slack sends the users, channels and links in its text escaped (`<@U012AB3CD|ana>`)
 
     @property
     def help_template(self) -> str:

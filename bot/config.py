@@ -34,7 +34,7 @@ MAX_DEPTH = 16          # tables and arrays within each other; the deepest real 
 MAX_MESSAGE = 300       # characters of a config error: one line, however long the value it quotes
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SUMMARY_AT = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)\s+(\d{1,2}):(\d{2})$")
@@ -226,7 +226,7 @@ def _parse_slack(table: Table) -> SlackSettings:
 def _parse_access(table: Table) -> AccessRule:
     rule = AccessRule(
         users=table.slack_ids("users", _USER_ID, "user ID like U012AB3CD"),
-        usergroups=table.slack_ids("usergroups", _USERGROUP_ID, "user group ID like S0123ABCD"),
+        usergroups=table.slack_ids("usergroups", USERGROUP_ID, "user group ID like S0123ABCD"),
         channels=table.slack_ids("channels", CHANNEL_ID, "channel ID like C0123ABCD"),
     )
     table.done()

@@ -50,7 +50,7 @@ class Terminal:
         reply = self.invoke(line)
         if save_file is not None and reply.files:
             try:
-                save_file.write_bytes(reply.files[0].content)
+                save_file.write_bytes(self.renderer.file(reply.files[0]))
             except OSError as error:
                 print(f"{save_file}: cannot write: {error.strerror}", file=err)
                 return EXIT_CODES[Outcome.FAILED]
@@ -61,6 +61,17 @@ class Terminal:
             reply, text = self._render(reply, _command_name(line))
             print(text, file=out if reply.outcome is Outcome.OK else err)
         return EXIT_CODES[reply.outcome]
+
+    def print_file(self, line: str, *, out: TextIO, err: TextIO) -> int:
+        """One command whose answer is a file (a postmortem draft): the file on stdout, else the
+        answer on stderr."""
+        reply = self.invoke(line)
+        if reply.outcome is Outcome.OK and reply.files:
+            out.write(self.renderer.file(reply.files[0]).decode())
+            return 0
+        reply, text = self._render(reply, _command_name(line))
+        print(text, file=err)
+        return EXIT_CODES[reply.outcome] or EXIT_CODES[Outcome.FAILED]
 
     def console(self, stdin: TextIO, out: TextIO) -> int:
         interactive = stdin.isatty()
@@ -96,7 +107,8 @@ class Terminal:
     def _render(self, reply: Reply, command: str) -> tuple[Reply, str]:
         try:
             text = self.renderer.text(reply.template, reply.data)
-            files = "".join(f"\n📎 {f.filename} ({len(f.content) // 1024 + 1} KB), uploaded with it in Slack"
+            files = "".join(f"\n📎 {f.filename} ({len(self.renderer.file(f)) // 1024 + 1} KB), "
+                            "uploaded with it in Slack"
                             for f in reply.files)
             return reply, text + files
         except Exception:

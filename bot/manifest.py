@@ -29,7 +29,7 @@ def manifest(commands: dict[str, Command], http_url: str | None) -> dict[str, An
     slash_commands = []
     for command in commands.values():
         entry = {"command": f"/{command.name}", "description": command.description,
-                 "usage_hint": command.usage, "should_escape": False}
+                 "usage_hint": command.usage, "should_escape": command.mentions}
         if http_url:
             entry["url"] = http_url
         slash_commands.append(entry)

@@ -139,7 +139,7 @@ class Outbox:
             rows += self._rows("ephemeral", message, {"channel": invocation.channel, **common})
         for upload in reply.files:
             rows.append(("upload", {"filename": upload.filename, "title": upload.title,
-                                    "content_base64": base64.b64encode(upload.content).decode()},
+                                    "content_base64": base64.b64encode(self.renderer.file(upload)).decode()},
                          {**self._place(reply, invocation), **common}))
         if reply.card is not None and incident is not None:
             card = self.renderer.slack(reply.card.template, reply.card.data)

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -44,6 +44,9 @@ from markupsafe import Markup, escape
 
 from bot.redact import redact
 from bot.times import format_duration, from_iso
+
+if TYPE_CHECKING:
+    from bot.command import Upload
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -177,6 +180,10 @@ class Renderer:
 
     def slack(self, template: str, data: dict[str, Any]) -> SlackMessage:
         return to_slack(self.blocks(template, data))
+
+    def file(self, upload: Upload) -> bytes:
+        """An upload's bytes: its content, or the text its template writes (cleaned like every message)."""
+        return upload.content if upload.template is None else (self.text(upload.template, upload.data) + "\n").encode()
 
     def thread_link(self, channel: str | None, ts: str | None, label: str) -> Markup | str:
         """A link to a message's thread when the workspace is known, else just the label."""

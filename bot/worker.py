@@ -217,7 +217,12 @@ class Worker:
         with self.store.atomic():
             reply = dispatcher.run(invocation, progress)
             try:
-                self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
+                if item.kind == DUTY and reply.audience is Audience.CALLER:
+                    # A duty has nobody to answer privately: what it says there (nothing is due after
+                    # all, an error) is only logged.
+                    log.info("/%s %s: nothing posted (%s)", invocation.command, invocation.text, reply.template)
+                else:
+                    self.outbox.post(reply, invocation, replacing=shown[0] if shown else None)
             except StoreUnavailable:
                 raise
             except Exception:  # the answer could not be rendered: say so where the answer was due

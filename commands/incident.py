@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.args import Option, number, parse_args
-from bot.command import Audience, Command, CommandError, Context, Reply, UsageError
+from bot.args import Option, number, parse_args, readable, user
+from bot.command import Audience, Command, CommandError, Context, Reply, Upload, UsageError
 from bot.redact import redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
-from commands import milestones, watch
+from commands import milestones, postmortem, reminders, watch
 from commands.deploys import find_deploy
 from commands.logs import first_error
 from commands.milestones import MILESTONES
@@ -29,8 +29,13 @@ DEFAULT_SEVERITY = 3
 DOUBLE_SUBMIT_WINDOW = timedelta(minutes=1)
 RECENT_LIMIT = 15
 FUTURE_SLACK = timedelta(seconds=5)      # "now" typed a moment after the clock was read
-ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline",
-           "mitigate", "watch")
+# Coordination: who leads and who talks, action items, the postmortem, and the reminders' buttons and duties.
+COORDINATION = ("lead", "comms", "followup", "postmortem", "snooze", "remind")
+# Milestones: a mitigation said by a person, and the check of a fix being watched.
+MILESTONE_ACTIONS = ("mitigate", "watch")
+ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline", *COORDINATION,
+           *MILESTONE_ACTIONS)
+MAX_FOLLOWUP = 500      # characters of a follow-up's text
 
 
 _CORRECTABLE = {milestone.option: milestone for milestone in MILESTONES if milestone.option}   # option -> it
@@ -54,6 +59,9 @@ class IncidentArgs:
     service: str | None = None
     times: dict[str, str] = field(default_factory=dict)   # milestone option -> WHEN as typed
     cause: str | None = None                              # the deploy's ref as typed (a sha or a tag)
+    user: str | None = None                               # the Slack user named (a lead, an owner)
+    number: int | None = None                             # the follow-up marked done
+    done: bool = False                                    # postmortem done, followup done N
 
 
 def parse(text: str) -> IncidentArgs:
@@ -70,6 +78,8 @@ def parse(text: str) -> IncidentArgs:
         meant = f"Did you mean {close[0]}? " if close else ""
         raise UsageError(f"Unknown action {action!r}. {meant}One of " + ", ".join(ACTIONS) + ".")
     action = "resolve" if action == "close" else action
+    if action in COORDINATION:
+        return _parse_coordination(action, rest)
     args = parse_args(rest, _OPTIONS.get(action, {}), incident_refs=action != "open", prose=True)
     severity = None
     if "sev" in args.options:
@@ -84,7 +94,7 @@ def parse(text: str) -> IncidentArgs:
                              f"not {args.options['cause']!r}.")
         cause = typed.group(1).lower() if _HEX.match(typed.group(1)) else typed.group(1)
     parsed = IncidentArgs(
-        action=action, incident=args.incident, text=args.text, severity=severity,
+        action=action, incident=args.incident, text=readable(args.text), severity=severity,
         service=args.options.get("service"), cause=cause,
         times={option: str(args.options[option]) for option in _CORRECTABLE if option in args.options},
     )
@@ -102,6 +112,45 @@ def parse(text: str) -> IncidentArgs:
     if action in ("status", "timeline", "watch") and parsed.text:
         raise UsageError(f"{action} takes only an incident number, like #12.")
     return parsed
+
+
+def _parse_coordination(action: str, rest: str) -> IncidentArgs:
+    args = parse_args(rest, {}, prose=True)
+    words = args.words
+    if action in ("lead", "comms"):
+        if len(words) > 1:
+            raise UsageError(f"{action} takes one person: /incident {action} @name (alone: you).")
+        return IncidentArgs(action, args.incident, user=_user(words[0]) if words else None)
+    if action == "followup":
+        if words[:1] == ["done"] and len(words) == 2:
+            done = number(words[1].lstrip("#"))
+            if not done:
+                raise UsageError("followup done takes the follow-up's number, like /incident followup done 2.")
+            return IncidentArgs(action, args.incident, number=done, done=True)
+        owner = user(words[-1]) if words else None
+        text = readable(args.text.rsplit(None, 1)[0] if owner and len(words) > 1 else "" if owner else args.text)
+        if not text.strip():
+            raise UsageError("Say what is to be done: /incident followup <text> [@owner].")
+        if len(text) > MAX_FOLLOWUP:
+            raise UsageError(f"A follow-up is at most {MAX_FOLLOWUP} characters; link to the details.")
+        return IncidentArgs(action, args.incident, text=" ".join(text.split()), user=owner)
+    if action == "postmortem":
+        if words and words[0] == "done":
+            return IncidentArgs(action, args.incident, text=readable(" ".join(words[1:])), done=True)
+        if words:
+            raise UsageError("postmortem takes an incident number, or done [link] once it is written.")
+        return IncidentArgs(action, args.incident)
+    if len(words) != 1 or words[0] not in reminders.KINDS:
+        raise UsageError(f"{action} takes the kind of reminder: " + ", ".join(reminders.KINDS) + ".")
+    return IncidentArgs(action, args.incident, text=words[0])
+
+
+def _user(word: str) -> str:
+    found = user(word)
+    if found is None:
+        raise UsageError(f"{word[:40]!r} is not a Slack user: mention them (@name, picked from Slack's list), "
+                         "or give their user ID like U012AB3CD.")
+    return found
 
 
 def run(ctx: Context, args: IncidentArgs) -> Reply:
@@ -216,6 +265,7 @@ def _status(ctx: Context, args: IncidentArgs) -> Reply:
     incident = ctx.incident(args.incident)
     data = card_data(incident, ctx.now())
     data["events"] = ctx.store.events(incident.id)[-5:]
+    data.update(lead=incident.lead, comms=incident.comms, followups=ctx.store.followups(incident.id))
     return Reply("incident_status", data, Audience.THREAD, incident_id=incident.id)
 
 
@@ -238,6 +288,96 @@ def _timeline(ctx: Context, args: IncidentArgs) -> Reply:
     return Reply("incident_timeline", data, Audience.THREAD, incident_id=incident.id)
 
 
+# -- coordination: roles, follow-ups, the postmortem, reminders -----------------------------------
+
+
+def _lead(ctx: Context, args: IncidentArgs) -> Reply:
+    return _assign(ctx, args, "lead")
+
+
+def _comms(ctx: Context, args: IncidentArgs) -> Reply:
+    return _assign(ctx, args, "comms")
+
+
+def _assign(ctx: Context, args: IncidentArgs, role: str) -> Reply:
+    """`role` ("lead" or "comms") to the user named, else to the caller; a handoff is a timeline event."""
+    now = ctx.now()
+    who = args.user or ctx.user
+    with ctx.store.write():
+        incident = ctx.incident(args.incident)
+        old = getattr(incident, role)
+        if old == who:
+            return Reply("incident_notice", {"incident": incident, "why": "already_in_role", "role": role,
+                                             "user": who}, incident_id=incident.id)
+        ctx.store.update_incident(incident.id, **{role: who})
+        change = {"field": role, "old": old, "new": who}
+        ctx.store.add_event(incident.id, at=now, user=ctx.user, kind=role, data=change)
+        return _changed(ctx, incident.id, "updated", now, changes=[change])
+
+
+def _followup(ctx: Context, args: IncidentArgs) -> Reply:
+    now = ctx.now()
+    with ctx.store.write():
+        incident = _open_or_last_resolved(ctx, args.incident)
+        if args.number is not None:
+            item = ctx.store.followup_done(incident.id, args.number, by=ctx.user, at=now)
+            if item is None:
+                count = len(ctx.store.followups(incident.id))
+                raise CommandError(f"#{incident.id} has no follow-up {args.number}"
+                                   + (f"; they are numbered 1 to {count}." if count else "; it has none."))
+            ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="followup_done", text=item.text,
+                                data={"number": item.number})
+        else:
+            item = ctx.store.add_followup(incident.id, text=args.text, owner=args.user, by=ctx.user, at=now)
+            ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="followup", text=item.text,
+                                data={"number": item.number, "owner": item.owner})
+        return Reply("incident_followup", {"incident": incident, "followup": item, "user": ctx.user,
+                                           "followups": ctx.store.followups(incident.id)},
+                     Audience.THREAD, incident_id=incident.id)
+
+
+def _postmortem(ctx: Context, args: IncidentArgs) -> Reply:
+    """The draft, uploaded to the thread as postmortem-N.md; `done [link]` records it written."""
+    now = ctx.now()
+    if args.done:
+        with ctx.store.write():
+            incident = _open_or_last_resolved(ctx, args.incident)
+            if incident.postmortem_at is not None:
+                return Reply("incident_notice", {"incident": incident, "why": "postmortem_written"},
+                             incident_id=incident.id)
+            ctx.store.update_incident(incident.id, postmortem_at=now)
+            ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="postmortem", text=args.text or None)
+            return _changed(ctx, incident.id, "postmortem", now, note=args.text, refresh=False)
+    incident = _open_or_last_resolved(ctx, args.incident)
+    draft = postmortem.draft(ctx, incident)
+    return Reply("incident_postmortem", {"incident": incident, "filename": postmortem.filename(incident)},
+                 Audience.THREAD, incident_id=incident.id,
+                 files=(Upload(postmortem.filename(incident), f"Postmortem draft of #{incident.id}",
+                               template="postmortem", data=draft),))
+
+
+def _snooze(ctx: Context, args: IncidentArgs) -> Reply:
+    return reminders.snooze(ctx, args.incident, args.text)
+
+
+def _remind(ctx: Context, args: IncidentArgs) -> Reply:
+    return reminders.remind(ctx, args.incident, args.text)
+
+
+def lead_ask(incident: Incident) -> Reply:
+    """Asks in the incident's thread who leads it, with a Claim lead button (for incidents nobody
+    opened by hand: an alert's)."""
+    return Reply("incident_lead_ask", {"incident": incident}, Audience.THREAD, incident_id=incident.id)
+
+
+def _open_or_last_resolved(ctx: Context, ref: int | None) -> Incident:
+    """`#N`, else the channel's open incident, else the one resolved last in it: follow-ups and the
+    postmortem come after the resolve."""
+    if ref is not None:
+        return ctx.incident(ref)
+    return ctx.incident(None, required=False) or _last_resolved(ctx, None)
+
+
 # -- milestones: mitigate ---------------------------------------------------------------------
 
 
@@ -255,7 +395,7 @@ def _mitigate(ctx: Context, args: IncidentArgs) -> Reply:
 
 def _watch(ctx: Context, args: IncidentArgs) -> Reply:
     # A fix is watched after the resolve too: the channel's incident may be resolved already.
-    reply = watch.check(ctx, ctx.incident(args.incident, required=False) or _last_resolved(ctx, None))
+    reply = watch.check(ctx, _open_or_last_resolved(ctx, args.incident))
     if not reply.data["recovered_now"]:
         return reply
     card = Reply("incident_card", card_data(reply.data["incident"], ctx.now()), Audience.ANNOUNCE, reply.incident_id)
@@ -263,7 +403,10 @@ def _watch(ctx: Context, args: IncidentArgs) -> Reply:
 
 
 _ACTIONS = {"open": _open, "ack": _ack, "update": _update, "resolve": _resolve, "reopen": _reopen,
-            "status": _status, "list": _list, "timeline": _timeline, "mitigate": _mitigate, "watch": _watch}
+            "status": _status, "list": _list, "timeline": _timeline,
+            "lead": _lead, "comms": _comms, "followup": _followup, "postmortem": _postmortem,
+            "snooze": _snooze, "remind": _remind,
+            "mitigate": _mitigate, "watch": _watch}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -389,10 +532,14 @@ COMMAND = Command(
     description="Open, acknowledge, update and resolve incidents",
     usage="open <title> [--sev 1-4] [--service S] [--started WHEN] | ack | update <note> [--acked WHEN] "
           "[--resolved WHEN] | resolve [note] [--cause deploy:<sha>] | reopen | status | list [open|recent] | "
-          "timeline | mitigate [note] | watch | help   (#N first picks an incident)",
+          "timeline | lead [@user] | comms [@user] | followup <text> [@owner] | followup done N | "
+          "postmortem [done [link]] | mitigate [note] | watch | help   (#N first picks an incident)",
     parse=parse,
     run=run,
     help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT,
+                              "reminders": reminders.ReminderSettings.of(config), "kinds": reminders.KINDS,
+                              "snooze": reminders.SNOOZE.total_seconds(),
                               "watch_minutes": int(watch.WatchSettings.of(config).duration / watch.MINUTE),
                               "steady": watch.STEADY},
+    mentions=True,
 )

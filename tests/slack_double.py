@@ -78,6 +78,9 @@ class SlackDouble:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:   # the client died mid-request: Slack never sees a partial one
+                    self.close_connection = True
+                    return
                 status, headers, body = double._handle(self.path, dict(self.headers), raw)
                 if status == HANG_UP:
                     self.close_connection = True

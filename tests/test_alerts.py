@@ -100,9 +100,10 @@ def test_an_alertmanager_group_opens_one_incident_and_later_alerts_go_to_its_thr
     bot, client = slack_bot(alert_config(), use_clock=True)
     response = post(client, "prom", am_body(am_alert("HighErrorRate")), bearer())
     assert response.status_code == 202 and response.text == "queued"
-    announcement, opened = texts(slack_double, 2)
+    announcement, opened, ask = texts(slack_double, 3)
     assert "Incident #1: HighErrorRate" in announcement and "an alert from `alertmanager:prom`" in announcement
     assert "Opened by an alert from `alertmanager:prom`" in opened and "HighErrorRate on checkout" in opened
+    assert "Who leads #1" in ask and "/incident lead #1" in ask        # nobody opened it: who leads?
     incident = eventually(lambda: store.incident(1) if store.incident(1).thread_ts else None)
     assert (incident.severity, incident.service, incident.source) == (1, "checkout", "alertmanager:prom")
     assert incident.dedup_key == '{}:{alertname="HighErrorRate"}' and incident.opened_by == "oncall-bot"
@@ -111,17 +112,17 @@ def test_an_alertmanager_group_opens_one_incident_and_later_alerts_go_to_its_thr
     # The same notification again (Alertmanager retries): dropped. A new alert of the group: its thread.
     assert post(client, "prom", am_body(am_alert("HighErrorRate")), bearer()).text == "already queued"
     post(client, "prom", am_body(am_alert("HighErrorRate"), am_alert("HighErrorRate", fingerprint="eu")), bearer())
-    third = texts(slack_double, 3)[2]
-    assert "Firing" in third and "2 alert(s) of this group still firing" in third
-    assert slack_double.called("chat.postMessage")[2].args["thread_ts"] == incident.thread_ts
+    fourth = texts(slack_double, 4)[3]
+    assert "Firing" in fourth and "2 alert(s) of this group still firing" in fourth
+    assert slack_double.called("chat.postMessage")[3].args["thread_ts"] == incident.thread_ts
 
     post(client, "prom", am_body(am_alert("HighErrorRate", "resolved"), am_alert("HighErrorRate", fingerprint="eu")),
          bearer())
-    assert "Resolved" in texts(slack_double, 4)[3]
+    assert "Resolved" in texts(slack_double, 5)[4]
     post(client, "prom", am_body(am_alert("HighErrorRate", "resolved"),
                                  am_alert("HighErrorRate", "resolved", fingerprint="eu")), bearer())
-    all_resolved = slack_double.wait_for("chat.postMessage", 5)[4]
-    assert "Every alert of `alertmanager:prom` for #1 is resolved" in texts(slack_double, 5)[4]
+    all_resolved = slack_double.wait_for("chat.postMessage", 6)[5]
+    assert "Every alert of `alertmanager:prom` for #1 is resolved" in texts(slack_double, 6)[5]
     buttons = [block for block in all_resolved.args["blocks"] if block["type"] == "actions"][0]["elements"]
     assert [button["value"] for button in buttons] == ["/incident resolve #1"]
     assert store.incident(1).status != RESOLVED and len(store.recent_incidents(10)) == 1
@@ -142,7 +143,7 @@ def test_grafana_with_basic_auth_and_the_generic_payload(slack_bot, slack_double
     generic = store.incident(2)
     assert (generic.title, generic.severity, generic.service, generic.source, generic.dedup_key) == (
         "nightly invoice export failed", 2, "billing", "generic:cron", "cron/invoice-export")
-    thread = texts(slack_double, 4)
+    thread = texts(slack_double, 6)
     assert any("ci.example.com/jobs/invoice-export/812" in text for text in thread)
 
 
@@ -215,7 +216,7 @@ def resolve(store, incident_id: int, clock) -> None:
 def test_refiring_reopens_within_the_window_else_a_new_incident_says_it_was_seen_before(store, alert_config, clock):
     config = alert_config('reopen_within = "1h"\n')
     replies = notify(store, config, clock, am_body(am_alert("HighErrorRate")))
-    assert [reply.template for reply in replies] == ["incident_card", "alert_notice"]
+    assert [reply.template for reply in replies] == ["incident_card", "alert_notice", "incident_lead_ask"]
     clock.advance(minutes=10)
     notify(store, config, clock, am_body(am_alert("HighErrorRate", "resolved")))
     resolve(store, 1, clock)
@@ -303,7 +304,8 @@ def test_export_gives_source_and_dedup_key(store, alert_config, clock):
     out = io.StringIO()
     export.write(store, None, "csv", out)
     header, first = out.getvalue().splitlines()[:2]
-    assert header.endswith(",source,dedup_key") and first.endswith(',alertmanager:prom,"{}:{alertname=""HighErrorRate""}"')
+    assert header.endswith(",source,dedup_key,lead,comms,postmortem_at")
+    assert first.endswith(',alertmanager:prom,"{}:{alertname=""HighErrorRate""}",,,')
 
 
 # -- config ------------------------------------------------------------------------------------------

@@ -38,6 +38,12 @@ def make_history(store: Store, incidents: int = 3) -> None:
                                   resolved_by="U0BOB0001", resolution="pool size back to 50", cause="deploy:" + "a" * 40)
             store.add_event(incident_id, at=opened + timedelta(minutes=47), user="U0BOB0001", kind="triage",
                             data={"service": "api", "signatures": [f"sig-{number}"], "ratio": 0.5, "ok": True})
+            store.update_incident(incident_id, lead="U0BOB0001", postmortem_at=opened + timedelta(days=1))
+            store.add_followup(incident_id, text="alert on pool size", owner="U0ALICE01", by="U0BOB0001",
+                               at=opened + timedelta(minutes=50))
+            store.followup_done(incident_id, 1, by="U0ALICE01", at=opened + timedelta(days=2))
+            store.set_reminder(incident_id, "postmortem_due", snoozed_until=opened + timedelta(hours=3),
+                               reminded_for=opened + timedelta(hours=2))
             store.add_watch_check(WatchCheck(incident_id, opened + timedelta(minutes=48), errors=0, errors_before=12,
                                              probes_failing=0))
     store.claim_report("2026-W45", "C0REPORTS", START, "web-1:42")

@@ -97,14 +97,23 @@ def opened_titles(double: SlackDouble) -> list[str]:
             if "replica test " in call.args.get("text", "") and "thread_ts" not in call.args]
 
 
-def queues(database: str) -> str:
-    """The work and outbox rows that are not done, and what each replica said: why something is missing."""
+def missing(database: str, announced: set[str], started: list[Replica]) -> str:
+    """Why an announcement is missing: the work of each missing title, its incident's outbox rows,
+    and what the replicas logged about it."""
+    lost = sorted({f"t{i:02d}" for i in range(24)} - announced)
     with psycopg.connect(database) as conn:
-        work = conn.execute("SELECT key, attempts, lease_until, done_at FROM work "
-                            "WHERE done_at IS NULL OR attempts > 1").fetchall()
-        outbox = conn.execute("SELECT id, kind, incident_id, attempts, next_at, in_flight_since, error FROM outbox "
-                              "WHERE sent_at IS NULL").fetchall()
-    return f"work not done or retried: {work}; outbox not sent: {outbox}"
+        found = {title: {
+            "work": conn.execute("SELECT key, attempts, lease_until, done_at FROM work WHERE key LIKE %s",
+                                 [f"%:trigger-{int(title[1:])}"]).fetchall(),
+            "incidents": conn.execute("SELECT id, status, thread_ts FROM incidents WHERE title LIKE %s",
+                                      [f"%test {title}"]).fetchall(),
+            "outbox": conn.execute("SELECT o.id, o.kind, o.attempts, o.sent_at, o.failed_at, o.in_flight_since, "
+                                   "o.error FROM outbox o JOIN incidents i ON i.id = o.incident_id "
+                                   "WHERE i.title LIKE %s", [f"%test {title}"]).fetchall(),
+        } for title in lost}
+    said = [line for replica in started for line in replica.output.read_text().splitlines()
+            if "warning" in line or "error" in line]
+    return f"missing {lost}: {found}; the replicas' warnings: {said[-40:]}"
 
 
 def test_replicas_do_everything_once_through_a_killed_replica_and_a_database_restart(replicas):
@@ -141,7 +150,7 @@ def test_replicas_do_everything_once_through_a_killed_replica_and_a_database_res
     try:
         eventually(lambda: len(set(opened_titles(double))) == 24, timeout=90)
     except AssertionError:
-        raise AssertionError(f"announced {sorted(set(opened_titles(double)))}; {queues(database)}") from None
+        raise AssertionError(missing(database, set(opened_titles(double)), started)) from None
     time.sleep(2)
     titles = opened_titles(double)
     assert sorted(titles) == sorted(f"t{i:02d}" for i in range(24)), "lost or posted twice"

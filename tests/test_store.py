@@ -26,7 +26,8 @@ def test_schema_is_versioned_and_applied_once(tmp_path):
                                                 "0005_work_queue",
                                                 "0006_outbox_marks_attempts_in_flight",
                                                 "0007_alerts",
-                                                "0008_milestones"]
+                                                "0008_milestones",
+                                                "0009_coordination"]
     assert sqlite_utils.Database(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

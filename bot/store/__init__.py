@@ -40,20 +40,20 @@ def redacted(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: redact(value) if isinstance(value, str) else value for key, value in fields.items()}
 
 
+INCIDENT_MOMENTS = ("opened_at", "started_at", "acknowledged_at", "resolved_at", "postmortem_at", "detected_at",
+                    "mitigated_at", "recovered_at")
+
 # What `oncall-bot export` gives of an incident, and the columns it comes from.
 EXPORT_COLUMNS = (
     "id", "title", "severity", "service", "status", "cause",
     "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
     "resolved_by", "resolved_at", "resolution", "reopened",
     "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
-    "detected", "mitigated", "recovered", "source", "dedup_key",
+    "detected", "mitigated", "recovered", "source", "dedup_key", "lead", "comms", "postmortem_at",
 )
 # The column each exported name comes from, where they differ.
 EXPORT_SOURCES = {"time_to_acknowledge_seconds": "time_to_acknowledge", "time_to_resolve_seconds": "time_to_resolve",
                   "detected": "detected_at", "mitigated": "mitigated_at", "recovered": "recovered_at"}
-# The incident's moments, in the order they happen (a column each; export names some without `_at`).
-MOMENTS = ("started_at", "detected_at", "opened_at", "acknowledged_at", "mitigated_at", "resolved_at",
-           "recovered_at")
 @dataclass(frozen=True)
 class Incident:
     id: int
@@ -77,6 +77,9 @@ class Incident:
     source: str | None = None       # what opened it: "alertmanager:prom" (kind:source); None: a person
     dedup_key: str | None = None    # the alert group it was opened for (Alertmanager's groupKey, …)
     verdict: str | None = None      # the last /triage's top verdict about it, shown on its card
+    lead: str | None = None         # the incident commander (a Slack user id)
+    comms: str | None = None        # who keeps the stakeholders informed (a Slack user id)
+    postmortem_at: datetime | None = None   # when its postmortem was written
     detected_at: datetime | None = None     # an alert's start, or the service's first error in its logs
     mitigated_at: datetime | None = None    # a rollback or revert seen in git, or /incident mitigate
     recovered_at: datetime | None = None    # watched after the fix: errors back to their level, probes ok
@@ -86,7 +89,7 @@ class Incident:
         """The incident of a row (times as ISO text or as datetimes); the stored durations are left
         out (they follow from the times)."""
         fields = {key: row[key] for key in cls.__dataclass_fields__}
-        for key in MOMENTS:
+        for key in INCIDENT_MOMENTS:
             value = row[key]
             fields[key] = value.astimezone(UTC) if isinstance(value, datetime) else from_iso(value)
         return cls(**fields)
@@ -130,6 +133,39 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "at": to_iso(self.at)}
+
+
+@dataclass(frozen=True)
+class Followup:
+    """An action item of an incident, numbered 1, 2, … within it."""
+
+    incident_id: int
+    number: int
+    text: str
+    owner: str | None
+    created_by: str | None
+    created_at: datetime
+    done_at: datetime | None = None
+    done_by: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.done_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "created_at": to_iso(self.created_at), "done_at": to_iso(self.done_at),
+                "done": self.done}
+
+
+@dataclass(frozen=True)
+class ReminderState:
+    """What the store remembers of one kind of reminder of one incident: snoozed until when, and
+    the moment it was last due when it was posted (so each due moment is reminded once)."""
+
+    incident_id: int
+    kind: str
+    snoozed_until: datetime | None = None
+    reminded_for: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -193,10 +229,12 @@ class Table:
 # schema's bookkeeping, and `heartbeat`, the row /healthz rewrites on every check.
 HISTORY = (
     Table("incidents", "id", ("title", "opened_by", "opened_at"),
-          moments=frozenset(MOMENTS),
+          moments=frozenset(INCIDENT_MOMENTS),
           derived=frozenset({"time_to_resolve", "time_to_acknowledge", "time_to_detect", "time_to_mitigate"})),
     Table("events", "id", ("incident_id", "at", "user", "kind", "text", "data"), moments=frozenset({"at"}),
           json=frozenset({"data"})),
+    Table("followups", "id", ("incident_id", "number", "created_at"), moments=frozenset({"created_at", "done_at"})),
+    Table("reminders", "id", ("incident_id", "kind"), moments=frozenset({"snoozed_until", "reminded_for"})),
     Table("watch_checks", "id", ("incident_id", "at"), moments=frozenset({"at"})),
     Table("reports", "week", ("week",), moments=frozenset({"claimed_at"})),
     Table("outbox", "id", ("created_at", "kind", "request_id", "payload"),
@@ -296,6 +334,21 @@ class Store(Protocol):
     def add_event(self, incident_id: int, *, at: datetime, user: str | None, kind: str,
                   text: str | None = None, data: dict[str, Any] | None = None) -> None: ...
     def events(self, incident_id: int) -> list[Event]: ...
+    def last_event_at(self, incident_id: int, kinds: Iterable[str]) -> datetime | None:
+        """When the latest event of one of `kinds` was recorded in the incident's timeline."""
+
+    # coordination: follow-ups, reminders, postmortems
+    def add_followup(self, incident_id: int, *, text: str, owner: str | None, by: str, at: datetime) -> Followup:
+        """A new follow-up, numbered after the incident's others."""
+    def followups(self, incident_id: int) -> list[Followup]: ...
+    def followup_done(self, incident_id: int, number: int, *, by: str, at: datetime) -> Followup | None:
+        """Marks follow-up `number` done; None when the incident has no such follow-up."""
+    def reminders(self, incident_id: int) -> dict[str, ReminderState]: ...
+    def set_reminder(self, incident_id: int, kind: str, *, snoozed_until: datetime | None = None,
+                     reminded_for: datetime | None = None) -> None:
+        """Records a snooze or a reminder posted (whichever is given; the other is kept)."""
+    def resolved_since(self, since: datetime) -> list[Incident]:
+        """The incidents resolved at or after `since`, oldest resolution first."""
 
     # watching a fix
     def add_watch_check(self, check: WatchCheck) -> bool:

@@ -38,13 +38,15 @@ from bot.store import (
     EXPORT_COLUMNS,
     EXPORT_SOURCES,
     HISTORY,
-    MOMENTS,
+    INCIDENT_MOMENTS,
     RESOLVED,
     SEVERITIES,
     AlertGroup,
     Event,
+    Followup,
     Incident,
     OutboxItem,
+    ReminderState,
     Report,
     Resolutions,
     StoreUnavailable,
@@ -135,12 +137,34 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE outbox ADD COLUMN message_key text;
         CREATE INDEX outbox_message_key ON outbox (message_key) WHERE message_key IS NOT NULL;
     """),
+    # Who leads and who talks, the action items, and what each reminder was last posted for (or
+    # snoozed until): stored, so a reminder is posted once whatever restarts or replicas.
+    ("0007_coordination", """
+        ALTER TABLE incidents ADD COLUMN lead text, ADD COLUMN comms text, ADD COLUMN postmortem_at timestamptz;
+        CREATE TABLE followups (
+            id bigserial PRIMARY KEY, incident_id integer NOT NULL REFERENCES incidents (id),
+            number integer NOT NULL, text text NOT NULL, owner text, created_by text,
+            created_at timestamptz NOT NULL, done_at timestamptz, done_by text, UNIQUE (incident_id, number));
+        CREATE TABLE reminders (
+            id bigserial PRIMARY KEY, incident_id integer NOT NULL REFERENCES incidents (id),
+            kind text NOT NULL, snoozed_until timestamptz, reminded_for timestamptz, UNIQUE (incident_id, kind));
+    """),
 )
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
 _EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
-_TIMES = set(MOMENTS)
+_TIMES = set(INCIDENT_MOMENTS)
 _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
-                    "source", "dedup_key"}
+                    "source", "dedup_key", "lead", "comms"}
+_ISO = """'YYYY-MM-DD"T"HH24:MI:SS"Z"'"""
+# The JSON export's lists of an incident: its timeline, and its follow-ups.
+_EXPORTED_LISTS = (
+    ("timeline", f"""SELECT coalesce(json_agg(json_build_object('when', to_char(at AT TIME ZONE 'UTC', {_ISO}),
+                                                            'who', "user", 'kind', kind, 'text', text)
+                                          ORDER BY at, id), '[]') FROM events WHERE incident_id = incidents.id"""),
+    ("followups", """SELECT coalesce(json_agg(json_build_object('text', text, 'owner', owner,
+                                                             'done', done_at IS NOT NULL) ORDER BY number), '[]')
+                     FROM followups WHERE incident_id = incidents.id"""),
+)
 
 
 class PostgresStore:
@@ -359,7 +383,9 @@ class PostgresStore:
         where, params = ("opened_at >= %s", [since]) if since else ("TRUE", [])
         values = [(name, _text(column)) for name, column in _EXPORTED]
         if output_format == "json":
-            row = "json_build_object(" + ", ".join(f"'{name}', {value}" for name, value in values) + ")::text"
+            pairs = [*(f"'{name}', {value}" for name, value in values),
+                     *(f"'{name}', ({query})" for name, query in _EXPORTED_LISTS)]
+            row = "json_build_object(" + ", ".join(pairs) + ")::text"
         else:
             row = "concat_ws(',', " + ", ".join(
                 _csv_cell(value) if column in _TYPED_BY_PEOPLE else f"coalesce({value}::text, '')"
@@ -454,6 +480,55 @@ class PostgresStore:
         rows = self._rows("SELECT incident_id, at, errors, errors_before, probes_failing, failing FROM watch_checks "
                           "WHERE incident_id = %s ORDER BY at", [incident_id])
         return [WatchCheck(**{**row, "at": row["at"].astimezone(UTC)}) for row in rows]
+
+    def last_event_at(self, incident_id: int, kinds: Iterable[str]) -> datetime | None:
+        found = self._one("SELECT MAX(at) FROM events WHERE incident_id = %s AND kind = ANY(%s)",
+                          [incident_id, list(kinds)])
+        return found.astimezone(UTC) if found else None
+
+    # -- coordination ------------------------------------------------------------------------
+
+    def add_followup(self, incident_id: int, *, text: str, owner: str | None, by: str, at: datetime) -> Followup:
+        with self.write():
+            number = int(self._one("SELECT COALESCE(MAX(number), 0) + 1 FROM followups WHERE incident_id = %s",
+                                   [incident_id]))
+            self._execute("INSERT INTO followups (incident_id, number, text, owner, created_by, created_at) "
+                          "VALUES (%s, %s, %s, %s, %s, %s)",
+                          [incident_id, number, redact(text), owner, by, _second(at)])
+            return self.followups(incident_id)[number - 1]
+
+    def followups(self, incident_id: int) -> list[Followup]:
+        rows = self._rows("SELECT incident_id, number, text, owner, created_by, created_at, done_at, done_by "
+                          "FROM followups WHERE incident_id = %s ORDER BY number", [incident_id])
+        return [Followup(**{**row, "created_at": row["created_at"].astimezone(UTC),
+                            "done_at": row["done_at"].astimezone(UTC) if row["done_at"] else None}) for row in rows]
+
+    def followup_done(self, incident_id: int, number: int, *, by: str, at: datetime) -> Followup | None:
+        with self.write():
+            changed = self._execute("UPDATE followups SET done_at = %s, done_by = %s "
+                                    "WHERE incident_id = %s AND number = %s",
+                                    [_second(at), by, incident_id, number])
+            found = [item for item in self.followups(incident_id) if item.number == number]
+            return found[0] if changed and found else None
+
+    def reminders(self, incident_id: int) -> dict[str, ReminderState]:
+        rows = self._rows("SELECT kind, snoozed_until, reminded_for FROM reminders WHERE incident_id = %s",
+                          [incident_id])
+        return {row["kind"]: ReminderState(incident_id, row["kind"], *(
+            row[key].astimezone(UTC) if row[key] else None for key in ("snoozed_until", "reminded_for")))
+            for row in rows}
+
+    def set_reminder(self, incident_id: int, kind: str, *, snoozed_until: datetime | None = None,
+                     reminded_for: datetime | None = None) -> None:
+        self._execute("INSERT INTO reminders (incident_id, kind, snoozed_until, reminded_for) VALUES (%s, %s, %s, %s) "
+                      "ON CONFLICT (incident_id, kind) DO UPDATE SET "
+                      "snoozed_until = COALESCE(excluded.snoozed_until, reminders.snoozed_until), "
+                      "reminded_for = COALESCE(excluded.reminded_for, reminders.reminded_for)",
+                      [incident_id, kind, _second(snoozed_until) if snoozed_until else None,
+                       _second(reminded_for) if reminded_for else None])
+
+    def resolved_since(self, since: datetime) -> list[Incident]:
+        return self._incidents("resolved_at >= %s", [since], order="resolved_at, id")
 
     # -- deliveries, the outbox, weekly reports ------------------------------------------------
 
@@ -679,7 +754,7 @@ def _column(name: str) -> str:
 def _text(column: str) -> str:
     """A column as export shows it: times as ISO 8601 UTC text to the second, like SQLite's."""
     if column in _TIMES:
-        return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+        return f"""to_char({column} AT TIME ZONE 'UTC', {_ISO})"""
     return column
 
 

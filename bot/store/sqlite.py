@@ -35,8 +35,10 @@ from bot.store import (
     SEVERITIES,
     AlertGroup,
     Event,
+    Followup,
     Incident,
     OutboxItem,
+    ReminderState,
     Report,
     Resolutions,
     StoreUnavailable,
@@ -185,6 +187,23 @@ def _milestones(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_message_key ON outbox(message_key) WHERE message_key IS NOT NULL")
 
 
+def _coordination(db: sqlite_utils.Database) -> None:
+    # Who leads and who talks, the action items, and what each reminder was last posted for (or
+    # snoozed until): stored, so a reminder is posted once whatever restarts or replicas.
+    for column in ("lead", "comms", "postmortem_at"):
+        db.table("incidents").add_column(column, str)
+    db.table("followups").create(
+        {"id": int, "incident_id": int, "number": int, "text": str, "owner": str, "created_by": str,
+         "created_at": str, "done_at": str, "done_by": str},
+        pk="id", not_null={"incident_id", "number", "text", "created_at"},
+        foreign_keys=[("incident_id", "incidents", "id")])
+    db.execute("CREATE UNIQUE INDEX followups_number ON followups(incident_id, number)")
+    db.table("reminders").create(
+        {"id": int, "incident_id": int, "kind": str, "snoozed_until": str, "reminded_for": str},
+        pk="id", not_null={"incident_id", "kind"}, foreign_keys=[("incident_id", "incidents", "id")])
+    db.execute("CREATE UNIQUE INDEX reminders_kind ON reminders(incident_id, kind)")
+
+
 _MIGRATIONS = (
     ("0001_incidents_timeline_outbox", _initial_schema),
     ("0002_incident_cause_and_weekly_reports", _cause_and_reports),
@@ -194,6 +213,7 @@ _MIGRATIONS = (
     ("0006_outbox_marks_attempts_in_flight", _in_flight),
     ("0007_alerts", _alerts),
     ("0008_milestones", _milestones),
+    ("0009_coordination", _coordination),
 )
 
 
@@ -211,7 +231,17 @@ _EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
 # Columns whose text came from people or alert senders (the others are numbers, times, ids and states
 # the bot wrote).
 _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
-                    "source", "dedup_key"}
+                    "source", "dedup_key", "lead", "comms"}
+# The JSON export's lists of an incident: its timeline, and its follow-ups.
+_EXPORTED_LISTS = (
+    ("timeline", """SELECT json_group_array(json_object('when', at, 'who', "user", 'kind', kind, 'text', text))
+                    FROM (SELECT at, "user", kind, text FROM events
+                          WHERE incident_id = incidents.id ORDER BY at, id)"""),
+    ("followups", """SELECT json_group_array(json_object('text', text, 'owner', owner,
+                                                        'done', json(iif(done_at IS NULL, 'false', 'true'))))
+                     FROM (SELECT text, owner, done_at FROM followups
+                           WHERE incident_id = incidents.id ORDER BY number)"""),
+)
 _FORMULA_START = "'[=+@\t\r-]*'"
 _NEEDS_QUOTES = "'*[\",\r\n]*'"
 
@@ -390,7 +420,7 @@ class SqliteStore:
     def export(self, since: datetime | None, output_format: str) -> Iterator[list[str]]:
         """Every incident opened since `since` (all when None), by number, formatted as CSV lines
         (RFC 4180, without their line ends) or JSON objects, one per row of EXPORT_COLUMNS, in
-        batches.
+        batches; a JSON object also holds the incident's `timeline` and `followups`.
 
         SQLite formats the rows as it reads them (printf, json_object), so 100,000 incidents cost
         a small multiple of what the sqlite3 shell takes, and no cell becomes a Python value. A CSV
@@ -400,7 +430,8 @@ class SqliteStore:
         """
         where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
         if output_format == "json":
-            row = "json_object(" + ", ".join(f"'{name}', {column}" for name, column in _EXPORTED) + ")"
+            row = "json_object(" + ", ".join([*(f"'{name}', {column}" for name, column in _EXPORTED),
+                                              *(f"'{name}', json(({query}))" for name, query in _EXPORTED_LISTS)]) + ")"
         else:
             cells = [_csv_cell(column) if column in _TYPED_BY_PEOPLE else column for _, column in _EXPORTED]
             row = "printf('" + ",".join("%s" for _ in cells) + "', " + ", ".join(cells) + ")"
@@ -522,6 +553,53 @@ class SqliteStore:
         rows = self._rows("SELECT incident_id, at, errors, errors_before, probes_failing, failing FROM watch_checks "
                           "WHERE incident_id = ? ORDER BY at", [incident_id])
         return [WatchCheck(**{**row, "at": from_iso(row["at"])}) for row in rows]
+
+    def last_event_at(self, incident_id: int, kinds: Iterable[str]) -> datetime | None:
+        wanted = list(kinds)
+        found = self._db.execute(f"SELECT MAX(at) FROM events WHERE incident_id = ? AND kind IN "
+                                 f"({','.join('?' * len(wanted))})", [incident_id, *wanted]).fetchone()[0]
+        return from_iso(found)
+
+    # -- coordination ------------------------------------------------------------------------
+
+    def add_followup(self, incident_id: int, *, text: str, owner: str | None, by: str, at: datetime) -> Followup:
+        with self._transaction() as db:
+            number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM followups WHERE incident_id = ?",
+                                [incident_id]).fetchone()[0]
+            _insert(db, "followups", {"incident_id": incident_id, "number": number, "text": redact(text),
+                                      "owner": owner, "created_by": by, "created_at": to_iso(at)})
+        return self.followups(incident_id)[number - 1]
+
+    def followups(self, incident_id: int) -> list[Followup]:
+        rows = self._rows("SELECT incident_id, number, text, owner, created_by, created_at, done_at, done_by "
+                          "FROM followups WHERE incident_id = ? ORDER BY number", [incident_id])
+        return [Followup(**{**row, "created_at": from_iso(row["created_at"]), "done_at": from_iso(row["done_at"])})
+                for row in rows]
+
+    def followup_done(self, incident_id: int, number: int, *, by: str, at: datetime) -> Followup | None:
+        with self._transaction() as db:
+            changed = db.execute("UPDATE followups SET done_at = ?, done_by = ? WHERE incident_id = ? AND number = ?",
+                                 [to_iso(at), by, incident_id, number]).rowcount
+        found = [item for item in self.followups(incident_id) if item.number == number]
+        return found[0] if changed and found else None
+
+    def reminders(self, incident_id: int) -> dict[str, ReminderState]:
+        rows = self._rows("SELECT kind, snoozed_until, reminded_for FROM reminders WHERE incident_id = ?",
+                          [incident_id])
+        return {row["kind"]: ReminderState(incident_id, row["kind"], from_iso(row["snoozed_until"]),
+                                           from_iso(row["reminded_for"])) for row in rows}
+
+    def set_reminder(self, incident_id: int, kind: str, *, snoozed_until: datetime | None = None,
+                     reminded_for: datetime | None = None) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO reminders (incident_id, kind, snoozed_until, reminded_for) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (incident_id, kind) DO UPDATE SET "
+                       "snoozed_until = COALESCE(excluded.snoozed_until, snoozed_until), "
+                       "reminded_for = COALESCE(excluded.reminded_for, reminded_for)",
+                       [incident_id, kind, to_iso(snoozed_until), to_iso(reminded_for)])
+
+    def resolved_since(self, since: datetime) -> list[Incident]:
+        return self._incidents("resolved_at >= ?", [to_iso(since)], order="resolved_at, id")
 
     # -- the work queue --------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from bot.times import from_iso
 from commands.alerts.payloads import FIRING, Alert, Notification, parse
 from commands.alerts.settings import AlertSettings
 from commands.incident import COMMAND as INCIDENT
-from commands.incident import DEFAULT_SEVERITY, card_data
+from commands.incident import DEFAULT_SEVERITY, card_data, lead_ask
 from commands.triage import duties_at_open
 
 SETTINGS = (AlertSettings,)
@@ -122,7 +122,8 @@ def _act(ctx: Context, settings: AlertSettings, note: Notification, news: _News,
     if not any(settings.opens(alert.labels) for alert in news.firing):
         return [_notice(note, news, None, "unmatched")], incident
     card, opened = _open(ctx, settings, note, news, now, seen_before=incident)
-    return [card, _notice(note, news, opened, "opened", seen_before=incident, triage=bool(card.duties))], opened
+    return [card, _notice(note, news, opened, "opened", seen_before=incident, triage=bool(card.duties)),
+            lead_ask(opened)], opened
 
 
 def _open(ctx: Context, settings: AlertSettings, note: Notification, news: _News, now: datetime, *,
