@@ -57,6 +57,9 @@ class Reply:
     files: tuple[Upload, ...] = ()
     then: tuple[Reply, ...] = ()   # messages posted after this one, in order (a quote in a new thread)
     duties: tuple[Duty, ...] = ()   # commands the bot runs next, as itself, once this reply is written
+    # A key naming one message of the incident's thread: the first reply with it posts the message,
+    # every later one (another command, another worker) updates that message in place.
+    in_place: str | None = None
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,16 @@ class Outbox:
         Everything is rendered before the first row is written: inside a worker's atomic unit the
         first write takes the store's write lock, and it is held until the unit ends.
         `replacing`: the outbox id of a progress message that this reply replaces in place.
+        A reply `in_place` finds its message and writes its rows in one unit of work, so two such
+        replies at once post one message (its rendering waits in the unit: one short message).
         """
+        if reply.in_place is None:
+            self._queue(reply, invocation, replacing)
+            return
+        with self.store.write():
+            self._queue(reply, invocation, replacing)
+
+    def _queue(self, reply: Reply, invocation: Invocation, replacing: int | None) -> None:
         rows = self._reply_rows(reply, invocation, replacing)
         for then in reply.then:
             rows += self._reply_rows(then, invocation, None, point=False)
@@ -135,8 +144,12 @@ class Outbox:
             rows += self._rows("update_message", message, {**self._place(reply, invocation), **common}, replacing)
         elif reply.audience in (Audience.THREAD, Audience.ANNOUNCE) and incident is not None:
             kind = "announce" if reply.audience is Audience.ANNOUNCE else "message"
-            rows += self._rows(kind, message, {"channel": incident.announce_channel, "incident_id": incident.id,
-                                               **common})
+            where = {"channel": incident.announce_channel, "incident_id": incident.id, **common}
+            earlier = self.store.outbox_keyed(reply.in_place) if reply.in_place else None
+            if earlier is not None:
+                rows += self._rows("update_message", message, where, earlier)
+            else:
+                rows += self._rows(kind, message, {**where, "key": reply.in_place} if reply.in_place else where)
             if point and invocation.channel not in (None, incident.announce_channel):  # None: the App Home
                 pointer = self.renderer.slack("pointer", {"incident": incident})
                 rows += self._rows("ephemeral", pointer, {"channel": invocation.channel, **common})

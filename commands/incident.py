@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,8 +18,10 @@ from bot.command import Audience, Command, CommandError, Context, FormError, Rep
 from bot.redact import excerpt, redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
-from commands import postmortem, reminders
+from commands import milestones, postmortem, reminders, watch
 from commands.deploys import find_deploy
+from commands.logs import first_error
+from commands.milestones import MILESTONES
 from commands.triage import duties_at_open
 from commands.triage.settings import TriageSettings
 
@@ -31,27 +33,15 @@ RECENT_LIMIT = 15
 FUTURE_SLACK = timedelta(seconds=5)      # "now" typed a moment after the clock was read
 # Coordination: who leads and who talks, action items, the postmortem, and the reminders' buttons and duties.
 COORDINATION = ("lead", "comms", "followup", "postmortem", "snooze", "remind")
-ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline", *COORDINATION)
+# Milestones: a mitigation said by a person, and the check of a fix being watched.
+MILESTONE_ACTIONS = ("mitigate", "watch")
+ACTIONS = ("open", "ack", "update", "resolve", "close", "reopen", "status", "list", "timeline", *COORDINATION,
+           *MILESTONE_ACTIONS)
 MAX_FOLLOWUP = 500      # characters of a follow-up's text
 
 
-@dataclass(frozen=True)
-class Milestone:
-    """A moment in an incident's life that a user may correct with `--<option> WHEN`."""
-
-    option: str
-    field: str                        # the incident's column
-    reached_by: str | None = None     # the action that reaches it; it cannot be corrected before
-    measured_from: str | None = None  # the column its duration counts from, which it may not precede
-
-
-# In the order they happen: each may not precede the ones above it (nor what it is measured from).
-MILESTONES = (
-    Milestone("started", "started_at"),
-    Milestone("acked", "acknowledged_at", reached_by="ack", measured_from="opened_at"),
-    Milestone("resolved", "resolved_at", reached_by="resolve", measured_from="started_at"),
-)
-_MILESTONE_OPTIONS = {milestone.option: Option.WORDS for milestone in MILESTONES}
+_CORRECTABLE = {milestone.option: milestone for milestone in MILESTONES if milestone.option}   # option -> it
+_MILESTONE_OPTIONS = {option: Option.WORDS for option in _CORRECTABLE}
 _OPTIONS = {
     "open": {"sev": Option.VALUE, "service": Option.VALUE, "started": Option.WORDS},
     "update": {"sev": Option.VALUE, "service": Option.VALUE, **_MILESTONE_OPTIONS, "cause": Option.VALUE},
@@ -110,18 +100,19 @@ def parse(text: str) -> IncidentArgs:
     parsed = IncidentArgs(
         action=action, incident=args.incident, text=readable(args.text), severity=severity,
         service=args.options.get("service"), cause=cause, only=frozenset(args.flags),
-        times={m.option: str(args.options[m.option]) for m in MILESTONES if m.option in args.options},
+        times={option: str(args.options[option]) for option in _CORRECTABLE if option in args.options},
     )
     if action not in ("open", "list") and parsed.incident is None and parsed.text.isdigit():
         raise UsageError(f"Did you mean #{parsed.text}? An incident is named with #, like "
                          f"/incident {action} #{parsed.text}.")
     if action == "update" and not (parsed.text or severity or parsed.service or parsed.times or cause):
         raise UsageError("Say what changed: /incident update <note> [--sev N] [--service S] [--started WHEN] "
-                         "[--acked WHEN] [--resolved WHEN] [--cause deploy:<sha>].")
+                         "[--detected WHEN] [--acked WHEN] [--mitigated WHEN] [--resolved WHEN] "
+                         "[--cause deploy:<sha>].")
     if action == "list" and parsed.text not in ("", "open", "recent"):
         raise UsageError(f"list takes open or recent, not {parsed.text!r}.")
-    if action == "status" and parsed.text:
-        raise UsageError("status takes only an incident number, like #12.")
+    if action in ("status", "watch") and parsed.text:
+        raise UsageError(f"{action} takes only an incident number, like #12.")
     if action == "timeline" and parsed.text:
         raise UsageError("timeline takes an incident number (#12), --mine (your entries) and --people "
                          "(people's entries, not the bot's findings).")
@@ -184,6 +175,7 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
     started = _when(ctx, "started", args.times["started"], now) if "started" in args.times else now
     # One line (a line break would fake the card's lines), redacted as it is stored, so a double submit is found.
     title = redact(" ".join(args.text.split()))
+    detected = first_error(ctx, service, started, now)    # read before the unit: the store's lock must not wait on logs
     with ctx.store.write():
         twin = _double_submit(ctx, title, now)
         if twin is not None:
@@ -199,6 +191,8 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
                                   "started_at": started, **({"quote": quote} if quote else {})})
         if args.user is not None:     # the form's lead, handed as /incident lead hands it
             _hand(ctx, _reread(ctx, incident_id), "lead", args.user, now)
+        if detected is not None:
+            milestones.record(ctx.store, incident_id, "detected_at", detected.at, detected.source)
         incident = _reread(ctx, incident_id)
     then = (Reply("incident_quote", {"incident": incident, "quote": quote, "user": ctx.user}, Audience.THREAD,
                   incident_id=incident_id),) if quote else ()
@@ -450,10 +444,35 @@ def _open_or_last_resolved(ctx: Context, ref: int | None) -> Incident:
     return ctx.incident(None, required=False) or _last_resolved(ctx, None)
 
 
+# -- milestones: mitigate ---------------------------------------------------------------------
+
+
+def _mitigate(ctx: Context, args: IncidentArgs) -> Reply:
+    now = ctx.now()
+    with ctx.store.write():
+        incident = _must_be_open(ctx.incident(args.incident))
+        if incident.mitigated_at is not None:
+            return _notice(incident, "already_mitigated")
+        ctx.store.update_incident(incident.id, mitigated_at=now)
+        ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="mitigated", text=args.text or None,
+                            data={"source": {"kind": "person"}})
+        return _changed(ctx, incident.id, "mitigated", now, note=args.text)
+
+
+def _watch(ctx: Context, args: IncidentArgs) -> Reply:
+    # A fix is watched after the resolve too: the channel's incident may be resolved already.
+    reply = watch.check(ctx, _open_or_last_resolved(ctx, args.incident))
+    if not reply.data["recovered_now"]:
+        return reply
+    card = Reply("incident_card", card_data(reply.data["incident"], ctx.now()), Audience.ANNOUNCE, reply.incident_id)
+    return replace(reply, card=card)
+
+
 _ACTIONS = {"open": _open, "ack": _ack, "update": _update, "resolve": _resolve, "reopen": _reopen,
             "status": _status, "list": _list, "timeline": _timeline,
             "lead": _lead, "comms": _comms, "followup": _followup, "postmortem": _postmortem,
-            "snooze": _snooze, "remind": _remind}
+            "snooze": _snooze, "remind": _remind,
+            "mitigate": _mitigate, "watch": _watch}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -468,6 +487,8 @@ def card_data(incident: Incident, now: datetime) -> dict[str, Any]:
         "time_to_resolve": since_start if incident.resolved_at else None,
         "ongoing_for": None if incident.resolved_at else since_start,
         "time_to_acknowledge": incident.time_to_acknowledge,
+        "time_to_detect": incident.time_to_detect,
+        "time_to_mitigate": incident.time_to_mitigate,
     }
 
 
@@ -538,29 +559,28 @@ def _when(ctx: Context, option: str, text: str, now: datetime) -> datetime:
 
 def _corrected_times(ctx: Context, incident: Incident, typed: dict[str, str], now: datetime) -> dict[str, datetime]:
     """The milestones `typed` corrects (column -> time), each checked against the incident's others."""
-    times = {m.field: getattr(incident, m.field) for m in MILESTONES}
+    times: dict[str, datetime | None] = {m.field: getattr(incident, m.field) for m in MILESTONES}
     corrected: dict[str, datetime] = {}
-    for milestone in MILESTONES:
-        if milestone.option not in typed:
+    options = {milestone.field: option for option, milestone in _CORRECTABLE.items()}
+    for option, milestone in _CORRECTABLE.items():
+        if option not in typed:
             continue
         if milestone.reached_by and times[milestone.field] is None:
-            raise UsageError(f"--{milestone.option}: #{incident.id} is not {_past(milestone.field)} yet; "
+            raise UsageError(f"--{option}: #{incident.id} is not {_past(milestone.field)} yet; "
                              f"/incident {milestone.reached_by} #{incident.id} first.")
-        corrected[milestone.field] = times[milestone.field] = _when(ctx, milestone.option, typed[milestone.option], now)
-    for index, later in enumerate(MILESTONES):
-        bounds = [(m.field, times[m.field]) for m in MILESTONES[:index]]
-        if later.measured_from and later.measured_from not in times:
-            bounds.append((later.measured_from, getattr(incident, later.measured_from)))
-        for column, bound in bounds:
-            moment = times[later.field]
+        corrected[milestone.field] = times[milestone.field] = _when(ctx, option, typed[option], now)
+    for later in MILESTONES:
+        for column in later.not_before:
+            moment, bound = times[later.field], times[column]
             if moment is None or bound is None or moment >= bound:
                 continue
             if later.field in corrected:
-                raise UsageError(f"--{later.option} {typed[later.option]}: {_local(ctx, moment)} is before the "
+                option = options[later.field]
+                raise UsageError(f"--{option} {typed[option]}: {_local(ctx, moment)} is before the "
                                  f"incident was {_past(column)} ({_local(ctx, bound)}).")
             if column in corrected:
-                earlier = next(m for m in MILESTONES if m.field == column)
-                raise UsageError(f"--{earlier.option} {typed[earlier.option]}: {_local(ctx, bound)} is after the "
+                option = options[column]
+                raise UsageError(f"--{option} {typed[option]}: {_local(ctx, bound)} is after the "
                                  f"incident was {_past(later.field)} ({_local(ctx, moment)}).")
     return corrected
 
@@ -579,12 +599,14 @@ COMMAND = Command(
     usage="open <title> [--sev 1-4] [--service S] [--started WHEN] | ack | update <note> [--acked WHEN] "
           "[--resolved WHEN] | resolve [note] [--cause deploy:<sha>] | reopen | status | list [open|recent] | "
           "timeline [--mine] [--people] | lead [@user] | comms [@user] | followup <text> [@owner] | followup done N | "
-          "postmortem [done [link]] | help   (#N first picks an incident)",
+          "postmortem [done [link]] | mitigate [note] | watch | help   (#N first picks an incident)",
     parse=parse,
     run=run,
     help_data=lambda config: {"default_severity": DEFAULT_SEVERITY, "recent_limit": RECENT_LIMIT,
                               "reminders": reminders.ReminderSettings.of(config), "kinds": reminders.KINDS,
-                              "snooze": reminders.SNOOZE.total_seconds()},
+                              "snooze": reminders.SNOOZE.total_seconds(),
+                              "watch_minutes": int(watch.WatchSettings.of(config).duration / watch.MINUTE),
+                              "steady": watch.STEADY},
     mentions=True,
     form=form,
 )

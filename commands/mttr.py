@@ -3,6 +3,9 @@
 Definitions (also in the README and in `/mttr help`):
 - time to resolve = resolved - started (started defaults to opened)
 - time to acknowledge = acknowledged - opened (incidents never acknowledged are left out of MTTA)
+- time to detect = detected - started; time to mitigate = mitigated - started (incidents without
+  that milestone are left out of each)
+- time to restore (DORA) = the median time to resolve
 - an incident counts in the week in which it was resolved; a reopened incident counts once, with
   its final resolution
 - median and p90 interpolate linearly between the closest ranks (numpy's default)
@@ -202,6 +205,9 @@ def report(store: Store, window: Window, now: datetime, *, service: str | None =
         "resolved": ttr.count,
         "mttr": asdict(ttr),
         "mtta": asdict(tta),
+        "mttd": asdict(current.to_detect),
+        "mttm": asdict(current.to_mitigate),
+        "time_to_restore": ttr.median,
         "by_severity": [{"severity": level, "resolved": to_resolve.count, "mttr": asdict(to_resolve),
                          "mtta": asdict(to_acknowledge)}
                         for level, (to_resolve, to_acknowledge) in current.by_severity.items()],
@@ -230,6 +236,8 @@ class _Window:
                             for group, r, a in zip(groups, resolve, acknowledge, strict=True)}
         self.to_resolve = _stats(sorted(itertools.chain.from_iterable(resolve)))
         self.to_acknowledge = _stats(sorted(itertools.chain.from_iterable(acknowledge)))
+        self.to_detect = _stats(sorted(s for group in groups for s in group.to_detect if s is not None))
+        self.to_mitigate = _stats(sorted(s for group in groups for s in group.to_mitigate if s is not None))
         longest = itertools.chain.from_iterable(group.slowest for group in groups)
         self.slowest = [incident_id for _, incident_id in heapq.nlargest(SLOWEST, longest)]
 

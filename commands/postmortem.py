@@ -14,10 +14,8 @@ from typing import Any
 
 from bot.command import Context
 from bot.store import BOT_KINDS, Event, Incident
+from commands.milestones import MILESTONES
 
-# The milestones, in the order they happen: (label, the incident's column).
-MILESTONES = (("started", "started_at"), ("opened", "opened_at"), ("acknowledged", "acknowledged_at"),
-              ("resolved", "resolved_at"))
 # What the bot's commands record; every other kind of entry is a person's. A /triage entry keeps
 # what its parts found under their entries' keys (ARCHITECTURE.md: timeline entries).
 FINDINGS = BOT_KINDS
@@ -52,9 +50,9 @@ def filename(incident: Incident) -> str:
 def draft(ctx: Context, incident: Incident) -> dict[str, Any]:
     now = ctx.now()
     events = ctx.store.events(incident.id)
-    milestones = [{"name": name, "at": getattr(incident, column),
-                   "after": (getattr(incident, column) - incident.started_at).total_seconds()}
-                  for name, column in MILESTONES if getattr(incident, column) is not None]
+    milestones = [{"name": milestone.field.removesuffix("_at"), "at": getattr(incident, milestone.field),
+                   "after": (getattr(incident, milestone.field) - incident.started_at).total_seconds()}
+                  for milestone in MILESTONES if getattr(incident, milestone.field) is not None]
     return {
         "incident": incident,
         "written_at": now,

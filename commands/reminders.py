@@ -28,7 +28,7 @@ LOOK_EVERY = timedelta(seconds=30)
 # Past this, a postmortem reminder is not posted late (the bot was down): it would come out of the blue.
 LATE = timedelta(days=1)
 # What counts as an update to the people following an incident: a note, or a change of its status.
-UPDATES = ("opened", "acknowledged", "update", "reopened")
+UPDATES = ("opened", "acknowledged", "update", "mitigated", "reopened")
 
 Thresholds = tuple[timedelta | None, ...]     # by severity, SEV1 first; None: off
 

@@ -234,7 +234,8 @@ def test_refiring_reopens_within_the_window_else_a_new_incident_says_it_was_seen
     replies = notify(store, config, clock, am_body(am_alert("HighErrorRate", starts="2026-11-24T16:09:00Z")))
     assert replies[1].data["event"] == "opened" and replies[1].data["seen_before"].id == 1
     assert [incident.id for incident in store.recent_incidents(5)] == [2, 1]
-    assert store.events(2)[0].data["seen_before"] == 1
+    (opened,) = [event for event in store.events(2) if event.kind == "opened"]
+    assert opened.data["seen_before"] == 1
     assert table_rows(store, "alert_groups")[0][3] == 2     # the group now points at #2
 
 
@@ -250,7 +251,7 @@ def test_auto_resolve_resolves_once_every_alert_is_resolved(store, alert_config,
     assert [r.data.get("event") for r in replies] == ["auto_resolved", "resolved"]
     incident = store.incident(1)
     assert incident.status == RESOLVED and incident.resolved_by == "oncall-bot"
-    assert [event.kind for event in store.events(1)] == ["opened", "alerts", "alerts", "resolved"]
+    assert [event.kind for event in store.events(1)] == ["detected", "opened", "alerts", "alerts", "resolved"]
     assert store.events(1)[-1].text == "every alert of alertmanager:prom resolved"
 
 
@@ -374,11 +375,14 @@ def test_an_incident_an_alert_opens_is_triaged_in_its_thread_and_its_card_says_t
     post(client, "prom", am_body(am_alert("HighErrorRate")), bearer())
     eventually(lambda: any(event.kind == "triage" for event in store.events(1)), timeout=20)
     incident = store.incident(1)
-    (triage,) = [call for call in slack_double.called("chat.postMessage") if "Triage · checkout · #1" in blocks(call)]
+    (triage,) = slack_double.wait_for("chat.postMessage", timeout=20,
+                                      where=lambda call: "Triage · checkout · #1" in blocks(call))
     assert triage.args["thread_ts"] == incident.thread_ts
     assert incident.verdict and incident.status == "open"
     assert f"*Triage:* {incident.verdict[:20]}" in card_update(slack_double, incident)
-    assert [event.user for event in store.events(1)][:2] == ["oncall-bot", "oncall-bot"]
+    assert [(event.kind, event.user) for event in store.events(1)][:3] == [
+        ("detected", None), ("opened", "oncall-bot"), ("triage", "oncall-bot")]     # detected: the alert's evidence
+    assert incident.detected_at == incident.started_at
 
 
 def blocks(call) -> str:

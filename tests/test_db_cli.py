@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from test_cli import oncall
 
-from bot.store import HISTORY, NOT_HISTORY, RESOLVED, AlertGroup, Store
+from bot.store import HISTORY, NOT_HISTORY, RESOLVED, AlertGroup, Store, WatchCheck
 from bot.store.copy import HistoriesDiffer, copy_history
 from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
@@ -44,6 +44,8 @@ def make_history(store: Store, incidents: int = 3) -> None:
             store.followup_done(incident_id, 1, by="U0ALICE01", at=opened + timedelta(days=2))
             store.set_reminder(incident_id, "postmortem_due", snoozed_until=opened + timedelta(hours=3),
                                reminded_for=opened + timedelta(hours=2))
+            store.add_watch_check(WatchCheck(incident_id, opened + timedelta(minutes=48), errors=0, errors_before=12,
+                                             probes_failing=0))
     store.claim_report("2026-W45", "C0REPORTS", START, "web-1:42")
     sent, failed, pending = (store.enqueue(kind=kind, payload={"text": kind, "blocks": [{"type": "divider"}]},
                                            now=START, request_id="req1", incident_id=1, channel="C0INCIDNT",

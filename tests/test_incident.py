@@ -389,3 +389,68 @@ def test_timeline_filters_misused_get_the_usage(local, line, says):
     runner.invoke("/incident open db down")
     reply = runner.invoke(line)
     assert reply.outcome is Outcome.USAGE and says in reply.data["message"]
+
+
+# -- milestones: detected, mitigated ---------------------------------------------------------------
+
+
+def test_mitigate_records_the_moment_once_with_its_note(local, clock, store):
+    runner = local()
+    runner.invoke("/incident open db down --started 13:50")                  # opened 14:00
+    clock.advance(minutes=12)
+    reply = runner.invoke("/incident mitigate rolled back to v41")
+    assert reply.outcome is Outcome.OK and reply.card is not None
+    assert store.incident(1).mitigated_at == datetime(2026, 11, 24, 14, 12, tzinfo=UTC)
+    (event,) = [e for e in store.events(1) if e.kind == "mitigated"]
+    assert (event.user, event.text, event.data) == (runner.user, "rolled back to v41", {"source": {"kind": "person"}})
+    text = runner.renderer.text(reply.template, reply.data)
+    assert "mitigated #1, 22 m 00 s after it started" in text and "> rolled back to v41" in text
+    assert "*Mitigated* at 14:12 UTC" in runner.renderer.text(reply.card.template, reply.card.data)
+    clock.advance(minutes=3)
+    again = runner.invoke("/incident mitigate")
+    assert "already mitigated at 14:12 UTC" in runner.renderer.text(again.template, again.data)
+    assert store.incident(1).mitigated_at == datetime(2026, 11, 24, 14, 12, tzinfo=UTC)
+    runner.invoke("/incident resolve")
+    refused = runner.invoke("/incident mitigate #1")
+    assert refused.outcome is Outcome.FAILED and "is resolved" in refused.data["message"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("/incident update #1 --detected 13:45", "--detected 13:45: 2026-11-24 13:45 UTC is before the incident was started"),
+    ("/incident update #1 --detected 14:01", "--detected 14:01: 2026-11-24 14:01 UTC is after the incident was opened"),
+    ("/incident update #1 --mitigated 13:49", "--mitigated 13:49: 2026-11-24 13:49 UTC is before the incident was started"),
+    ("/incident update #1 --mitigated 14:36", "--mitigated 14:36: 2026-11-24 14:36 UTC is after the incident was resolved"),
+    ("/incident update #1 --detected 13:58 --mitigated 13:57", "is before the incident was detected"),
+    ("/incident update #1 --started 13:58 --detected 13:55", "is before the incident was started"),
+])
+def test_detected_and_mitigated_keep_their_order(local, clock, store, line, message):
+    runner = local()
+    runner.invoke("/incident open db down --started 13:50")                  # opened 14:00
+    clock.advance(minutes=5)
+    runner.invoke("/incident ack #1")
+    clock.advance(minutes=30)
+    runner.invoke("/incident resolve #1")                                    # 14:35
+    clock.advance(hours=1)
+    before = (store.incident(1), len(store.events(1)))
+    reply = runner.invoke(line)
+    assert reply.outcome is Outcome.USAGE and message in reply.data["message"]
+    assert (store.incident(1), len(store.events(1))) == before
+
+
+def test_each_milestone_can_be_corrected_and_each_correction_is_in_the_timeline(local, clock, store):
+    runner = local()
+    runner.invoke("/incident open db down --started 13:50")                  # opened 14:00
+    clock.advance(minutes=20)
+    runner.invoke("/incident mitigate")                                      # 14:20
+    clock.advance(minutes=40)
+    reply = runner.invoke("/incident update #1 --detected 13:56 --mitigated 14:10 --started 13:52")
+    assert reply.outcome is Outcome.OK
+    assert [c["field"] for c in reply.data["changes"]] == ["started_at", "detected_at", "mitigated_at"]
+    assert [e.kind for e in store.events(1)][-3:] == ["started_at", "detected_at", "mitigated_at"]
+    assert store.events(1)[-2].data == {"field": "detected_at", "old": None, "new": "2026-11-24T13:56:00Z"}
+    assert (reply.data["time_to_detect"], reply.data["time_to_mitigate"]) == (4 * 60, 18 * 60)
+    text = runner.renderer.text(reply.template, reply.data)
+    assert "• detected: — → *13:56 UTC*" in text
+    assert "• mitigated: 14:20 UTC → *14:10 UTC*" in text
+    timeline = runner.renderer.text("incident_timeline", runner.invoke("/incident timeline #1").data)
+    assert "*mitigated time*: 14:20 UTC → 14:10 UTC" in timeline and "*mitigated*" in timeline

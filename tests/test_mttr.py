@@ -112,3 +112,21 @@ def test_the_report_renders_with_and_without_data(local, store):
     assert "median *1 h 00 m*" in text and "#1 db <!here>" in text
     slack = runner.renderer.slack("mttr", runner.invoke("/mttr").data)
     assert "&lt;!here&gt;" in str(slack.blocks) and "<!here>" not in str(slack.blocks)
+
+
+def test_time_to_detect_mitigate_and_restore(local, store):
+    start = T - timedelta(hours=2)
+    for detect, mitigate, resolve in [(2, 10, 30), (None, 20, 60), (6, None, 90)]:
+        incident = add(store, started=start, opened=start + timedelta(minutes=8),
+                       resolved=start + timedelta(minutes=resolve))
+        store.update_incident(incident, detected_at=start + timedelta(minutes=detect) if detect else None,
+                              mitigated_at=start + timedelta(minutes=mitigate) if mitigate else None)
+    reply = local().invoke("/mttr")
+    data = reply.data
+    assert data["mttd"] == {"count": 2, "mean": 4 * 60, "median": 4 * 60, "p90": round(5.6 * 60)}
+    assert data["mttm"] == {"count": 2, "mean": 15 * 60, "median": 15 * 60, "p90": 19 * 60}
+    assert data["time_to_restore"] == data["mttr"]["median"] == 60 * 60
+    text = local().renderer.text(reply.template, data)
+    assert "*Time to restore* (DORA: the median time to resolve): *1 h 00 m*" in text
+    assert "*Time to acknowledge* (MTTA: opened → acknowledged): none of them was acknowledged" in text
+    assert "(2 of 3 with a detection)" in text and "(2 of 3 mitigated)" in text

@@ -305,3 +305,25 @@ def test_export_cells_are_safe_for_spreadsheets_and_parse_back(local, store):
     empty = io.StringIO()
     export.write(store, datetime(2099, 1, 1, tzinfo=UTC), "json", empty)
     assert json.loads(empty.getvalue()) == []
+
+
+def test_export_gives_the_milestones_as_utc_times_or_null(local, store, clock):
+    runner = local()
+    runner.invoke("/incident open db down --started 13:50")                 # opened 14:00
+    runner.invoke("/incident open cache cold")
+    clock.advance(minutes=20)
+    runner.invoke("/incident #1 mitigate")
+    runner.invoke("/incident update #1 --detected 13:55")
+    store.update_incident(1, recovered_at=datetime(2026, 11, 24, 14, 31, tzinfo=UTC))
+    out = io.StringIO()
+    export.write(store, None, "json", out)
+    first, second = json.loads(out.getvalue())
+    assert (first["detected"], first["mitigated"], first["recovered"]) == (
+        "2026-11-24T13:55:00Z", "2026-11-24T14:20:00Z", "2026-11-24T14:31:00Z")
+    assert (second["detected"], second["mitigated"], second["recovered"]) == (None, None, None)
+    out = io.StringIO(newline="")
+    export.write(store, None, "csv", out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert (rows[0]["detected"], rows[0]["mitigated"], rows[0]["recovered"]) == (
+        "2026-11-24T13:55:00Z", "2026-11-24T14:20:00Z", "2026-11-24T14:31:00Z")
+    assert (rows[1]["detected"], rows[1]["mitigated"], rows[1]["recovered"]) == ("", "", "")

@@ -115,10 +115,14 @@ def test_a_retried_delivery_opens_one_incident(served, double):
 
 
 def test_user_text_is_escaped(served, double):
-    served.client.command("/incident", "open <!channel> e2e <@U0BOSS001> & co", channel="C0E2E0004")
+    # Slack escapes /incident's text: what was typed as "<!channel> … & co" arrives as entities, and a
+    # real mention of @channel or of a user arrives as Slack's markup.
+    typed = "&lt;!channel&gt; e2e &lt;@U0BOSS001&gt; &amp; co, cc <!channel> <@U0BOSS001|boss>"
+    served.client.command("/incident", f"open {typed}", channel="C0E2E0004")
     (post,) = double.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == "C0E2E0004")
-    assert "&lt;!channel&gt; e2e &lt;@U0BOSS001&gt; &amp; co" in post.args["text"]
-    assert "<!channel>" not in str(post.args["blocks"])
+    assert "&lt;!channel&gt; e2e &lt;@U0BOSS001&gt; &amp; co, cc @channel @boss" in post.args["text"]
+    shown = str(post.args["blocks"]) + post.args["text"]
+    assert "<!channel>" not in shown and "<@U0BOSS001" not in shown
 
 
 def test_port_comes_from_the_environment_and_sigterm_drains(tmp_path, double):
@@ -147,7 +151,7 @@ def test_a_hostile_title_forges_no_button_mention_or_link(served, double):
     hostile_id = int(card.args["text"].split("#")[1].split(":")[0])
     actions = [b for b in card.args["blocks"] if b["type"] == "actions"]
     values = [e["value"] for block in actions for e in block["elements"]]
-    assert values == [f"/incident ack #{hostile_id}", f"/incident resolve #{hostile_id}"]
+    assert values == [f"/incident ack #{hostile_id}", f"/incident lead #{hostile_id}", f"/incident resolve #{hostile_id}"]
     assert "\n" not in card.args["blocks"][0]["text"]["text"]     # the title is one line: no faked card line
     shown = json.dumps(card.args["blocks"], ensure_ascii=False) + card.args["text"]
     for forgery in ("<!channel>", "<!here>", "<@U0BOSS001>", "<!subteam", "<https://evil", "\ue000", "\ue003"):

@@ -26,6 +26,7 @@ def test_schema_is_versioned_and_applied_once(tmp_path):
                                                 "0005_work_queue",
                                                 "0006_outbox_marks_attempts_in_flight",
                                                 "0007_alerts",
+                                                "0008_milestones",
                                                 "0009_coordination"]
     assert sqlite_utils.Database(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -45,6 +46,8 @@ def test_an_older_database_is_upgraded_in_place(tmp_path):
     assert sqlite_utils.Database(store.path)["reports"].exists()
     (resolved,) = store.resolutions(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), slowest=1)
     assert resolved.to_resolve == (4200,) and resolved.to_acknowledge == (120,) and resolved.slowest == ((4200, 2),)
+    assert resolved.to_detect == (None,) and resolved.to_mitigate == (None,)
+    assert store.incident(2).detected_at is None and store.incident(2).recovered_at is None
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)   # PostgreSQL's are timestamptz columns

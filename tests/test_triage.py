@@ -231,8 +231,10 @@ def test_progress_is_shown_part_by_part_and_everything_goes_in_the_timeline(loca
     assert reply.audience is Audience.THREAD and reply.incident_id == 1
     assert shown[0].data["final"] is False and all(p["state"] == "running" for p in shown[0].data["parts"].values())
     assert len(shown) >= 2 and reply.data["final"] is True
-    assert [event.kind for event in store.events(1)] == ["opened", "triage"]     # its parts record nothing
-    recorded = store.events(1)[1]
+    kinds = [event.kind for event in store.events(1)]
+    assert kinds[:2] == ["detected", "opened"] and kinds.count("triage") == 1   # detected: its logs
+    assert not {"deploys", "logs", "probe"} & set(kinds)                        # its parts record nothing
+    (recorded,) = [event for event in store.events(1) if event.kind == "triage"]
     assert recorded.data["verdicts"][0]["kind"] == "deploy" and recorded.data["signatures"]
     top = reply.data["verdicts"][0]
     assert recorded.text == f"/triage pay: most likely {top.summary} (score {top.score})"
@@ -344,11 +346,12 @@ def test_answers_about_another_service_are_given_but_not_recorded_in_the_inciden
         reply = runner.invoke(line)
         assert reply.outcome.value == "ok" and reply.incident_id is None, line
         assert reply.audience in (Audience.CALLER, Audience.CHANNEL), line
-    assert [event.kind for event in store.events(1)] == ["opened"]
+    assert [event.kind for event in store.events(1)] == ["detected", "opened"]    # detected: checkout's own logs
     for line in ("/deploys", "/probe", "/probe checkout", "/deploys checkout #1", "/probe web site #1"):
         reply = runner.invoke(line)                # the incident's service, or named with #N on purpose
         assert reply.audience is Audience.THREAD and reply.incident_id == 1, line
-    assert [event.kind for event in store.events(1)] == ["opened", "deploys", "probe", "probe", "deploys", "probe"]
+    assert [event.kind for event in store.events(1)] == ["detected", "opened", "deploys", "probe", "probe", "deploys",
+                                                         "probe"]
 
 
 def test_seen_before_only_for_the_same_service(local, store, two_services, clock):

@@ -40,7 +40,8 @@ def redacted(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: redact(value) if isinstance(value, str) else value for key, value in fields.items()}
 
 
-INCIDENT_MOMENTS = ("opened_at", "started_at", "acknowledged_at", "resolved_at", "postmortem_at")
+INCIDENT_MOMENTS = ("opened_at", "started_at", "acknowledged_at", "resolved_at", "postmortem_at", "detected_at",
+                    "mitigated_at", "recovered_at")
 
 # What `oncall-bot export` gives of an incident, and the columns it comes from.
 EXPORT_COLUMNS = (
@@ -48,8 +49,11 @@ EXPORT_COLUMNS = (
     "opened_by", "opened_at", "started_at", "acknowledged_by", "acknowledged_at",
     "resolved_by", "resolved_at", "resolution", "reopened",
     "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
-    "source", "dedup_key", "lead", "comms", "postmortem_at",
+    "detected", "mitigated", "recovered", "source", "dedup_key", "lead", "comms", "postmortem_at",
 )
+# The column each exported name comes from, where they differ.
+EXPORT_SOURCES = {"time_to_acknowledge_seconds": "time_to_acknowledge", "time_to_resolve_seconds": "time_to_resolve",
+                  "detected": "detected_at", "mitigated": "mitigated_at", "recovered": "recovered_at"}
 @dataclass(frozen=True)
 class Incident:
     id: int
@@ -76,6 +80,9 @@ class Incident:
     lead: str | None = None         # the incident commander (a Slack user id)
     comms: str | None = None        # who keeps the stakeholders informed (a Slack user id)
     postmortem_at: datetime | None = None   # when its postmortem was written
+    detected_at: datetime | None = None     # an alert's start, or the service's first error in its logs
+    mitigated_at: datetime | None = None    # a rollback or revert seen in git, or /incident mitigate
+    recovered_at: datetime | None = None    # watched after the fix: errors back to their level, probes ok
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Incident:
@@ -95,6 +102,16 @@ class Incident:
     def time_to_acknowledge(self) -> float | None:
         """Seconds from the opening to the acknowledgement; None until acknowledged."""
         return (self.acknowledged_at - self.opened_at).total_seconds() if self.acknowledged_at else None
+
+    @property
+    def time_to_detect(self) -> float | None:
+        """Seconds from the start to the detection; None until detected."""
+        return (self.detected_at - self.started_at).total_seconds() if self.detected_at else None
+
+    @property
+    def time_to_mitigate(self) -> float | None:
+        """Seconds from the start to the mitigation; None until mitigated."""
+        return (self.mitigated_at - self.started_at).total_seconds() if self.mitigated_at else None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -172,6 +189,20 @@ class Resolutions:
     to_resolve: tuple[int, ...]                   # seconds, resolved - started
     to_acknowledge: tuple[int | None, ...]        # seconds, acknowledged - opened; None: never acknowledged
     slowest: tuple[tuple[int, int], ...] = ()     # (seconds to resolve, id), the longest first, as many as asked
+    to_detect: tuple[int | None, ...] = ()        # seconds, detected - started; None: no detection recorded
+    to_mitigate: tuple[int | None, ...] = ()      # seconds, mitigated - started; None: no mitigation recorded
+
+
+@dataclass(frozen=True)
+class WatchCheck:
+    """One minute of watching a fix: the service's errors in the minute before `at` and its probes at `at`."""
+
+    incident_id: int
+    at: datetime                   # the minute's end, to the minute
+    errors: int | None             # errors (or worse) logged in the minute; None: no log could be read
+    errors_before: int | None      # errors in the hour before the incident started: its usual level
+    probes_failing: int | None     # probes not ok; None: the service has none
+    failing: str | None = None     # which ones, and how ("db down, cache degraded")
 
 
 @dataclass(frozen=True)
@@ -211,11 +242,12 @@ class Table:
 HISTORY = (
     Table("incidents", "id", ("title", "opened_by", "opened_at"),
           moments=frozenset(INCIDENT_MOMENTS),
-          derived=frozenset({"time_to_resolve", "time_to_acknowledge"})),
+          derived=frozenset({"time_to_resolve", "time_to_acknowledge", "time_to_detect", "time_to_mitigate"})),
     Table("events", "id", ("incident_id", "at", "user", "kind", "text", "data"), moments=frozenset({"at"}),
           json=frozenset({"data"})),
     Table("followups", "id", ("incident_id", "number", "created_at"), moments=frozenset({"created_at", "done_at"})),
     Table("reminders", "id", ("incident_id", "kind"), moments=frozenset({"snoozed_until", "reminded_for"})),
+    Table("watch_checks", "id", ("incident_id", "at"), moments=frozenset({"at"})),
     Table("reports", "week", ("week",), moments=frozenset({"claimed_at"})),
     Table("outbox", "id", ("created_at", "kind", "request_id", "payload"),
           moments=frozenset({"created_at", "next_at", "lease_until", "sent_at", "failed_at", "in_flight_since"}),
@@ -297,6 +329,8 @@ class Store(Protocol):
     def insert_incident(self, **fields: Any) -> int: ...
     def update_incident(self, incident_id: int, **fields: Any) -> None: ...
     def export(self, since: datetime | None, output_format: str) -> Iterator[list[str]]: ...
+    def watched(self, since: datetime) -> list[Incident]:
+        """The incidents mitigated or resolved since `since`: those whose fix may still be watched."""
 
     # what /mttr, the weekly report and /triage count
     def resolutions(self, start: datetime, end: datetime, *, service: str | None = None,
@@ -328,6 +362,11 @@ class Store(Protocol):
     def resolved_since(self, since: datetime) -> list[Incident]:
         """The incidents resolved at or after `since`, oldest resolution first."""
 
+    # watching a fix
+    def add_watch_check(self, check: WatchCheck) -> bool:
+        """Keeps `check` unless the incident has one at that minute; whether it was kept."""
+    def watch_checks(self, incident_id: int) -> list[WatchCheck]: ...
+
     # the work queue
     def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None: ...
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None: ...
@@ -339,7 +378,10 @@ class Store(Protocol):
     # the outbox, weekly reports, health
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
-                response_url: str | None = None) -> int: ...
+                response_url: str | None = None, key: str | None = None) -> int:
+        """Queues one item; `key` names a message later replies update in place (`outbox_keyed`)."""
+    def outbox_keyed(self, key: str) -> int | None:
+        """The outbox id of the message queued under `key`, if any."""
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
         """The next item due, leased to the caller and marked in flight until its outcome is recorded
         (sent, retry, failed): an item claimed while still so marked is `in_doubt`."""

@@ -22,6 +22,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
     EXPORT_COLUMNS,
+    EXPORT_SOURCES,
     HISTORY,
     INCIDENT_MOMENTS,
     RESOLVED,
@@ -49,6 +51,7 @@ from bot.store import (
     Resolutions,
     StoreUnavailable,
     Table,
+    WatchCheck,
     WorkItem,
     redacted,
 )
@@ -114,6 +117,26 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
             id bigserial PRIMARY KEY, source text NOT NULL, dedup_key text NOT NULL, incident_id integer,
             alerts jsonb NOT NULL, updated_at timestamptz NOT NULL, UNIQUE (source, dedup_key));
     """),
+    # The moments evidence gives (an alert, the logs, git, the watch after a fix), and the two
+    # durations /mttr adds, read from the covering index like the others.
+    ("0006_milestones", """
+        ALTER TABLE incidents ADD COLUMN detected_at timestamptz, ADD COLUMN mitigated_at timestamptz,
+            ADD COLUMN recovered_at timestamptz,
+            ADD COLUMN time_to_detect integer GENERATED ALWAYS AS
+                (round(extract(epoch FROM detected_at - started_at))::integer) STORED,
+            ADD COLUMN time_to_mitigate integer GENERATED ALWAYS AS
+                (round(extract(epoch FROM mitigated_at - started_at))::integer) STORED;
+        DROP INDEX incidents_durations;
+        CREATE INDEX incidents_durations ON incidents (severity, resolved_at)
+            INCLUDE (time_to_resolve, time_to_acknowledge, service, id, time_to_detect, time_to_mitigate);
+        CREATE INDEX incidents_mitigated_at ON incidents (mitigated_at);
+        CREATE TABLE watch_checks (
+            id bigserial PRIMARY KEY, incident_id integer NOT NULL REFERENCES incidents (id),
+            at timestamptz NOT NULL, errors integer, errors_before integer, probes_failing integer, failing text,
+            UNIQUE (incident_id, at));
+        ALTER TABLE outbox ADD COLUMN message_key text;
+        CREATE INDEX outbox_message_key ON outbox (message_key) WHERE message_key IS NOT NULL;
+    """),
     # Who leads and who talks, the action items, and what each reminder was last posted for (or
     # snoozed until): stored, so a reminder is posted once whatever restarts or replicas.
     ("0007_coordination", """
@@ -128,8 +151,7 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     """),
 )
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
-_EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
-                     "time_to_resolve_seconds": "time_to_resolve"}.get(name, name)) for name in EXPORT_COLUMNS]
+_EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
 _TIMES = set(INCIDENT_MOMENTS)
 _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
                     "source", "dedup_key", "lead", "comms"}
@@ -337,6 +359,9 @@ class PostgresStore:
                                 [user, title, since, RESOLVED], order="id DESC", limit=1)
         return twins[0] if twins else None
 
+    def watched(self, since: datetime) -> list[Incident]:
+        return self._incidents("mitigated_at >= %s OR resolved_at >= %s", [since, since])
+
     def insert_incident(self, **fields: Any) -> int:
         with self.write(), self._connection() as conn:
             row = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM incidents").fetchone()
@@ -380,16 +405,17 @@ class PostgresStore:
             for level in SEVERITIES if severity is None else (severity,):
                 where = f"WHERE severity = %s AND resolved_at >= %s AND resolved_at < %s{filters}"
                 values = [level, start, end, *params]
-                rows = conn.execute(f"SELECT time_to_resolve, time_to_acknowledge FROM incidents {where}",
-                                    values).fetchall()
+                rows = conn.execute(f"SELECT time_to_resolve, time_to_acknowledge, time_to_detect, time_to_mitigate "
+                                    f"FROM incidents {where}", values).fetchall()
                 if not rows:
                     continue
                 longest = conn.execute(
                     f"SELECT time_to_resolve, id FROM incidents {where} ORDER BY time_to_resolve DESC LIMIT %s",
                     [*values, slowest]).fetchall() if slowest else []
-                to_resolve, to_acknowledge = zip(*rows, strict=True)
+                to_resolve, to_acknowledge, to_detect, to_mitigate = zip(*rows, strict=True)
                 groups.append(Resolutions(level, to_resolve, to_acknowledge,
-                                          tuple((seconds, incident) for seconds, incident in longest)))
+                                          tuple((seconds, incident) for seconds, incident in longest),
+                                          to_detect, to_mitigate))
         return groups
 
     def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,
@@ -441,6 +467,19 @@ class PostgresStore:
         rows = self._rows('SELECT id, incident_id, at, "user", kind, text, data FROM events '
                           "WHERE incident_id = %s ORDER BY at, id", [incident_id])
         return [Event(**{**row, "at": row["at"].astimezone(UTC)}) for row in rows]
+
+    # -- watching a fix ---------------------------------------------------------------------
+
+    def add_watch_check(self, check: WatchCheck) -> bool:
+        row = {**asdict(check), "at": _second(check.at)}
+        return self._execute(
+            f"INSERT INTO watch_checks ({', '.join(map(_column, row))}) VALUES ({', '.join(['%s'] * len(row))}) "
+            "ON CONFLICT (incident_id, at) DO NOTHING", list(row.values())) == 1
+
+    def watch_checks(self, incident_id: int) -> list[WatchCheck]:
+        rows = self._rows("SELECT incident_id, at, errors, errors_before, probes_failing, failing FROM watch_checks "
+                          "WHERE incident_id = %s ORDER BY at", [incident_id])
+        return [WatchCheck(**{**row, "at": row["at"].astimezone(UTC)}) for row in rows]
 
     def last_event_at(self, incident_id: int, kinds: Iterable[str]) -> datetime | None:
         found = self._one("SELECT MAX(at) FROM events WHERE incident_id = %s AND kind = ANY(%s)",
@@ -526,12 +565,16 @@ class PostgresStore:
 
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
-                response_url: str | None = None) -> int:
+                response_url: str | None = None, key: str | None = None) -> int:
         return int(self._returning(
-            'INSERT INTO outbox (created_at, request_id, kind, incident_id, channel, "user", response_url, payload) '
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            'INSERT INTO outbox (created_at, request_id, kind, incident_id, channel, "user", response_url, payload, '
+            "message_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             [_second(now), request_id, kind, incident_id, channel, user, response_url,
-             Jsonb(json.loads(to_json(payload)))]))
+             Jsonb(json.loads(to_json(payload))), key]))
+
+    def outbox_keyed(self, key: str) -> int | None:
+        found = self._one("SELECT MIN(id) FROM outbox WHERE message_key = %s", [key])
+        return int(found) if found is not None else None
 
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
         """As SqliteStore.claim_outbox, for senders in several processes: the row is locked with

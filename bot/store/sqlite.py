@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -29,6 +30,7 @@ from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
     EXPORT_COLUMNS,
+    EXPORT_SOURCES,
     RESOLVED,
     SEVERITIES,
     AlertGroup,
@@ -41,6 +43,7 @@ from bot.store import (
     Resolutions,
     StoreUnavailable,
     Table,
+    WatchCheck,
     WorkItem,
     redacted,
 )
@@ -114,8 +117,11 @@ def _sent_message_ids(db: sqlite_utils.Database) -> None:
 
 
 _SECONDS = "CAST(round((julianday({end}) - julianday({start})) * 86400) AS INTEGER)"
-_DURATIONS = (f"time_to_resolve = {_SECONDS.format(start='started_at', end='resolved_at')}, "
-              f"time_to_acknowledge = {_SECONDS.format(start='opened_at', end='acknowledged_at')}")
+_RESOLVE_AND_ACKNOWLEDGE = (f"time_to_resolve = {_SECONDS.format(start='started_at', end='resolved_at')}, "
+                            f"time_to_acknowledge = {_SECONDS.format(start='opened_at', end='acknowledged_at')}")
+_DURATIONS = (f"{_RESOLVE_AND_ACKNOWLEDGE}, "
+              f"time_to_detect = {_SECONDS.format(start='started_at', end='detected_at')}, "
+              f"time_to_mitigate = {_SECONDS.format(start='started_at', end='mitigated_at')}")
 
 
 def _durations(db: sqlite_utils.Database) -> None:
@@ -123,7 +129,7 @@ def _durations(db: sqlite_utils.Database) -> None:
     # numbers from one covering index per severity instead of parsing two dates per row.
     db.table("incidents").add_column("time_to_resolve", int)
     db.table("incidents").add_column("time_to_acknowledge", int)
-    db.execute(f"UPDATE incidents SET {_DURATIONS}")
+    db.execute(f"UPDATE incidents SET {_RESOLVE_AND_ACKNOWLEDGE}")
     db.execute("DROP INDEX incidents_resolution")
     db.table("incidents").create_index(["resolved_at"])
     db.table("incidents").create_index(
@@ -160,6 +166,27 @@ def _alerts(db: sqlite_utils.Database) -> None:
     db.execute("CREATE UNIQUE INDEX alert_groups_key ON alert_groups(source, dedup_key)")
 
 
+def _milestones(db: sqlite_utils.Database) -> None:
+    # The moments evidence gives (an alert, the logs, git, the watch after a fix), and the two
+    # durations /mttr adds, kept in the covering index like the others.
+    for column in ("detected_at", "mitigated_at", "recovered_at"):
+        db.table("incidents").add_column(column, str)
+    db.table("incidents").add_column("time_to_detect", int)
+    db.table("incidents").add_column("time_to_mitigate", int)
+    db.execute("DROP INDEX incidents_durations")
+    db.table("incidents").create_index(
+        ["severity", "resolved_at", "time_to_resolve", "time_to_acknowledge", "service", "time_to_detect",
+         "time_to_mitigate"], index_name="incidents_durations")
+    db.table("incidents").create_index(["mitigated_at"])
+    # Watching a fix: a check a minute, once (its key), and the one message it updates in place.
+    db.table("watch_checks").create(
+        {"id": int, "incident_id": int, "at": str, "errors": int, "errors_before": int, "probes_failing": int,
+         "failing": str}, pk="id", not_null={"incident_id", "at"})
+    db.execute("CREATE UNIQUE INDEX watch_checks_minute ON watch_checks(incident_id, at)")
+    db.table("outbox").add_column("message_key", str)
+    db.execute("CREATE INDEX outbox_message_key ON outbox(message_key) WHERE message_key IS NOT NULL")
+
+
 def _coordination(db: sqlite_utils.Database) -> None:
     # Who leads and who talks, the action items, and what each reminder was last posted for (or
     # snoozed until): stored, so a reminder is posted once whatever restarts or replicas.
@@ -185,6 +212,7 @@ _MIGRATIONS = (
     ("0005_work_queue", _work_queue),
     ("0006_outbox_marks_attempts_in_flight", _in_flight),
     ("0007_alerts", _alerts),
+    ("0008_milestones", _milestones),
     ("0009_coordination", _coordination),
 )
 
@@ -199,8 +227,7 @@ def migrations() -> Migrations:
     return versions
 
 
-_EXPORTED = [(name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
-                     "time_to_resolve_seconds": "time_to_resolve"}.get(name, name)) for name in EXPORT_COLUMNS]
+_EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
 # Columns whose text came from people or alert senders (the others are numbers, times, ids and states
 # the bot wrote).
 _TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
@@ -428,15 +455,17 @@ class SqliteStore:
         for level in SEVERITIES if severity is None else (severity,):
             where = f"WHERE severity = ? AND resolved_at >= ? AND resolved_at < ?{filters}"
             values = [level, to_iso(start), to_iso(end), *params]
-            rows = self._db.execute(f"SELECT time_to_resolve, time_to_acknowledge FROM incidents {where}",
-                                    values).fetchall()
+            rows = self._db.execute(
+                f"SELECT time_to_resolve, time_to_acknowledge, time_to_detect, time_to_mitigate FROM incidents {where}",
+                values).fetchall()
             if not rows:
                 continue
             longest = self._db.execute(
                 f"SELECT time_to_resolve, id FROM incidents {where} ORDER BY time_to_resolve DESC LIMIT ?",
                 [*values, slowest]).fetchall() if slowest else []
             groups.append(Resolutions(level, tuple(map(itemgetter(0), rows)), tuple(map(itemgetter(1), rows)),
-                                      tuple(longest)))
+                                      tuple(longest), tuple(map(itemgetter(2), rows)),
+                                      tuple(map(itemgetter(3), rows))))
         return groups
 
     def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,
@@ -479,6 +508,9 @@ class SqliteStore:
                 ORDER BY 1 DESC""",
             [this, *wanted, service, this, *wanted, service]).fetchall()
 
+    def watched(self, since: datetime) -> list[Incident]:
+        return self._incidents("mitigated_at >= ? OR resolved_at >= ?", [to_iso(since), to_iso(since)])
+
     def insert_incident(self, **fields: Any) -> int:
         with self._transaction() as db:
             incident_id = _insert(db, "incidents", _stored(fields))
@@ -507,6 +539,20 @@ class SqliteStore:
         rows = self._rows("SELECT * FROM events WHERE incident_id = ? ORDER BY at, id", [incident_id])
         return [Event(**{**row, "at": from_iso(row["at"]), "data": json.loads(row["data"] or "{}")})
                 for row in rows]
+
+    # -- watching a fix ---------------------------------------------------------------------
+
+    def add_watch_check(self, check: WatchCheck) -> bool:
+        with self._transaction() as db:
+            row = {**asdict(check), "at": to_iso(check.at)}
+            columns = ", ".join(map(_column, row))
+            return db.execute(f"INSERT OR IGNORE INTO watch_checks ({columns}) VALUES ({', '.join('?' * len(row))})",
+                              list(row.values())).rowcount == 1
+
+    def watch_checks(self, incident_id: int) -> list[WatchCheck]:
+        rows = self._rows("SELECT incident_id, at, errors, errors_before, probes_failing, failing FROM watch_checks "
+                          "WHERE incident_id = ? ORDER BY at", [incident_id])
+        return [WatchCheck(**{**row, "at": from_iso(row["at"])}) for row in rows]
 
     def last_event_at(self, incident_id: int, kinds: Iterable[str]) -> datetime | None:
         wanted = list(kinds)
@@ -603,14 +649,18 @@ class SqliteStore:
 
     def enqueue(self, *, kind: str, payload: dict[str, Any], now: datetime, request_id: str | None = None,
                 incident_id: int | None = None, channel: str | None = None, user: str | None = None,
-                response_url: str | None = None) -> int:
+                response_url: str | None = None, key: str | None = None) -> int:
         """Queue one item for Slack; returns its id."""
         with self._transaction() as db:
             return _insert(db, "outbox", {
                 "created_at": to_iso(now), "request_id": request_id, "kind": kind,
                 "incident_id": incident_id, "channel": channel, "user": user,
-                "response_url": response_url, "payload": to_json(payload),
+                "response_url": response_url, "payload": to_json(payload), "message_key": key,
             })
+
+    def outbox_keyed(self, key: str) -> int | None:
+        row = self._db.execute("SELECT MIN(id) FROM outbox WHERE message_key = ?", [key]).fetchone()
+        return row[0] if row else None
 
     def claim_outbox(self, now: datetime, lease: timedelta) -> OutboxItem | None:
         """The oldest item that is due, not leased, and not behind an unsent item of its incident

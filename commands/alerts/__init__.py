@@ -25,6 +25,7 @@ from bot.command import Audience, Context, Credentials, Inbound, Malformed, Repl
 from bot.config import Config, ConfigError
 from bot.store import OPEN, RESOLVED, AlertGroup, Incident
 from bot.times import from_iso
+from commands import milestones
 from commands.alerts.payloads import FIRING, Alert, Notification, parse
 from commands.alerts.settings import AlertSettings
 from commands.incident import COMMAND as INCIDENT
@@ -140,6 +141,7 @@ def _open(ctx: Context, settings: AlertSettings, note: Notification, news: _News
     ctx.store.add_event(incident_id, at=now, user=ctx.user, kind="opened", text=note.title, data={
         "severity": severity, "service": service, "started_at": started, "source": note.source,
         "dedup_key": note.dedup_key, "seen_before": seen_before.id if seen_before else None})
+    milestones.record(ctx.store, incident_id, "detected_at", started, {"kind": "alert", "source": note.source})
     incident = ctx.store.incident(incident_id)
     assert incident is not None
     return Reply("incident_card", card_data(incident, now), Audience.ANNOUNCE, incident_id=incident_id,

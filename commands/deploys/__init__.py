@@ -27,6 +27,7 @@ from bot.command import Audience, Command, CommandError, Context, Need, Reply, U
 from bot.redact import excerpt
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
+from commands import milestones
 from commands.deploys import mirror
 from commands.deploys.history import (
     Deploy,
@@ -66,6 +67,22 @@ class DeploysArgs:
 
 
 @dataclass(frozen=True)
+class Mitigation:
+    """A deploy after an incident's start that undid its suspects: a revert of one of them, or a
+    redeploy of the last known good tag."""
+
+    deploy: Deploy                  # the deploy that landed it: when it took effect
+    reverts: str | None = None      # the suspect's sha it reverts
+    redeploys: str | None = None    # the last known good tag it redeploys
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """What the mitigated milestone's timeline event says it came from."""
+        return {"kind": "git", "service": self.deploy.service, "sha": self.deploy.sha, "reverts": self.reverts,
+                "redeploys": self.redeploys}
+
+
+@dataclass(frozen=True)
 class ServiceReport:
     """One service's part of the answer."""
 
@@ -82,6 +99,7 @@ class ServiceReport:
     suspects: list[Deploy] = field(default_factory=list)   # newest first, listed or not
     last_known_good: Deploy | None = None
     rollback_hint: str | None = None
+    mitigation: Mitigation | None = None      # the suspects undone after the start, seen in git
 
 
 def parse(text: str) -> DeploysArgs:
@@ -129,6 +147,10 @@ def run(ctx: Context, args: DeploysArgs) -> Reply:
     if incident is None:
         return Reply(template, data)
     ctx.record(incident, "deploys", event_text, event_data)
+    for report in data.get("services", []):
+        if report.mitigation is not None and report.name == incident.service:
+            milestones.record(ctx.store, incident.id, "mitigated_at", report.mitigation.deploy.when,
+                              report.mitigation.source)
     return Reply(template, data, Audience.THREAD, incident_id=incident.id)
 
 
@@ -227,13 +249,16 @@ def _report(ctx: Context, service: DeploySettings, branch: str | None, window: D
         deploys = _mark_suspects(listing.deploys, incident, service.suspect_window)
         suspects: list[Deploy] = []
         last_known_good = None
+        mitigation = None
         if incident is not None:
             suspects, last_known_good = _suspects(history, window, listing, incident, service.suspect_window)
+            if suspects:
+                mitigation = _mitigation(history, incident, suspects, last_known_good, ctx.now())
     report = ServiceReport(service.name, service.deploy, None if service.deploy.startswith("tags:") else branch,
                            service.paths, service.suspect_window, len(deploys), listing.truncated,
                            suspects=suspects, last_known_good=last_known_good,
                            rollback_hint=_rollback_hint(service, suspects, last_known_good) if suspects else None,
-                           **_freshness(fetched))
+                           mitigation=mitigation, **_freshness(fetched))
     return report, deploys
 
 
@@ -360,6 +385,27 @@ def _suspects(history: History, window: DeployWindow, listing: Listing, incident
         before = history.deploys(DeployWindow(None, low - timedelta(seconds=1), 1)).deploys
         older = before[0] if before else None
     return _mark_suspects(suspects, incident, suspect_window), older
+
+
+def _mitigation(history: History, incident: Incident, suspects: list[Deploy], last_known_good: Deploy | None,
+                now: datetime) -> Mitigation | None:
+    """The first deploy after the incident's start that undid its suspects, if git shows one: a
+    revert of a suspect (landed with the first deploy holding it), or a tag of the last known good
+    commit (a redeploy of it)."""
+    after = list(reversed(history.deploys(DeployWindow(incident.started_at, now, MAX_DEPLOYS)).deploys))
+    after = [deploy for deploy in after if deploy.when > incident.started_at]
+    if history.tag_glob is not None:
+        if last_known_good is None:
+            return None
+        redeploy = next((d for d in after if d.sha == last_known_good.sha and d.tag != last_known_good.tag), None)
+        return Mitigation(redeploy, redeploys=last_known_good.tag) if redeploy else None
+    suspected = {deploy.sha for deploy in suspects}
+    reverts = [(sha, reverted) for sha, reverted in history.reverts(incident.started_at, now) if reverted in suspected]
+    for deploy in after:
+        for sha, reverted in reverts:
+            if history.contains(deploy.sha, sha):
+                return Mitigation(deploy, reverts=reverted)
+    return None
 
 
 def _mark_suspects(deploys: list[Deploy], incident: Incident | None, window: timedelta) -> list[Deploy]:

@@ -89,6 +89,8 @@ _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}$")
 _SHORTSTAT = re.compile(r"(\d+) files? changed(?:, (\d+) insertions?\(\+\))?(?:, (\d+) deletions?\(-\))?")
 _PULL_REQUEST = re.compile(r"pull request #(\d+)|\(#(\d+)\)|^Merged PR (\d+)")
 _TAG_BATCH = 32
+MAX_REVERTS = 20                 # reverts read after an incident's start (git revert's own message)
+_REVERTS = re.compile(r"^This reverts commit ([0-9a-f]{40}(?:[0-9a-f]{24})?)\b", re.M)
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,25 @@ class History:
         return Deploy(service=self.service.name, sha=sha, short_sha=sha[:10], when=when, author=author,
                       subject=subject, pr=pull_request(subject), tag=tag, files_changed=files,
                       insertions=insertions, deletions=deletions, merge=len(parents.split()) > 1, url=url)
+
+    def reverts(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
+        """(commit, the commit it reverts) for the commits on the branch, committed from `since` to
+        `until`, whose message says so in git revert's words ("This reverts commit <sha>"), newest
+        first, at most MAX_REVERTS."""
+        output = self._git("log", f"--since={_git_date(since)}", f"--until={_git_date(until)}", "-n",
+                           str(MAX_REVERTS), "--grep=^This reverts commit [0-9a-f]", "--format=%H",
+                           *_LOG_OPTIONS, "--end-of-options", self.branch, "--", *self.service.paths,
+                           revision=self.branch)
+        found = []
+        for sha in output.split():
+            reverted = _REVERTS.search(self._message(sha))
+            if reverted:
+                found.append((sha, reverted.group(1)))
+        return found
+
+    def contains(self, deploy: str, commit: str) -> bool:
+        """Whether the deploy `deploy` (a commit) holds `commit`: it is that commit or comes after it."""
+        return deploy == commit or self._git("merge-base", "--end-of-options", commit, deploy).strip() == commit
 
     # -- tag deploys -------------------------------------------------------------------------
 

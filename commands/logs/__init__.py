@@ -28,6 +28,7 @@ from bot.command import Audience, Command, CommandError, Context, Need, Reply, U
 from bot.redact import excerpt
 from bot.store import Incident
 from bot.times import TimeParseError, parse_since
+from commands import milestones
 from commands.logs import causes, report, sources
 from commands.logs.reading import SourcesRead
 from commands.logs.records import ERROR, LEVEL_NAMES, LEVELS, Dialect
@@ -64,6 +65,7 @@ DEADLINE_MARGIN_SHARE = 0.2                # or this share of the time left, whe
 TIMELINE_EXCERPT = 4000
 ENTRY_NAMED = 3          # kinds of error the timeline's one line names (the most frequent)
 ENTRY_NAME = 60          # characters of each
+DETECTED_EXCERPT = 200                     # of the first error, in the detected milestone's event
 _STATUS = re.compile(r"^([1-5])(xx|\d\d)$", re.I)
 _OPTIONS = {"since": Option.WORDS, "grep": Option.WORDS, "level": Option.VALUE, "last": Option.VALUE,
             "request-id": Option.VALUE, "status": Option.VALUE}
@@ -142,13 +144,8 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
         since=since, until=until,
     )
     stats = SourcesRead()
-    left = ctx.deadline - time.monotonic()
-    deadline = ctx.deadline - min(DEADLINE_MARGIN_SECONDS, DEADLINE_MARGIN_SHARE * left)
-    kinds = sources.kinds()
-    logs = [log for name, settings in service.sources.items()
-            for log in kinds[name].logs(settings, pushdown(query), stats, deadline)]
-    dialect = Dialect(fmt=service.log_format, zone=service.log_timezone, now=now)
-    streams = [log_stream(log, dialect, query, stats, deadline) for log in logs]
+    deadline = _deadline(ctx)
+    logs, streams = _streams(service, query, stats, deadline, now)
     probes = ProbeSettings.of(ctx.config.services[service.name]).probes
     context = CauseContext(service.name, service.app_paths, frozenset(service.silence_causes),
                            {name: probe.kind for name, probe in probes.items()})
@@ -186,8 +183,96 @@ def run(ctx: Context, args: LogsArgs) -> Reply:
     data["notes"] = stats.notes
     if incident is None or (incident.service and incident.service != service.name):
         return Reply("logs", data, Audience.CALLER)     # only what is about its service goes into an incident
+    detect(ctx, incident)
     _record(ctx, incident, data)
     return Reply("logs", data, Audience.THREAD, incident_id=incident.id)
+
+
+def _deadline(ctx: Context) -> float:
+    left = ctx.deadline - time.monotonic()
+    return ctx.deadline - min(DEADLINE_MARGIN_SECONDS, DEADLINE_MARGIN_SHARE * left)
+
+
+def _streams(service: LogSettings, query: Query, stats: SourcesRead, deadline: float,
+             now: datetime) -> tuple[list[Any], list[Any]]:
+    """The service's logs, and their records' streams, as `query` reads them."""
+    kinds = sources.kinds()
+    logs = [log for name, settings in service.sources.items()
+            for log in kinds[name].logs(settings, pushdown(query), stats, deadline)]
+    dialect = Dialect(fmt=service.log_format, zone=service.log_timezone, now=now)
+    return logs, [log_stream(log, dialect, query, stats, deadline) for log in logs]
+
+
+@dataclass(frozen=True)
+class FirstError:
+    """The earliest error of a service's logs in a window: when, and its first line (redacted, cut)."""
+
+    service: str
+    at: datetime
+    message: str
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """What the detected milestone's timeline event says it came from."""
+        return {"kind": "logs", "service": self.service, "error": self.message}
+
+
+def first_error(ctx: Context, service: str | None, since: datetime, until: datetime) -> FirstError | None:
+    """The earliest error (or worse) that `service`'s logs hold from `since` to `until`, read to the
+    window's start within the command's deadline; None when there is none, no log could be read, or
+    the service has no logs configured."""
+    configured = ctx.config.services.get(service or "")
+    if service is None or configured is None or not LogSettings.of(configured).configured or since >= until:
+        return None
+    settings = LogSettings.of(configured)
+    query = Query(min_level=ERROR, since=since, until=until)
+    stats = SourcesRead()
+    deadline = _deadline(ctx)
+    _, streams = _streams(settings, query, stats, deadline, ctx.now())
+    earliest: tuple[datetime, Any] | None = None
+    with Scan(streams, query, deadline, stats, ctx.now()) as scan:
+        for found in scan:
+            moment = (found.first_seen or found.timestamp) if found is not None else None
+            if moment is not None and since <= moment <= until and (earliest is None or moment < earliest[0]):
+                earliest = (moment, found)
+    if earliest is None:
+        return None
+    moment, found = earliest
+    line = found.message or (found.lines[0] if found.lines else "")
+    return FirstError(service, moment, excerpt(line, DETECTED_EXCERPT))
+
+
+def error_count(ctx: Context, service: str, since: datetime, until: datetime) -> int | None:
+    """How many errors (or worse) `service`'s logs hold from `since` until before `until`, repeats
+    included; None when it has no logs, none could be read, or the reading ran out of time."""
+    configured = ctx.config.services.get(service)
+    if configured is None or not LogSettings.of(configured).configured:
+        return None
+    query = Query(min_level=ERROR, since=since, until=until)
+    stats = SourcesRead()
+    deadline = _deadline(ctx)
+    _, streams = _streams(LogSettings.of(configured), query, stats, deadline, ctx.now())
+    count = 0
+    with Scan(streams, query, deadline, stats, ctx.now()) as scan:
+        for found in scan:
+            moment = found.timestamp if found is not None else None
+            if found is not None and moment is not None and since <= moment < until:
+                count += found.repeats
+    if not stats.read or scan.timed_out:
+        return None
+    return count
+
+
+def detect(ctx: Context, incident: Incident) -> Incident | None:
+    """Records when `incident` was detected from its service's first error between its start and
+    its opening, unless it was already detected (an alert, a person) or that window is empty (it was
+    opened as it started): an error from before the start is no evidence about this incident."""
+    if incident.detected_at is not None:
+        return None
+    found = first_error(ctx, incident.service, incident.started_at, incident.opened_at)
+    if found is None:
+        return None
+    return milestones.record(ctx.store, incident.id, "detected_at", found.at, found.source)
 
 
 _WITH_LOGS = Need(lambda service: LogSettings.of(service).configured, "logs", "no logs",
