@@ -69,7 +69,7 @@ def draft(ctx: Context, incident: Incident) -> dict[str, Any]:
 
 
 def _suspects(events: list[Event]) -> list[str]:
-    """The deploys /deploys named as suspects, each once, as first named."""
+    """The deploys /deploys or /triage named as suspects, each once, as first named."""
     found: list[str] = []
     for event in events:
         if event.kind in ("deploys", "triage"):
@@ -97,7 +97,7 @@ def _probes(events: list[Event]) -> list[ProbeCourse]:
 
 
 def _causes(events: list[Event]) -> list[LogCause]:
-    """The errors /logs read, by cause, most frequent first (readings overlap: the largest count is kept)."""
+    """The errors /logs or /triage read, by cause, most frequent first (readings overlap: the largest count is kept)."""
     causes: dict[str, LogCause] = {}
     for event in events:
         if event.kind not in ("logs", "triage"):
