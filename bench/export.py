@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.mttr import CACHE, INCIDENTS, build  # noqa: E402
-from bot.store import EXPORT_COLUMNS, EXPORT_SOURCES, open_store  # noqa: E402
+from bot.store import EXPORTED, open_store  # noqa: E402
 
 EXPORT_CACHE = CACHE.with_name("export-100k.db")
 
-COLUMNS = ", ".join(f"{EXPORT_SOURCES[c]} AS {c}" if c in EXPORT_SOURCES else c for c in EXPORT_COLUMNS)
+COLUMNS = ", ".join(f"{column} AS {name}" if column != name else name for name, column in EXPORTED)
 LISTS = """,
     json((SELECT json_group_array(json_object('when', at, 'who', "user", 'kind', kind, 'text', text))
           FROM (SELECT at, "user", kind, text FROM events WHERE incident_id = incidents.id ORDER BY at, id)))
