@@ -84,6 +84,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", "bot", "commands"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)   # as an installed package is: byte-compiled
     env = {**os.environ, "ONCALL_DB": str(EXPORT_CACHE), "ONCALL_CONFIG": ""}
+    subprocess.run([sys.executable, "-m", "bot", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     queries = {"csv": f"SELECT {COLUMNS} FROM incidents ORDER BY id",
                "json": f"SELECT {COLUMNS}{LISTS} FROM incidents ORDER BY id"}
     print(f"export of {INCIDENTS:,} incidents, fastest of {RUNS} runs each, fresh processes")
