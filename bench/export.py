@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.mttr import CACHE, INCIDENTS, build  # noqa: E402
-from bot.store import EXPORT_COLUMNS, EXPORT_SOURCES, open_store  # noqa: E402
+from bot.store import EXPORTED, open_store  # noqa: E402
 
 EXPORT_CACHE = CACHE.with_name("export-100k.db")
 
-COLUMNS = ", ".join(f"{EXPORT_SOURCES[c]} AS {c}" if c in EXPORT_SOURCES else c for c in EXPORT_COLUMNS)
+COLUMNS = ", ".join(f"{column} AS {name}" if column != name else name for name, column in EXPORTED)
 LISTS = """,
     json((SELECT json_group_array(json_object('when', at, 'who', "user", 'kind', kind, 'text', text))
           FROM (SELECT at, "user", kind, text FROM events WHERE incident_id = incidents.id ORDER BY at, id)))
@@ -84,6 +84,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", "bot", "commands"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)   # as an installed package is: byte-compiled
     env = {**os.environ, "ONCALL_DB": str(EXPORT_CACHE), "ONCALL_CONFIG": ""}
+    subprocess.run([sys.executable, "-m", "bot", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     queries = {"csv": f"SELECT {COLUMNS} FROM incidents ORDER BY id",
                "json": f"SELECT {COLUMNS}{LISTS} FROM incidents ORDER BY id"}
     print(f"export of {INCIDENTS:,} incidents, fastest of {RUNS} runs each, fresh processes")

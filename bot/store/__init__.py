@@ -51,9 +51,35 @@ EXPORT_COLUMNS = (
     "time_to_acknowledge_seconds", "time_to_resolve_seconds", "announce_channel", "thread_ts",
     "detected", "mitigated", "recovered", "source", "dedup_key", "lead", "comms", "postmortem_at",
 )
-# The column each exported name comes from, where they differ.
-EXPORT_SOURCES = {"time_to_acknowledge_seconds": "time_to_acknowledge", "time_to_resolve_seconds": "time_to_resolve",
-                  "detected": "detected_at", "mitigated": "mitigated_at", "recovered": "recovered_at"}
+# Each exported name with the column it comes from.
+EXPORTED = tuple((name, {"time_to_acknowledge_seconds": "time_to_acknowledge",
+                         "time_to_resolve_seconds": "time_to_resolve", "detected": "detected_at",
+                         "mitigated": "mitigated_at", "recovered": "recovered_at"}.get(name, name))
+                 for name in EXPORT_COLUMNS)
+# Exported columns whose text came from people or alert senders (the others are numbers, times, ids
+# and states the bot wrote): a CSV cell of theirs is kept from running as a formula.
+TYPED_BY_PEOPLE = frozenset({"title", "service", "cause", "resolution", "opened_by", "acknowledged_by",
+                             "resolved_by", "source", "dedup_key", "lead", "comms"})
+
+
+def quoted(column: str) -> str:
+    """A column named by our own code, quoted (`user` is a keyword)."""
+    if not column.isidentifier():
+        raise ValueError(f"{column!r} is not a column name")
+    return f'"{column}"'
+
+
+def incident_filters(service: str | None, severity: int | None, mark: str) -> tuple[str, list[Any]]:
+    """` AND …` conditions on an incident's service and severity (those given), with `mark` as the
+    parameter placeholder of the store's driver."""
+    sql, params = "", list[Any]()
+    if service is not None:
+        sql += f" AND service = {mark}"
+        params.append(service)
+    if severity is not None:
+        sql += f" AND severity = {mark}"
+        params.append(severity)
+    return sql, params
 @dataclass(frozen=True)
 class Incident:
     id: int

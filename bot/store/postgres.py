@@ -35,12 +35,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
-    EXPORT_COLUMNS,
-    EXPORT_SOURCES,
+    EXPORTED,
     HISTORY,
     INCIDENT_MOMENTS,
     RESOLVED,
     SEVERITIES,
+    TYPED_BY_PEOPLE,
     AlertGroup,
     Event,
     Followup,
@@ -53,6 +53,8 @@ from bot.store import (
     Table,
     WatchCheck,
     WorkItem,
+    incident_filters,
+    quoted,
     redacted,
 )
 
@@ -151,10 +153,7 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     """),
 )
 _INCIDENT_COLUMNS = ", ".join(Incident.__dataclass_fields__)
-_EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
 _TIMES = set(INCIDENT_MOMENTS)
-_TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
-                    "source", "dedup_key", "lead", "comms"}
 _ISO = """'YYYY-MM-DD"T"HH24:MI:SS"Z"'"""
 # The JSON export's lists of an incident: its timeline, and its follow-ups.
 _EXPORTED_LISTS = (
@@ -342,7 +341,7 @@ class PostgresStore:
         where, params = f"status <> '{RESOLVED}'", list[Any]()
         if channel is not None:
             where, params = where + " AND (channel = %s OR announce_channel = %s)", [*params, channel, channel]
-        filters, more = _filters(service, severity)
+        filters, more = incident_filters(service, severity, "%s")
         return self._incidents(where + filters, params + more)
 
     def recent_incidents(self, limit: int) -> list[Incident]:
@@ -367,29 +366,29 @@ class PostgresStore:
             row = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM incidents").fetchone()
             incident_id = int(row[0]) if row else 1
             stored = {"id": incident_id, **_stored(fields)}
-            conn.execute(f"INSERT INTO incidents ({', '.join(map(_column, stored))}) "
+            conn.execute(f"INSERT INTO incidents ({', '.join(map(quoted, stored))}) "
                          f"VALUES ({', '.join(['%s'] * len(stored))})", list(stored.values()))
             return incident_id
 
     def update_incident(self, incident_id: int, **fields: Any) -> None:
         stored = _stored(fields)
         with self.write():
-            self._execute(f"UPDATE incidents SET {', '.join(f'{_column(key)} = %s' for key in stored)} WHERE id = %s",
+            self._execute(f"UPDATE incidents SET {', '.join(f'{quoted(key)} = %s' for key in stored)} WHERE id = %s",
                           [*stored.values(), incident_id])
 
     def export(self, since: datetime | None, output_format: str) -> Iterator[list[str]]:
         """As SqliteStore.export: PostgreSQL formats each row (json_build_object, or the CSV cells
         joined) as it reads them."""
         where, params = ("opened_at >= %s", [since]) if since else ("TRUE", [])
-        values = [(name, _text(column)) for name, column in _EXPORTED]
+        values = [(name, _text(column)) for name, column in EXPORTED]
         if output_format == "json":
             pairs = [*(f"'{name}', {value}" for name, value in values),
                      *(f"'{name}', ({query})" for name, query in _EXPORTED_LISTS)]
             row = "json_build_object(" + ", ".join(pairs) + ")::text"
         else:
             row = "concat_ws(',', " + ", ".join(
-                _csv_cell(value) if column in _TYPED_BY_PEOPLE else f"coalesce({value}::text, '')"
-                for (_, value), (_, column) in zip(values, _EXPORTED, strict=True)) + ")"
+                _csv_cell(value) if column in TYPED_BY_PEOPLE else f"coalesce({value}::text, '')"
+                for (_, value), (_, column) in zip(values, EXPORTED, strict=True)) + ")"
         with self._connection() as conn, conn.transaction(), conn.cursor(name="export") as cursor:
             cursor.execute(f"SELECT {row} FROM incidents WHERE {where} ORDER BY id", params)
             while rows := cursor.fetchmany(1000):
@@ -399,7 +398,7 @@ class PostgresStore:
 
     def resolutions(self, start: datetime, end: datetime, *, service: str | None = None,
                     severity: int | None = None, slowest: int = 0) -> list[Resolutions]:
-        filters, params = _filters(service, None)
+        filters, params = incident_filters(service, None, "%s")
         groups = []
         with self._connection() as conn:
             for level in SEVERITIES if severity is None else (severity,):
@@ -420,7 +419,7 @@ class PostgresStore:
 
     def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,
                      severity: int | None = None) -> int:
-        filters, params = _filters(service, severity)
+        filters, params = incident_filters(service, severity, "%s")
         return int(self._one(f"SELECT COUNT(*) FROM incidents WHERE opened_at >= %s AND opened_at < %s{filters}",
                              [start, end, *params]))
 
@@ -473,7 +472,7 @@ class PostgresStore:
     def add_watch_check(self, check: WatchCheck) -> bool:
         row = {**asdict(check), "at": _second(check.at)}
         return self._execute(
-            f"INSERT INTO watch_checks ({', '.join(map(_column, row))}) VALUES ({', '.join(['%s'] * len(row))}) "
+            f"INSERT INTO watch_checks ({', '.join(map(quoted, row))}) VALUES ({', '.join(['%s'] * len(row))}) "
             "ON CONFLICT (incident_id, at) DO NOTHING", list(row.values())) == 1
 
     def watch_checks(self, incident_id: int) -> list[WatchCheck]:
@@ -685,10 +684,10 @@ class PostgresStore:
         the table (100,000 incidents just copied: about 4x slower until autovacuum comes by)."""
         with self._connection() as conn:
             for table in HISTORY:
-                conn.execute(f"VACUUM (ANALYZE) {_column(table.name)}")
+                conn.execute(f"VACUUM (ANALYZE) {quoted(table.name)}")
 
     def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
-        name, key = _column(table.name), _column(table.key)
+        name, key = quoted(table.name), quoted(table.key)
         where, params = ("", []) if after is None else (f"WHERE {key} > %s", [after])
         return [_unstored(table, row) for row in self._rows(
             f"SELECT * FROM {name} {where} ORDER BY {key} LIMIT %s", [*params, limit])]
@@ -697,7 +696,7 @@ class PostgresStore:
         if not keys:
             return []
         return [_unstored(table, row) for row in self._rows(
-            f"SELECT * FROM {_column(table.name)} WHERE {_column(table.key)} = ANY(%s)", [list(keys)])]
+            f"SELECT * FROM {quoted(table.name)} WHERE {quoted(table.key)} = ANY(%s)", [list(keys)])]
 
     def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]]) -> int:
         """INSERT … ON CONFLICT DO NOTHING in one unit of work (incident numbers are taken under its
@@ -707,10 +706,10 @@ class PostgresStore:
         columns = [column for column in rows[0] if column not in table.derived]
         values = [[Jsonb(row[column]) if column in table.json and row[column] is not None else row[column]
                    for column in columns] for row in rows]
-        name, key = _column(table.name), _column(table.key)
+        name, key = quoted(table.name), quoted(table.key)
         with self.write(), self._connection() as conn:
             cursor = conn.cursor()
-            cursor.executemany(f"INSERT INTO {name} ({', '.join(map(_column, columns))}) "
+            cursor.executemany(f"INSERT INTO {name} ({', '.join(map(quoted, columns))}) "
                                f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING", values)
             added = cursor.rowcount
             row = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", [table.name, table.key]).fetchone()
@@ -734,21 +733,6 @@ def _second(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
-def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]:
-    sql, params = "", list[Any]()
-    if service is not None:
-        sql += " AND service = %s"
-        params.append(service)
-    if severity is not None:
-        sql += " AND severity = %s"
-        params.append(severity)
-    return sql, params
-
-
-def _column(name: str) -> str:
-    if not name.isidentifier():
-        raise ValueError(f"{name!r} is not a column name")
-    return f'"{name}"'
 
 
 def _text(column: str) -> str:

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
 from bot.store import (
-    EXPORT_COLUMNS,
-    EXPORT_SOURCES,
+    EXPORTED,
     RESOLVED,
     SEVERITIES,
+    TYPED_BY_PEOPLE,
     AlertGroup,
     Event,
     Followup,
@@ -45,6 +45,8 @@ from bot.store import (
     Table,
     WatchCheck,
     WorkItem,
+    incident_filters,
+    quoted,
     redacted,
 )
 from bot.times import from_iso, to_iso, utc_now
@@ -227,11 +229,6 @@ def migrations() -> Migrations:
     return versions
 
 
-_EXPORTED = [(name, EXPORT_SOURCES.get(name, name)) for name in EXPORT_COLUMNS]
-# Columns whose text came from people or alert senders (the others are numbers, times, ids and states
-# the bot wrote).
-_TYPED_BY_PEOPLE = {"title", "service", "cause", "resolution", "opened_by", "acknowledged_by", "resolved_by",
-                    "source", "dedup_key", "lead", "comms"}
 # The JSON export's lists of an incident: its timeline, and its follow-ups.
 _EXPORTED_LISTS = (
     ("timeline", """SELECT json_group_array(json_object('when', at, 'who', "user", 'kind', kind, 'text', text))
@@ -398,7 +395,7 @@ class SqliteStore:
         where, params = "status != ?", [RESOLVED]
         if channel is not None:
             where, params = where + " AND (channel = ? OR announce_channel = ?)", [*params, channel, channel]
-        filters, more = _filters(service, severity)
+        filters, more = incident_filters(service, severity, "?")
         return self._incidents(where + filters, params + more)
 
     def recent_incidents(self, limit: int) -> list[Incident]:
@@ -419,7 +416,7 @@ class SqliteStore:
 
     def export(self, since: datetime | None, output_format: str) -> Iterator[list[str]]:
         """Every incident opened since `since` (all when None), by number, formatted as CSV lines
-        (RFC 4180, without their line ends) or JSON objects, one per row of EXPORT_COLUMNS, in
+        (RFC 4180, without their line ends) or JSON objects, one per incident (EXPORTED), in
         batches; a JSON object also holds the incident's `timeline` and `followups`.
 
         SQLite formats the rows as it reads them (printf, json_object), so 100,000 incidents cost
@@ -430,10 +427,10 @@ class SqliteStore:
         """
         where, params = ("opened_at >= ?", [to_iso(since)]) if since else ("1", [])
         if output_format == "json":
-            row = "json_object(" + ", ".join([*(f"'{name}', {column}" for name, column in _EXPORTED),
+            row = "json_object(" + ", ".join([*(f"'{name}', {column}" for name, column in EXPORTED),
                                               *(f"'{name}', json(({query}))" for name, query in _EXPORTED_LISTS)]) + ")"
         else:
-            cells = [_csv_cell(column) if column in _TYPED_BY_PEOPLE else column for _, column in _EXPORTED]
+            cells = [_csv_cell(column) if column in TYPED_BY_PEOPLE else column for _, column in EXPORTED]
             row = "printf('" + ",".join("%s" for _ in cells) + "', " + ", ".join(cells) + ")"
         cursor = self._db.execute(f"SELECT {row} FROM incidents WHERE {where} ORDER BY id", params)
         while rows := cursor.fetchmany(1000):
@@ -450,7 +447,7 @@ class SqliteStore:
         filter, and each severity is one range of the durations' covering index: no row of the
         table itself is read, and no id unless asked for.
         """
-        filters, params = _filters(service, None)
+        filters, params = incident_filters(service, None, "?")
         groups = []
         for level in SEVERITIES if severity is None else (severity,):
             where = f"WHERE severity = ? AND resolved_at >= ? AND resolved_at < ?{filters}"
@@ -470,7 +467,7 @@ class SqliteStore:
 
     def opened_count(self, start: datetime, end: datetime, *, service: str | None = None,
                      severity: int | None = None) -> int:
-        filters, params = _filters(service, severity)
+        filters, params = incident_filters(service, severity, "?")
         return self._db.execute(f"SELECT COUNT(*) FROM incidents WHERE opened_at >= ? AND opened_at < ?{filters}",
                                 [to_iso(start), to_iso(end), *params]).fetchone()[0]
 
@@ -520,7 +517,7 @@ class SqliteStore:
     def update_incident(self, incident_id: int, **fields: Any) -> None:
         stored = _stored(fields)
         with self._transaction() as db:
-            db.execute(f"UPDATE incidents SET {', '.join(f'{_column(key)} = ?' for key in stored)} WHERE id = ?",
+            db.execute(f"UPDATE incidents SET {', '.join(f'{quoted(key)} = ?' for key in stored)} WHERE id = ?",
                        [*stored.values(), incident_id])
             db.execute(f"UPDATE incidents SET {_DURATIONS} WHERE id = ?", [incident_id])
 
@@ -545,7 +542,7 @@ class SqliteStore:
     def add_watch_check(self, check: WatchCheck) -> bool:
         with self._transaction() as db:
             row = {**asdict(check), "at": to_iso(check.at)}
-            columns = ", ".join(map(_column, row))
+            columns = ", ".join(map(quoted, row))
             return db.execute(f"INSERT OR IGNORE INTO watch_checks ({columns}) VALUES ({', '.join('?' * len(row))})",
                               list(row.values())).rowcount == 1
 
@@ -816,7 +813,7 @@ class SqliteStore:
         """Nothing to do: /mttr's covering index is read without statistics or a visibility map."""
 
     def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
-        name, key = _column(table.name), _column(table.key)
+        name, key = quoted(table.name), quoted(table.key)
         where, params = ("", []) if after is None else (f"WHERE {key} > ?", [after])
         return [_unstored(table, row) for row in self._rows(
             f"SELECT * FROM {name} {where} ORDER BY {key} LIMIT ?", [*params, limit])]
@@ -825,7 +822,7 @@ class SqliteStore:
         if not keys:
             return []
         return [_unstored(table, row) for row in self._rows(
-            f"SELECT * FROM {_column(table.name)} WHERE {_column(table.key)} IN ({','.join('?' * len(keys))})",
+            f"SELECT * FROM {quoted(table.name)} WHERE {quoted(table.key)} IN ({','.join('?' * len(keys))})",
             keys)]
 
     def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]]) -> int:
@@ -837,7 +834,7 @@ class SqliteStore:
         columns = [column for column in rows[0] if column not in table.derived]
         values = [[_stored_value(table, column, row[column]) for column in columns] for row in rows]
         with self._transaction() as db:
-            added = db.executemany(f"INSERT OR IGNORE INTO {_column(table.name)} ({', '.join(map(_column, columns))}) "
+            added = db.executemany(f"INSERT OR IGNORE INTO {quoted(table.name)} ({', '.join(map(quoted, columns))}) "
                                    f"VALUES ({', '.join('?' * len(columns))})", values).rowcount
             if table.name == "incidents":
                 keys = [row[table.key] for row in rows]
@@ -870,29 +867,13 @@ def _begin_immediate(db: sqlite3.Connection) -> None:
 
 def _insert(db: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
     """Inserts `row` (column -> value) into `table`; returns the new row's id."""
-    columns = ", ".join(map(_column, row))
+    columns = ", ".join(map(quoted, row))
     cursor = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
     if cursor.lastrowid is None:
         raise sqlite3.DatabaseError(f"an insert into {table} made no row")
     return cursor.lastrowid
 
 
-def _column(name: str) -> str:
-    """A column named by our own code, quoted (`user` is a keyword)."""
-    if not name.isidentifier():
-        raise ValueError(f"{name!r} is not a column name")
-    return f'"{name}"'
-
-
-def _filters(service: str | None, severity: int | None) -> tuple[str, list[Any]]:
-    sql, params = "", list[Any]()
-    if service is not None:
-        sql += " AND service = ?"
-        params.append(service)
-    if severity is not None:
-        sql += " AND severity = ?"
-        params.append(severity)
-    return sql, params
 
 
 def _unstored(table: Table, row: dict[str, Any]) -> dict[str, Any]:
