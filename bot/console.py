@@ -19,7 +19,7 @@ from bot.config import Config
 from bot.dispatch import Dispatcher, Invocation
 from bot.render import Renderer
 from bot.serialize import json_default, to_json
-from bot.store import Store
+from bot.store import Store, StoreUnavailable
 
 CHANNEL = "console"
 log = logging.getLogger(__name__)
@@ -39,8 +39,11 @@ class Terminal:
     def invoke(self, line: str) -> Reply:
         name, text = _split(line)
         self._count += 1
-        return self.dispatcher.run(Invocation(command=name, text=text, user=self.user, channel=CHANNEL,
-                                              request_id=f"local-{self._count}"))
+        try:
+            return self.dispatcher.run(Invocation(command=name, text=text, user=self.user, channel=CHANNEL,
+                                                  request_id=f"local-{self._count}"))
+        except StoreUnavailable:
+            return Reply("store_unavailable", {}, outcome=Outcome.FAILED)
 
     def run(self, line: str, *, as_json: bool, out: TextIO, err: TextIO, save_file: Path | None = None) -> int:
         """`oncall-bot run`: one command; the text (or the data as JSON) on stdout, errors on stderr.

@@ -2,7 +2,8 @@
 
 Access, help, parsing and every failure are handled here once: bad text gets its usage line, a
 refusal gets the reason, and an unexpected exception gets a short apology with the request id
-while the JSON log line with that id holds the traceback.
+while the JSON log line with that id holds the traceback. A store that became unavailable is no
+answer: StoreUnavailable goes to the caller (a worker runs the work again after its lease).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from bot.access import Access
 from bot.command import Command, CommandError, Context, FormError, Outcome, Quote, Reply, UsageError
 from bot.config import Config
-from bot.store import Store
+from bot.store import Store, StoreUnavailable
 
 COMMAND_DEADLINE_SECONDS = 30
 HELP_WORDS = ("help", "-h", "--help", "?")
@@ -82,6 +83,8 @@ class Dispatcher:
             return _error(name, str(error), usage=command.usage, outcome=Outcome.USAGE)
         except CommandError as error:
             return _error(name, str(error), incidents=error.incidents)
+        except StoreUnavailable:
+            raise       # not an answer: a worker leaves the work to be done again, the console says so
         except Exception:
             log.exception("/%s failed", name, extra={"command_text": invocation.text, "user": invocation.user})
             return Reply("internal_error", {"command": name, "request_id": invocation.request_id},

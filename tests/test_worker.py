@@ -3,11 +3,14 @@
 import time
 from dataclasses import asdict
 
+import pytest
+
 from bot.app import SlackEnv, web_client
 from bot.command import Command, Reply
 from bot.config import Config
 from bot.dispatch import Invocation
 from bot.render import Renderer
+from bot.store import StoreUnavailable
 from bot.worker import COMMAND, LEASE, MAX_ATTEMPTS, Worker
 from commands import registry
 from slack_double import eventually
@@ -68,6 +71,31 @@ def test_a_command_interrupted_midway_leaves_nothing_and_is_done_again(store, cl
     first._run(again, invocation)
     assert [i.title for i in store.recent_incidents(5)] == ["half"] and store.work_pending() == 0
     assert store.outbox_pending() == 1
+
+
+def test_a_command_the_store_fails_under_is_done_again_not_answered(store, clock, slack_double):
+    runs = []
+
+    def store_lost_midway(ctx, args):
+        runs.append(1)
+        ctx.store.insert_incident(title="after the outage", severity=3, service=None, status="open",
+                                  opened_by=ctx.user, opened_at=ctx.now(), started_at=ctx.now(), channel=ctx.channel,
+                                  announce_channel=ctx.channel)
+        if len(runs) == 1:
+            raise StoreUnavailable("the database restarted")
+        return Reply("incident_card", {"incident": ctx.store.recent_incidents(1)[0]})
+
+    command = Command("outage", "outage", "", lambda text: text, store_lost_midway)
+    invocation = Invocation("outage", "", "U0ALICE01", "C0WORKER1", request_id="r-outage")
+    store.queue_work("command:outage", COMMAND, {"invocation": asdict(invocation)}, clock())
+    survivor = worker(store, clock, slack_double, {"outage": command})
+    with pytest.raises(StoreUnavailable):     # to the worker's loop, which leaves the work for its lease
+        survivor._run(store.claim_work(clock(), LEASE), invocation)
+    # Not "something went wrong", nor anything else: nothing was written, and the work waits.
+    assert store.recent_incidents(5) == [] and store.outbox_pending() == 0 and store.work_pending() == 1
+    clock.advance(seconds=LEASE.total_seconds() + 1)
+    survivor._run(store.claim_work(clock(), LEASE), invocation)
+    assert [i.title for i in store.recent_incidents(5)] == ["after the outage"] and store.work_pending() == 0
 
 
 def test_work_claimed_too_often_is_told_as_cut_short(store, clock, slack_double):
