@@ -597,7 +597,8 @@ COMMAND = Command(
     name="incident",
     description="Open, acknowledge, update and resolve incidents",
     usage="open <title> [--sev 1-4] [--service S] [--started WHEN] | ack | update <note> [--sev N] [--service S] "
-          "[--started|--detected|--acked|--mitigated|--resolved WHEN] [--cause deploy:<sha>] | resolve [note] [--cause deploy:<sha>] | reopen | status | list [open|recent] | "
+          "[--started|--detected|--acked|--mitigated|--resolved WHEN] [--cause deploy:<sha>] | "
+          "resolve [note] [--cause deploy:<sha>] | reopen | status | list [open|recent] | "
           "timeline [--mine] [--people] | lead [@user] | comms [@user] | followup <text> [@owner] | followup done N | "
           "postmortem [done [link]] | mitigate [note] | watch | help   (#N first picks an incident)",
     parse=parse,
