@@ -55,8 +55,13 @@ def serve_bolt_that_only_acks(port: int) -> None:
     def ack_only(ack):
         ack()
 
-    handler = SlackRequestHandler(app)
-    Server(lambda: handler, "127.0.0.1", port, WorkerProcesses(0, utc_now)).run()
+    class BoltServer(Server):
+        """The bot's gunicorn settings, serving the Bolt app."""
+
+        def load(self) -> SlackRequestHandler:
+            return SlackRequestHandler(app)
+
+    BoltServer(lambda: None, "127.0.0.1", port, WorkerProcesses(0, utc_now)).run()
 
 
 def start(kind: str, double: SlackDouble, work: Path) -> tuple[subprocess.Popen, str]:
