@@ -161,6 +161,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            bytecode_cache=_bytecode_cache(),
         )
         self.env.globals.update(
             header=_header, divider=_divider, context=_context, buttons=_buttons, code=_code,
@@ -279,6 +280,16 @@ def _divider() -> Markup:
 
 def _context(*items: Any) -> Markup:
     return _mark("context", *(item for item in items if item))
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between processes, in jinja2's per-user cache directory (which it
+    checks is the user's own, mode 0700): `oncall-bot run` is a fresh process per call, and compiling
+    its templates cost it more than rendering them. None where there is no such directory."""
+    try:
+        return jinja2.FileSystemBytecodeCache()
+    except (RuntimeError, OSError):
+        return None
 
 
 def _buttons(*buttons: tuple[str, ...]) -> Markup:

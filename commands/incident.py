@@ -19,8 +19,6 @@ from bot.redact import excerpt, redact
 from bot.store import ACKNOWLEDGED, OPEN, RESOLVED, SEVERITIES, Incident
 from bot.times import TimeParseError, parse_when
 from commands import milestones, postmortem, reminders, watch
-from commands.deploys import find_deploy
-from commands.logs import first_error
 from commands.milestones import MILESTONES
 from commands.triage import duties_at_open
 from commands.triage.settings import TriageSettings
@@ -175,6 +173,8 @@ def _open(ctx: Context, args: IncidentArgs) -> Reply:
     started = _when(ctx, "started", args.times["started"], now) if "started" in args.times else now
     # One line (a line break would fake the card's lines), redacted as it is stored, so a double submit is found.
     title = redact(" ".join(args.text.split()))
+    from commands.logs.query import first_error  # /logs' reading, loaded when an incident opens
+
     detected = first_error(ctx, service, started, now)    # read before the unit: the store's lock must not wait on logs
     with ctx.store.write():
         twin = _double_submit(ctx, title, now)
@@ -544,6 +544,8 @@ def _cause(ctx: Context, incident: Incident, service_named: str | None, ref: str
     service = _service(ctx, service_named) if service_named is not None else incident.service
     if service is not None and service not in ctx.config.services:
         service = None      # a service named before it was configured: check every repository
+    from commands.deploys.query import find_deploy  # git, loaded when a cause is named
+
     return f"deploy:{find_deploy(ctx, service, ref).sha}"
 
 

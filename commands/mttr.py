@@ -30,7 +30,6 @@ from bot.args import Option, number, parse_args
 from bot.command import Audience, Command, Context, Reply, Upload, UsageError
 from bot.store import Resolutions, Store
 from bot.times import iso_week, to_iso
-from commands.deploys import count_deploys
 from commands.deploys.settings import DeploySettings
 from commands.mttr_chart import chart_png
 
@@ -124,6 +123,8 @@ def _weekly_report(ctx: Context, window: Window) -> Reply:
         for i in ctx.store.caused_by_deploys(window.start, window.end) if i.cause]
     caused = len(data["deploy_caused"])
     with_repo = [settings for settings in map(DeploySettings.of, ctx.config.services.values()) if settings.repo]
+    from commands.deploys.query import count_deploys  # git, loaded when deploys are counted
+
     counted = [count_deploys(ctx, settings, window.start, window.end) for settings in with_repo]
     deploys = sum(n for n in counted if n is not None) if any(n is not None for n in counted) else None
     failed_deploys = len(distinct_commits(item["sha"] for item in data["deploy_caused"]))

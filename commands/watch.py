@@ -20,17 +20,18 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.command import Audience, CommandError, Context, Duty, Job, Reply
 from bot.config import Table, TableSection
 from bot.store import Incident, WatchCheck
 from bot.times import to_iso
 from commands import milestones
-from commands.logs import error_count
 from commands.logs.settings import LogSettings
-from commands.probe.runner import OK, Target, run_probes
 from commands.probe.settings import ProbeSettings
+
+if TYPE_CHECKING:
+    from commands.probe.runner import Target
 
 WATCH_FOR = timedelta(minutes=15)
 MAX_WATCH = timedelta(hours=24)
@@ -152,6 +153,8 @@ def check(ctx: Context, incident: Incident) -> Reply:
 
 def _evidence(ctx: Context, incident: Incident) -> tuple[str | None, list[Target]]:
     """The service whose logs count (None: it has none), and the probes to run."""
+    from commands.probe.runner import Target
+
     service = ctx.config.services.get(incident.service or "")
     if service is None:
         return None, []
@@ -164,6 +167,9 @@ def _check_minute(ctx: Context, incident: Incident, minute: datetime, *, logs: s
     """Reads the logs and runs the probes for the minute ending at `minute`, and keeps what they
     say (once: a second check of the same minute is not kept). Read outside any unit of work: the
     store's lock must not wait on logs and probes."""
+    from commands.logs.query import error_count  # /logs' reading and the probing, loaded when a fix is watched
+    from commands.probe.runner import OK, run_probes
+
     earlier = ctx.store.watch_checks(incident.id)
     if any(c.at == minute for c in earlier):
         return

@@ -19,7 +19,8 @@ import pytest
 from bot.command import Audience, Outcome
 from bot.config import ConfigError
 from bot.render import Renderer
-from commands.logs import parse, report
+from commands.logs import report
+from commands.logs.query import parse
 from commands.logs.reading import BLOCK
 
 DATA = Path(__file__).parent / "data" / "logs"
@@ -372,7 +373,7 @@ def test_the_last_errors_cost_what_lies_after_them_not_the_file_size(local, api,
 
 
 def test_reading_stops_at_the_deadline_with_a_note(local, api, logs_dir, monkeypatch):
-    import commands.logs as logs_command
+    import commands.logs.query as logs_command
     (logs_dir / "app.log").write_text(python_error(5))
     monkeypatch.setattr(logs_command, "DEADLINE_MARGIN_SECONDS", 3600)
     monkeypatch.setattr(logs_command, "DEADLINE_MARGIN_SHARE", 1.0)
@@ -534,7 +535,7 @@ def test_a_gzipped_access_log_is_folded_while_read_and_every_response_counted(lo
 
 def test_without_a_window_the_scan_is_bounded_and_says_how_far_and_how_to_go_further(local, api, logs_dir,
                                                                                    monkeypatch, clock):
-    import commands.logs as logs_command
+    import commands.logs.query as logs_command
     from commands.logs.search import Bound
     (logs_dir / "app.log").write_text(python_error(60 * 30, "RuntimeError: a day and more ago")
                                       + "".join(info(60 * 30 - n / 2) for n in range(2, 60 * 60, 1)) + python_error(5))

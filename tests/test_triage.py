@@ -16,7 +16,7 @@ import pytest
 
 from bot.command import Audience, Command, Reply
 from bot.dispatch import Invocation
-from commands import triage
+from commands.triage import query as triage
 from probe_servers import WebServer, closed_port
 from slack_double import SlackDouble
 from test_serve import Served

@@ -10,7 +10,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.config import ServiceSection, Table
-from commands.logs import causes, sources
 
 LOG_FORMATS = ("auto", "json", "text", "access")
 
@@ -29,6 +28,8 @@ class LogSettings(ServiceSection):
 
     @classmethod
     def read(cls, table: Table) -> LogSettings:
+        from commands.logs import causes, sources  # the catalog and the source kinds, when a service is read
+
         silence_causes = table.strings("silence_causes")
         known = causes.known_ids()
         for cause in silence_causes:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.args import parse_args
 from bot.command import Audience, Command, CommandError, Context, Need, Reply, UsageError
 from bot.config import Config
 from bot.store import Incident
-from commands.probe.runner import DEGRADED, DOWN, OK, ProbeResult, Target, run_probes
 from commands.probe.settings import PROBE_KINDS, ProbeConfig, ProbeSettings
+
+if TYPE_CHECKING:
+    from commands.probe.runner import ProbeResult, Target
 
 SETTINGS = (ProbeSettings,)
 
@@ -49,6 +52,8 @@ def parse(text: str) -> ProbeArgs:
 
 
 def run(ctx: Context, args: ProbeArgs) -> Reply:
+    from commands.probe.runner import DEGRADED, DOWN, OK, run_probes  # the probing, loaded when it probes
+
     incident = _incident(ctx, args)
     service = args.service or _incident_service(ctx, incident)
     targets = _targets(ctx, service, args.target)
@@ -75,6 +80,8 @@ def run(ctx: Context, args: ProbeArgs) -> Reply:
 
 def entry_line(results: list[ProbeResult]) -> str:
     """The timeline's line of a probe: counts by status, the failing targets named ("1 down (web/db), 2 ok")."""
+    from commands.probe.runner import DEGRADED, DOWN, OK
+
     parts = []
     for status in (DOWN, DEGRADED, OK):
         hit = [result for result in results if result.status == status]
@@ -113,6 +120,8 @@ def _incident_service(ctx: Context, incident: Incident | None) -> str:
 
 
 def _targets(ctx: Context, service: str, target: str | None) -> list[Target]:
+    from commands.probe.runner import Target
+
     config = ctx.config
     if service == ALL:
         probed = _probed(config) or [ctx.service(None, "probe", _WITH_PROBES).name]   # says that none has any

@@ -24,12 +24,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from bot.times import format_duration
-from commands.deploys.history import Deploy
-from commands.logs.report import Event
 from commands.probe.errors import TooManyConnections
 from commands.probe.runner import DOWN, OK, ProbeResult
+
+if TYPE_CHECKING:
+    from commands.deploys.history import Deploy
+    from commands.logs.report import Event
 
 DEPLOY, DEPENDENCY, RESOURCE, KNOWN_CAUSE, NONE = "deploy", "dependency", "resource", "known_cause", "none"
 EVIDENCE_THRESHOLD = 40
