@@ -254,17 +254,17 @@ class Worker:
         work done, in one atomic unit."""
         channel = hook.channel(self.config)
         path = f"/{hook.prefix}/{item.payload['endpoint']}"
+        invocation = Invocation(hook.prefix, "", BOT_USER, channel, item.payload["request_id"])
         if item.attempts > MAX_ATTEMPTS:    # said where people look, rather than dropped in silence
             log.error("a request to %s was taken %d times without being done", path, item.attempts - 1)
             with self.store.atomic():
                 self.outbox.post(Reply("inbound_failed", {"path": path, "attempts": item.attempts - 1,
                                                           "request_id": item.payload["request_id"]}, Audience.CHANNEL),
-                                 Invocation(hook.prefix, "", BOT_USER, channel, item.payload["request_id"]))
+                                 invocation)
                 self.store.work_done(item.id, self.clock())
             return
         ctx = Context(user=BOT_USER, channel=channel, store=self.store, config=self.config,
                       request_id=item.payload["request_id"], clock=self.clock)
-        invocation = Invocation(hook.prefix, "", BOT_USER, channel, item.payload["request_id"])
         with self.store.atomic():
             replies = hook.handle(ctx, item.payload["payload"])
             for reply in replies:

@@ -364,8 +364,7 @@ def _assign(ctx: Context, args: IncidentArgs, role: str) -> Reply:
         incident = ctx.incident(args.incident)
         change = _hand(ctx, incident, role, who, now)
         if change is None:
-            return Reply("incident_notice", {"incident": incident, "why": "already_in_role", "role": role,
-                                             "user": who}, incident_id=incident.id)
+            return _notice(incident, "already_in_role", role=role, user=who)
         return _changed(ctx, incident.id, "updated", now, changes=[change])
 
 
@@ -409,17 +408,16 @@ def _postmortem(ctx: Context, args: IncidentArgs) -> Reply:
         with ctx.store.write():
             incident = _open_or_last_resolved(ctx, args.incident)
             if incident.postmortem_at is not None:
-                return Reply("incident_notice", {"incident": incident, "why": "postmortem_written"},
-                             incident_id=incident.id)
+                return _notice(incident, "postmortem_written")
             ctx.store.update_incident(incident.id, postmortem_at=now)
             ctx.store.add_event(incident.id, at=now, user=ctx.user, kind="postmortem", text=args.text or None)
             return _changed(ctx, incident.id, "postmortem", now, note=args.text, refresh=False)
     incident = _open_or_last_resolved(ctx, args.incident)
-    draft = postmortem.draft(ctx, incident)
-    return Reply("incident_postmortem", {"incident": incident, "filename": postmortem.filename(incident)},
+    filename = postmortem.filename(incident)
+    return Reply("incident_postmortem", {"incident": incident, "filename": filename},
                  Audience.THREAD, incident_id=incident.id,
-                 files=(Upload(postmortem.filename(incident), f"Postmortem draft of #{incident.id}",
-                               template="postmortem", data=draft),))
+                 files=(Upload(filename, f"Postmortem draft of #{incident.id}", template="postmortem",
+                               data=postmortem.draft(ctx, incident)),))
 
 
 def _snooze(ctx: Context, args: IncidentArgs) -> Reply:
@@ -507,8 +505,8 @@ def _changed(ctx: Context, incident_id: int, what: str, now: datetime, *, note: 
                  card=Reply("incident_card", card, Audience.ANNOUNCE, incident_id) if refresh else None)
 
 
-def _notice(incident: Incident, why: str) -> Reply:
-    return Reply("incident_notice", {"incident": incident, "why": why}, incident_id=incident.id)
+def _notice(incident: Incident, why: str, **more: Any) -> Reply:
+    return Reply("incident_notice", {"incident": incident, "why": why, **more}, incident_id=incident.id)
 
 
 def _must_be_open(incident: Incident) -> Incident:

@@ -87,6 +87,7 @@ class Watched:
     """What the checks so far say."""
 
     checks: Sequence[WatchCheck]
+    usual_per_minute: float | None    # errors a minute in the hour before the start; None: no logs
     level: int | None                 # errors a minute at most, to be at the usual level; None: no logs
     good_minutes: int                 # the latest good minutes in a row
     steady_since: datetime | None     # the first of them, once there are STEADY
@@ -95,7 +96,8 @@ class Watched:
     @classmethod
     def of(cls, checks: Sequence[WatchCheck], *, logs: bool, probes: bool) -> Watched:
         before = next((c.errors_before for c in checks if c.errors_before is not None), None)
-        level = math.ceil(before / (USUAL / MINUTE)) if before is not None else None
+        usual = before / (USUAL / MINUTE) if before is not None else None
+        level = math.ceil(usual) if usual is not None else None
 
         def errors_ok(check: WatchCheck) -> bool:
             return not logs or (check.errors is not None and level is not None and check.errors <= level)
@@ -118,7 +120,7 @@ class Watched:
                 came_back = check.at
             seen_good = seen_good or good(check)
         steady = checks[len(checks) - streak].at if streak >= STEADY else None
-        return cls(checks, level, streak, steady, came_back)
+        return cls(checks, usual, level, streak, steady, came_back)
 
 
 def check(ctx: Context, incident: Incident) -> Reply:
@@ -187,7 +189,6 @@ def _check_minute(ctx: Context, incident: Incident, minute: datetime, *, logs: s
 def _data(incident: Incident, span: Span, watched: Watched, now: datetime, *, logs: bool,
           probes: bool) -> dict[str, Any]:
     last = watched.checks[-1] if watched.checks else None
-    before = next((c.errors_before for c in watched.checks if c.errors_before is not None), None)
     return {
         "incident": incident,
         "since": span.since,
@@ -196,7 +197,7 @@ def _data(incident: Incident, span: Span, watched: Watched, now: datetime, *, lo
         "logs": logs,
         "probes": probes,
         "last": last,
-        "usual_per_minute": round(before / (USUAL / MINUTE), 1) if before is not None else None,
+        "usual_per_minute": round(watched.usual_per_minute, 1) if watched.usual_per_minute is not None else None,
         "level": watched.level,
         "good_minutes": watched.good_minutes,
         "steady": STEADY,
