@@ -28,9 +28,9 @@ import hmac
 import json
 import logging
 import re
+import secrets
 import time
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,7 +93,7 @@ def web_client(env: SlackEnv) -> WebClient:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex[:12]
+    return secrets.token_hex(6)
 
 
 class SlackBot:
@@ -141,8 +141,8 @@ class SlackBot:
             process_before_response=True,
             request_verification_enabled=False,   # verified above, on the raw bytes, before Bolt parses
         )
-        for name in commands:
-            self.app.command(f"/{name}")(on_command)
+        # One listener for every command: Bolt tries each listener's matcher in turn.
+        self.app.command(re.compile(f"^/(?:{'|'.join(map(re.escape, commands))})$"))(on_command)
         self.app.action(re.compile(r"^run:"))(on_button)
         self.app.event("app_home_opened")(on_home_opened)
         for shortcut in SHORTCUTS:
@@ -171,33 +171,38 @@ class SlackBot:
             log.warning("rejected a request to %s: %s", path, reason,
                         extra={"status": int(status[:3]), "bytes": headers.get("content-length")})
             return _answer(start_response, status, status[4:])
-        response = self.app.dispatch(BoltRequest(body=body, query=environ.get("QUERY_STRING", ""), headers=headers))
+        # Bolt is handed the body as parsed above: its own parse of a form takes any body with the
+        # word "payload" in it (a slash command's text) for a form with a payload field, and finds
+        # nothing to route. A parsed body is what its Socket Mode requests carry, a mode that
+        # differs from HTTP only by skipping the signature check, which was done above.
+        request = BoltRequest(body=body, query=environ.get("QUERY_STRING", ""), headers=headers, mode="socket_mode")
+        response = self.app.dispatch(request)
         http = WsgiHttpResponse(status=response.status, headers=response.headers, body=response.body)
         start_response(http.status, http.get_headers())
         return http.get_body()
 
     def _read_slack_request(self, environ: dict[str, Any],
-                            headers: dict[str, str]) -> tuple[str, tuple[str, str] | None]:
-        """The body as text, or why the request is refused (status, reason): the signature and age first,
-        so nothing unsigned is parsed, then what Bolt would choke on."""
+                            headers: dict[str, str]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+        """The body, parsed, or why the request is refused (status, reason): the signature and age first,
+        so nothing unsigned is parsed, then what is not a Slack payload."""
         length = headers.get("content-length", "0")
         if not length.isascii() or not length.isdigit():
-            return "", ("400 Bad Request", "Content-Length is not a number")
+            return {}, ("400 Bad Request", "Content-Length is not a number")
         if int(length) > MAX_REQUEST_BYTES:
-            return "", ("413 Payload Too Large", f"body of {length} bytes (at most {MAX_REQUEST_BYTES})")
+            return {}, ("413 Payload Too Large", f"body of {length} bytes (at most {MAX_REQUEST_BYTES})")
         raw = environ["wsgi.input"].read(int(length)) if int(length) else b""
         timestamp, signature = headers.get("x-slack-request-timestamp"), headers.get("x-slack-signature")
         if not timestamp or not signature:
-            return "", ("401 Unauthorized", "not signed")
+            return {}, ("401 Unauthorized", "not signed")
         if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-            return "", ("401 Unauthorized", "the timestamp is not a number")
+            return {}, ("401 Unauthorized", "the timestamp is not a number")
         if abs(time.time() - int(timestamp)) > SIGNATURE_MAX_AGE_SECONDS:
-            return "", ("401 Unauthorized", "the timestamp is more than 5 minutes off")
+            return {}, ("401 Unauthorized", "the timestamp is more than 5 minutes off")
         # Slack's v0 signature, over the bytes as they came (slack_sdk's verifier decodes them first).
         expected = "v0=" + hmac.new(self.env.signing_secret.encode(), f"v0:{timestamp}:".encode() + raw,
                                     hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
-            return "", ("401 Unauthorized", "invalid signature")
+            return {}, ("401 Unauthorized", "invalid signature")
         try:
             body = raw.decode("utf-8")
             if body.startswith("{") or headers.get("content-type", "").startswith("application/json"):
@@ -206,10 +211,10 @@ class SlackBot:
                 form = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
                 parsed = json.loads(form["payload"]) if "payload" in form else form
         except (UnicodeDecodeError, ValueError) as error:
-            return "", ("400 Bad Request", f"signed, but not understood ({type(error).__name__})")
+            return {}, ("400 Bad Request", f"signed, but not understood ({type(error).__name__})")
         if not isinstance(parsed, dict):
-            return "", ("400 Bad Request", "signed, but not a JSON object")
-        return body, None
+            return {}, ("400 Bad Request", "signed, but not a JSON object")
+        return parsed, None
 
     def _inbound(self, environ: dict[str, Any], start_response: Callable[..., Any], hook: Inbound, name: str,
                  credentials: Credentials) -> Iterable[bytes]:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -304,7 +304,7 @@ class Worker:
 
 def work_payload(invocation: Invocation, **more: Any) -> dict[str, Any]:
     """What a queued command is: its invocation (and, for a button of the App Home, `then_home`)."""
-    return {"invocation": asdict(invocation), **more}
+    return {"invocation": vars(invocation).copy(), **more}    # its fields are plain JSON values
 
 
 def _group_members(client: WebClient, group: str) -> set[str]:

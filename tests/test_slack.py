@@ -99,6 +99,17 @@ def test_a_redelivery_is_acked_and_dropped(slack_bot, slack_double, store):
     assert len(store.recent_incidents(10)) == 1 and len(slack_double.called("chat.postMessage")) == 1
 
 
+@pytest.mark.parametrize("text", ["open payload service 500s", "open payload=1 from the checkout form"])
+def test_a_command_whose_text_says_payload_is_run(slack_bot, slack_double, store, text):
+    # Bolt's own parse takes a form with the word "payload" anywhere in it for an interaction's.
+    bot, client = slack_bot()
+    response = client.command("/incident", text)
+    assert (response.status_code, response.text) == (200, "")
+    (announcement,) = slack_double.wait_for("chat.postMessage")
+    assert text.removeprefix("open ") in blocks_text(announcement)
+    assert [incident.title for incident in store.recent_incidents(10)] == [text.removeprefix("open ")]
+
+
 def test_a_double_submit_answers_with_the_incident_already_open(slack_bot, slack_double, store):
     bot, client = slack_bot()
     client.command("/incident", "open Checkout down")

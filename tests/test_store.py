@@ -113,6 +113,23 @@ def test_work_is_queued_once_per_key_and_claimed_by_one_worker_at_a_time(store):
     assert store.queue_work("command:trigger-1", "command", {}, now) is not None
 
 
+def test_work_queued_at_once_gets_each_its_own_id_and_a_repeated_key_none(store):
+    # SQLite writes the rows that arrive together in one statement: each must still learn its own id.
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    store.queue_work("command:old", "command", {"n": -1}, now)
+    keys = [f"command:{n % 150}" for n in range(200)] + ["command:old"] * 5
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        queued = list(pool.map(lambda key: (key, store.queue_work(key, "command", {"key": key}, now)), keys))
+    new = [(key, work) for key, work in queued if work is not None]
+    assert sorted(key for key, _ in new) == sorted({f"command:{n}" for n in range(150)})
+    assert len({work for _, work in new}) == 150
+    claimed = {}
+    while (item := store.claim_work(now, timedelta(seconds=90))) is not None:
+        claimed[item.id] = item.payload
+        store.work_done(item.id, now)
+    assert all(claimed[work] == {"key": key} for key, work in new)
+
+
 def test_what_an_atomic_unit_writes_commits_together_or_not_at_all(store, clock):
     fields = dict(title="t", severity=3, service=None, status="open", opened_by="U1", opened_at=clock(),
                   started_at=clock(), channel="C1", announce_channel="C1")

@@ -18,9 +18,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
 BUSY_TIMEOUT_MS = 15_000
+QUEUE_BATCH_ROWS = 500               # rows queued in one statement (4 parameters each, of SQLite's 32,766)
 
 
 MIGRATION_SET = "oncall-bot"
@@ -264,6 +265,7 @@ class SqliteStore:
         file = Path(path)
         self._uri = file.resolve().as_uri() + "?mode=rw"
         self._local = threading.local()
+        self._queue_writer = _QueueWriter(self._connect)
         if not file.parent.is_dir():
             raise StoreUnavailable(f"{file}: the directory {file.parent} does not exist")
         marker = file.with_name(f".{file.name}.created")
@@ -311,13 +313,16 @@ class SqliteStore:
         """This thread's connection, in autocommit mode: each read sees the latest commit."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA foreign_keys = ON")
-            self._local.db = db
+            db = self._local.db = self._connect()
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                             check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
         return db
 
     def _rows(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
@@ -374,6 +379,7 @@ class SqliteStore:
         if db is not None:
             db.close()
             self._local.db = None
+        self._queue_writer.close()
 
     # -- incidents -------------------------------------------------------------------------
 
@@ -602,10 +608,10 @@ class SqliteStore:
 
     def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None:
         """Queues work under `key`; its id, or None when `key` was queued before (a redelivery)."""
-        with self._transaction() as db:
-            cursor = db.execute("INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-                                [key, kind, to_json(payload), to_iso(now)])
-            return cursor.lastrowid if cursor.rowcount == 1 else None
+        row = (key, kind, to_json(payload), to_iso(now))
+        if self._db.in_transaction or getattr(self._local, "atomic", False):
+            return _queue_rows(self._db, [row])[0]    # part of the caller's unit
+        return self._queue_writer.write(row)
 
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
         """The oldest work not done whose lease (if any) has ended, leased to the caller."""
@@ -842,27 +848,134 @@ class SqliteStore:
         return added
 
 
+class _QueueWriter:
+    """The work queued by threads at once, written in one transaction: a group commit.
+
+    Slack's acks wait on their queue write, and a commit costs far more than an insert: with 30
+    commands at once, a commit each kept the last ack waiting for 29 of them. Here, while one thread
+    writes, the rows of the others gather. When its commit is done, it wakes every thread whose row
+    it wrote at once (their outcomes, or its error), and asks the first of those that came since to
+    write the next batch: each thread is woken once, so no wake-up waits for another.
+
+    The writes go through a connection of their own that never checkpoints the WAL: a checkpoint
+    syncs the database file (milliseconds, tens of them on a slow disk) inside the commit that
+    triggers it, and the acks would wait for it. The workers' connections checkpoint instead, and
+    SQLite does when the last connection closes."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]):
+        self._connect = connect
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._waiting: list[_Queued] = []
+        self._writing = False
+
+    def write(self, row: tuple[Any, ...]) -> int | None:
+        mine = _Queued(row)
+        with self._lock:
+            self._waiting.append(mine)
+            leads = not self._writing
+            self._writing = True
+        if not leads:
+            mine.turn.wait()          # written by another thread, or asked to write
+        if not mine.written:
+            with self._lock:
+                batch, self._waiting = self._waiting[:QUEUE_BATCH_ROWS], self._waiting[QUEUE_BATCH_ROWS:]
+            self._write(batch)
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].turn.set()
+                else:
+                    self._writing = False
+        if mine.error is not None:
+            raise mine.error
+        return mine.queued
+
+    def _write(self, batch: list[_Queued]) -> None:
+        try:
+            if self._db is None:
+                self._db = self._connect()
+                self._db.execute("PRAGMA wal_autocheckpoint = 0")
+                self._db.execute("PRAGMA busy_timeout = 0")
+            _take_write_lock(self._db)
+            try:
+                outcomes = _queue_rows(self._db, [queued.row for queued in batch])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except BaseException as error:
+            for queued in batch:
+                queued.error = error
+        else:
+            for queued, outcome in zip(batch, outcomes, strict=True):
+                queued.queued = outcome
+        for queued in batch:
+            queued.written = True
+            queued.turn.set()
+
+    def close(self) -> None:
+        """Closes the connection, unless a write is under way (it is then closed with the process)."""
+        with self._lock:
+            if self._db is not None and not self._writing:
+                self._db.close()
+                self._db = None
+
+
+@dataclass
+class _Queued:
+    row: tuple[Any, ...]
+    turn: threading.Event = field(default_factory=threading.Event)
+    written: bool = False
+    queued: int | None = None
+    error: BaseException | None = None
+
+
+def _queue_rows(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[int | None]:
+    """Each row's new id, or None when its key was queued before (or earlier in `rows`). One
+    statement for all of them: every statement lets go of the interpreter while SQLite runs it,
+    and with the request threads busy, getting it back is what a write waits for most."""
+    cursor = db.execute("INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES "
+                        + ", ".join(["(?, ?, ?, ?)"] * len(rows)), [value for row in rows for value in row])
+    added, last = cursor.rowcount, cursor.lastrowid or 0
+    if added == len(rows):        # no key seen before: the new ids are consecutive, in the rows' order
+        return list(range(last - added + 1, last + 1))
+    keys = [row[0] for row in rows]
+    ids = dict(db.execute(f"SELECT key, id FROM work WHERE key IN ({', '.join('?' * len(keys))})", keys).fetchall())
+    first_new = last - added + 1 if added else last + 1
+    queued: list[int | None] = []
+    for index, key in enumerate(keys):
+        new = ids[key] >= first_new and key not in keys[:index]
+        queued.append(ids[key] if new else None)
+    return queued
+
+
 def _begin_immediate(db: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE, waiting for the write lock in steps of at most a millisecond or two.
+    """BEGIN IMMEDIATE on a connection that otherwise waits for locks with SQLite's busy handler."""
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        _take_write_lock(db)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def _take_write_lock(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE on a connection without a busy timeout, waiting for the write lock in steps
+    of at most a millisecond or two.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between tries, so a writer that
     finds the lock taken often sleeps well past its release: with many short transactions (the
     acks' queuing beside the workers' answers) that is the acks' whole tail latency."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     pause = 0.0002
-    db.execute("PRAGMA busy_timeout = 0")
-    try:
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.002)
-    finally:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.002)
 
 
 def _insert(db: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
