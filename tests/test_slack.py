@@ -110,6 +110,14 @@ def test_a_command_whose_text_says_payload_is_run(slack_bot, slack_double, store
     assert [incident.title for incident in store.recent_incidents(10)] == [text.removeprefix("open ")]
 
 
+def test_slacks_own_checks_are_answered(slack_bot, slack_double, store):
+    bot, client = slack_bot()
+    assert client.post(b"token=legacy&ssl_check=1").status_code == 200
+    challenge = client.post(json.dumps({"type": "url_verification", "challenge": "c4a11e"}).encode())
+    assert challenge.status_code == 200 and challenge.json() == {"challenge": "c4a11e"}
+    assert store.work_pending() == 0
+
+
 def test_a_double_submit_answers_with_the_incident_already_open(slack_bot, slack_double, store):
     bot, client = slack_bot()
     client.command("/incident", "open Checkout down")

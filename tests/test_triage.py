@@ -21,7 +21,7 @@ from probe_servers import WebServer, closed_port
 from slack_double import SlackDouble
 from test_serve import Served
 
-NOW = datetime.now(UTC)
+NOW = datetime.now(UTC)    # the served bot's clock starts here (ONCALL_NOW), however long the suite ran before
 
 
 def stamp(minutes_ago: float, form: str = "%Y-%m-%d %H:%M:%S,000") -> str:
@@ -131,7 +131,7 @@ def world(tmp_path_factory):
         mounts = ["{root}"]
     """))
     double = SlackDouble()
-    served = Served(root, double, env={"ONCALL_CONFIG": str(root / "oncall.toml")})
+    served = Served(root, double, env={"ONCALL_CONFIG": str(root / "oncall.toml"), "ONCALL_NOW": NOW.isoformat()})
     yield served, double, root
     served.stop()
     double.close()
@@ -155,12 +155,14 @@ def triage_in_slack(world, service: str, channel: str) -> tuple[str, dict]:
     assert final.args["ts"] == running.args.get("ts", final.args["ts"])
     incident_id = json.loads(subprocess.run(
         [sys.executable, "-m", "bot", "run", "--json", "/incident list"], cwd=root, capture_output=True, text=True,
-        env={**os.environ, "ONCALL_CONFIG": str(root / "oncall.toml"), "ONCALL_DB": str(served.db)},
+        env={**os.environ, "ONCALL_CONFIG": str(root / "oncall.toml"), "ONCALL_DB": str(served.db),
+             "ONCALL_NOW": NOW.isoformat()},
     ).stdout)["incidents"]
     incident_id = next(item["incident"]["id"] for item in incident_id if item["incident"]["channel"] == channel)
     data = json.loads(subprocess.run(
         [sys.executable, "-m", "bot", "run", "--json", f"/triage #{incident_id}"], cwd=root, capture_output=True,
-        text=True, env={**os.environ, "ONCALL_CONFIG": str(root / "oncall.toml"), "ONCALL_DB": str(served.db)},
+        text=True, env={**os.environ, "ONCALL_CONFIG": str(root / "oncall.toml"), "ONCALL_DB": str(served.db),
+             "ONCALL_NOW": NOW.isoformat()},
     ).stdout)
     return json.dumps(final.args["blocks"], ensure_ascii=False), data
 
