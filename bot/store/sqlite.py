@@ -341,7 +341,7 @@ class SqliteStore:
     def atomic(self) -> Iterator[None]:
         """Everything written inside commits together, or nothing does. The write lock is taken at
         the first write, not before, so the reading and waiting a command does first holds nobody up."""
-        if self._db.in_transaction or getattr(self._local, "atomic", False):
+        if self._in_unit():
             yield
             return
         self._local.atomic = True
@@ -355,6 +355,10 @@ class SqliteStore:
             self._local.atomic = False
         if self._db.in_transaction:
             self._db.execute("COMMIT")
+
+    def _in_unit(self) -> bool:
+        """Whether this thread is inside a transaction or an atomic unit (what it writes joins it)."""
+        return self._db.in_transaction or getattr(self._local, "atomic", False)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -609,7 +613,7 @@ class SqliteStore:
     def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None:
         """Queues work under `key`; its id, or None when `key` was queued before (a redelivery)."""
         row = (key, kind, to_json(payload), to_iso(now))
-        if self._db.in_transaction or getattr(self._local, "atomic", False):
+        if self._in_unit():
             return _queue_rows(self._db, [row])[0]    # part of the caller's unit
         return self._queue_writer.write(row)
 
@@ -943,9 +947,10 @@ def _queue_rows(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[int
     ids = dict(db.execute(f"SELECT key, id FROM work WHERE key IN ({', '.join('?' * len(keys))})", keys).fetchall())
     first_new = last - added + 1 if added else last + 1
     queued: list[int | None] = []
-    for index, key in enumerate(keys):
-        new = ids[key] >= first_new and key not in keys[:index]
-        queued.append(ids[key] if new else None)
+    seen: set[str] = set()
+    for key in keys:
+        queued.append(ids[key] if ids[key] >= first_new and key not in seen else None)
+        seen.add(key)
     return queued
 
 
