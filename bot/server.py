@@ -38,10 +38,12 @@ from bot.app import MAX_REQUEST_BYTES, SlackBot
 from bot.jsonlog import JsonFormatter
 from bot.worker import WorkerProcesses
 
-# Few: a request's work is a little Python and a queue write. Python runs one thread at a time, and a
-# thread that lets go of it for the database waits for the others' turns to get it back, so more
-# threads only make each ack wait longer (measured: 30 acks at once took twice as long with 16).
-REQUEST_THREADS = 4
+# One: a request's work is a little Python and a queue write. Python runs one thread at a time, and a
+# thread that lets go of it for the database waits for the others' turns to get it back, so a second
+# thread only makes each ack wait longer (bench/ack_latency.py, side by side: p99 3.1x a Bolt app
+# with 4 threads, 1.6x with 1). Requests are read whole by the event loop, so a slow client never
+# holds the thread.
+REQUEST_THREADS = 1
 GRACEFUL_SECONDS = 9
 DRAIN_SECONDS = 7
 IDLE_SECONDS = 5                     # also how long a kept-alive connection may wait for its next request

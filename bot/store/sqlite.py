@@ -3,7 +3,10 @@
 Concurrency: one connection per thread, WAL, a busy timeout, and every read-then-write unit in a
 `BEGIN IMMEDIATE` transaction (`Store.write()`): with threads, deferred read-then-write
 transactions fail with "database is locked" even under a busy timeout, immediate ones wait their
-turn.
+turn. A write that is one statement (a claim, a lease, a mark) is its own transaction instead: SQLite
+then holds the write lock only while that statement runs, where a transaction holds it across the
+Python between its statements, and the interpreter's lock can keep a busy process's thread from
+that Python for milliseconds, while every other writer (the acks' queue writes) waits.
 
 The schema is versioned with sqlite-utils' migrations, imported only when one is still to be
 applied (a process that finds the schema current, like every `oncall-bot run`, does not load it);
@@ -360,6 +363,13 @@ class SqliteStore:
         """Whether this thread is inside a transaction or an atomic unit (what it writes joins it)."""
         return self._db.in_transaction or getattr(self._local, "atomic", False)
 
+    def _write_statement(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """One write statement (its RETURNING rows): its own transaction, or part of this thread's unit."""
+        if self._in_unit():
+            with self._transaction() as db:
+                return db.execute(sql, params).fetchall()
+        return self._db.execute(sql, params).fetchall()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One immediate transaction; re-entrant within a thread; inside `atomic()`, its transaction."""
@@ -619,30 +629,28 @@ class SqliteStore:
 
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
         """The oldest work not done whose lease (if any) has ended, leased to the caller."""
-        if not self._db.execute("SELECT 1 FROM work WHERE done_at IS NULL LIMIT 1").fetchone():
-            return None   # the common idle case, without taking the write lock
-        with self._transaction() as db:
-            row = db.execute("SELECT id, key, kind, payload, attempts, created_at FROM work "
-                             "WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT 1",
-                             [to_iso(now)]).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE work SET lease_until = ?, attempts = attempts + 1 WHERE id = ?",
-                       [to_iso(now + lease), row[0]])
-        return WorkItem(row[0], row[1], row[2], json.loads(row[3]), row[4] + 1, from_iso(row[5]))
+        claimable = "done_at IS NULL AND (lease_until IS NULL OR lease_until <= ?)"
+        if not self._db.execute(f"SELECT 1 FROM work WHERE {claimable} LIMIT 1", [to_iso(now)]).fetchone():
+            return None   # the common case of all work done or being done, without taking the write lock
+        rows = self._write_statement(
+            f"UPDATE work SET lease_until = ?, attempts = attempts + 1 "
+            f"WHERE id = (SELECT id FROM work WHERE {claimable} ORDER BY id LIMIT 1) "
+            "RETURNING id, key, kind, payload, attempts, created_at", [to_iso(now + lease), to_iso(now)])
+        if not rows:
+            return None
+        (item_id, key, kind, payload, attempts, created_at), = rows
+        return WorkItem(item_id, key, kind, json.loads(payload), attempts, from_iso(created_at))
 
     def renew_work(self, item_ids: Iterable[int], until: datetime) -> None:
         """Extends the leases of work still being done (a live worker keeps what it runs)."""
         ids = list(item_ids)
         if ids:
             marks = ",".join("?" * len(ids))
-            with self._transaction() as db:
-                db.execute(f"UPDATE work SET lease_until = ? WHERE done_at IS NULL AND id IN ({marks})",
-                           [to_iso(until), *ids])
+            self._write_statement(f"UPDATE work SET lease_until = ? WHERE done_at IS NULL AND id IN ({marks})",
+                                  [to_iso(until), *ids])
 
     def work_done(self, item_id: int, now: datetime) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE work SET done_at = ?, lease_until = NULL WHERE id = ?", [to_iso(now), item_id])
+        self._write_statement("UPDATE work SET done_at = ?, lease_until = NULL WHERE id = ?", [to_iso(now), item_id])
 
     def work_pending(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM work WHERE done_at IS NULL").fetchone()[0])
@@ -713,10 +721,9 @@ class SqliteStore:
         return from_iso(due)
 
     def outbox_sent(self, item_id: int, now: datetime, *, channel: str | None = None, ts: str | None = None) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE outbox SET sent_at = ?, lease_until = NULL, in_flight_since = NULL, sent_channel = ?, "
-                "sent_ts = ? WHERE id = ?", [to_iso(now), channel, ts, item_id])
+        self._write_statement(
+            "UPDATE outbox SET sent_at = ?, lease_until = NULL, in_flight_since = NULL, sent_channel = ?, "
+            "sent_ts = ? WHERE id = ?", [to_iso(now), channel, ts, item_id])
 
     def outbox_sent_message(self, item_id: int) -> tuple[str, str] | None:
         """Where an outbox message went (channel, ts), once Slack has taken it."""
@@ -725,16 +732,14 @@ class SqliteStore:
 
     def outbox_retry(self, item_id: int, at: datetime, error: str, *, in_doubt: bool = False) -> None:
         in_flight = "in_flight_since" if in_doubt else "NULL"
-        with self._transaction() as db:
-            db.execute(
-                f"UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, "
-                f"in_flight_since = {in_flight}, error = ? WHERE id = ?", [to_iso(at), redact(error), item_id])
+        self._write_statement(
+            f"UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL, "
+            f"in_flight_since = {in_flight}, error = ? WHERE id = ?", [to_iso(at), redact(error), item_id])
 
     def outbox_failed(self, item_id: int, now: datetime, error: str) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE outbox SET failed_at = ?, lease_until = NULL, in_flight_since = NULL, error = ?, "
-                "attempts = attempts + 1 WHERE id = ?", [to_iso(now), redact(error), item_id])
+        self._write_statement(
+            "UPDATE outbox SET failed_at = ?, lease_until = NULL, in_flight_since = NULL, error = ?, "
+            "attempts = attempts + 1 WHERE id = ?", [to_iso(now), redact(error), item_id])
 
     def outbox_superseded(self, item: OutboxItem) -> bool:
         """A view that a newer one, queued behind it, replaces need not be sent: an incident's
