@@ -158,8 +158,8 @@ def fire(selector: selectors.BaseSelector, requests: dict[socket.socket, bytes])
     latencies = []
     while started:
         for key, _ in selector.select(timeout=10):
+            assert isinstance(key.fileobj, socket.socket)
             sock = key.fileobj
-            assert isinstance(sock, socket.socket)
             chunk = sock.recv(65536)
             if not chunk:
                 raise SystemExit("the server closed a kept-alive connection")
@@ -182,6 +182,14 @@ class Target:
         self.latencies: list[float] = []
 
     def burst(self) -> list[float]:
+        # A kept-alive connection the server closed while it waited is readable (its end): connected again.
+        for key, _ in self.selector.select(timeout=0):
+            assert isinstance(key.fileobj, socket.socket)
+            index = self.socks.index(key.fileobj)
+            self.selector.unregister(key.fileobj)
+            key.fileobj.close()
+            self.socks[index] = connect(self.port)
+            self.selector.register(self.socks[index], selectors.EVENT_READ)
         return fire(self.selector, {sock: request(self.port, "/incident", "list", self.response_url)
                                     for sock in self.socks})
 
@@ -250,6 +258,8 @@ def main() -> None:
             # Connected once both are up: a kept-alive connection left idle for 5 s is closed.
             targets = {kind: Target(port, peers["response_url"]) for kind, port in ports.items()}
             measure(list(targets.values()), args.rounds)
+            for target in targets.values():
+                target.close()
         finally:
             for process in processes:
                 process.terminate()
