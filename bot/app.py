@@ -251,10 +251,10 @@ class SlackBot:
         except StoreUnavailable as error:
             log.error("could not queue a request to /%s/%s: the store is unavailable (%s)", hook.prefix, name, error)
             return _answer(start_response, "503 Service Unavailable", "the store is unavailable; send it again")
-        if queued is None:
+        if not queued:
             log.info("dropped a request to /%s/%s sent before", hook.prefix, name)
             return _answer(start_response, "202 Accepted", "already queued")
-        log.info("queued a request to /%s/%s", hook.prefix, name, extra={"work": queued})
+        log.info("queued a request to /%s/%s", hook.prefix, name)
         self.queued()
         return _answer(start_response, "202 Accepted", "queued")
 
@@ -349,7 +349,7 @@ class SlackBot:
             ack(text=self.renderer.text("store_unavailable", {}))
             return
         ack()
-        if queued is None:
+        if not queued:
             log.info("dropped a redelivered %s", kind, extra={"delivery": key})
             return
         self.queued()

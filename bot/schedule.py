@@ -108,7 +108,7 @@ def queue_duty(store: Store, duty: Duty, now: datetime) -> bool:
     """Queues `duty` as work under its key, run by a worker as the bot's command; false when it was queued before."""
     invocation = Invocation(duty.command.lstrip("/").partition(" ")[0], duty.command.partition(" ")[2], BOT_USER,
                             duty.channel, request_id="duty-" + hashlib.sha1(duty.key.encode()).hexdigest()[:12])
-    return store.queue_work(f"duty:{duty.key}", DUTY, {"invocation": asdict(invocation)}, now) is not None
+    return store.queue_work(f"duty:{duty.key}", DUTY, {"invocation": asdict(invocation)}, now)
 
 
 class Scheduler:

@@ -66,6 +66,8 @@ def store(request, tmp_path: Path) -> Iterator[Store]:
 
 def table_rows(store: Store, table: str) -> list[tuple]:
     """Every row of `table`, read past the store's operations (to check what it keeps)."""
+    if table == "work":
+        store.work_pending()        # which moves what SQLite's inbox holds into the work queue
     if isinstance(store, SqliteStore):
         with sqlite3.connect(store.path) as db:
             return db.execute(f"SELECT * FROM {table}").fetchall()

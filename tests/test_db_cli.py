@@ -54,8 +54,8 @@ def make_history(store: Store, incidents: int = 3) -> None:
     store.outbox_sent(sent, START + timedelta(seconds=1), channel="C0INCIDNT", ts="1700000000.000001")
     store.outbox_failed(failed, START + timedelta(seconds=2), "not_in_channel")
     store.outbox_retry(pending, START + timedelta(minutes=1), "internal_error")
-    done = store.queue_work("command:1.2.abc", "command", {"text": "/incident ack"}, START)
-    store.work_done(done, START + timedelta(seconds=3))
+    store.queue_work("command:1.2.abc", "command", {"text": "/incident ack"}, START)
+    store.work_done(store.claim_work(START, timedelta(seconds=90)).id, START + timedelta(seconds=3))
     store.queue_work("command:1.3.abc", "command", {"text": "/mttr"}, START)
     store.update_incident(1, source="alertmanager:prom", dedup_key='{}:{alertname="Down"}')
     store.save_alert_group(AlertGroup("alertmanager:prom", '{}:{alertname="Down"}', 1,
@@ -120,7 +120,7 @@ def test_copy_moves_a_whole_history_into_postgresql_and_a_second_run_copies_noth
         assert target.resolutions(*week, slowest=5) == source.resolutions(*week, slowest=5)   # durations too
         assert target.outbox_sent_message(1) == ("C0INCIDNT", "1700000000.000001")
         assert target.report_claimed("2026-W45") == source.report_claimed("2026-W45")
-        assert target.queue_work("command:1.2.abc", "command", {}, START) is None   # a redelivery is still known
+        assert not target.queue_work("command:1.2.abc", "command", {}, START)      # a redelivery is still known
         waiting = target.claim_work(START, timedelta(seconds=15))
         assert waiting is not None and waiting.key == "command:1.3.abc"           # and waiting work is run there
         pending = target.claim_outbox(START + timedelta(minutes=2), timedelta(seconds=60))

@@ -34,7 +34,7 @@ from slack_double import eventually
 PG = "postgresql://postgres:s3cret-pg-pw@127.0.0.1:5432/test"
 MY = "mysql://root@127.0.0.1:3306/test"
 REDIS = "redis://127.0.0.1:6379/0"
-BOUND = 1.5     # seconds a 1 s timeout may take, all told, on a busy 2-core machine
+BOUND = 2.5     # seconds a 1 s timeout may take, all told, on a busy machine (below the 3 s a hung call takes)
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_connect_timeout_is_shorter_than_the_total(probe, full_backlog):
 def test_connect_timeout_does_not_cut_the_wait_for_the_answer(probe, web):
     result, seconds, _ = probe(f'kind = "http"\nurl = "{web.url}/slow"\ntimeout = "2s"\nconnect_timeout = "1s"')
     assert (result.error, result.latency_ms) == ("ReadTimeout", 2000)
-    assert result.detail.startswith("timed out after 2 s while waiting for the response") and 2 <= seconds < 2.5
+    assert result.detail.startswith("timed out after 2 s while waiting for the response") and 2 <= seconds < 3.5
 
 
 def test_timeout_resolving_a_name(probe, monkeypatch):

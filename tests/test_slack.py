@@ -3,6 +3,7 @@
 import json
 import logging
 import socket
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -446,6 +447,27 @@ def test_healthz_never_creates_the_database(slack_bot, store):
     response = httpx.get(f"{client.url}/healthz")
     assert response.status_code == 503 and response.json()["status"] == "error"
     assert not Path(store.path).exists()
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)   # PostgreSQL's: tests/test_replicas.py
+def test_a_command_the_sqlite_inbox_cannot_take_is_answered_so_and_taken_once_it_can(
+        slack_bot, slack_double, store, monkeypatch):
+    bot, client = slack_bot()
+    monkeypatch.setattr("bot.store.sqlite.BUSY_TIMEOUT_MS", 300)
+    blocker = sqlite3.connect(store.path + "-inbox", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        refused = client.command("/incident", "open while the inbox is locked")
+        assert refused.status_code == 200 and "database is unavailable" in refused.text
+        assert httpx.get(f"{client.url}/healthz", timeout=10).status_code == 503
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    taken = client.command("/incident", "open once the inbox takes it")
+    assert taken.status_code == 200 and taken.text == ""
+    eventually(lambda: [incident.title for incident in store.recent_incidents(5)] == ["once the inbox takes it"])
+
+
 def test_a_private_answer_too_long_for_slack_says_where_its_file_went(slack_bot, slack_double):
     def huge(ctx, args):
         return Reply("error", {"command": "huge", "message": "\n".join(f"line {i} " + "x" * 2900 for i in range(60)),

@@ -8,7 +8,7 @@ import sqlite_utils
 
 from bot.config import Config
 from bot.console import Terminal
-from bot.store import Store
+from bot.store import Store, StoreUnavailable
 from bot.store.sqlite import SqliteStore, migrations
 from bot.times import utc_now
 from commands import registry
@@ -98,7 +98,7 @@ def test_work_is_queued_once_per_key_and_claimed_by_one_worker_at_a_time(store):
     now = datetime(2026, 11, 24, tzinfo=UTC)
     with ThreadPoolExecutor(max_workers=20) as pool:
         queued = list(pool.map(lambda _: store.queue_work("command:trigger-1", "command", {"n": 1}, now), range(20)))
-    assert len([item for item in queued if item is not None]) == 1
+    assert queued.count(True) == 1
     with ThreadPoolExecutor(max_workers=10) as pool:
         claims = list(pool.map(lambda _: store.claim_work(now, timedelta(seconds=90)), range(10)))
     (claimed,) = [claim for claim in claims if claim is not None]
@@ -108,26 +108,83 @@ def test_work_is_queued_once_per_key_and_claimed_by_one_worker_at_a_time(store):
     assert again.id == claimed.id and again.attempts == 2
     store.work_done(again.id, now)
     assert store.work_pending() == 0 and store.claim_work(now + timedelta(days=1), timedelta(seconds=90)) is None
-    assert store.queue_work("command:trigger-1", "command", {}, now) is None                  # a redelivery
+    assert not store.queue_work("command:trigger-1", "command", {}, now)                      # a redelivery
     assert store.prune_work(now + timedelta(seconds=1)) == 1
-    assert store.queue_work("command:trigger-1", "command", {}, now) is not None
+    assert store.queue_work("command:trigger-1", "command", {}, now)
 
 
-def test_work_queued_at_once_gets_each_its_own_id_and_a_repeated_key_none(store):
-    # SQLite writes the rows that arrive together in one statement: each must still learn its own id.
+def test_work_queued_at_once_is_queued_once_per_key_and_each_caller_told_whether_it_was_first(store):
+    # SQLite writes the rows that arrive together in one statement: each must still learn its own outcome.
     now = datetime(2026, 11, 24, tzinfo=UTC)
     store.queue_work("command:old", "command", {"n": -1}, now)
-    keys = [f"command:{n % 150}" for n in range(200)] + ["command:old"] * 5
+    store.work_done(store.claim_work(now, timedelta(seconds=90)).id, now)      # moved out of SQLite's inbox
+    store.queue_work("command:waiting", "command", {"n": -2}, now)            # still in it
+    keys = [f"command:{n % 150}" for n in range(200)] + ["command:old", "command:waiting"] * 5
     with ThreadPoolExecutor(max_workers=16) as pool:
         queued = list(pool.map(lambda key: (key, store.queue_work(key, "command", {"key": key}, now)), keys))
-    new = [(key, work) for key, work in queued if work is not None]
-    assert sorted(key for key, _ in new) == sorted({f"command:{n}" for n in range(150)})
-    assert len({work for _, work in new}) == 150
-    claimed = {}
+    assert sorted(key for key, new in queued if new) == sorted(f"command:{n}" for n in range(150))
+    claimed = []
     while (item := store.claim_work(now, timedelta(seconds=90))) is not None:
-        claimed[item.id] = item.payload
+        claimed.append((item.key, item.payload))
         store.work_done(item.id, now)
-    assert all(claimed[work] == {"key": key} for key, work in new)
+    assert sorted(claimed) == sorted([("command:waiting", {"n": -2})] + [(f"command:{n}", {"key": f"command:{n}"})
+                                                                         for n in range(150)])
+
+
+def test_sqlite_queues_an_ack_while_a_worker_holds_the_write_lock_and_still_knows_a_redelivery(tmp_path, monkeypatch):
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    store = SqliteStore(tmp_path / "oncall.db")
+    store.queue_work("command:done", "command", {}, now)
+    store.work_done(store.claim_work(now, timedelta(seconds=90)).id, now)
+    monkeypatch.setattr("bot.store.sqlite.BUSY_TIMEOUT_MS", 200)       # a write that waited for the lock fails
+    worker = sqlite3.connect(store.path, isolation_level=None)
+    worker.execute("BEGIN IMMEDIATE")
+    try:
+        assert store.queue_work("command:new", "command", {"n": 1}, now)
+        assert not store.queue_work("command:new", "command", {}, now)
+        assert not store.queue_work("command:done", "command", {}, now)     # in the database, done
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.claim_work(now, timedelta(seconds=90))                   # the move waits for the database
+    finally:
+        worker.execute("ROLLBACK")
+    claimed = store.claim_work(now, timedelta(seconds=90))
+    assert (claimed.key, claimed.payload) == ("command:new", {"n": 1})
+    assert not store.queue_work("command:new", "command", {}, now)      # moved into the database: still known
+
+
+def test_sqlite_inbox_rows_moved_but_not_yet_removed_are_queued_once_in_their_order(tmp_path):
+    """A process that dies between committing the inbox's rows to the work queue and removing
+    them from the inbox leaves them to be moved again: the work queue takes each key once."""
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    store = SqliteStore(tmp_path / "oncall.db")
+    for n in range(3):
+        store.queue_work(f"command:{n}", "command", {"n": n}, now)
+    with sqlite3.connect(store.path + "-inbox") as inbox:
+        left = inbox.execute("SELECT * FROM inbox").fetchall()
+    assert store.work_pending() == 3
+    with sqlite3.connect(store.path + "-inbox") as inbox:
+        assert inbox.execute("SELECT count(*) FROM inbox").fetchone() == (0,)
+        inbox.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?)", left)
+    store.queue_work("command:3", "command", {"n": 3}, now)
+    assert store.work_pending() == 4
+    claimed = []
+    while (item := store.claim_work(now, timedelta(seconds=90))) is not None:
+        claimed.append(item.key)
+        store.work_done(item.id, now)
+    assert claimed == ["command:0", "command:1", "command:2", "command:3"]
+
+
+def test_sqlite_is_unwritable_when_its_inbox_is(tmp_path):
+    store = SqliteStore(tmp_path / "oncall.db")
+    store.check_writable(utc_now())
+    blocker = sqlite3.connect(store.path + "-inbox", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.check_writable(utc_now())
+    finally:
+        blocker.execute("ROLLBACK")
+    store.check_writable(utc_now())
 
 
 def test_what_an_atomic_unit_writes_commits_together_or_not_at_all(store, clock):

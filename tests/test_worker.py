@@ -22,7 +22,7 @@ def worker(store, clock, slack_double, commands=None) -> Worker:
                   clock)
 
 
-def queue(store, clock, text: str, key: str) -> int:
+def queue(store, clock, text: str, key: str) -> bool:
     invocation = Invocation("incident", text, "U0ALICE01", "C0WORKER1", request_id=key)
     return store.queue_work(key, COMMAND, {"invocation": asdict(invocation)}, clock())
 

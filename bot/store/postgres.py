@@ -531,11 +531,10 @@ class PostgresStore:
 
     # -- deliveries, the outbox, weekly reports ------------------------------------------------
 
-    def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None:
-        found = self._returning("INSERT INTO work (key, kind, payload, created_at) VALUES (%s, %s, %s, %s) "
-                                "ON CONFLICT (key) DO NOTHING RETURNING id",
-                                [key, kind, Jsonb(json.loads(to_json(payload))), _second(now)])
-        return int(found) if found is not None else None
+    def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> bool:
+        return self._returning("INSERT INTO work (key, kind, payload, created_at) VALUES (%s, %s, %s, %s) "
+                               "ON CONFLICT (key) DO NOTHING RETURNING id",
+                               [key, kind, Jsonb(json.loads(to_json(payload))), _second(now)]) is not None
 
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
         """As SqliteStore.claim_work, for workers in several processes: SKIP LOCKED, then the lease."""

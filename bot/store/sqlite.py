@@ -22,12 +22,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.redact import redact, redact_data
 from bot.serialize import json_default, to_json
@@ -60,9 +60,11 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_MS = 15_000
 QUEUE_BATCH_ROWS = 500               # rows queued in one statement (4 parameters each, of SQLite's 32,766)
+INBOX_SUFFIX = "-inbox"             # the file beside the database that Slack's deliveries are queued in
 
 
 MIGRATION_SET = "oncall-bot"
+T = TypeVar("T")
 
 
 def _initial_schema(db: sqlite_utils.Database) -> None:
@@ -267,8 +269,9 @@ class SqliteStore:
         self.path = str(path)
         file = Path(path)
         self._uri = file.resolve().as_uri() + "?mode=rw"
+        self._inbox_uri = file.resolve().with_name(file.name + INBOX_SUFFIX).as_uri() + "?mode=rw"
         self._local = threading.local()
-        self._queue_writer = _QueueWriter(self._connect)
+        self._queue_writer = _QueueWriter(self.path + INBOX_SUFFIX, self._connect_queue_writer)
         if not file.parent.is_dir():
             raise StoreUnavailable(f"{file}: the directory {file.parent} does not exist")
         marker = file.with_name(f".{file.name}.created")
@@ -277,6 +280,10 @@ class SqliteStore:
                                    f"(see {marker}); restore it, or remove {marker} to start a new, empty one")
         try:
             sqlite3.connect(self.path).close()
+            with closing(sqlite3.connect(self.path + INBOX_SUFFIX, isolation_level=None)) as inbox:
+                inbox.execute("PRAGMA journal_mode = WAL")
+                inbox.execute("CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
+                              "kind TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL)")
             if not marker.exists():
                 marker.write_text(f"oncall-bot created {file.name} here on {utc_now():%Y-%m-%d %H:%M} UTC\n")
         except (sqlite3.Error, OSError) as error:
@@ -319,8 +326,23 @@ class SqliteStore:
             db = self._local.db = self._connect()
         return db
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+    @property
+    def _inbox(self) -> sqlite3.Connection:
+        """This thread's connection to the inbox, whose rows it moves into the work queue."""
+        db: sqlite3.Connection | None = getattr(self._local, "inbox", None)
+        if db is None:
+            db = self._local.inbox = self._connect(self._inbox_uri)
+        return db
+
+    def _connect_queue_writer(self) -> sqlite3.Connection:
+        """The inbox, with the database attached to find the keys already queued there: a statement
+        that only reads the database leaves its write lock alone."""
+        db = self._connect(self._inbox_uri)
+        db.execute("ATTACH DATABASE ? AS queued", [self._uri])
+        return db
+
+    def _connect(self, uri: str | None = None) -> sqlite3.Connection:
+        db = sqlite3.connect(uri or self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                              check_same_thread=False)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode = WAL")
@@ -389,10 +411,11 @@ class SqliteStore:
         db.execute("COMMIT")
 
     def close(self) -> None:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        for name in ("db", "inbox"):
+            db: sqlite3.Connection | None = getattr(self._local, name, None)
+            if db is not None:
+                db.close()
+                setattr(self._local, name, None)
         self._queue_writer.close()
 
     # -- incidents -------------------------------------------------------------------------
@@ -620,15 +643,33 @@ class SqliteStore:
 
     # -- the work queue --------------------------------------------------------------------
 
-    def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> int | None:
-        """Queues work under `key`; its id, or None when `key` was queued before (a redelivery)."""
+    def queue_work(self, key: str, kind: str, payload: dict[str, Any], now: datetime) -> bool:
+        """Queues work under `key`; false when `key` was queued before (a redelivery).
+
+        Inside a unit it joins the unit. Otherwise (the acks' case) it goes to the inbox, a file of
+        its own whose write lock nothing holds for long: the workers write the database in units
+        that can hold its lock for milliseconds, and an ack waited on each of them. The inbox's rows
+        are moved into the work queue when a worker looks for work."""
         row = (key, kind, to_json(payload), to_iso(now))
         if self._in_unit():
-            return _queue_rows(self._db, [row])[0]    # part of the caller's unit
+            return _queue_rows(self._db, _QUEUE_INTO_WORK, [row])[0]
         return self._queue_writer.write(row)
+
+    def _move_inbox(self) -> None:
+        """Moves the inbox's rows into the work queue, in their order; a key queued there already
+        is not queued twice. The rows leave the inbox only once committed here, so a process that
+        dies in between leaves them to be moved again."""
+        rows = self._inbox.execute(
+            "SELECT id, key, kind, payload, created_at FROM inbox ORDER BY id LIMIT ?", [QUEUE_BATCH_ROWS]).fetchall()
+        if not rows:
+            return
+        self._write_statement("INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES "
+                              + ", ".join(["(?, ?, ?, ?)"] * len(rows)), [value for row in rows for value in row[1:]])
+        self._inbox.execute("DELETE FROM inbox WHERE id <= ?", [rows[-1][0]])
 
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
         """The oldest work not done whose lease (if any) has ended, leased to the caller."""
+        self._move_inbox()
         claimable = "done_at IS NULL AND (lease_until IS NULL OR lease_until <= ?)"
         if not self._db.execute(f"SELECT 1 FROM work WHERE {claimable} LIMIT 1", [to_iso(now)]).fetchone():
             return None   # the common case of all work done or being done, without taking the write lock
@@ -653,6 +694,7 @@ class SqliteStore:
         self._write_statement("UPDATE work SET done_at = ?, lease_until = NULL WHERE id = ?", [to_iso(now), item_id])
 
     def work_pending(self) -> int:
+        self._move_inbox()
         return int(self._db.execute("SELECT COUNT(*) FROM work WHERE done_at IS NULL").fetchone()[0])
 
     def prune_work(self, before: datetime) -> int:
@@ -788,15 +830,15 @@ class SqliteStore:
     # -- health ----------------------------------------------------------------------------
 
     def check_writable(self, now: datetime) -> None:
-        """Raises StoreUnavailable unless a write commits within a second."""
+        """Raises StoreUnavailable unless a write commits within a second, in the database and in the inbox."""
         try:
-            conn = sqlite3.connect(self._uri, uri=True, timeout=1, isolation_level=None)
-            try:
+            with closing(sqlite3.connect(self._uri, uri=True, timeout=1, isolation_level=None)) as conn:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", [to_iso(now)])
                 conn.execute("COMMIT")
-            finally:
-                conn.close()
+            with closing(sqlite3.connect(self._inbox_uri, uri=True, timeout=1, isolation_level=None)) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("COMMIT")
         except sqlite3.Error as error:
             raise StoreUnavailable(str(error)) from error
 
@@ -828,6 +870,8 @@ class SqliteStore:
         """Nothing to do: /mttr's covering index is read without statistics or a visibility map."""
 
     def rows(self, table: Table, *, after: Any = None, limit: int) -> list[dict[str, Any]]:
+        if table.name == "work" and after is None:
+            self._move_inbox()
         name, key = quoted(table.name), quoted(table.key)
         where, params = ("", []) if after is None else (f"WHERE {key} > ?", [after])
         return [_unstored(table, row) for row in self._rows(
@@ -858,7 +902,7 @@ class SqliteStore:
 
 
 class _QueueWriter:
-    """The work queued by threads at once, written in one transaction: a group commit.
+    """The work queued by threads at once, written into the inbox in one statement: a group commit.
 
     Slack's acks wait on their queue write, and a commit costs far more than an insert: with 30
     commands at once, a commit each kept the last ack waiting for 29 of them. Here, while one thread
@@ -868,17 +912,18 @@ class _QueueWriter:
 
     The writes go through a connection of their own that never checkpoints the WAL: a checkpoint
     syncs the database file (milliseconds, tens of them on a slow disk) inside the commit that
-    triggers it, and the acks would wait for it. The workers' connections checkpoint instead, and
-    SQLite does when the last connection closes."""
+    triggers it, and the acks would wait for it. The workers' connections, which remove the rows
+    they moved, checkpoint instead, and SQLite does when the last connection closes."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]):
+    def __init__(self, path: str, connect: Callable[[], sqlite3.Connection]):
+        self._path = path
         self._connect = connect
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._waiting: list[_Queued] = []
         self._writing = False
 
-    def write(self, row: tuple[Any, ...]) -> int | None:
+    def write(self, row: tuple[Any, ...]) -> bool:
         mine = _Queued(row)
         with self._lock:
             self._waiting.append(mine)
@@ -905,16 +950,13 @@ class _QueueWriter:
                 self._db = self._connect()
                 self._db.execute("PRAGMA wal_autocheckpoint = 0")
                 self._db.execute("PRAGMA busy_timeout = 0")
-            _take_write_lock(self._db)
-            try:
-                outcomes = _queue_rows(self._db, [queued.row for queued in batch])
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            db, rows = self._db, [queued.row for queued in batch]
+            # One statement, its own transaction: BEGIN IMMEDIATE would lock the attached database too.
+            outcomes = _when_unlocked(lambda: _queue_rows(db, _QUEUE_INTO_INBOX, rows))
         except BaseException as error:
+            told = StoreUnavailable(f"{self._path}: {error}") if isinstance(error, sqlite3.Error) else error
             for queued in batch:
-                queued.error = error
+                queued.error = told
         else:
             for queued, outcome in zip(batch, outcomes, strict=True):
                 queued.queued = outcome
@@ -935,27 +977,26 @@ class _Queued:
     row: tuple[Any, ...]
     turn: threading.Event = field(default_factory=threading.Event)
     written: bool = False
-    queued: int | None = None
+    queued: bool = False
     error: BaseException | None = None
 
 
-def _queue_rows(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[int | None]:
-    """Each row's new id, or None when its key was queued before (or earlier in `rows`). One
+_QUEUE_INTO_WORK = "INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES {values} RETURNING key"
+_QUEUE_INTO_INBOX = ("INSERT OR IGNORE INTO inbox (key, kind, payload, created_at) "
+                     "SELECT * FROM (VALUES {values}) AS new "
+                     "WHERE NOT EXISTS (SELECT 1 FROM queued.work WHERE work.key = new.column1) RETURNING key")
+
+
+def _queue_rows(db: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]]) -> list[bool]:
+    """Whether each row was queued: false when its key was queued before (or earlier in `rows`). One
     statement for all of them: every statement lets go of the interpreter while SQLite runs it,
     and with the request threads busy, getting it back is what a write waits for most."""
-    cursor = db.execute("INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES "
-                        + ", ".join(["(?, ?, ?, ?)"] * len(rows)), [value for row in rows for value in row])
-    added, last = cursor.rowcount, cursor.lastrowid or 0
-    if added == len(rows):        # no key seen before: the new ids are consecutive, in the rows' order
-        return list(range(last - added + 1, last + 1))
-    keys = [row[0] for row in rows]
-    ids = dict(db.execute(f"SELECT key, id FROM work WHERE key IN ({', '.join('?' * len(keys))})", keys).fetchall())
-    first_new = last - added + 1 if added else last + 1
-    queued: list[int | None] = []
-    seen: set[str] = set()
-    for key in keys:
-        queued.append(ids[key] if ids[key] >= first_new and key not in seen else None)
-        seen.add(key)
+    new = {key for key, in db.execute(statement.format(values=", ".join(["(?, ?, ?, ?)"] * len(rows))),
+                                      [value for row in rows for value in row])}
+    queued = []
+    for key, *_ in rows:
+        queued.append(key in new)
+        new.discard(key)
     return queued
 
 
@@ -970,7 +1011,13 @@ def _begin_immediate(db: sqlite3.Connection) -> None:
 
 def _take_write_lock(db: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE on a connection without a busy timeout, waiting for the write lock in steps
-    of at most a millisecond or two.
+    of at most a millisecond or two."""
+    _when_unlocked(lambda: db.execute("BEGIN IMMEDIATE"))
+
+
+def _when_unlocked(write: Callable[[], T]) -> T:
+    """`write` on a connection without a busy timeout, tried again while the lock it needs is taken,
+    in steps of at most a millisecond or two.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between tries, so a writer that
     finds the lock taken often sleeps well past its release: with many short transactions (the
@@ -979,8 +1026,7 @@ def _take_write_lock(db: sqlite3.Connection) -> None:
     pause = 0.0002
     while True:
         try:
-            db.execute("BEGIN IMMEDIATE")
-            return
+            return write()
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or time.monotonic() > deadline:
                 raise
