@@ -143,8 +143,6 @@ def test_sqlite_queues_an_ack_while_a_worker_holds_the_write_lock_and_still_know
         assert store.queue_work("command:new", "command", {"n": 1}, now)
         assert not store.queue_work("command:new", "command", {}, now)
         assert not store.queue_work("command:done", "command", {}, now)     # in the database, done
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            store.claim_work(now, timedelta(seconds=90))                   # the move waits for the database
     finally:
         worker.execute("ROLLBACK")
     claimed = store.claim_work(now, timedelta(seconds=90))

@@ -1004,15 +1004,9 @@ def _begin_immediate(db: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE on a connection that otherwise waits for locks with SQLite's busy handler."""
     db.execute("PRAGMA busy_timeout = 0")
     try:
-        _take_write_lock(db)
+        _when_unlocked(lambda: db.execute("BEGIN IMMEDIATE"))
     finally:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-
-
-def _take_write_lock(db: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE on a connection without a busy timeout, waiting for the write lock in steps
-    of at most a millisecond or two."""
-    _when_unlocked(lambda: db.execute("BEGIN IMMEDIATE"))
 
 
 def _when_unlocked(write: Callable[[], T]) -> T:
@@ -1021,7 +1015,8 @@ def _when_unlocked(write: Callable[[], T]) -> T:
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between tries, so a writer that
     finds the lock taken often sleeps well past its release: with many short transactions (the
-    acks' queuing beside the workers' answers) that is the acks' whole tail latency."""
+    acks' queuing beside the workers' removals from the inbox, the workers' units beside each
+    other) that sleep is most of what a write waits."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     pause = 0.0002
     while True:
