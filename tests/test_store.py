@@ -1,5 +1,6 @@
 import multiprocessing
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -170,6 +171,32 @@ def test_sqlite_inbox_rows_moved_but_not_yet_removed_are_queued_once_in_their_or
         claimed.append(item.key)
         store.work_done(item.id, now)
     assert claimed == ["command:0", "command:1", "command:2", "command:3"]
+
+
+def test_work_queued_while_workers_claim_is_each_claimed_once(store):
+    """Acks queue while several workers claim (on SQLite, each moving what the inbox holds first):
+    nothing queued is lost, nothing is claimed twice."""
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    keys = [f"command:{n}" for n in range(400)]
+    queuing = threading.Event()
+    claimed: list[str] = []
+
+    def work() -> None:
+        while queuing.is_set() or store.work_pending():
+            if (item := store.claim_work(now, timedelta(seconds=90))) is not None:
+                claimed.append(item.key)
+                store.work_done(item.id, now)
+
+    queuing.set()
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(lambda key: store.queue_work(key, "command", {}, now), keys))
+    queuing.clear()
+    for worker in workers:
+        worker.join(60)
+    assert sorted(claimed) == sorted(keys)
 
 
 def test_sqlite_is_unwritable_when_its_inbox_is(tmp_path):

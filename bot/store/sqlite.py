@@ -657,15 +657,16 @@ class SqliteStore:
 
     def _move_inbox(self) -> None:
         """Moves the inbox's rows into the work queue, in their order; a key queued there already
-        is not queued twice. The rows leave the inbox only once committed here, so a process that
-        dies in between leaves them to be moved again."""
+        is not queued twice. A row leaves the inbox only once its key is committed here, so a
+        process that dies in between leaves it to be moved again; it is removed by its key, as
+        another worker may have moved it meanwhile and the inbox may have given its id to a new row."""
         rows = self._inbox.execute(
-            "SELECT id, key, kind, payload, created_at FROM inbox ORDER BY id LIMIT ?", [QUEUE_BATCH_ROWS]).fetchall()
+            "SELECT key, kind, payload, created_at FROM inbox ORDER BY id LIMIT ?", [QUEUE_BATCH_ROWS]).fetchall()
         if not rows:
             return
         self._write_statement("INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES "
-                              + ", ".join(["(?, ?, ?, ?)"] * len(rows)), [value for row in rows for value in row[1:]])
-        self._inbox.execute("DELETE FROM inbox WHERE id <= ?", [rows[-1][0]])
+                              + ", ".join(["(?, ?, ?, ?)"] * len(rows)), [value for row in rows for value in row])
+        self._inbox.execute(f"DELETE FROM inbox WHERE key IN ({', '.join('?' * len(rows))})", [row[0] for row in rows])
 
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
         """The oldest work not done whose lease (if any) has ended, leased to the caller."""
