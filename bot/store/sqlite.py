@@ -269,9 +269,10 @@ class SqliteStore:
         self.path = str(path)
         file = Path(path)
         self._uri = file.resolve().as_uri() + "?mode=rw"
-        self._inbox_uri = file.resolve().with_name(file.name + INBOX_SUFFIX).as_uri() + "?mode=rw"
+        inbox_file = file.resolve().with_name(file.name + INBOX_SUFFIX)
+        self._inbox_uri = inbox_file.as_uri() + "?mode=rw"
         self._local = threading.local()
-        self._queue_writer = _QueueWriter(self.path + INBOX_SUFFIX, self._connect_queue_writer)
+        self._queue_writer = _QueueWriter(str(inbox_file), self._connect_queue_writer)
         if not file.parent.is_dir():
             raise StoreUnavailable(f"{file}: the directory {file.parent} does not exist")
         marker = file.with_name(f".{file.name}.created")
@@ -280,7 +281,7 @@ class SqliteStore:
                                    f"(see {marker}); restore it, or remove {marker} to start a new, empty one")
         try:
             sqlite3.connect(self.path).close()
-            with closing(sqlite3.connect(self.path + INBOX_SUFFIX, isolation_level=None)) as inbox:
+            with closing(sqlite3.connect(inbox_file, isolation_level=None)) as inbox:
                 inbox.execute("PRAGMA journal_mode = WAL")
                 inbox.execute("CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
                               "kind TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL)")
@@ -664,8 +665,7 @@ class SqliteStore:
             "SELECT key, kind, payload, created_at FROM inbox ORDER BY id LIMIT ?", [QUEUE_BATCH_ROWS]).fetchall()
         if not rows:
             return
-        self._write_statement("INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES "
-                              + ", ".join(["(?, ?, ?, ?)"] * len(rows)), [value for row in rows for value in row])
+        self._write_statement(*_queue_statement(_QUEUE_INTO_WORK, rows))
         self._inbox.execute(f"DELETE FROM inbox WHERE key IN ({', '.join('?' * len(rows))})", [row[0] for row in rows])
 
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
@@ -988,12 +988,16 @@ _QUEUE_INTO_INBOX = ("INSERT OR IGNORE INTO inbox (key, kind, payload, created_a
                      "WHERE NOT EXISTS (SELECT 1 FROM queued.work WHERE work.key = new.column1) RETURNING key")
 
 
+def _queue_statement(statement: str, rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """`statement` (one of the two above) for `rows` of (key, kind, payload, created_at), and its parameters."""
+    return statement.format(values=", ".join(["(?, ?, ?, ?)"] * len(rows))), [value for row in rows for value in row]
+
+
 def _queue_rows(db: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]]) -> list[bool]:
     """Whether each row was queued: false when its key was queued before (or earlier in `rows`). One
     statement for all of them: every statement lets go of the interpreter while SQLite runs it,
     and with the request threads busy, getting it back is what a write waits for most."""
-    new = {key for key, in db.execute(statement.format(values=", ".join(["(?, ?, ?, ?)"] * len(rows))),
-                                      [value for row in rows for value in row])}
+    new = {key for key, in db.execute(*_queue_statement(statement, rows))}
     queued = []
     for key, *_ in rows:
         queued.append(key in new)
