@@ -1,3 +1,4 @@
+import json
 import multiprocessing
 import sqlite3
 import threading
@@ -11,7 +12,7 @@ from bot.config import Config
 from bot.console import Terminal
 from bot.store import Store, StoreUnavailable
 from bot.store.sqlite import SqliteStore, migrations
-from bot.times import utc_now
+from bot.times import to_iso, utc_now
 from commands import registry
 from conftest import table_rows
 
@@ -151,19 +152,17 @@ def test_sqlite_queues_an_ack_while_a_worker_holds_the_write_lock_and_still_know
     assert not store.queue_work("command:new", "command", {}, now)      # moved into the database: still known
 
 
-def test_sqlite_inbox_rows_moved_but_not_yet_removed_are_queued_once_in_their_order(tmp_path):
-    """A process that dies between committing the inbox's rows to the work queue and removing
-    them from the inbox leaves them to be moved again: the work queue takes each key once."""
+def test_sqlite_inbox_rows_moved_but_not_yet_marked_are_queued_once_in_their_order(tmp_path):
+    """A process that dies between committing the inbox's deliveries to the work queue and moving
+    the inbox's mark past them leaves them to be moved again: the work queue takes each key once."""
     now = datetime(2026, 11, 24, tzinfo=UTC)
     store = SqliteStore(tmp_path / "oncall.db")
     for n in range(3):
         store.queue_work(f"command:{n}", "command", {"n": n}, now)
-    with sqlite3.connect(store.path + "-inbox") as inbox:
-        left = inbox.execute("SELECT * FROM inbox").fetchall()
     assert store.work_pending() == 3
     with sqlite3.connect(store.path + "-inbox") as inbox:
-        assert inbox.execute("SELECT count(*) FROM inbox").fetchone() == (0,)
-        inbox.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?)", left)
+        assert inbox.execute("SELECT upto FROM moved").fetchall() == [(3,)]
+        inbox.execute("UPDATE moved SET upto = 0")
     store.queue_work("command:3", "command", {"n": 3}, now)
     assert store.work_pending() == 4
     claimed = []
@@ -171,6 +170,42 @@ def test_sqlite_inbox_rows_moved_but_not_yet_removed_are_queued_once_in_their_or
         claimed.append(item.key)
         store.work_done(item.id, now)
     assert claimed == ["command:0", "command:1", "command:2", "command:3"]
+
+
+def test_sqlite_inbox_gives_no_id_twice_so_nothing_queued_after_a_prune_is_skipped(tmp_path):
+    """The inbox forgets deliveries moved a day ago; one queued after the newest of them is forgotten
+    gets a new id all the same (past the mark), and is moved."""
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    store = SqliteStore(tmp_path / "oncall.db")
+    store.queue_work("command:old", "command", {}, now)
+    store.work_done(store.claim_work(now, timedelta(seconds=90)).id, now)
+    assert store.prune_work(now + timedelta(days=1)) == 1
+    with sqlite3.connect(store.path + "-inbox") as inbox:
+        assert inbox.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+    assert store.queue_work("command:new", "command", {"n": 1}, now)
+    assert (store.claim_work(now, timedelta(seconds=90)).key, store.work_pending()) == ("command:new", 1)
+
+
+def test_sqlite_takes_over_what_an_earlier_release_left_in_its_inbox(tmp_path):
+    """An earlier release kept the inbox in a table `inbox` whose ids could be given twice: its rows
+    are queued at the next start, in their order."""
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    path = tmp_path / "oncall.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(str(path) + "-inbox") as inbox:
+        inbox.execute("DROP TABLE deliveries")
+        inbox.execute("DROP TABLE moved")
+        inbox.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, "
+                      "payload TEXT NOT NULL, created_at TEXT NOT NULL)")
+        inbox.executemany("INSERT INTO inbox VALUES (?, ?, 'command', ?, ?)",
+                          [(n, f"command:{n}", json.dumps({"n": n}), to_iso(now)) for n in (2, 1)])
+    store = SqliteStore(path)
+    assert not store.queue_work("command:2", "command", {}, now)          # still known
+    claimed = []
+    while (item := store.claim_work(now, timedelta(seconds=90))) is not None:
+        claimed.append((item.key, item.payload))
+        store.work_done(item.id, now)
+    assert claimed == [("command:1", {"n": 1}), ("command:2", {"n": 2})]
 
 
 def test_work_queued_while_workers_claim_is_each_claimed_once(store):

@@ -272,7 +272,7 @@ class SqliteStore:
         inbox_file = file.resolve().with_name(file.name + INBOX_SUFFIX)
         self._inbox_uri = inbox_file.as_uri() + "?mode=rw"
         self._local = threading.local()
-        self._queue_writer = _QueueWriter(str(inbox_file), self._connect_queue_writer)
+        self._queue_writer = _QueueWriter(str(inbox_file), lambda: self._connect(self._inbox_uri))
         if not file.parent.is_dir():
             raise StoreUnavailable(f"{file}: the directory {file.parent} does not exist")
         marker = file.with_name(f".{file.name}.created")
@@ -281,10 +281,8 @@ class SqliteStore:
                                    f"(see {marker}); restore it, or remove {marker} to start a new, empty one")
         try:
             sqlite3.connect(self.path).close()
-            with closing(sqlite3.connect(inbox_file, isolation_level=None)) as inbox:
-                inbox.execute("PRAGMA journal_mode = WAL")
-                inbox.execute("CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
-                              "kind TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL)")
+            with closing(sqlite3.connect(inbox_file, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as inbox:
+                _make_inbox(inbox)
             if not marker.exists():
                 marker.write_text(f"oncall-bot created {file.name} here on {utc_now():%Y-%m-%d %H:%M} UTC\n")
         except (sqlite3.Error, OSError) as error:
@@ -333,13 +331,6 @@ class SqliteStore:
         db: sqlite3.Connection | None = getattr(self._local, "inbox", None)
         if db is None:
             db = self._local.inbox = self._connect(self._inbox_uri)
-        return db
-
-    def _connect_queue_writer(self) -> sqlite3.Connection:
-        """The inbox, with the database attached to find the keys already queued there: a statement
-        that only reads the database leaves its write lock alone."""
-        db = self._connect(self._inbox_uri)
-        db.execute("ATTACH DATABASE ? AS queued", [self._uri])
         return db
 
     def _connect(self, uri: str | None = None) -> sqlite3.Connection:
@@ -649,24 +640,26 @@ class SqliteStore:
 
         Inside a unit it joins the unit. Otherwise (the acks' case) it goes to the inbox, a file of
         its own whose write lock nothing holds for long: the workers write the database in units
-        that can hold its lock for milliseconds, and an ack waited on each of them. The inbox's rows
-        are moved into the work queue when a worker looks for work."""
+        that can hold its lock for milliseconds, and an ack waited on each of them. The inbox's
+        deliveries are moved into the work queue when a worker looks for work, and kept there as
+        long as done work is, so a key delivered again finds itself in the inbox alone."""
         row = (key, kind, to_json(payload), to_iso(now))
         if self._in_unit():
-            return _queue_rows(self._db, _QUEUE_INTO_WORK, [row])[0]
+            return _queue_rows(self._db, "work", [row])[0]
         return self._queue_writer.write(row)
 
     def _move_inbox(self) -> None:
-        """Moves the inbox's rows into the work queue, in their order; a key queued there already
-        is not queued twice. A row leaves the inbox only once its key is committed here, so a
-        process that dies in between leaves it to be moved again; it is removed by its key, as
-        another worker may have moved it meanwhile and the inbox may have given its id to a new row."""
+        """Moves the inbox's deliveries past its mark into the work queue, in their order, then the
+        mark past them. Its ids only grow (AUTOINCREMENT, and commits follow each other), so the
+        deliveries past the mark are those not moved yet. A process that dies between the two moves
+        them again, and the work queue takes a key once."""
         rows = self._inbox.execute(
-            "SELECT key, kind, payload, created_at FROM inbox ORDER BY id LIMIT ?", [QUEUE_BATCH_ROWS]).fetchall()
+            "SELECT id, key, kind, payload, created_at FROM deliveries WHERE id > (SELECT upto FROM moved) "
+            "ORDER BY id LIMIT ?", [QUEUE_BATCH_ROWS]).fetchall()
         if not rows:
             return
-        self._write_statement(*_queue_statement(_QUEUE_INTO_WORK, rows))
-        self._inbox.execute(f"DELETE FROM inbox WHERE key IN ({', '.join('?' * len(rows))})", [row[0] for row in rows])
+        self._write_statement(*_queue_statement("work", [row[1:] for row in rows]))
+        self._inbox.execute("UPDATE moved SET upto = max(upto, ?)", [rows[-1][0]])
 
     def claim_work(self, now: datetime, lease: timedelta) -> WorkItem | None:
         """The oldest work not done whose lease (if any) has ended, leased to the caller."""
@@ -699,7 +692,10 @@ class SqliteStore:
         return int(self._db.execute("SELECT COUNT(*) FROM work WHERE done_at IS NULL").fetchone()[0])
 
     def prune_work(self, before: datetime) -> int:
-        """Forgets work done before `before` (its key then no longer stops a redelivery); how many."""
+        """Forgets work done before `before`, and the inbox's deliveries moved and made before then
+        (a key forgotten in both no longer stops a redelivery); how many pieces of work."""
+        self._inbox.execute("DELETE FROM deliveries WHERE id <= (SELECT upto FROM moved) AND created_at < ?",
+                            [to_iso(before)])
         with self._transaction() as db:
             return db.execute("DELETE FROM work WHERE done_at < ?", [to_iso(before)]).rowcount
 
@@ -913,7 +909,7 @@ class _QueueWriter:
 
     The writes go through a connection of their own that never checkpoints the WAL: a checkpoint
     syncs the database file (milliseconds, tens of them on a slow disk) inside the commit that
-    triggers it, and the acks would wait for it. The workers' connections, which remove the rows
+    triggers it, and the acks would wait for it. The workers' connections, which mark the rows
     they moved, checkpoint instead, and SQLite does when the last connection closes."""
 
     def __init__(self, path: str, connect: Callable[[], sqlite3.Connection]):
@@ -952,8 +948,7 @@ class _QueueWriter:
                 self._db.execute("PRAGMA wal_autocheckpoint = 0")
                 self._db.execute("PRAGMA busy_timeout = 0")
             db, rows = self._db, [queued.row for queued in batch]
-            # One statement, its own transaction: BEGIN IMMEDIATE would lock the attached database too.
-            outcomes = _when_unlocked(lambda: _queue_rows(db, _QUEUE_INTO_INBOX, rows))
+            outcomes = _when_unlocked(lambda: _queue_rows(db, "deliveries", rows))
         except BaseException as error:
             told = StoreUnavailable(f"{self._path}: {error}") if isinstance(error, sqlite3.Error) else error
             for queued in batch:
@@ -982,22 +977,35 @@ class _Queued:
     error: BaseException | None = None
 
 
-_QUEUE_INTO_WORK = "INSERT OR IGNORE INTO work (key, kind, payload, created_at) VALUES {values} RETURNING key"
-_QUEUE_INTO_INBOX = ("INSERT OR IGNORE INTO inbox (key, kind, payload, created_at) "
-                     "SELECT * FROM (VALUES {values}) AS new "
-                     "WHERE NOT EXISTS (SELECT 1 FROM queued.work WHERE work.key = new.column1) RETURNING key")
+def _make_inbox(inbox: sqlite3.Connection) -> None:
+    """The inbox's tables: the deliveries queued, and the mark up to which they were moved into the
+    work queue. Deliveries that an earlier release left in its table `inbox` are taken over."""
+    inbox.execute("PRAGMA journal_mode = WAL")
+    inbox.execute("BEGIN IMMEDIATE")
+    inbox.execute("CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                  "key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL)")
+    inbox.execute("CREATE TABLE IF NOT EXISTS moved (upto INTEGER NOT NULL)")
+    inbox.execute("INSERT INTO moved SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM moved)")
+    if inbox.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'inbox'").fetchone():
+        inbox.execute("INSERT OR IGNORE INTO deliveries (key, kind, payload, created_at) "
+                      "SELECT key, kind, payload, created_at FROM inbox ORDER BY id")
+        inbox.execute("DROP TABLE inbox")
+    inbox.execute("COMMIT")
 
 
-def _queue_statement(statement: str, rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
-    """`statement` (one of the two above) for `rows` of (key, kind, payload, created_at), and its parameters."""
-    return statement.format(values=", ".join(["(?, ?, ?, ?)"] * len(rows))), [value for row in rows for value in row]
+def _queue_statement(table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """The statement queuing `rows` of (key, kind, payload, created_at) in `table` (the work queue or the
+    inbox's deliveries) and returning the keys it took, and its parameters."""
+    values = ", ".join(["(?, ?, ?, ?)"] * len(rows))
+    return (f"INSERT OR IGNORE INTO {table} (key, kind, payload, created_at) VALUES {values} RETURNING key",
+            [value for row in rows for value in row])
 
 
-def _queue_rows(db: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]]) -> list[bool]:
+def _queue_rows(db: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]]) -> list[bool]:
     """Whether each row was queued: false when its key was queued before (or earlier in `rows`). One
     statement for all of them: every statement lets go of the interpreter while SQLite runs it,
     and with the request threads busy, getting it back is what a write waits for most."""
-    new = {key for key, in db.execute(*_queue_statement(statement, rows))}
+    new = {key for key, in db.execute(*_queue_statement(table, rows))}
     queued = []
     for key, *_ in rows:
         queued.append(key in new)
