@@ -995,17 +995,22 @@ def _make_inbox(inbox: sqlite3.Connection) -> None:
 
 def _queue_statement(table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
     """The statement queuing `rows` of (key, kind, payload, created_at) in `table` (the work queue or the
-    inbox's deliveries) and returning the keys it took, and its parameters."""
+    inbox's deliveries), and its parameters."""
     values = ", ".join(["(?, ?, ?, ?)"] * len(rows))
-    return (f"INSERT OR IGNORE INTO {table} (key, kind, payload, created_at) VALUES {values} RETURNING key",
+    return (f"INSERT OR IGNORE INTO {table} (key, kind, payload, created_at) VALUES {values}",
             [value for row in rows for value in row])
 
 
 def _queue_rows(db: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]]) -> list[bool]:
     """Whether each row was queued: false when its key was queued before (or earlier in `rows`). One
     statement for all of them: every statement lets go of the interpreter while SQLite runs it,
-    and with the request threads busy, getting it back is what a write waits for most."""
-    new = {key for key, in db.execute(*_queue_statement(table, rows))}
+    and with the request threads busy, getting it back is what a write waits for most. One row (an
+    ack's: `serve` has one request thread) is told by the count of rows the statement changed:
+    a statement returning the keys it took lets go twice, once for the key and once to end."""
+    statement, parameters = _queue_statement(table, rows)
+    if len(rows) == 1:
+        return [db.execute(statement, parameters).rowcount == 1]
+    new = {key for key, in db.execute(f"{statement} RETURNING key", parameters)}
     queued = []
     for key, *_ in rows:
         queued.append(key in new)
