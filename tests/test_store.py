@@ -119,7 +119,7 @@ def test_work_queued_at_once_is_queued_once_per_key_and_each_caller_told_whether
     # SQLite writes the rows that arrive together in one statement: each must still learn its own outcome.
     now = datetime(2026, 11, 24, tzinfo=UTC)
     store.queue_work("command:old", "command", {"n": -1}, now)
-    store.work_done(store.claim_work(now, timedelta(seconds=90)).id, now)      # moved out of SQLite's inbox
+    store.work_done(store.claim_work(now, timedelta(seconds=90)).id, now)      # moved past the mark of SQLite's inbox
     store.queue_work("command:waiting", "command", {"n": -2}, now)            # still in it
     keys = [f"command:{n % 150}" for n in range(200)] + ["command:old", "command:waiting"] * 5
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -144,12 +144,12 @@ def test_sqlite_queues_an_ack_while_a_worker_holds_the_write_lock_and_still_know
     try:
         assert store.queue_work("command:new", "command", {"n": 1}, now)
         assert not store.queue_work("command:new", "command", {}, now)
-        assert not store.queue_work("command:done", "command", {}, now)     # in the database, done
+        assert not store.queue_work("command:done", "command", {}, now)     # moved and done: the inbox still knows it
     finally:
         worker.execute("ROLLBACK")
     claimed = store.claim_work(now, timedelta(seconds=90))
     assert (claimed.key, claimed.payload) == ("command:new", {"n": 1})
-    assert not store.queue_work("command:new", "command", {}, now)      # moved into the database: still known
+    assert not store.queue_work("command:new", "command", {}, now)      # moved: the inbox still knows it
 
 
 def test_sqlite_inbox_rows_moved_but_not_yet_marked_are_queued_once_in_their_order(tmp_path):
