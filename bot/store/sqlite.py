@@ -979,8 +979,13 @@ class _Queued:
 
 def _make_inbox(inbox: sqlite3.Connection) -> None:
     """The inbox's tables: the deliveries queued, and the mark up to which they were moved into the
-    work queue. Deliveries that an earlier release left in its table `inbox` are taken over."""
+    work queue. Deliveries that an earlier release left in its table `inbox` are taken over. The
+    write lock is taken only when there is something to do (as for the database's migrations), so
+    a start-up never waits behind the acks for nothing."""
     inbox.execute("PRAGMA journal_mode = WAL")
+    tables = {name for name, in inbox.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if {"deliveries", "moved"} <= tables and "inbox" not in tables:
+        return
     inbox.execute("BEGIN IMMEDIATE")
     inbox.execute("CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                   "key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL)")
