@@ -28,5 +28,10 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False)
+
+
 def to_json(value: Any, **options: Any) -> str:
+    if not options:
+        return _ENCODER.encode(value)     # an encoder made once: json.dumps makes one per call
     return json.dumps(value, default=json_default, ensure_ascii=False, **options)

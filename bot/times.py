@@ -107,7 +107,8 @@ def to_iso(moment: datetime | None) -> str | None:
     """UTC ISO 8601 with a Z, to the second: how times are stored and exported."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat rather than strftime: half the cost, and an ack pays it
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 @overload

@@ -234,6 +234,32 @@ def test_work_queued_while_workers_claim_is_each_claimed_once(store):
     assert sorted(claimed) == sorted(keys)
 
 
+def test_sqlite_acks_queued_at_once_while_the_inbox_stays_locked_are_each_told_and_the_next_is_queued(
+        tmp_path, monkeypatch):
+    # The acks that wait on another's write (a group commit) learn its failure, and none is left waiting.
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    store = SqliteStore(tmp_path / "oncall.db")
+    monkeypatch.setattr("bot.store.sqlite.BUSY_TIMEOUT_MS", 200)
+
+    def outcome(key: str) -> bool | Exception:
+        try:
+            return store.queue_work(key, "command", {}, now)
+        except StoreUnavailable as error:
+            return error
+
+    blocker = sqlite3.connect(store.path + "-inbox", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(outcome, [f"command:{n}" for n in range(8)]))
+    finally:
+        blocker.execute("ROLLBACK")
+    assert all(isinstance(told, StoreUnavailable) and "locked" in str(told) for told in outcomes)
+    assert store.queue_work("command:0", "command", {"n": 0}, now)
+    claimed = store.claim_work(now, timedelta(seconds=90))
+    assert (claimed.key, claimed.payload) == ("command:0", {"n": 0}) and store.work_pending() == 1
+
+
 def test_sqlite_is_unwritable_when_its_inbox_is(tmp_path):
     store = SqliteStore(tmp_path / "oncall.db")
     store.check_writable(utc_now())

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -923,18 +923,22 @@ class _QueueWriter:
     def write(self, row: tuple[Any, ...]) -> bool:
         mine = _Queued(row)
         with self._lock:
-            self._waiting.append(mine)
-            leads = not self._writing
+            if self._writing:
+                mine.turn = threading.Event()
+                self._waiting.append(mine)
             self._writing = True
-        if not leads:
+        if mine.turn is not None:
             mine.turn.wait()          # written by another thread, or asked to write
         if not mine.written:
-            with self._lock:
-                batch, self._waiting = self._waiting[:QUEUE_BATCH_ROWS], self._waiting[QUEUE_BATCH_ROWS:]
+            if mine.turn is None:
+                batch = [mine]        # nobody was writing: the common case, which needs no Event
+            else:
+                with self._lock:
+                    batch, self._waiting = self._waiting[:QUEUE_BATCH_ROWS], self._waiting[QUEUE_BATCH_ROWS:]
             self._write(batch)
             with self._lock:
                 if self._waiting:
-                    self._waiting[0].turn.set()
+                    self._waiting[0].wake()
                 else:
                     self._writing = False
         if mine.error is not None:
@@ -958,7 +962,7 @@ class _QueueWriter:
                 queued.queued = outcome
         for queued in batch:
             queued.written = True
-            queued.turn.set()
+            queued.wake()
 
     def close(self) -> None:
         """Closes the connection, unless a write is under way (it is then closed with the process)."""
@@ -971,10 +975,14 @@ class _QueueWriter:
 @dataclass
 class _Queued:
     row: tuple[Any, ...]
-    turn: threading.Event = field(default_factory=threading.Event)
+    turn: threading.Event | None = None     # what it waits on, when another thread was writing
     written: bool = False
     queued: bool = False
     error: BaseException | None = None
+
+    def wake(self) -> None:
+        if self.turn is not None:
+            self.turn.set()
 
 
 def _make_inbox(inbox: sqlite3.Connection) -> None:
