@@ -20,6 +20,7 @@ or another replica.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import re
 import resource
@@ -83,6 +84,13 @@ class DrainingWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self._arriving: dict[TConn, _Arriving] = {}
         self._buffered = 0
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # What start-up made (the app, its features, their libraries) lives as long as the process: out
+        # of the collector's reach, a full collection walks only what came since, instead of holding up
+        # the requests behind it for 25 ms or more.
+        gc.freeze()
 
     def run(self) -> None:
         super().run()
