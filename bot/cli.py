@@ -36,10 +36,12 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 3000
 SOCKET_DRAIN_SECONDS = 8
 WORKER_DRAIN_SECONDS = 7
-DEFAULT_WORKERS = 2
+DEFAULT_WORKERS = 2                  # fewer where the CPUs do not leave one to the process that acks
 WORKER_NICENESS = 10
 WORKER_SWITCH_SECONDS = 0.0005
 MAX_WORKERS = 64
+WORKERS_HELP = (f"worker processes to start (default {DEFAULT_WORKERS}, or 1 where the process may use 2 CPUs "
+                "or fewer; 0: run none here)")
 SUMMARY_SEND_SECONDS = 60
 
 
@@ -77,13 +79,13 @@ def _parser() -> argparse.ArgumentParser:
                                          "worker processes")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=None, help=f"default: $PORT, else {DEFAULT_PORT}")
-    serve.add_argument("--workers", type=_worker_count, default=DEFAULT_WORKERS,
-                       help=f"worker processes to start (default {DEFAULT_WORKERS}; 0: run none here)")
+    serve.add_argument("--workers", type=_worker_count, default=default_workers(),
+                       help=WORKERS_HELP)
     serve.set_defaults(handler=_serve)
 
     socket_mode = sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN); with its worker processes")
-    socket_mode.add_argument("--workers", type=_worker_count, default=DEFAULT_WORKERS,
-                             help=f"worker processes to start (default {DEFAULT_WORKERS}; 0: run none here)")
+    socket_mode.add_argument("--workers", type=_worker_count, default=default_workers(),
+                             help=WORKERS_HELP)
     socket_mode.set_defaults(handler=_socket)
     sub.add_parser("work", help="a worker process: runs queued commands, sends the outbox, runs the "
                                 "bot's own jobs").set_defaults(handler=_work)
@@ -203,6 +205,15 @@ def _work(args: argparse.Namespace) -> int:
         pass
     worker.stop(WORKER_DRAIN_SECONDS)
     return 0
+
+
+def default_workers() -> int:
+    """DEFAULT_WORKERS, but at most one fewer than the CPUs this process may run on (and at least one).
+    Each worker process can keep a CPU busy, and the acks wait for whatever shares theirs: on 2 CPUs,
+    under bench/ack_latency.py's load, the acks' p99 was 1.30-1.39x a bare Bolt app's with one worker
+    process and 1.41-1.54x with two. One process's threads suffice for commands that mostly wait."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(DEFAULT_WORKERS, cpus - 1))
 
 
 def _worker_count(text: str) -> int:

@@ -155,3 +155,11 @@ def test_serve_with_alert_sources_but_no_channel_for_them_is_one_line(tmp_path):
     result = oncall(tmp_path, "serve", env={"SLACK_BOT_TOKEN": "xoxb-1"})
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("oncall-bot: oncall.toml: alerts.channel: not set, nor [slack] incident_channel")
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 1), (3, 2), (64, 2)])
+def test_serve_leaves_a_cpu_to_the_acks_unless_it_has_only_one(monkeypatch, cpus, workers):
+    from bot.cli import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert default_workers() == workers
