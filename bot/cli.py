@@ -74,18 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oncall-bot", description="The Slack bot for the engineer on call.")
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    workers = default_workers()
 
     serve = sub.add_parser("serve", help="HTTP mode: POST /slack/events, POST /alerts/NAME, GET /healthz; with its "
                                          "worker processes")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=None, help=f"default: $PORT, else {DEFAULT_PORT}")
-    serve.add_argument("--workers", type=_worker_count, default=default_workers(),
-                       help=WORKERS_HELP)
+    serve.add_argument("--workers", type=_worker_count, default=workers, help=WORKERS_HELP)
     serve.set_defaults(handler=_serve)
 
     socket_mode = sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN); with its worker processes")
-    socket_mode.add_argument("--workers", type=_worker_count, default=default_workers(),
-                             help=WORKERS_HELP)
+    socket_mode.add_argument("--workers", type=_worker_count, default=workers, help=WORKERS_HELP)
     socket_mode.set_defaults(handler=_socket)
     sub.add_parser("work", help="a worker process: runs queued commands, sends the outbox, runs the "
                                 "bot's own jobs").set_defaults(handler=_work)
