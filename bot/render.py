@@ -162,6 +162,9 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             bytecode_cache=_bytecode_cache(),
+            # The templates are the package's own files and do not change under a running bot: not
+            # checking each one's modification time before every render saves a stat per message.
+            auto_reload=False,
         )
         self.env.globals.update(
             header=_header, divider=_divider, context=_context, buttons=_buttons, code=_code,
