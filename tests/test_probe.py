@@ -201,7 +201,7 @@ def test_hanging_targets_of_every_kind_take_one_timeout_not_their_sum(make_confi
     took = time.monotonic() - started
     assert len(results) == 12 and {r.status for r in results} == {"down"}
     assert {r.error for r in results} <= {"ConnectTimeout", "ReadTimeout"}
-    assert 1.0 <= took < 1.5, took
+    assert 1.0 <= took < 2.0, took       # one 1 s timeout for all twelve; two in a row would be 2 s
 
 
 def test_the_command_deadline_caps_every_probe(make_config, hanging):
