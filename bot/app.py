@@ -270,7 +270,7 @@ class SlackBot:
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
         return [payload]
 
-    # -- Slack listeners (run in the request thread: a queue and an ack, nothing else) ------------
+    # -- Slack listeners (run where the request is served: a queue and an ack, nothing else) ------
 
     def _on_command(self, ack: Callable[..., None], body: dict[str, Any]) -> None:
         rid = new_request_id()

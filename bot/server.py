@@ -1,13 +1,18 @@
 """`oncall-bot serve`: HTTP mode on gunicorn (threaded worker), with a graceful SIGTERM.
 
-A request thread only ever sees a whole request: the worker's event loop reads each request into
-memory first (without a thread, however slowly it arrives) and hands it to a thread once its
-headers and its Content-Length of body are in. So idle or slow clients cost a socket and a buffer,
-never one of the REQUEST_THREADS. Bounds: a connection that sends nothing for IDLE_SECONDS is
-closed; a request must arrive whole within READ_SECONDS of its first byte (else 408); headers past
-MAX_HEADER_BYTES get 431, a body past the app's MAX_REQUEST_BYTES 413, a chunked body 411; all the
-requests being read together hold at most MAX_BUFFERED_BYTES (past it: 503). Each refusal is one
-log line, without the request.
+The worker's event loop reads each request into memory first (however slowly it arrives), so idle
+or slow clients cost a socket and a buffer and nothing waits on them. Once its headers and its
+Content-Length of body are in, the loop serves it: verify, queue, answer, all bounded once the
+request is in memory. (A request thread did that before; Python runs one thread at a time, and the
+thread, each time it let go of Python for the database or the socket, waited for the loop's turn
+to get it back. In seven runs of bench/ack_latency.py, each next to a run of the threaded way, the
+acks' p99 was the smaller multiple of a Bolt app's, served alike, in six: median 1.39x, then 1.33x.)
+
+Bounds: a connection that sends nothing for IDLE_SECONDS is closed; a client that takes none of its
+answers for SEND_SECONDS is cut off; a request must arrive whole within READ_SECONDS of its first
+byte (else 408); headers past MAX_HEADER_BYTES get 431, a body past the app's MAX_REQUEST_BYTES
+413, a chunked body 411; all the requests being read together hold at most MAX_BUFFERED_BYTES
+(past it: 503). Each refusal is one log line, without the request.
 
 The gunicorn worker only verifies, queues and acknowledges (bot/app.py); it starts the bot's worker
 processes (bot/worker.py), which run the commands, as its children. On SIGTERM gunicorn stops
@@ -25,8 +30,11 @@ import logging
 import re
 import resource
 import selectors
+import socket
+import struct
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -39,12 +47,8 @@ from bot.app import MAX_REQUEST_BYTES, SlackBot
 from bot.jsonlog import JsonFormatter
 from bot.worker import WorkerProcesses
 
-# One: a request's work is a little Python and a queue write. Python runs one thread at a time, and a
-# thread that lets go of it for the database waits for the others' turns to get it back, so a second
-# thread only makes each ack wait longer (30 acks at once while probes hang, side by side in one run:
-# p99 71 ms with 1 thread, 82 ms with 4; a Bolt app that only acks, 32 and 61 ms). Requests are read
-# whole by the event loop, so a slow client never holds the thread.
-REQUEST_THREADS = 1
+SEND_SECONDS = 1                     # an answer is a few hundred bytes: a socket that takes none of it
+                                     # for this long belongs to a client that stopped reading
 GRACEFUL_SECONDS = 9
 DRAIN_SECONDS = 7
 IDLE_SECONDS = 5                     # also how long a kept-alive connection may wait for its next request
@@ -84,6 +88,7 @@ class DrainingWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self._arriving: dict[TConn, _Arriving] = {}
         self._buffered = 0
+        self._serving = False
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -101,7 +106,15 @@ class DrainingWorker(ThreadWorker):
 
     def enqueue_req(self, conn: TConn) -> None:
         """Called for a new connection, a kept-alive one that became readable, or one with the next
-        request already read ahead: read the request here, and only then give it to a thread."""
+        request already read ahead: read the request here, and serve it once it is whole."""
+        if self._serving:
+            # The next request a client sent before the answer to the one just served: its turn comes
+            # after what the loop has already seen (one client's requests cannot hold the loop, nor
+            # nest one serving in another, however many it sent at once).
+            self.method_queue.defer(self.enqueue_req, conn)
+            return
+        if conn.parser is None:         # a new connection
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_SECONDS, 0))
         ahead = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         arriving = _Arriving(conn, time.monotonic() + (READ_SECONDS if ahead else IDLE_SECONDS))
         self._arriving[conn] = arriving
@@ -151,16 +164,23 @@ class DrainingWorker(ThreadWorker):
                 _send(arriving.conn, b"HTTP/1.1 100 Continue\r\n\r\n")
         if len(arriving.data) < arriving.length:
             return False
-        self._hand_over(arriving)
+        self._serve(arriving)
         return True
 
-    def _hand_over(self, arriving: _Arriving) -> None:
+    def _serve(self, arriving: _Arriving) -> None:
+        """Serves a whole request, then keeps its connection or closes it."""
         conn = arriving.conn
         self._forget(arriving)
         conn.init()                     # the parser, on a blocking socket
         conn.sock.setblocking(True)
         conn.parser.unreader.unread(bytes(arriving.data))
-        super().enqueue_req(conn)
+        served: Future[bool] = Future()
+        self._serving = True
+        try:
+            served.set_result(self.handle(conn))
+            self.finish_request(conn, served)
+        finally:
+            self._serving = False
 
     def _refuse(self, arriving: _Arriving, status: str, reason: str) -> bool:
         self.log.warning("refused a request from %s: %s (%s)", _peer(arriving.conn), status, reason)
@@ -229,7 +249,7 @@ class Server(BaseApplication):
             "bind": self.bind,
             "workers": 1,   # one process answers Slack; the bot's worker processes are its children
             "worker_class": "bot.server.DrainingWorker",
-            "threads": REQUEST_THREADS,
+            "threads": 1,         # gunicorn's pool for requests, which are served in its loop instead
             "worker_connections": _connection_limit(),
             "graceful_timeout": GRACEFUL_SECONDS,
             "timeout": 30,

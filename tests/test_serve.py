@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -207,3 +208,50 @@ def test_a_content_length_before_other_headers_is_read(served):
                      b"Content-Type: application/json\r\n\r\n{}")
         sock.settimeout(5)
         assert sock.recv(1024).startswith(b"HTTP/1.1 401")      # read whole, and refused as unsigned
+
+
+def test_requests_sent_at_once_on_one_connection_are_answered_in_order(served):
+    """Each request is served in the event loop, the next one a client sent ahead in its turn: two
+    thousand sent at once are all answered, in order, and nothing nests (Python's recursion limit
+    is a thousand frames)."""
+    requests = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+                + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.sendall(requests)
+        sock.settimeout(20)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 2002:
+            chunk = sock.recv(65536)
+            assert chunk, received[-300:]
+            received += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200"] + [b"404"] * 2000 + [b"200"]
+
+
+def test_a_client_that_does_not_read_its_answers_is_cut_off(served):
+    """A client that keeps sending requests but takes none of the answers fills its socket; the loop
+    that answers everyone waits on it for SEND_SECONDS at a time (twice when the answer went out in
+    part), then closes it, which gunicorn does gracefully, reading what the client still sends for
+    up to 2 s: everyone else waits less than 5 s, once, where before they waited for as long as the
+    client held on."""
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.connect(("127.0.0.1", served.port))
+    hog.setblocking(False)
+    request = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        started = time.monotonic()
+        cut_off = False
+        while not cut_off and time.monotonic() - started < 30:
+            try:
+                hog.send(request * 100)
+            except BlockingIOError:          # the server reads no more: it is waiting on us, or gave up
+                time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                cut_off = True
+            answered = time.monotonic()
+            assert httpx.get(f"{served.url}/healthz", timeout=5).status_code == 200
+            assert time.monotonic() - answered < 5
+        assert cut_off
+    finally:
+        hog.close()

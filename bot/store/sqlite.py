@@ -1017,9 +1017,10 @@ def _queue_statement(table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[str, 
 def _queue_rows(db: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]]) -> list[bool]:
     """Whether each row was queued: false when its key was queued before (or earlier in `rows`). One
     statement for all of them: every statement lets go of the interpreter while SQLite runs it,
-    and with the request threads busy, getting it back is what a write waits for most. One row (an
-    ack's: `serve` has one request thread) is told by the count of rows the statement changed:
-    a statement returning the keys it took lets go twice, once for the key and once to end."""
+    and with other threads busy (Socket Mode's), getting it back is what a write waits for most.
+    One row (an ack's: `serve` serves one request at a time) is told by the count of rows the
+    statement changed: a statement returning the keys it took lets go twice, once for the key and
+    once to end."""
     statement, parameters = _queue_statement(table, rows)
     if len(rows) == 1:
         return [db.execute(statement, parameters).rowcount == 1]
