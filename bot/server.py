@@ -115,7 +115,9 @@ class DrainingWorker(ThreadWorker):
             return
         if conn.parser is None:         # a new connection
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_SECONDS, 0))
-        ahead = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+            ahead = b""
+        else:
+            ahead = conn.parser.unreader.take_buffered()
         arriving = _Arriving(conn, time.monotonic() + (READ_SECONDS if ahead else IDLE_SECONDS))
         self._arriving[conn] = arriving
         conn.sock.setblocking(False)
