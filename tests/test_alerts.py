@@ -374,9 +374,9 @@ def test_an_incident_an_alert_opens_is_triaged_in_its_thread_and_its_card_says_t
     bot, client = slack_bot(make_config(CONFIG + TRIAGED))
     post(client, "prom", am_body(am_alert("HighErrorRate")), bearer())
     eventually(lambda: any(event.kind == "triage" for event in store.events(1)), timeout=20)
-    incident = store.incident(1)
     (triage,) = slack_double.wait_for("chat.postMessage", timeout=20,
                                       where=lambda call: "Triage · checkout · #1" in blocks(call))
+    incident = store.incident(1)      # once the thread's reply is posted, its announcement's ts is kept
     assert triage.args["thread_ts"] == incident.thread_ts
     assert incident.verdict and incident.status == "open"
     assert f"*Triage:* {incident.verdict[:20]}" in card_update(slack_double, incident)

@@ -119,6 +119,20 @@ def test_slacks_own_checks_are_answered(slack_bot, slack_double, store):
     assert store.work_pending() == 0
 
 
+def test_a_command_of_another_app_is_left_to_bolt_and_one_that_cannot_be_queued_is_a_500(
+        slack_bot, slack_double, store, caplog):
+    # Slash commands over HTTP go to their listener past Bolt's dispatch, the rest through it.
+    bot, client = slack_bot()
+    assert client.command("/deploy-prod", "now").status_code == 404           # Bolt: no listener for it
+    without_user = client.post(b"command=%2Fincident&text=list&trigger_id=t-1&channel_id=C1")
+    assert (without_user.status_code, without_user.text) == (500, "")
+    assert "could not queue a /incident command" in caplog.text and "KeyError: 'user_id'" in caplog.text
+    assert table_rows(store, "work") == []
+    assert client.command("/incident", "list").status_code == 200
+    slack_double.wait_for("response_url")
+    assert len(table_rows(store, "work")) == 1
+
+
 def test_a_double_submit_answers_with_the_incident_already_open(slack_bot, slack_double, store):
     bot, client = slack_bot()
     client.command("/incident", "open Checkout down")
