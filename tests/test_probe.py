@@ -301,7 +301,8 @@ def test_through_the_real_cli(tmp_path, web):
 
 
 def test_in_slack_other_commands_are_acked_at_once_while_probes_hang(slack_bot, slack_double, make_config, hanging):
-    probes = "".join(f'[services.h.probes.p{n}]\nkind = "http"\nurl = "http://{hanging.address}/{n}"\ntimeout = "2s"\n'
+    # An ack that waited for the probes would take their 5 s; the bound leaves a loaded machine room.
+    probes = "".join(f'[services.h.probes.p{n}]\nkind = "http"\nurl = "http://{hanging.address}/{n}"\ntimeout = "5s"\n'
                      for n in range(5))
     bot, client = slack_bot(make_config(probes))
     assert client.command("/probe", "h").status_code == 200
@@ -309,7 +310,7 @@ def test_in_slack_other_commands_are_acked_at_once_while_probes_hang(slack_bot, 
     for n in range(5):
         started = time.monotonic()
         response = client.command("/incident", f"open still answering {n}")
-        assert response.status_code == 200 and time.monotonic() - started < 0.5
+        assert response.status_code == 200 and time.monotonic() - started < 2.5
     (answer,) = slack_double.wait_for("response_url", where=lambda call: "/probe h" in json.dumps(call.args))
     assert "0 ok" in json.dumps(answer.args, ensure_ascii=False)
     assert len(slack_double.wait_for("chat.postMessage", 5)) == 5

@@ -34,6 +34,8 @@ from slack_double import eventually
 PG = "postgresql://postgres:s3cret-pg-pw@127.0.0.1:5432/test"
 MY = "mysql://root@127.0.0.1:3306/test"
 REDIS = "redis://127.0.0.1:6379/0"
+# A healthy server is ok however loaded this machine is: a probe is slow from half its timeout.
+UNHURRIED = 'timeout = "20s"'
 BOUND = 2.5     # seconds a 1 s timeout may take, all told, on a busy machine (below the 3 s a hung call takes)
 
 
@@ -320,7 +322,7 @@ def test_timeout_http_against_a_server_that_never_answers(probe, hanging):
 
 
 def test_postgres_ok(probe):
-    result, *_ = probe(f'kind = "postgres"\ndsn = "{PG}"')
+    result, *_ = probe(f'kind = "postgres"\ndsn = "{PG}"\n{UNHURRIED}')
     assert result.status == "ok", result
     assert result.detail.startswith("SELECT 1 ok · ") and result.detail.endswith(" · primary")
     assert result.metrics["connections"] >= 1 and result.metrics["max_connections"] > 1
@@ -401,7 +403,7 @@ def test_postgres_pool_exhaustion_has_its_own_name():
 
 
 def test_mysql_ok(probe):
-    result, *_ = probe(f'kind = "mysql"\ndsn = "{MY}"')
+    result, *_ = probe(f'kind = "mysql"\ndsn = "{MY}"\n{UNHURRIED}')
     assert result.status == "ok", result
     assert result.detail.startswith("SELECT 1 ok · ") and result.metrics["max_connections"] > 1
 
@@ -444,7 +446,7 @@ def test_mysql_pool_exhaustion_has_its_own_name():
 
 
 def test_redis_ok(probe):
-    result, *_ = probe(f'kind = "redis"\nurl = "{REDIS}"')
+    result, *_ = probe(f'kind = "redis"\nurl = "{REDIS}"\n{UNHURRIED}')
     assert result.status == "ok", result
     assert result.detail.startswith("PING ok · memory ") and "evicted keys since start" in result.detail
     assert result.metrics["role"] == "master" and result.metrics["maxclients"] > 0
